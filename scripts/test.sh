@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The one command that checks EddyDB on a fresh Debian 12 machine, as root
+# or not, with no terminal (CI=true): installs what the tests need when it
+# is missing (psql, pgbench, a Python venv with psycopg 3), then runs
+# rustfmt, clippy, the Rust tests and the sqllogictest files.
+# Exits non-zero if anything fails; prints each step as it goes.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+    SUDO=(sudo -n)
+fi
+
+# --- System packages -------------------------------------------------------
+
+missing=()
+psql --version >/dev/null 2>&1 || missing+=(postgresql-client)
+# Debian ships pgbench with the server package; /usr/bin/pgbench alone is
+# only postgresql-common's version dispatcher.
+pgbench --version >/dev/null 2>&1 || missing+=(postgresql)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The tests send SIGTERM with kill(1), which lives in procps.
+[[ -x /usr/bin/kill || -x /bin/kill ]] || missing+=(procps)
+
+if ((${#missing[@]})); then
+    step "installing Debian packages: ${missing[*]}"
+    # The tests start their own servers; no cluster is wanted from the
+    # postgresql package.
+    "${SUDO[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' |
+        "${SUDO[@]}" tee /etc/postgresql-common/createcluster.d/eddydb-tests.conf >/dev/null
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+    step "Debian packages present (psql, pgbench, python3-venv, kill)"
+fi
+psql --version
+pgbench --version
+
+# --- Python venv for the psycopg client test -------------------------------
+
+VENV=target/test-venv
+if [[ -z "${EDDYDB_TEST_PYTHON:-}" ]]; then
+    export EDDYDB_TEST_PYTHON="$PWD/$VENV/bin/python"
+fi
+if "$EDDYDB_TEST_PYTHON" -c 'import psycopg' >/dev/null 2>&1; then
+    step "psycopg present in $EDDYDB_TEST_PYTHON"
+else
+    step "creating $VENV with psycopg[binary]"
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        'psycopg[binary]>=3.1,<4'
+    export EDDYDB_TEST_PYTHON="$PWD/$VENV/bin/python"
+fi
+"$EDDYDB_TEST_PYTHON" -c 'import psycopg; print("psycopg", psycopg.__version__)'
+
+# --- Rust checks -----------------------------------------------------------
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+status=0
+if cargo nextest --version >/dev/null 2>&1; then
+    step "cargo nextest run (all tests but the sqllogictest files)"
+    cargo nextest run --no-fail-fast -E 'not binary_id(eddydb::sqllogictest)' || status=1
+    step "sqllogictest files"
+    cargo test --test sqllogictest || status=1
+else
+    step "cargo test (cargo-nextest not installed)"
+    cargo test --no-fail-fast --tests || status=1
+fi
+
+# Nothing is printed after the runners so that their summary line closes
+# the output.
+exit "$status"

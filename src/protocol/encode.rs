@@ -1,0 +1,207 @@
+//! Arrow batches to Postgres rows: RowDescription fields, DataRows in text
+//! or binary format, and COPY TO output.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{self as dt, DataType, Field, IntervalUnit, Schema};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{CopyEncoder, CopyCsvOptions, CopyTextOptions, DataRowEncoder, FieldFormat, FieldInfo};
+use pgwire::api::Type;
+use pgwire::error::PgWireResult;
+use pgwire::messages::copy::CopyData;
+use pgwire::messages::data::DataRow;
+
+use super::types::{date_of, datetime_of, pg_type, type_modifier};
+use crate::sql::copy_format::CopyFormat;
+use crate::sql::CopyOptions;
+
+/// RowDescription fields for a schema, in the requested formats.
+pub fn field_infos(schema: &Schema, format: Option<&Format>) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let format = format.map_or(FieldFormat::Text, |f| f.format_for(i));
+            FieldInfo::new(field.name().clone(), None, None, pg_type(field), format)
+                .with_type_modifier(type_modifier(field))
+        })
+        .collect()
+}
+
+/// Encodes a batch into DataRows.
+pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+    let mut encoder = DataRowEncoder::new(Arc::clone(fields));
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    let schema = batch.schema();
+    for row in 0..batch.num_rows() {
+        for (col, array) in batch.columns().iter().enumerate() {
+            encode_value(&mut Sink::Row(&mut encoder), array.as_ref(), schema.field(col), row, &fields[col])?;
+        }
+        rows.push(encoder.take_row());
+    }
+    Ok(rows)
+}
+
+/// Encodes batches as COPY TO STDOUT data messages.
+pub fn encode_copy(batches: &[RecordBatch], schema: &Schema, options: &CopyOptions) -> PgWireResult<Vec<CopyData>> {
+    let fields = Arc::new(field_infos(schema, None));
+    let mut encoder = match options.format {
+        CopyFormat::Text => CopyEncoder::new_text(
+            Arc::clone(&fields),
+            CopyTextOptions {
+                delimiter: (options.delimiter as char).to_string().into(),
+                null_string: options.null.clone().into(),
+            },
+        ),
+        CopyFormat::Csv => CopyEncoder::new_csv(
+            Arc::clone(&fields),
+            CopyCsvOptions {
+                delimiter: (options.delimiter as char).to_string().into(),
+                quote: (options.quote as char).to_string().into(),
+                escape: (options.escape as char).to_string().into(),
+                null_string: options.null.clone().into(),
+                ..CopyCsvOptions::default()
+            },
+        ),
+    };
+    let mut out = Vec::new();
+    if options.header {
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let delimiter = (options.delimiter as char).to_string();
+        out.push(CopyData::new(format!("{}\n", names.join(&delimiter)).into()));
+    }
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            for (col, array) in batch.columns().iter().enumerate() {
+                encode_value(&mut Sink::Copy(&mut encoder), array.as_ref(), schema.field(col), row, &fields[col])?;
+            }
+            out.push(encoder.take_copy());
+        }
+    }
+    Ok(out)
+}
+
+enum Sink<'a> {
+    Row(&'a mut DataRowEncoder),
+    Copy(&'a mut CopyEncoder),
+}
+
+impl Sink<'_> {
+    fn put<T>(&mut self, value: &T, ty: &Type, format: FieldFormat) -> PgWireResult<()>
+    where
+        T: postgres_types::ToSql + pgwire::types::ToSqlText + Sized,
+    {
+        match self {
+            Sink::Row(e) => e.encode_field_with_type_and_format(value, ty, format, &Default::default()),
+            Sink::Copy(e) => e.encode_field(value),
+        }
+    }
+}
+
+
+fn encode_value(sink: &mut Sink, array: &dyn Array, field: &Field, row: usize, info: &FieldInfo) -> PgWireResult<()> {
+    let ty = info.datatype().clone();
+    let format = info.format();
+    if array.is_null(row) {
+        return sink.put(&None::<i32>, &ty, format);
+    }
+    match array.data_type() {
+        DataType::Boolean => sink.put(&array.as_boolean().value(row), &ty, format),
+        DataType::Int8 => sink.put(&(array.as_primitive::<dt::Int8Type>().value(row) as i16), &ty, format),
+        DataType::Int16 => sink.put(&array.as_primitive::<dt::Int16Type>().value(row), &ty, format),
+        DataType::Int32 => sink.put(&array.as_primitive::<dt::Int32Type>().value(row), &ty, format),
+        DataType::Int64 => sink.put(&array.as_primitive::<dt::Int64Type>().value(row), &ty, format),
+        DataType::UInt8 => sink.put(&(array.as_primitive::<dt::UInt8Type>().value(row) as i16), &ty, format),
+        DataType::UInt16 => sink.put(&(array.as_primitive::<dt::UInt16Type>().value(row) as i32), &ty, format),
+        DataType::UInt32 => sink.put(&array.as_primitive::<dt::UInt32Type>().value(row), &ty, format),
+        DataType::UInt64 => sink.put(&(array.as_primitive::<dt::UInt64Type>().value(row) as i64), &ty, format),
+        DataType::Float32 => sink.put(&array.as_primitive::<dt::Float32Type>().value(row), &ty, format),
+        DataType::Float64 => sink.put(&array.as_primitive::<dt::Float64Type>().value(row), &ty, format),
+        DataType::Utf8 if ty == Type::JSONB && format == FieldFormat::Binary => {
+            let text = array.as_string::<i32>().value(row);
+            let json: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()));
+            sink.put(&json, &ty, format)
+        }
+        DataType::Utf8 => sink.put(&array.as_string::<i32>().value(row), &ty, format),
+        DataType::LargeUtf8 => sink.put(&array.as_string::<i64>().value(row), &ty, format),
+        DataType::Utf8View => sink.put(&array.as_string_view().value(row), &ty, format),
+        DataType::Date32 => match date_of(array.as_primitive::<dt::Date32Type>().value(row)) {
+            Some(d) => sink.put(&d, &ty, format),
+            None => encode_display(sink, array, row, &ty),
+        },
+        DataType::Timestamp(unit, tz) => encode_timestamp(sink, array, row, unit, tz.is_some(), &ty, format),
+        DataType::Decimal128(_, scale) => {
+            let v = array.as_primitive::<dt::Decimal128Type>().value(row);
+            match rust_decimal::Decimal::try_from_i128_with_scale(v, *scale as u32) {
+                Ok(d) if format == FieldFormat::Binary => sink.put(&d, &ty, format),
+                _ => encode_display(sink, array, row, &ty),
+            }
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let v = array.as_primitive::<dt::IntervalMonthDayNanoType>().value(row);
+            let interval = pg_interval::Interval::new(v.months, v.days, v.nanoseconds / 1000);
+            sink.put(&interval, &ty, format)
+        }
+        DataType::List(_) | DataType::LargeList(_) => encode_list(sink, array, row, &ty),
+        _ => {
+            let _ = field;
+            encode_display(sink, array, row, &ty)
+        }
+    }
+}
+
+fn encode_timestamp(
+    sink: &mut Sink,
+    array: &dyn Array,
+    row: usize,
+    unit: &dt::TimeUnit,
+    with_tz: bool,
+    ty: &Type,
+    format: FieldFormat,
+) -> PgWireResult<()> {
+    let raw = match unit {
+        dt::TimeUnit::Second => array.as_primitive::<dt::TimestampSecondType>().value(row),
+        dt::TimeUnit::Millisecond => array.as_primitive::<dt::TimestampMillisecondType>().value(row),
+        dt::TimeUnit::Microsecond => array.as_primitive::<dt::TimestampMicrosecondType>().value(row),
+        dt::TimeUnit::Nanosecond => array.as_primitive::<dt::TimestampNanosecondType>().value(row),
+    };
+    match datetime_of(raw, unit) {
+        Some(naive) if with_tz => sink.put(&DateTime::<Utc>::from_naive_utc_and_offset(naive, Utc), ty, format),
+        Some(naive) => sink.put(&naive, ty, format),
+        None => encode_display(sink, array, row, ty),
+    }
+}
+
+/// Arrays as Postgres array literals (`{a,b}`), in text.
+fn encode_list(sink: &mut Sink, array: &dyn Array, row: usize, ty: &Type) -> PgWireResult<()> {
+    let values = match array.data_type() {
+        DataType::List(_) => array.as_list::<i32>().value(row),
+        _ => array.as_list::<i64>().value(row),
+    };
+    let options = FormatOptions::default().with_null("NULL");
+    let formatter = ArrayFormatter::try_new(values.as_ref(), &options).map_err(|e| pgwire::error::PgWireError::ApiError(Box::new(e)))?;
+    let items: Vec<String> = (0..values.len()).map(|i| quote_array_item(&formatter.value(i).to_string(), values.is_null(i))).collect();
+    sink.put(&format!("{{{}}}", items.join(",")), ty, FieldFormat::Text)
+}
+
+fn quote_array_item(item: &str, is_null: bool) -> String {
+    if is_null {
+        return "NULL".to_string();
+    }
+    if item.is_empty() || item.contains([',', '{', '}', '"', '\\', ' ']) || item.eq_ignore_ascii_case("null") {
+        format!("\"{}\"", item.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        item.to_string()
+    }
+}
+
+/// Any other value in Arrow's display form, sent as text.
+fn encode_display(sink: &mut Sink, array: &dyn Array, row: usize, ty: &Type) -> PgWireResult<()> {
+    let options = FormatOptions::default();
+    let formatter = ArrayFormatter::try_new(array, &options).map_err(|e| pgwire::error::PgWireError::ApiError(Box::new(e)))?;
+    sink.put(&formatter.value(row).to_string(), ty, FieldFormat::Text)
+}

@@ -1,0 +1,106 @@
+//! DataFusion integration: one `SessionContext` per client session, whose
+//! catalog `eddy` resolves `public` to the live tables, `pg_catalog` and
+//! `information_schema` to the compatibility layer, and `__dml` to the same
+//! tables with their row ids exposed (used by UPDATE and DELETE).
+
+mod provider;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider};
+use datafusion::catalog::CatalogProvider;
+use datafusion::common::ParamValues;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::sqlparser::ast::Statement;
+
+pub use provider::{TableScanProvider, TablesSchema};
+
+use crate::catalog::Catalog;
+use crate::error::Result;
+
+pub const CATALOG_NAME: &str = "eddy";
+pub const PUBLIC_SCHEMA: &str = "public";
+/// Schema under which UPDATE/DELETE see tables with their row ids.
+pub const DML_SCHEMA: &str = "__dml";
+
+/// A session's view of the database through DataFusion.
+pub struct QueryContext {
+    ctx: SessionContext,
+}
+
+impl std::fmt::Debug for QueryContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryContext").finish_non_exhaustive()
+    }
+}
+
+impl QueryContext {
+    pub fn new(catalog: Arc<Catalog>, workers: usize) -> Result<QueryContext> {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false)
+            .with_target_partitions(workers);
+        let ctx = SessionContext::new_with_config(config);
+        let schemas = MemoryCatalogProvider::new();
+        let public: Arc<dyn SchemaProvider> =
+            Arc::new(TablesSchema::new(Arc::clone(&catalog), false));
+        let dml: Arc<dyn SchemaProvider> = Arc::new(TablesSchema::new(catalog, true));
+        schemas.register_schema(PUBLIC_SCHEMA, public)?;
+        schemas.register_schema(DML_SCHEMA, dml)?;
+        ctx.register_catalog(CATALOG_NAME, Arc::new(schemas));
+        Ok(QueryContext { ctx })
+    }
+
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) -> Result<()> {
+        if let Some(catalog) = self.ctx.catalog(CATALOG_NAME) {
+            catalog.register_schema(name, schema)?;
+        }
+        Ok(())
+    }
+
+    /// Plans a statement DataFusion understands (queries, VALUES, EXPLAIN).
+    pub async fn plan(&self, stmt: Statement) -> Result<LogicalPlan> {
+        let stmt = datafusion::sql::parser::Statement::Statement(Box::new(stmt));
+        Ok(self.ctx.state().statement_to_plan(stmt).await?)
+    }
+
+    /// Runs a plan with its `$n` parameters bound, streaming the result.
+    pub async fn execute(
+        &self,
+        plan: LogicalPlan,
+        params: &[ScalarValue],
+    ) -> Result<SendableRecordBatchStream> {
+        let plan = if params.is_empty() {
+            plan
+        } else {
+            plan.with_param_values(ParamValues::List(
+                params.iter().cloned().map(Into::into).collect(),
+            ))?
+        };
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        Ok(df.execute_stream().await?)
+    }
+
+    /// Runs a plan to completion.
+    pub async fn collect(
+        &self,
+        plan: LogicalPlan,
+        params: &[ScalarValue],
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        use futures::TryStreamExt;
+        let stream = self.execute(plan, params).await?;
+        let schema = stream.schema();
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        Ok((schema, batches))
+    }
+}

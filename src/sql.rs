@@ -1,0 +1,412 @@
+//! Statement execution. A [`Session`] belongs to one client connection: it
+//! owns the connection's settings and DataFusion context and turns each
+//! parsed statement into an [`Output`]. DDL, DML, COPY and session commands
+//! are handled here; queries are planned and run by DataFusion.
+
+pub mod copy_format;
+mod ddl;
+mod dml;
+mod names;
+mod settings;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::sqlparser::ast::{self, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+pub use copy_format::{CopyDecoder, CopyOptions};
+pub use settings::Settings;
+
+use crate::catalog::Catalog;
+use crate::error::{Error, Result};
+use crate::query::QueryContext;
+use crate::storage::Table;
+
+/// What a statement gives back to the client.
+pub enum Output {
+    /// A query's rows, streamed.
+    Rows(SendableRecordBatchStream),
+    /// Rows already computed (SHOW, RETURNING, point lookups).
+    Batches {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
+    /// A command tag such as `INSERT 0 3` or `CREATE TABLE`.
+    Command(CommandTag),
+    /// `COPY … FROM STDIN`: the protocol layer collects the data, then calls
+    /// [`Session::finish_copy_in`].
+    CopyIn(CopyIn),
+    /// `COPY … TO STDOUT`.
+    CopyOut {
+        options: CopyOptions,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
+    TransactionStart(CommandTag),
+    TransactionEnd(CommandTag),
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandTag {
+    pub command: String,
+    pub oid: Option<u32>,
+    pub rows: Option<usize>,
+}
+
+impl CommandTag {
+    pub fn new(command: &str) -> CommandTag {
+        CommandTag {
+            command: command.to_string(),
+            oid: None,
+            rows: None,
+        }
+    }
+
+    pub fn with_rows(mut self, rows: usize) -> CommandTag {
+        self.rows = Some(rows);
+        self
+    }
+
+    fn with_oid(mut self, oid: u32) -> CommandTag {
+        self.oid = Some(oid);
+        self
+    }
+}
+
+/// A `COPY FROM STDIN` in progress.
+#[derive(Debug)]
+pub struct CopyIn {
+    pub table: Arc<Table>,
+    /// Indexes of the table columns the data supplies, in data order.
+    pub columns: Vec<usize>,
+    pub options: CopyOptions,
+}
+
+impl CopyIn {
+    /// The schema of the incoming data.
+    pub fn schema(&self) -> SchemaRef {
+        let full = self.table.schema();
+        Arc::new(full.project(&self.columns).expect("copy columns are valid"))
+    }
+}
+
+/// A statement parsed once and executed many times (extended protocol).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub sql: String,
+    pub statement: Statement,
+    /// Types of `$1..$n`; `None` where neither the client nor inference says.
+    pub param_types: Vec<Option<DataType>>,
+    /// Columns of the rows it returns, if it returns rows.
+    pub result_schema: Option<SchemaRef>,
+    plan: Option<(u64, LogicalPlan)>,
+}
+
+/// One client's session.
+pub struct Session {
+    catalog: Arc<Catalog>,
+    query: QueryContext,
+    pub settings: Settings,
+    pub user: String,
+    transaction: Option<TransactionState>,
+}
+
+#[derive(Debug, Default)]
+struct TransactionState {
+    writes: usize,
+}
+
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| Error::from(e).with_statement_text(sql))
+}
+
+impl Session {
+    pub fn new(catalog: Arc<Catalog>, query: QueryContext, user: &str) -> Session {
+        Session {
+            catalog,
+            query,
+            settings: Settings::default(),
+            user: user.to_string(),
+            transaction: None,
+        }
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn query_context(&self) -> &QueryContext {
+        &self.query
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.transaction.is_some()
+    }
+
+    /// Runs one parsed statement.
+    pub async fn execute(&mut self, stmt: Statement, params: &[ScalarValue]) -> Result<Output> {
+        let output = self.dispatch(stmt, params).await?;
+        if let (Some(txn), Output::Command(tag)) = (&mut self.transaction, &output) {
+            if matches!(tag.command.as_str(), "INSERT" | "UPDATE" | "DELETE" | "COPY") {
+                txn.writes += 1;
+            }
+        }
+        Ok(output)
+    }
+
+    async fn dispatch(&mut self, stmt: Statement, params: &[ScalarValue]) -> Result<Output> {
+        match stmt {
+            Statement::Query(_) | Statement::Explain { .. } => self.run_query(stmt, params).await,
+            Statement::CreateTable(create) => ddl::create_table(&self.catalog, &self.query, create).await,
+            Statement::Drop {
+                object_type,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => ddl::drop(&self.catalog, object_type, if_exists, &names, cascade),
+            Statement::Insert(insert) => dml::insert(self, insert, params).await,
+            Statement::Update(update) => dml::update(self, update, params).await,
+            Statement::Delete(delete) => dml::delete(self, delete, params).await,
+            Statement::Truncate(truncate) => dml::truncate(self, truncate).await,
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => self.copy(source, to, target, &options, &legacy_options, params).await,
+            Statement::StartTransaction { .. } => Ok(self.begin()),
+            Statement::Commit { .. } => Ok(self.end_transaction("COMMIT")),
+            Statement::Rollback { savepoint: None, .. } => Ok(self.end_transaction("ROLLBACK")),
+            other => self.dispatch_session_command(other),
+        }
+    }
+
+    fn dispatch_session_command(&mut self, stmt: Statement) -> Result<Output> {
+        match stmt {
+            Statement::Set(set) => self.settings.set(set),
+            Statement::Reset(reset) => self.settings.reset(reset),
+            Statement::ShowVariable { variable } => self.settings.show(&variable),
+            Statement::ShowTables { .. } => Ok(show_tables(&self.catalog)),
+            Statement::Discard { .. } => {
+                self.settings = Settings::default();
+                Ok(Output::Command(CommandTag::new("DISCARD ALL")))
+            }
+            Statement::Flush { .. } => Ok(Output::Command(CommandTag::new("FLUSH"))),
+            other => Err(unsupported_statement(&other)),
+        }
+    }
+
+    async fn run_query(&mut self, stmt: Statement, params: &[ScalarValue]) -> Result<Output> {
+        let plan = self.query.plan(stmt).await?;
+        Ok(Output::Rows(self.query.execute(plan, params).await?))
+    }
+
+    fn begin(&mut self) -> Output {
+        if self.transaction.is_none() {
+            self.transaction = Some(TransactionState::default());
+        }
+        Output::TransactionStart(CommandTag::new("BEGIN"))
+    }
+
+    fn end_transaction(&mut self, command: &str) -> Output {
+        if let Some(txn) = self.transaction.take() {
+            if command == "ROLLBACK" && txn.writes > 0 {
+                tracing::warn!(
+                    writes = txn.writes,
+                    "ROLLBACK after writes: EddyDB commits every statement on its own"
+                );
+            }
+        }
+        Output::TransactionEnd(CommandTag::new(command))
+    }
+
+    /// Writes made inside the current transaction block (they are already
+    /// committed: EddyDB commits each statement on its own).
+    pub fn writes_in_transaction(&self) -> usize {
+        self.transaction.as_ref().map_or(0, |t| t.writes)
+    }
+
+    /// Parses and describes a statement for the extended protocol.
+    pub async fn prepare(&mut self, sql: &str, declared: &[Option<DataType>]) -> Result<Option<Prepared>> {
+        let mut statements = parse(sql)?;
+        if statements.len() > 1 {
+            return Err(Error::Syntax {
+                message: "cannot insert multiple commands into a prepared statement".into(),
+                line_col: None,
+                position: None,
+            });
+        }
+        let Some(statement) = statements.pop() else {
+            return Ok(None);
+        };
+        let mut prepared = Prepared {
+            sql: sql.to_string(),
+            statement,
+            param_types: declared.to_vec(),
+            result_schema: None,
+            plan: None,
+        };
+        self.describe(&mut prepared).await?;
+        Ok(Some(prepared))
+    }
+
+    async fn describe(&mut self, prepared: &mut Prepared) -> Result<()> {
+        let statement = prepared.statement.clone();
+        let inferred = match &statement {
+            Statement::Query(_) | Statement::Explain { .. } => {
+                let plan = self.query.plan(prepared.statement.clone()).await?;
+                prepared.result_schema = Some(Arc::new(plan.schema().as_arrow().clone()));
+                let types = placeholder_types(&plan)?;
+                prepared.plan = Some((self.catalog.version(), plan));
+                types
+            }
+            Statement::Insert(insert) => dml::describe_insert(self, insert, prepared).await?,
+            Statement::Update(_) | Statement::Delete(_) => {
+                dml::describe_update_delete(self, prepared).await?
+            }
+            Statement::ShowVariable { variable } => {
+                prepared.result_schema = Some(self.settings.show_schema(variable));
+                Vec::new()
+            }
+            Statement::ShowTables { .. } => {
+                prepared.result_schema = Some(show_tables_schema());
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        merge_param_types(&mut prepared.param_types, inferred);
+        Ok(())
+    }
+
+    /// Runs a prepared statement with bound parameters.
+    pub async fn execute_prepared(&mut self, prepared: &Prepared, params: &[ScalarValue]) -> Result<Output> {
+        if let Some((version, plan)) = &prepared.plan {
+            if *version == self.catalog.version() {
+                let plan = plan.clone();
+                return Ok(Output::Rows(self.query.execute(plan, params).await?));
+            }
+        }
+        self.execute(prepared.statement.clone(), params).await
+    }
+
+    async fn copy(
+        &mut self,
+        source: ast::CopySource,
+        to: bool,
+        target: ast::CopyTarget,
+        options: &[ast::CopyOption],
+        legacy: &[ast::CopyLegacyOption],
+        params: &[ScalarValue],
+    ) -> Result<Output> {
+        let options = CopyOptions::from_statement(options, legacy)
+            .map_err(|e| Error::BadCopyData {
+                sqlstate: e.sqlstate,
+                message: e.message,
+                context: None,
+            })?;
+        match (to, target) {
+            (false, ast::CopyTarget::Stdin) => {
+                let ast::CopySource::Table { table_name, columns } = source else {
+                    return Err(Error::Syntax {
+                        message: "COPY FROM needs a table, not a query".into(),
+                        line_col: None,
+                        position: None,
+                    });
+                };
+                let table = names::resolve_table(&self.catalog, &table_name)?;
+                let columns = names::column_indexes(table.def(), &columns)?;
+                Ok(Output::CopyIn(CopyIn { table, columns, options }))
+            }
+            (true, ast::CopyTarget::Stdout) => {
+                let query = match source {
+                    ast::CopySource::Query(query) => Statement::Query(query),
+                    ast::CopySource::Table { table_name, columns } => {
+                        names::select_all(&self.catalog, &table_name, &columns)?
+                    }
+                };
+                let plan = self.query.plan(query).await?;
+                let (schema, batches) = self.query.collect(plan, params).await?;
+                Ok(Output::CopyOut { options, schema, batches })
+            }
+            _ => Err(Error::unsupported(
+                "COPY to or from a file or program",
+                "Use COPY ... FROM STDIN or COPY ... TO STDOUT (psql's \\copy does this for a local file).",
+            )),
+        }
+    }
+
+    /// Commits the rows of a finished `COPY FROM STDIN`.
+    pub async fn finish_copy_in(&mut self, copy: &CopyIn, batches: Vec<RecordBatch>) -> Result<Output> {
+        let rows = dml::insert_batches(self, &copy.table, &copy.columns, batches).await?;
+        if let Some(txn) = &mut self.transaction {
+            txn.writes += 1;
+        }
+        Ok(Output::Command(CommandTag::new("COPY").with_rows(rows as usize)))
+    }
+}
+
+/// Client-declared types win; inference fills the rest.
+fn merge_param_types(declared: &mut Vec<Option<DataType>>, inferred: Vec<Option<DataType>>) {
+    if declared.len() < inferred.len() {
+        declared.resize(inferred.len(), None);
+    }
+    for (slot, ty) in declared.iter_mut().zip(inferred) {
+        if slot.is_none() {
+            *slot = ty;
+        }
+    }
+}
+
+/// `$1..$n` types DataFusion inferred for a plan, in order.
+pub(crate) fn placeholder_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
+    let found = plan.get_parameter_types()?;
+    let mut types: Vec<Option<DataType>> = Vec::new();
+    for (name, ty) in found {
+        let Some(n) = name.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else {
+            continue;
+        };
+        if n == 0 {
+            continue;
+        }
+        if types.len() < n {
+            types.resize(n, None);
+        }
+        types[n - 1] = ty;
+    }
+    Ok(types)
+}
+
+fn show_tables_schema() -> SchemaRef {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, false)]))
+}
+
+fn show_tables(catalog: &Catalog) -> Output {
+    use datafusion::arrow::array::StringArray;
+    let names = StringArray::from(catalog.table_names());
+    let schema = show_tables_schema();
+    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(names)])
+        .expect("one utf8 column");
+    Output::Batches {
+        schema,
+        batches: vec![batch],
+    }
+}
+
+fn unsupported_statement(stmt: &Statement) -> Error {
+    let text = stmt.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    Error::unsupported(
+        format!("statement {}", words.join(" ")),
+        "See docs/sql.md for the statements EddyDB supports.",
+    )
+}

@@ -1,0 +1,1 @@
+/work/scratch/copyfmt/src/copy_format.rs

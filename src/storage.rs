@@ -1,0 +1,116 @@
+//! Durable state. sled holds the catalog (one `meta` tree) and, per table, a
+//! log of committed changes (`rows/<id>` trees); the rows themselves are
+//! served from memory as Arrow chunks rebuilt from that log at start.
+//!
+//! **Architecture Invariant:** a change is in sled, flushed, before any reader
+//! can see it and before the client is told it committed.
+
+mod log;
+mod table;
+
+use std::path::Path;
+
+pub use log::LogRecord;
+pub use table::{Change, Table};
+
+use crate::catalog::TableDef;
+use crate::error::{Error, Result};
+
+const TABLE_DEF_PREFIX: &str = "table/";
+const NEXT_TABLE_ID: &str = "next_table_id";
+const ROWS_TREE_PREFIX: &str = "rows/";
+
+/// The sled database under the data directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+}
+
+impl Store {
+    pub fn open(data_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            Error::Storage(format!("cannot create data directory {}: {e}", data_dir.display()))
+        })?;
+        let db = sled::Config::new()
+            .path(data_dir.join("sled"))
+            // Rows are served from memory; sled's cache only speeds up start.
+            .cache_capacity(128 * 1024 * 1024)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| {
+                Error::Storage(format!(
+                    "cannot open data directory {}: {e} (is another eddydb using it?)",
+                    data_dir.display()
+                ))
+            })?;
+        let meta = db.open_tree("meta")?;
+        Ok(Store { db, meta })
+    }
+
+    pub fn table_defs(&self) -> Result<Vec<TableDef>> {
+        let mut defs = Vec::new();
+        for entry in self.meta.scan_prefix(TABLE_DEF_PREFIX) {
+            let (_, value) = entry?;
+            let def: TableDef = serde_json::from_slice(&value)
+                .map_err(|e| Error::Storage(format!("corrupt table definition: {e}")))?;
+            defs.push(def);
+        }
+        Ok(defs)
+    }
+
+    pub fn next_table_id(&self) -> Result<u64> {
+        let next = self
+            .meta
+            .update_and_fetch(NEXT_TABLE_ID, |old| {
+                let n = old.map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])));
+                Some((n + 1).to_be_bytes().to_vec())
+            })?
+            .ok_or_else(|| Error::Internal("table id counter vanished".into()))?;
+        Ok(u64::from_be_bytes(next.as_ref().try_into().unwrap_or([0; 8])))
+    }
+
+    pub fn put_table_def(&self, def: &TableDef) -> Result<()> {
+        let json = serde_json::to_vec(def).map_err(|e| Error::Internal(e.to_string()))?;
+        self.meta
+            .insert(format!("{TABLE_DEF_PREFIX}{}", def.name), json)?;
+        self.flush()
+    }
+
+    pub fn delete_table_def(&self, def: &TableDef) -> Result<()> {
+        self.meta.remove(format!("{TABLE_DEF_PREFIX}{}", def.name))?;
+        self.flush()
+    }
+
+    pub fn open_table(&self, def: TableDef) -> Result<Table> {
+        let tree = self.db.open_tree(rows_tree_name(def.id))?;
+        Table::open(def, tree, self.db.clone())
+    }
+
+    pub fn drop_table_tree(&self, id: u64) -> Result<()> {
+        self.db.drop_tree(rows_tree_name(id))?;
+        self.flush()
+    }
+
+    /// Removes row trees whose table definition is gone (a crash during DROP).
+    pub fn drop_orphan_trees(&self, live: impl Iterator<Item = u64>) -> Result<()> {
+        let live: std::collections::HashSet<String> = live.map(rows_tree_name).collect();
+        for name in self.db.tree_names() {
+            let name = String::from_utf8_lossy(&name).to_string();
+            if name.starts_with(ROWS_TREE_PREFIX) && !live.contains(&name) {
+                tracing::info!(tree = %name, "removing rows of a dropped table");
+                self.db.drop_tree(name.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn rows_tree_name(id: u64) -> String {
+    format!("{ROWS_TREE_PREFIX}{id}")
+}

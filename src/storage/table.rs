@@ -1,0 +1,404 @@
+//! One table's rows: Arrow chunks in memory, each row tagged with a durable
+//! row id, a primary-key index when the table has a key, and the sled log
+//! every change is written to before it becomes visible.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::arrow::util::display::array_value_to_string;
+
+use super::log::LogRecord;
+use crate::catalog::TableDef;
+use crate::error::{Error, Result};
+
+/// Rows per chunk: small inserts are merged into the last chunk up to this.
+const CHUNK_ROWS: usize = 8192;
+/// Rewrite the log once it holds this many deleted rows more than live ones.
+const LOG_COMPACT_SLACK: u64 = 100_000;
+
+/// A statement's effect on one table, committed atomically.
+#[derive(Debug, Default)]
+pub struct Change {
+    pub deletes: Vec<u64>,
+    /// Rows in the table's user schema.
+    pub inserts: Vec<RecordBatch>,
+}
+
+#[derive(Debug)]
+pub struct Table {
+    def: Arc<TableDef>,
+    schema: SchemaRef,
+    storage_schema: SchemaRef,
+    tree: sled::Tree,
+    db: sled::Db,
+    state: RwLock<TableState>,
+}
+
+#[derive(Debug, Default)]
+struct TableState {
+    chunks: Vec<Chunk>,
+    next_row_id: u64,
+    live_rows: u64,
+    pk: Option<PkIndex>,
+    next_log_seq: u64,
+    dead_rows_in_log: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Chunk {
+    /// Storage schema: user columns then the row id, ids ascending.
+    batch: RecordBatch,
+    /// `None` while every row is live.
+    live: Option<BooleanArray>,
+    live_count: usize,
+}
+
+#[derive(Debug)]
+struct PkIndex {
+    columns: Vec<usize>,
+    converter: RowConverter,
+    map: HashMap<Box<[u8]>, u64>,
+}
+
+impl Table {
+    /// Opens a table and rebuilds its rows by replaying its log.
+    pub fn open(def: TableDef, tree: sled::Tree, db: sled::Db) -> Result<Table> {
+        let schema = def.schema();
+        let storage_schema = def.storage_schema();
+        let pk = PkIndex::new(&def, &schema)?;
+        let table = Table {
+            def: Arc::new(def),
+            schema,
+            storage_schema,
+            tree,
+            db,
+            state: RwLock::new(TableState {
+                pk,
+                ..TableState::default()
+            }),
+        };
+        table.replay()?;
+        Ok(table)
+    }
+
+    pub fn def(&self) -> &TableDef {
+        &self.def
+    }
+
+    pub fn def_arc(&self) -> Arc<TableDef> {
+        Arc::clone(&self.def)
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    pub fn storage_schema(&self) -> SchemaRef {
+        Arc::clone(&self.storage_schema)
+    }
+
+    pub fn row_count(&self) -> u64 {
+        self.state.read().expect("table lock").live_rows
+    }
+
+    /// The live rows, in storage schema (row id last), as of now.
+    pub fn scan(&self) -> Result<Vec<RecordBatch>> {
+        let state = self.state.read().expect("table lock");
+        state.chunks.iter().map(Chunk::live_rows).collect()
+    }
+
+    /// The row whose primary key equals `key` (one-element arrays, key column
+    /// order), in storage schema; `None` if absent. Errors if no primary key.
+    pub fn lookup(&self, key: &[ArrayRef]) -> Result<Option<RecordBatch>> {
+        let state = self.state.read().expect("table lock");
+        let pk = state
+            .pk
+            .as_ref()
+            .ok_or_else(|| Error::Internal("lookup on a table without primary key".into()))?;
+        let rows = pk.converter.convert_columns(key)?;
+        let Some(id) = pk.map.get(rows.row(0).as_ref()) else {
+            return Ok(None);
+        };
+        let (c, r) = state
+            .locate(*id)
+            .ok_or_else(|| Error::Internal(format!("index points at missing row {id}")))?;
+        Ok(Some(state.chunks[c].batch.slice(r, 1)))
+    }
+
+    /// Commits a change: checks keys, writes it to the log, flushes, then
+    /// makes it visible. Returns the number of rows inserted.
+    pub fn commit(&self, change: Change) -> Result<u64> {
+        let mut state = self.state.write().expect("table lock");
+        if let Some(pk) = &state.pk {
+            pk.check_unique(&self.def, &change)?;
+        }
+        let mut record = LogRecord {
+            deletes: change.deletes,
+            inserts: Vec::with_capacity(change.inserts.len()),
+        };
+        let mut inserted = 0u64;
+        for batch in change.inserts.iter().filter(|b| b.num_rows() > 0) {
+            let first = state.next_row_id + inserted;
+            record.inserts.push(self.with_row_ids(batch, first)?);
+            inserted += batch.num_rows() as u64;
+        }
+        if record.deletes.is_empty() && inserted == 0 {
+            return Ok(0);
+        }
+        let seq = state.next_log_seq;
+        self.tree.insert(seq.to_be_bytes(), record.encode()?)?;
+        self.db.flush()?;
+        state.next_log_seq += 1;
+        state.dead_rows_in_log += record.deletes.len() as u64;
+        state.apply(record)?;
+        if state.dead_rows_in_log > state.live_rows + LOG_COMPACT_SLACK {
+            self.compact_log(&mut state)?;
+        }
+        Ok(inserted)
+    }
+
+    fn with_row_ids(&self, batch: &RecordBatch, first: u64) -> Result<RecordBatch> {
+        let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(
+            first..first + batch.num_rows() as u64,
+        ));
+        let mut columns = batch.columns().to_vec();
+        columns.push(ids);
+        Ok(RecordBatch::try_new(self.storage_schema(), columns)?)
+    }
+
+    fn replay(&self) -> Result<()> {
+        let mut state = self.state.write().expect("table lock");
+        for entry in self.tree.iter() {
+            let (key, value) = entry?;
+            let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
+                Error::Storage(format!("corrupt log key in table {}", self.def.name))
+            })?);
+            let record = LogRecord::decode(&value)?;
+            state.dead_rows_in_log += record.deletes.len() as u64;
+            state.apply(record)?;
+            state.next_log_seq = seq + 1;
+        }
+        if state.dead_rows_in_log > state.live_rows + LOG_COMPACT_SLACK {
+            self.compact_log(&mut state)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the log by one record per chunk of live rows, atomically.
+    fn compact_log(&self, state: &mut TableState) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for key in self.tree.iter().keys() {
+            batch.remove(key?);
+        }
+        for chunk in &state.chunks {
+            let record = LogRecord {
+                deletes: Vec::new(),
+                inserts: vec![chunk.live_rows()?],
+            };
+            batch.insert(&state.next_log_seq.to_be_bytes(), record.encode()?);
+            state.next_log_seq += 1;
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        state.dead_rows_in_log = 0;
+        tracing::debug!(table = %self.def.name, "compacted table log");
+        Ok(())
+    }
+}
+
+impl TableState {
+    /// Applies a logged change in memory (no checks: it is already durable).
+    fn apply(&mut self, record: LogRecord) -> Result<()> {
+        self.delete(&record.deletes)?;
+        for batch in record.inserts {
+            self.append(batch)?;
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, ids: &[u64]) -> Result<()> {
+        let mut by_chunk: HashMap<usize, Vec<usize>> = HashMap::new();
+        for id in ids {
+            let (c, r) = self
+                .locate(*id)
+                .ok_or_else(|| Error::Storage(format!("delete of unknown row {id}")))?;
+            by_chunk.entry(c).or_default().push(r);
+        }
+        for (c, rows) in &by_chunk {
+            if let Some(pk) = &mut self.pk {
+                pk.remove(&self.chunks[*c].batch, rows)?;
+            }
+            self.chunks[*c].mark_deleted(rows);
+            self.live_rows -= rows.len() as u64;
+        }
+        let mut touched: Vec<usize> = by_chunk.into_keys().collect();
+        touched.sort_unstable_by(|a, b| b.cmp(a));
+        for c in touched {
+            if self.chunks[c].live_count == 0 {
+                self.chunks.remove(c);
+            } else if self.chunks[c].live_count * 2 < self.chunks[c].batch.num_rows() {
+                let rows = self.chunks[c].live_rows()?;
+                self.chunks[c] = Chunk::new(rows);
+            }
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if let Some(pk) = &mut self.pk {
+            pk.insert(&batch)?;
+        }
+        let ids = row_ids(&batch);
+        self.next_row_id = self.next_row_id.max(ids.value(ids.len() - 1) + 1);
+        self.live_rows += batch.num_rows() as u64;
+        let merge = self.chunks.last().is_some_and(|last| {
+            last.live.is_none() && last.batch.num_rows() + batch.num_rows() <= CHUNK_ROWS
+        });
+        if merge {
+            let last = self.chunks.pop().expect("checked above");
+            let merged = concat_batches(&batch.schema(), [&last.batch, &batch])?;
+            self.chunks.push(Chunk::new(merged));
+        } else {
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let len = CHUNK_ROWS.min(batch.num_rows() - offset);
+                self.chunks.push(Chunk::new(batch.slice(offset, len)));
+                offset += len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Chunk and row of a row id: chunks and the ids inside them ascend.
+    fn locate(&self, id: u64) -> Option<(usize, usize)> {
+        let c = self
+            .chunks
+            .partition_point(|chunk| row_ids(&chunk.batch).value(0) <= id)
+            .checked_sub(1)?;
+        let ids = row_ids(&self.chunks[c].batch);
+        let r = ids.values().binary_search(&id).ok()?;
+        self.chunks[c].is_live(r).then_some((c, r))
+    }
+}
+
+fn row_ids(batch: &RecordBatch) -> &UInt64Array {
+    batch
+        .column(batch.num_columns() - 1)
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .expect("row id column is UInt64")
+}
+
+impl Chunk {
+    fn new(batch: RecordBatch) -> Chunk {
+        let live_count = batch.num_rows();
+        Chunk {
+            batch,
+            live: None,
+            live_count,
+        }
+    }
+
+    fn is_live(&self, row: usize) -> bool {
+        self.live.as_ref().is_none_or(|m| m.value(row))
+    }
+
+    fn mark_deleted(&mut self, rows: &[usize]) {
+        let mut mask: Vec<bool> = match &self.live {
+            Some(m) => m.values().iter().collect(),
+            None => vec![true; self.batch.num_rows()],
+        };
+        for r in rows {
+            if mask[*r] {
+                mask[*r] = false;
+                self.live_count -= 1;
+            }
+        }
+        self.live = Some(BooleanArray::from(mask));
+    }
+
+    fn live_rows(&self) -> Result<RecordBatch> {
+        Ok(match &self.live {
+            None => self.batch.clone(),
+            Some(mask) => filter_record_batch(&self.batch, mask)?,
+        })
+    }
+}
+
+impl PkIndex {
+    fn new(def: &TableDef, schema: &SchemaRef) -> Result<Option<PkIndex>> {
+        if def.primary_key.is_empty() {
+            return Ok(None);
+        }
+        let fields = def
+            .primary_key
+            .iter()
+            .map(|i| SortField::new(schema.field(*i).data_type().clone()))
+            .collect();
+        Ok(Some(PkIndex {
+            columns: def.primary_key.clone(),
+            converter: RowConverter::new(fields)?,
+            map: HashMap::new(),
+        }))
+    }
+
+    fn keys(&self, batch: &RecordBatch) -> Result<Rows> {
+        let columns: Vec<ArrayRef> = self.columns.iter().map(|i| Arc::clone(batch.column(*i))).collect();
+        Ok(self.converter.convert_columns(&columns)?)
+    }
+
+    fn insert(&mut self, batch: &RecordBatch) -> Result<()> {
+        let keys = self.keys(batch)?;
+        let ids = row_ids(batch);
+        for (i, key) in keys.iter().enumerate() {
+            self.map.insert(key.as_ref().into(), ids.value(i));
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, batch: &RecordBatch, rows: &[usize]) -> Result<()> {
+        let keys = self.keys(batch)?;
+        for r in rows {
+            self.map.remove(keys.row(*r).as_ref());
+        }
+        Ok(())
+    }
+
+    /// A key may be inserted if it is new, or if its current row is deleted
+    /// by the same change (UPDATE of the key, DELETE then INSERT).
+    fn check_unique(&self, def: &TableDef, change: &Change) -> Result<()> {
+        let deleted: HashSet<u64> = change.deletes.iter().copied().collect();
+        let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+        for batch in &change.inserts {
+            let keys = self.keys(batch)?;
+            for (i, key) in keys.iter().enumerate() {
+                let taken = self.map.get(key.as_ref()).is_some_and(|id| !deleted.contains(id));
+                if taken || !seen.insert(key.as_ref().into()) {
+                    return Err(self.duplicate(def, batch, i));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn duplicate(&self, def: &TableDef, batch: &RecordBatch, row: usize) -> Error {
+        let names: Vec<&str> = self.columns.iter().map(|i| def.columns[*i].name.as_str()).collect();
+        let values: Vec<String> = self
+            .columns
+            .iter()
+            .map(|i| array_value_to_string(batch.column(*i), row).unwrap_or_default())
+            .collect();
+        Error::UniqueViolation {
+            constraint: def.pk_constraint_name(),
+            detail: format!("Key ({})=({}) already exists.", names.join(", "), values.join(", ")),
+        }
+    }
+}
