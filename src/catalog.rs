@@ -115,11 +115,21 @@ impl Catalog {
     }
 
     pub fn tables(&self) -> Vec<Arc<Table>> {
-        self.tables.read().expect("catalog lock").values().cloned().collect()
+        self.tables
+            .read()
+            .expect("catalog lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn table_names(&self) -> Vec<String> {
-        self.tables.read().expect("catalog lock").keys().cloned().collect()
+        self.tables
+            .read()
+            .expect("catalog lock")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Creates a table; `Ok(None)` when it exists and `if_not_exists` is set.

@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 /// `eddydb [serve] [flags]`
 #[derive(Debug, clap::Parser)]
-#[command(name = "eddydb", version, about = "EddyDB: a streaming SQL database server speaking the Postgres protocol", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "eddydb",
+    version,
+    about = "EddyDB: a streaming SQL database server speaking the Postgres protocol",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -59,12 +59,17 @@ pub enum Error {
         /// Where in the input, e.g. `COPY t, line 3, column b`.
         context: Option<String>,
     },
-    #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
+    #[error(
+        "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+    )]
     NotNull { table: String, column: String },
     #[error("duplicate key value violates unique constraint \"{constraint}\"")]
     UniqueViolation { constraint: String, detail: String },
     #[error("{feature} is not supported")]
-    FeatureNotSupported { feature: String, hint: Option<String> },
+    FeatureNotSupported {
+        feature: String,
+        hint: Option<String>,
+    },
     #[error("{0}")]
     InvalidParameter(String),
     #[error("unrecognized configuration parameter \"{0}\"")]
@@ -303,18 +308,26 @@ fn from_datafusion(err: DataFusionError) -> Error {
                 Err(other) => Error::DataException(other.to_string()),
             },
         },
-        DataFusionError::Context(_, inner) => from_datafusion(*inner),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            from_datafusion(*inner)
+        }
         DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
             Ok(e) => from_datafusion(e),
             Err(shared) => from_plan_message(shared.to_string()),
         },
-        DataFusionError::Collection(mut errs) if !errs.is_empty() => from_datafusion(errs.remove(0)),
+        DataFusionError::Collection(mut errs) if !errs.is_empty() => {
+            from_datafusion(errs.remove(0))
+        }
         DataFusionError::Internal(m) => Error::Internal(m),
         other => Error::DataException(other.to_string()),
     }
 }
 
 fn from_plan_message(m: String) -> Error {
+    let m = match m.strip_prefix("Error during planning: ") {
+        Some(rest) => rest.to_string(),
+        None => m,
+    };
     if let Some(rest) = m.strip_prefix("table '") {
         if let Some(name) = rest.strip_suffix("' not found") {
             let short = name.rsplit('.').next().unwrap_or(name);

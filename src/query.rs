@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider};
 use datafusion::catalog::CatalogProvider;
+use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider};
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
@@ -83,8 +83,20 @@ impl QueryContext {
         let plan = if params.is_empty() {
             plan
         } else {
+            // Values arrive in the client's declared types; the plan may
+            // expect others (an int8 bound where int4 is compared).
+            let expected = crate::sql::placeholder_types(&plan)?;
+            let values = params
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match expected.get(i).cloned().flatten() {
+                    Some(t) if t != v.data_type() && !v.is_null() => v.cast_to(&t),
+                    Some(t) if t != v.data_type() => ScalarValue::try_from(&t),
+                    _ => Ok(v.clone()),
+                })
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
             plan.with_param_values(ParamValues::List(
-                params.iter().cloned().map(Into::into).collect(),
+                values.into_iter().map(Into::into).collect(),
             ))?
         };
         let df = self.ctx.execute_logical_plan(plan).await?;

@@ -18,7 +18,11 @@ use crate::protocol::{serve_connection, Handler};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the server on `listener` until `shutdown` resolves.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> crate::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> crate::Result<()> {
     let catalog = Arc::new(Catalog::open(&config.data_dir)?);
     let handler = Arc::new(Handler::new(Arc::clone(&catalog), config.worker_count()));
     let addr = listener
@@ -58,7 +62,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     catalog.flush()?;
     tracing::info!("stopped");
     Ok(())
@@ -69,13 +76,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -3,6 +3,7 @@
 //! parsed statement into an [`Output`]. DDL, DML, COPY and session commands
 //! are handled here; queries are planned and run by DataFusion.
 
+mod colnames;
 pub mod copy_format;
 mod ddl;
 mod dml;
@@ -123,7 +124,8 @@ struct TransactionState {
 }
 
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| Error::from(e).with_statement_text(sql))
+    Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| Error::from(e).with_statement_text(sql))
 }
 
 impl Session {
@@ -153,7 +155,10 @@ impl Session {
     pub async fn execute(&mut self, stmt: Statement, params: &[ScalarValue]) -> Result<Output> {
         let output = self.dispatch(stmt, params).await?;
         if let (Some(txn), Output::Command(tag)) = (&mut self.transaction, &output) {
-            if matches!(tag.command.as_str(), "INSERT" | "UPDATE" | "DELETE" | "COPY") {
+            if matches!(
+                tag.command.as_str(),
+                "INSERT" | "UPDATE" | "DELETE" | "COPY"
+            ) {
                 txn.writes += 1;
             }
         }
@@ -163,7 +168,9 @@ impl Session {
     async fn dispatch(&mut self, stmt: Statement, params: &[ScalarValue]) -> Result<Output> {
         match stmt {
             Statement::Query(_) | Statement::Explain { .. } => self.run_query(stmt, params).await,
-            Statement::CreateTable(create) => ddl::create_table(&self.catalog, &self.query, create).await,
+            Statement::CreateTable(create) => {
+                ddl::create_table(&self.catalog, &self.query, create).await
+            }
             Statement::Drop {
                 object_type,
                 if_exists,
@@ -182,10 +189,15 @@ impl Session {
                 options,
                 legacy_options,
                 ..
-            } => self.copy(source, to, target, &options, &legacy_options, params).await,
+            } => {
+                self.copy(source, to, target, &options, &legacy_options, params)
+                    .await
+            }
             Statement::StartTransaction { .. } => Ok(self.begin()),
             Statement::Commit { .. } => Ok(self.end_transaction("COMMIT")),
-            Statement::Rollback { savepoint: None, .. } => Ok(self.end_transaction("ROLLBACK")),
+            Statement::Rollback {
+                savepoint: None, ..
+            } => Ok(self.end_transaction("ROLLBACK")),
             other => self.dispatch_session_command(other),
         }
     }
@@ -206,8 +218,10 @@ impl Session {
     }
 
     async fn run_query(&mut self, stmt: Statement, params: &[ScalarValue]) -> Result<Output> {
-        let plan = self.query.plan(stmt).await?;
-        Ok(Output::Rows(self.query.execute(plan, params).await?))
+        let plan = self.query.plan(stmt.clone()).await?;
+        let schema = colnames::pg_schema(&stmt, &Arc::new(plan.schema().as_arrow().clone()));
+        let stream = self.query.execute(plan, params).await?;
+        Ok(Output::Rows(colnames::rename_stream(stream, schema)))
     }
 
     fn begin(&mut self) -> Output {
@@ -236,7 +250,11 @@ impl Session {
     }
 
     /// Parses and describes a statement for the extended protocol.
-    pub async fn prepare(&mut self, sql: &str, declared: &[Option<DataType>]) -> Result<Option<Prepared>> {
+    pub async fn prepare(
+        &mut self,
+        sql: &str,
+        declared: &[Option<DataType>],
+    ) -> Result<Option<Prepared>> {
         let mut statements = parse(sql)?;
         if statements.len() > 1 {
             return Err(Error::Syntax {
@@ -264,7 +282,8 @@ impl Session {
         let inferred = match &statement {
             Statement::Query(_) | Statement::Explain { .. } => {
                 let plan = self.query.plan(prepared.statement.clone()).await?;
-                prepared.result_schema = Some(Arc::new(plan.schema().as_arrow().clone()));
+                let schema = Arc::new(plan.schema().as_arrow().clone());
+                prepared.result_schema = Some(colnames::pg_schema(&statement, &schema));
                 let types = placeholder_types(&plan)?;
                 prepared.plan = Some((self.catalog.version(), plan));
                 types
@@ -288,11 +307,19 @@ impl Session {
     }
 
     /// Runs a prepared statement with bound parameters.
-    pub async fn execute_prepared(&mut self, prepared: &Prepared, params: &[ScalarValue]) -> Result<Output> {
+    pub async fn execute_prepared(
+        &mut self,
+        prepared: &Prepared,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         if let Some((version, plan)) = &prepared.plan {
             if *version == self.catalog.version() {
-                let plan = plan.clone();
-                return Ok(Output::Rows(self.query.execute(plan, params).await?));
+                let stream = self.query.execute(plan.clone(), params).await?;
+                let schema = prepared
+                    .result_schema
+                    .clone()
+                    .unwrap_or_else(|| stream.schema());
+                return Ok(Output::Rows(colnames::rename_stream(stream, schema)));
             }
         }
         self.execute(prepared.statement.clone(), params).await
@@ -307,8 +334,8 @@ impl Session {
         legacy: &[ast::CopyLegacyOption],
         params: &[ScalarValue],
     ) -> Result<Output> {
-        let options = CopyOptions::from_statement(options, legacy)
-            .map_err(|e| Error::BadCopyData {
+        let options =
+            CopyOptions::from_statement(options, legacy).map_err(|e| Error::BadCopyData {
                 sqlstate: e.sqlstate,
                 message: e.message,
                 context: None,
@@ -345,12 +372,18 @@ impl Session {
     }
 
     /// Commits the rows of a finished `COPY FROM STDIN`.
-    pub async fn finish_copy_in(&mut self, copy: &CopyIn, batches: Vec<RecordBatch>) -> Result<Output> {
+    pub async fn finish_copy_in(
+        &mut self,
+        copy: &CopyIn,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Output> {
         let rows = dml::insert_batches(self, &copy.table, &copy.columns, batches).await?;
         if let Some(txn) = &mut self.transaction {
             txn.writes += 1;
         }
-        Ok(Output::Command(CommandTag::new("COPY").with_rows(rows as usize)))
+        Ok(Output::Command(
+            CommandTag::new("COPY").with_rows(rows as usize),
+        ))
     }
 }
 
@@ -394,8 +427,8 @@ fn show_tables(catalog: &Catalog) -> Output {
     use datafusion::arrow::array::StringArray;
     let names = StringArray::from(catalog.table_names());
     let schema = show_tables_schema();
-    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(names)])
-        .expect("one utf8 column");
+    let batch =
+        RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(names)]).expect("one utf8 column");
     Output::Batches {
         schema,
         batches: vec![batch],

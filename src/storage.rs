@@ -30,7 +30,10 @@ pub struct Store {
 impl Store {
     pub fn open(data_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            Error::Storage(format!("cannot create data directory {}: {e}", data_dir.display()))
+            Error::Storage(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
         })?;
         let db = sled::Config::new()
             .path(data_dir.join("sled"))
@@ -67,7 +70,9 @@ impl Store {
                 Some((n + 1).to_be_bytes().to_vec())
             })?
             .ok_or_else(|| Error::Internal("table id counter vanished".into()))?;
-        Ok(u64::from_be_bytes(next.as_ref().try_into().unwrap_or([0; 8])))
+        Ok(u64::from_be_bytes(
+            next.as_ref().try_into().unwrap_or([0; 8]),
+        ))
     }
 
     pub fn put_table_def(&self, def: &TableDef) -> Result<()> {
@@ -78,7 +83,8 @@ impl Store {
     }
 
     pub fn delete_table_def(&self, def: &TableDef) -> Result<()> {
-        self.meta.remove(format!("{TABLE_DEF_PREFIX}{}", def.name))?;
+        self.meta
+            .remove(format!("{TABLE_DEF_PREFIX}{}", def.name))?;
         self.flush()
     }
 

@@ -98,7 +98,10 @@ impl SqlType {
     pub fn field(&self, name: &str, nullable: bool) -> Field {
         let field = Field::new(name, self.arrow_type(), nullable);
         match self {
-            SqlType::Varchar(Some(_)) | SqlType::Json | SqlType::Jsonb | SqlType::Numeric { .. } => {
+            SqlType::Varchar(Some(_))
+            | SqlType::Json
+            | SqlType::Jsonb
+            | SqlType::Numeric { .. } => {
                 field.with_metadata(HashMap::from([(SQL_TYPE_KEY.to_string(), self.sql_name())]))
             }
             _ => field,
@@ -182,8 +185,10 @@ impl SqlType {
             D::Boolean => matches!(self, SqlType::Boolean) || self.is_text(),
             d if d.is_numeric() => numeric_target || self.is_text(),
             D::Date32 | D::Date64 | D::Timestamp(_, _) => {
-                matches!(self, SqlType::Date | SqlType::Timestamp | SqlType::Timestamptz)
-                    || self.is_text()
+                matches!(
+                    self,
+                    SqlType::Date | SqlType::Timestamp | SqlType::Timestamptz
+                ) || self.is_text()
             }
             D::Interval(_) | D::Duration(_) => matches!(self, SqlType::Interval) || self.is_text(),
             _ => self.is_text(),

@@ -40,7 +40,8 @@ pub async fn serve_connection(
 ) -> io::Result<()> {
     tcp.set_nodelay(true)?;
     let addr = tcp.peer_addr()?;
-    let Some(first) = tokio::time::timeout(STARTUP_TIMEOUT, decline_encryption(&mut tcp)).await?? else {
+    let Some(first) = tokio::time::timeout(STARTUP_TIMEOUT, decline_encryption(&mut tcp)).await??
+    else {
         return Ok(());
     };
     let io = LimitedIo::new(tcp, first, limits.max_message_bytes);
@@ -55,7 +56,8 @@ pub async fn serve_connection(
     loop {
         let awaiting_startup = matches!(
             socket.state(),
-            PgWireConnectionState::AwaitingStartup | PgWireConnectionState::AuthenticationInProgress
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
         );
         let deadline = started + STARTUP_TIMEOUT;
         let message = tokio::select! {
@@ -196,10 +198,17 @@ impl LimitedIo {
 }
 
 impl AsyncRead for LimitedIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.oversized {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "message too large")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "message too large",
+            )));
         }
         let before = buf.filled().len();
         if !this.prefix.is_empty() {
@@ -216,14 +225,21 @@ impl AsyncRead for LimitedIo {
         if !this.track(&new) {
             this.oversized = true;
             buf.set_filled(before);
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "message too large")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "message too large",
+            )));
         }
         Poll::Ready(Ok(()))
     }
 }
 
 impl AsyncWrite for LimitedIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
     }
 
@@ -242,7 +258,10 @@ mod tests {
     fn framing_limit() {
         // The tracker is exercised through a real socket in tests/protocol.rs;
         // here: a startup header then a typed message over the limit.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();

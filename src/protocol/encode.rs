@@ -8,7 +8,9 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{self as dt, DataType, Field, IntervalUnit, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use pgwire::api::portal::Format;
-use pgwire::api::results::{CopyEncoder, CopyCsvOptions, CopyTextOptions, DataRowEncoder, FieldFormat, FieldInfo};
+use pgwire::api::results::{
+    CopyCsvOptions, CopyEncoder, CopyTextOptions, DataRowEncoder, FieldFormat, FieldInfo,
+};
 use pgwire::api::Type;
 use pgwire::error::PgWireResult;
 use pgwire::messages::copy::CopyData;
@@ -33,13 +35,22 @@ pub fn field_infos(schema: &Schema, format: Option<&Format>) -> Vec<FieldInfo> {
 }
 
 /// Encodes a batch into DataRows.
-pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+pub fn encode_batch(
+    batch: &RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+) -> PgWireResult<Vec<DataRow>> {
     let mut encoder = DataRowEncoder::new(Arc::clone(fields));
     let mut rows = Vec::with_capacity(batch.num_rows());
     let schema = batch.schema();
     for row in 0..batch.num_rows() {
         for (col, array) in batch.columns().iter().enumerate() {
-            encode_value(&mut Sink::Row(&mut encoder), array.as_ref(), schema.field(col), row, &fields[col])?;
+            encode_value(
+                &mut Sink::Row(&mut encoder),
+                array.as_ref(),
+                schema.field(col),
+                row,
+                &fields[col],
+            )?;
         }
         rows.push(encoder.take_row());
     }
@@ -47,7 +58,11 @@ pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWire
 }
 
 /// Encodes batches as COPY TO STDOUT data messages.
-pub fn encode_copy(batches: &[RecordBatch], schema: &Schema, options: &CopyOptions) -> PgWireResult<Vec<CopyData>> {
+pub fn encode_copy(
+    batches: &[RecordBatch],
+    schema: &Schema,
+    options: &CopyOptions,
+) -> PgWireResult<Vec<CopyData>> {
     let fields = Arc::new(field_infos(schema, None));
     let mut encoder = match options.format {
         CopyFormat::Text => CopyEncoder::new_text(
@@ -72,12 +87,20 @@ pub fn encode_copy(batches: &[RecordBatch], schema: &Schema, options: &CopyOptio
     if options.header {
         let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let delimiter = (options.delimiter as char).to_string();
-        out.push(CopyData::new(format!("{}\n", names.join(&delimiter)).into()));
+        out.push(CopyData::new(
+            format!("{}\n", names.join(&delimiter)).into(),
+        ));
     }
     for batch in batches {
         for row in 0..batch.num_rows() {
             for (col, array) in batch.columns().iter().enumerate() {
-                encode_value(&mut Sink::Copy(&mut encoder), array.as_ref(), schema.field(col), row, &fields[col])?;
+                encode_value(
+                    &mut Sink::Copy(&mut encoder),
+                    array.as_ref(),
+                    schema.field(col),
+                    row,
+                    &fields[col],
+                )?;
             }
             out.push(encoder.take_copy());
         }
@@ -96,14 +119,21 @@ impl Sink<'_> {
         T: postgres_types::ToSql + pgwire::types::ToSqlText + Sized,
     {
         match self {
-            Sink::Row(e) => e.encode_field_with_type_and_format(value, ty, format, &Default::default()),
+            Sink::Row(e) => {
+                e.encode_field_with_type_and_format(value, ty, format, &Default::default())
+            }
             Sink::Copy(e) => e.encode_field(value),
         }
     }
 }
 
-
-fn encode_value(sink: &mut Sink, array: &dyn Array, field: &Field, row: usize, info: &FieldInfo) -> PgWireResult<()> {
+fn encode_value(
+    sink: &mut Sink,
+    array: &dyn Array,
+    field: &Field,
+    row: usize,
+    info: &FieldInfo,
+) -> PgWireResult<()> {
     let ty = info.datatype().clone();
     let format = info.format();
     if array.is_null(row) {
@@ -111,19 +141,68 @@ fn encode_value(sink: &mut Sink, array: &dyn Array, field: &Field, row: usize, i
     }
     match array.data_type() {
         DataType::Boolean => sink.put(&array.as_boolean().value(row), &ty, format),
-        DataType::Int8 => sink.put(&(array.as_primitive::<dt::Int8Type>().value(row) as i16), &ty, format),
-        DataType::Int16 => sink.put(&array.as_primitive::<dt::Int16Type>().value(row), &ty, format),
-        DataType::Int32 => sink.put(&array.as_primitive::<dt::Int32Type>().value(row), &ty, format),
-        DataType::Int64 => sink.put(&array.as_primitive::<dt::Int64Type>().value(row), &ty, format),
-        DataType::UInt8 => sink.put(&(array.as_primitive::<dt::UInt8Type>().value(row) as i16), &ty, format),
-        DataType::UInt16 => sink.put(&(array.as_primitive::<dt::UInt16Type>().value(row) as i32), &ty, format),
-        DataType::UInt32 => sink.put(&array.as_primitive::<dt::UInt32Type>().value(row), &ty, format),
-        DataType::UInt64 => sink.put(&(array.as_primitive::<dt::UInt64Type>().value(row) as i64), &ty, format),
-        DataType::Float32 => sink.put(&array.as_primitive::<dt::Float32Type>().value(row), &ty, format),
-        DataType::Float64 => sink.put(&array.as_primitive::<dt::Float64Type>().value(row), &ty, format),
+        DataType::Int8 => sink.put(
+            &(array.as_primitive::<dt::Int8Type>().value(row) as i16),
+            &ty,
+            format,
+        ),
+        DataType::Int16 => sink.put(
+            &array.as_primitive::<dt::Int16Type>().value(row),
+            &ty,
+            format,
+        ),
+        DataType::Int32 => sink.put(
+            &array.as_primitive::<dt::Int32Type>().value(row),
+            &ty,
+            format,
+        ),
+        DataType::Int64 => sink.put(
+            &array.as_primitive::<dt::Int64Type>().value(row),
+            &ty,
+            format,
+        ),
+        DataType::UInt8 => sink.put(
+            &(array.as_primitive::<dt::UInt8Type>().value(row) as i16),
+            &ty,
+            format,
+        ),
+        DataType::UInt16 => sink.put(
+            &(array.as_primitive::<dt::UInt16Type>().value(row) as i32),
+            &ty,
+            format,
+        ),
+        DataType::UInt32 => sink.put(
+            &array.as_primitive::<dt::UInt32Type>().value(row),
+            &ty,
+            format,
+        ),
+        DataType::UInt64 => sink.put(
+            &(array.as_primitive::<dt::UInt64Type>().value(row) as i64),
+            &ty,
+            format,
+        ),
+        DataType::Float32 if format == FieldFormat::Text => {
+            let v = array.as_primitive::<dt::Float32Type>().value(row);
+            sink.put(&float_text(v as f64, 6, &v.to_string()), &ty, format)
+        }
+        DataType::Float64 if format == FieldFormat::Text => {
+            let v = array.as_primitive::<dt::Float64Type>().value(row);
+            sink.put(&float_text(v, 15, &v.to_string()), &ty, format)
+        }
+        DataType::Float32 => sink.put(
+            &array.as_primitive::<dt::Float32Type>().value(row),
+            &ty,
+            format,
+        ),
+        DataType::Float64 => sink.put(
+            &array.as_primitive::<dt::Float64Type>().value(row),
+            &ty,
+            format,
+        ),
         DataType::Utf8 if ty == Type::JSONB && format == FieldFormat::Binary => {
             let text = array.as_string::<i32>().value(row);
-            let json: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()));
+            let json: serde_json::Value =
+                serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()));
             sink.put(&json, &ty, format)
         }
         DataType::Utf8 => sink.put(&array.as_string::<i32>().value(row), &ty, format),
@@ -133,7 +212,9 @@ fn encode_value(sink: &mut Sink, array: &dyn Array, field: &Field, row: usize, i
             Some(d) => sink.put(&d, &ty, format),
             None => encode_display(sink, array, row, &ty),
         },
-        DataType::Timestamp(unit, tz) => encode_timestamp(sink, array, row, unit, tz.is_some(), &ty, format),
+        DataType::Timestamp(unit, tz) => {
+            encode_timestamp(sink, array, row, unit, tz.is_some(), &ty, format)
+        }
         DataType::Decimal128(_, scale) => {
             let v = array.as_primitive::<dt::Decimal128Type>().value(row);
             match rust_decimal::Decimal::try_from_i128_with_scale(v, *scale as u32) {
@@ -142,7 +223,9 @@ fn encode_value(sink: &mut Sink, array: &dyn Array, field: &Field, row: usize, i
             }
         }
         DataType::Interval(IntervalUnit::MonthDayNano) => {
-            let v = array.as_primitive::<dt::IntervalMonthDayNanoType>().value(row);
+            let v = array
+                .as_primitive::<dt::IntervalMonthDayNanoType>()
+                .value(row);
             let interval = pg_interval::Interval::new(v.months, v.days, v.nanoseconds / 1000);
             sink.put(&interval, &ty, format)
         }
@@ -165,15 +248,78 @@ fn encode_timestamp(
 ) -> PgWireResult<()> {
     let raw = match unit {
         dt::TimeUnit::Second => array.as_primitive::<dt::TimestampSecondType>().value(row),
-        dt::TimeUnit::Millisecond => array.as_primitive::<dt::TimestampMillisecondType>().value(row),
-        dt::TimeUnit::Microsecond => array.as_primitive::<dt::TimestampMicrosecondType>().value(row),
-        dt::TimeUnit::Nanosecond => array.as_primitive::<dt::TimestampNanosecondType>().value(row),
+        dt::TimeUnit::Millisecond => array
+            .as_primitive::<dt::TimestampMillisecondType>()
+            .value(row),
+        dt::TimeUnit::Microsecond => array
+            .as_primitive::<dt::TimestampMicrosecondType>()
+            .value(row),
+        dt::TimeUnit::Nanosecond => array
+            .as_primitive::<dt::TimestampNanosecondType>()
+            .value(row),
     };
     match datetime_of(raw, unit) {
-        Some(naive) if with_tz => sink.put(&DateTime::<Utc>::from_naive_utc_and_offset(naive, Utc), ty, format),
+        Some(naive) if format == FieldFormat::Text => {
+            let mut text = naive.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+            while text.ends_with('0') {
+                text.pop();
+            }
+            if text.ends_with('.') {
+                text.pop();
+            }
+            if with_tz {
+                text.push_str("+00");
+            }
+            sink.put(&text, ty, format)
+        }
+        Some(naive) if with_tz => sink.put(
+            &DateTime::<Utc>::from_naive_utc_and_offset(naive, Utc),
+            ty,
+            format,
+        ),
         Some(naive) => sink.put(&naive, ty, format),
         None => encode_display(sink, array, row, ty),
     }
+}
+
+/// A float as PostgreSQL prints it: shortest round-trip digits, in
+/// exponent form when the exponent is below -4 or at least `max_exp`.
+/// `shortest` is Rust's shortest round-trip rendering of the value.
+fn float_text(v: f64, max_exp: i32, shortest: &str) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let exp = v.abs().log10().floor() as i32;
+    if (-4..max_exp).contains(&exp) {
+        return shortest.trim_end_matches(".0").to_string();
+    }
+    // Mantissa digits from the shortest rendering, without point or sign.
+    let digits: String = shortest
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .trim_start_matches('0')
+        .trim_end_matches('0')
+        .to_string();
+    let digits = if digits.is_empty() {
+        "0".to_string()
+    } else {
+        digits
+    };
+    let sign = if v < 0.0 { "-" } else { "" };
+    let mantissa = if digits.len() > 1 {
+        format!("{}.{}", &digits[..1], &digits[1..])
+    } else {
+        digits
+    };
+    let esign = if exp < 0 { '-' } else { '+' };
+    format!("{sign}{mantissa}e{esign}{:02}", exp.abs())
 }
 
 /// Arrays as Postgres array literals (`{a,b}`), in text.
@@ -183,8 +329,11 @@ fn encode_list(sink: &mut Sink, array: &dyn Array, row: usize, ty: &Type) -> PgW
         _ => array.as_list::<i64>().value(row),
     };
     let options = FormatOptions::default().with_null("NULL");
-    let formatter = ArrayFormatter::try_new(values.as_ref(), &options).map_err(|e| pgwire::error::PgWireError::ApiError(Box::new(e)))?;
-    let items: Vec<String> = (0..values.len()).map(|i| quote_array_item(&formatter.value(i).to_string(), values.is_null(i))).collect();
+    let formatter = ArrayFormatter::try_new(values.as_ref(), &options)
+        .map_err(|e| pgwire::error::PgWireError::ApiError(Box::new(e)))?;
+    let items: Vec<String> = (0..values.len())
+        .map(|i| quote_array_item(&formatter.value(i).to_string(), values.is_null(i)))
+        .collect();
     sink.put(&format!("{{{}}}", items.join(",")), ty, FieldFormat::Text)
 }
 
@@ -192,7 +341,10 @@ fn quote_array_item(item: &str, is_null: bool) -> String {
     if is_null {
         return "NULL".to_string();
     }
-    if item.is_empty() || item.contains([',', '{', '}', '"', '\\', ' ']) || item.eq_ignore_ascii_case("null") {
+    if item.is_empty()
+        || item.contains([',', '{', '}', '"', '\\', ' '])
+        || item.eq_ignore_ascii_case("null")
+    {
         format!("\"{}\"", item.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
         item.to_string()
@@ -202,6 +354,31 @@ fn quote_array_item(item: &str, is_null: bool) -> String {
 /// Any other value in Arrow's display form, sent as text.
 fn encode_display(sink: &mut Sink, array: &dyn Array, row: usize, ty: &Type) -> PgWireResult<()> {
     let options = FormatOptions::default();
-    let formatter = ArrayFormatter::try_new(array, &options).map_err(|e| pgwire::error::PgWireError::ApiError(Box::new(e)))?;
+    let formatter = ArrayFormatter::try_new(array, &options)
+        .map_err(|e| pgwire::error::PgWireError::ApiError(Box::new(e)))?;
     sink.put(&formatter.value(row).to_string(), ty, FieldFormat::Text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::float_text;
+
+    fn f8(v: f64) -> String {
+        float_text(v, 15, &v.to_string())
+    }
+
+    #[test]
+    fn floats_print_like_postgres() {
+        assert_eq!(f8(2.0), "2");
+        assert_eq!(f8(21.5), "21.5");
+        assert_eq!(f8(-0.25), "-0.25");
+        assert_eq!(f8(1e20), "1e+20");
+        assert_eq!(f8(1.5e-7), "1.5e-07");
+        assert_eq!(f8(123456789012345.0), "123456789012345");
+        assert_eq!(f8(f64::NAN), "NaN");
+        assert_eq!(
+            float_text(1234567.0, 6, &1234567f32.to_string()),
+            "1.234567e+06"
+        );
+    }
 }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::{stream, Sink, SinkExt, StreamExt};
-use pgwire::api::auth::{finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, ServerParameterProvider, StartupHandler};
+use pgwire::api::auth::{
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    ServerParameterProvider, StartupHandler,
+};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -77,12 +80,19 @@ pub fn to_pg_error(err: Error) -> PgWireError {
 
 fn error_info(err: Error) -> ErrorInfo {
     let severity = if err.is_fatal() { "FATAL" } else { "ERROR" };
-    let mut info = ErrorInfo::new(severity.to_string(), err.sqlstate().to_string(), err.to_string());
+    let mut info = ErrorInfo::new(
+        severity.to_string(),
+        err.sqlstate().to_string(),
+        err.to_string(),
+    );
     info.hint = err.hint();
     info.detail = err.detail();
     info.where_context = err.context();
     info.where_context = err.context();
-    if let Error::Syntax { position: Some(p), .. } = &err {
+    if let Error::Syntax {
+        position: Some(p), ..
+    } = &err
+    {
         info.position = Some(p.to_string());
     }
     info
@@ -97,7 +107,11 @@ fn session_of<C: ClientInfo>(client: &C) -> PgWireResult<Arc<SessionHandle>> {
 
 #[async_trait]
 impl StartupHandler for Handler {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -111,7 +125,11 @@ impl StartupHandler for Handler {
         if client.session_extensions().get::<OverLimit>().is_some() {
             return Err(to_pg_error(Error::TooManyConnections));
         }
-        let user = client.metadata().get("user").cloned().unwrap_or_else(|| "eddy".into());
+        let user = client
+            .metadata()
+            .get("user")
+            .cloned()
+            .unwrap_or_else(|| "eddy".into());
         if let Some(db) = client.metadata().get("database") {
             if db != super::DATABASE {
                 return Err(to_pg_error(Error::UndefinedDatabase(db.clone())));
@@ -121,9 +139,13 @@ impl StartupHandler for Handler {
         let secret = SecretKey::I32(rand_secret(pid));
         client.set_pid_and_secret_key(pid, secret.clone());
         let (handle, guard) = self.manager.register(pid, secret);
-        client.session_extensions().insert::<Arc<ConnectionHandle>>(handle);
+        client
+            .session_extensions()
+            .insert::<Arc<ConnectionHandle>>(handle);
         client.session_extensions().insert(guard);
-        let session = self.new_session(client.metadata(), &user).map_err(to_pg_error)?;
+        let session = self
+            .new_session(client.metadata(), &user)
+            .map_err(to_pg_error)?;
         client.session_extensions().insert(SessionHandle {
             session: Mutex::new(session),
             copy: Mutex::new(None),
@@ -142,11 +164,18 @@ fn rand_secret(pid: i32) -> i32 {
 }
 
 impl Handler {
-    fn new_session(&self, metadata: &HashMap<String, String>, user: &str) -> crate::Result<Session> {
+    fn new_session(
+        &self,
+        metadata: &HashMap<String, String>,
+        user: &str,
+    ) -> crate::Result<Session> {
         let query = QueryContext::new(Arc::clone(&self.catalog), self.workers)?;
         let mut session = Session::new(Arc::clone(&self.catalog), query, user);
         for (name, value) in metadata {
-            if matches!(name.as_str(), "user" | "database" | "options" | "replication") {
+            if matches!(
+                name.as_str(),
+                "user" | "database" | "options" | "replication"
+            ) {
                 continue;
             }
             // Unknown startup parameters are ignored rather than refused: drivers send extras.
@@ -160,13 +189,23 @@ impl Handler {
 
 impl ServerParameterProvider for Handler {
     fn server_parameters<C: ClientInfo>(&self, client: &C) -> Option<HashMap<String, String>> {
-        let settings = client.session_extensions().get::<SessionHandle>().and_then(|h| {
-            h.session.try_lock().ok().map(|s| s.settings.clone())
-        })?;
+        let settings = client
+            .session_extensions()
+            .get::<SessionHandle>()
+            .and_then(|h| h.session.try_lock().ok().map(|s| s.settings.clone()))?;
         let names = [
-            "server_version", "server_encoding", "client_encoding", "DateStyle", "IntervalStyle",
-            "TimeZone", "integer_datetimes", "standard_conforming_strings", "is_superuser",
-            "application_name", "default_transaction_read_only", "search_path",
+            "server_version",
+            "server_encoding",
+            "client_encoding",
+            "DateStyle",
+            "IntervalStyle",
+            "TimeZone",
+            "integer_datetimes",
+            "standard_conforming_strings",
+            "is_superuser",
+            "application_name",
+            "default_transaction_read_only",
+            "search_path",
         ];
         let mut params: HashMap<String, String> = names
             .iter()
@@ -181,7 +220,11 @@ impl ServerParameterProvider for Handler {
 }
 
 /// Turns an [`Output`] into a pgwire response.
-async fn respond(handle: &SessionHandle, output: Output, format: Option<&Format>) -> PgWireResult<Response> {
+async fn respond(
+    handle: &SessionHandle,
+    output: Output,
+    format: Option<&Format>,
+) -> PgWireResult<Response> {
     Ok(match output {
         Output::Rows(batches) => {
             let fields = Arc::new(field_infos(&batches.schema(), format));
@@ -220,9 +263,17 @@ async fn respond(handle: &SessionHandle, output: Output, format: Option<&Format>
             });
             Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
         }
-        Output::CopyOut { options, schema, batches } => {
+        Output::CopyOut {
+            options,
+            schema,
+            batches,
+        } => {
             let data = encode_copy(&batches, &schema, &options)?;
-            Response::CopyOut(CopyResponse::new(0, schema.fields().len(), stream::iter(data.into_iter().map(Ok))))
+            Response::CopyOut(CopyResponse::new(
+                0,
+                schema.fields().len(),
+                stream::iter(data.into_iter().map(Ok)),
+            ))
         }
     })
 }
@@ -261,7 +312,9 @@ impl SimpleQueryHandler for Handler {
                     }
                 }
                 Err(e) => {
-                    responses.push(Response::Error(Box::new(error_info(e.with_statement_text(query)))));
+                    responses.push(Response::Error(Box::new(error_info(
+                        e.with_statement_text(query),
+                    ))));
                     break;
                 }
             }
@@ -278,12 +331,20 @@ pub struct StatementParser;
 impl QueryParser for StatementParser {
     type Statement = Arc<Prepared>;
 
-    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Arc<Prepared>>>
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Arc<Prepared>>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         let handle = session_of(client)?;
-        let declared: Vec<_> = types.iter().map(|t| t.as_ref().and_then(arrow_type_of_pg)).collect();
+        let declared: Vec<_> = types
+            .iter()
+            .map(|t| t.as_ref().and_then(arrow_type_of_pg))
+            .collect();
         let prepared = handle.session.lock().await.prepare(sql, &declared).await;
         match prepared {
             Ok(p) => Ok(p.map(Arc::new)),
@@ -296,13 +357,21 @@ impl QueryParser for StatementParser {
             .param_types
             .iter()
             .map(|t| match t {
-                Some(dt) => pg_type(&datafusion::arrow::datatypes::Field::new("p", dt.clone(), true)),
+                Some(dt) => pg_type(&datafusion::arrow::datatypes::Field::new(
+                    "p",
+                    dt.clone(),
+                    true,
+                )),
                 None => Type::TEXT,
             })
             .collect())
     }
 
-    fn get_result_schema(&self, stmt: &Arc<Prepared>, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &Arc<Prepared>,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         Ok(stmt
             .result_schema
             .as_ref()
@@ -311,7 +380,9 @@ impl QueryParser for StatementParser {
     }
 }
 
-fn decode_params(portal: &Portal<Arc<Prepared>>) -> PgWireResult<Vec<datafusion::scalar::ScalarValue>> {
+fn decode_params(
+    portal: &Portal<Arc<Prepared>>,
+) -> PgWireResult<Vec<datafusion::scalar::ScalarValue>> {
     let stmt = &portal.statement.statement;
     (0..portal.parameter_len())
         .map(|i| {
@@ -321,10 +392,15 @@ fn decode_params(portal: &Portal<Arc<Prepared>>) -> PgWireResult<Vec<datafusion:
                 .or_else(|| declared.as_ref().and_then(arrow_type_of_pg))
                 .unwrap_or(datafusion::arrow::datatypes::DataType::Utf8);
             let pg = declared.unwrap_or_else(|| {
-                pg_type(&datafusion::arrow::datatypes::Field::new("p", target.clone(), true))
+                pg_type(&datafusion::arrow::datatypes::Field::new(
+                    "p",
+                    target.clone(),
+                    true,
+                ))
             });
             let bytes = portal.parameters.get(i).and_then(|b| b.as_deref());
-            decode_param(bytes, &pg, portal.parameter_format.is_binary(i), &target).map_err(to_pg_error)
+            decode_param(bytes, &pg, portal.parameter_format.is_binary(i), &target)
+                .map_err(to_pg_error)
         })
         .collect()
 }
@@ -338,7 +414,12 @@ impl ExtendedQueryHandler for Handler {
         Arc::new(StatementParser)
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Arc<Prepared>>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Arc<Prepared>>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -348,7 +429,12 @@ impl ExtendedQueryHandler for Handler {
         let handle = session_of(client)?;
         let params = decode_params(portal)?;
         let stmt = &portal.statement.statement;
-        let result = handle.session.lock().await.execute_prepared(stmt, &params).await;
+        let result = handle
+            .session
+            .lock()
+            .await
+            .execute_prepared(stmt, &params)
+            .await;
         match result {
             Ok(output) => respond(&handle, output, Some(&portal.result_column_format)).await,
             Err(e) => Err(to_pg_error(e.with_statement_text(&stmt.sql))),
@@ -367,7 +453,9 @@ impl CopyHandler for Handler {
         let handle = session_of(client)?;
         let mut copy = handle.copy.lock().await;
         let Some(state) = copy.as_mut() else {
-            return Err(to_pg_error(Error::ProtocolViolation("COPY data without COPY".into())));
+            return Err(to_pg_error(Error::ProtocolViolation(
+                "COPY data without COPY".into(),
+            )));
         };
         if state.error.is_none() {
             match state.decoder.push(&data.data) {
@@ -390,7 +478,9 @@ impl CopyHandler for Handler {
     {
         let handle = session_of(client)?;
         let Some(mut state) = handle.copy.lock().await.take() else {
-            return Err(to_pg_error(Error::ProtocolViolation("COPY done without COPY".into())));
+            return Err(to_pg_error(Error::ProtocolViolation(
+                "COPY done without COPY".into(),
+            )));
         };
         if let Some(err) = state.error.take() {
             return Err(to_pg_error(err));
@@ -408,12 +498,18 @@ impl CopyHandler for Handler {
             .await
             .map_err(to_pg_error)?;
         if let Output::Command(tag) = output {
-            client.send(PgWireBackendMessage::CommandComplete(to_tag(tag).into())).await?;
+            client
+                .send(PgWireBackendMessage::CommandComplete(to_tag(tag).into()))
+                .await?;
         }
         Ok(())
     }
 
-    async fn on_copy_fail<C>(&self, client: &mut C, fail: pgwire::messages::copy::CopyFail) -> PgWireError
+    async fn on_copy_fail<C>(
+        &self,
+        client: &mut C,
+        fail: pgwire::messages::copy::CopyFail,
+    ) -> PgWireError
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -422,7 +518,8 @@ impl CopyHandler for Handler {
         if let Ok(handle) = session_of(client) {
             handle.copy.lock().await.take();
         }
-        to_pg_error(Error::QueryCanceled).tap_message(format!("COPY from stdin failed: {}", fail.message))
+        to_pg_error(Error::QueryCanceled)
+            .tap_message(format!("COPY from stdin failed: {}", fail.message))
     }
 }
 

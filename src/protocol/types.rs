@@ -49,7 +49,9 @@ pub fn pg_type_of_sql(t: &SqlType) -> Type {
 pub fn type_modifier(field: &Field) -> i32 {
     match SqlType::of_field(field) {
         Some(SqlType::Varchar(Some(n))) => n as i32 + 4,
-        Some(SqlType::Numeric { precision, scale }) if field.metadata().contains_key(crate::types::SQL_TYPE_KEY) => {
+        Some(SqlType::Numeric { precision, scale })
+            if field.metadata().contains_key(crate::types::SQL_TYPE_KEY) =>
+        {
             ((precision as i32) << 16 | scale as i32) + 4
         }
         _ => -1,
@@ -70,7 +72,9 @@ pub fn arrow_type_of_pg(t: &Type) -> Option<DataType> {
             let (p, s) = crate::types::DEFAULT_NUMERIC;
             DataType::Decimal128(p, s)
         }
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::JSONB => DataType::Utf8,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON | Type::JSONB => {
+            DataType::Utf8
+        }
         Type::DATE => DataType::Date32,
         Type::TIMESTAMP => DataType::Timestamp(TimeUnit::Microsecond, None),
         Type::TIMESTAMPTZ => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
@@ -80,7 +84,12 @@ pub fn arrow_type_of_pg(t: &Type) -> Option<DataType> {
 }
 
 /// Decodes one bound parameter into a value of `target`.
-pub fn decode_param(bytes: Option<&[u8]>, pg: &Type, binary: bool, target: &DataType) -> Result<ScalarValue> {
+pub fn decode_param(
+    bytes: Option<&[u8]>,
+    pg: &Type,
+    binary: bool,
+    target: &DataType,
+) -> Result<ScalarValue> {
     let Some(bytes) = bytes else {
         return Ok(ScalarValue::try_from(target)?);
     };
@@ -91,7 +100,7 @@ pub fn decode_param(bytes: Option<&[u8]>, pg: &Type, binary: bool, target: &Data
         return parse_text_value(text, target, &field).map_err(|e| Error::BadCopyData {
             sqlstate: e.sqlstate,
             message: e.message,
-                context: None,
+            context: None,
         });
     }
     let value = decode_binary(bytes, pg)?;
@@ -105,9 +114,17 @@ const PG_EPOCH_DAYS: i32 = 10_957;
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 fn decode_binary(bytes: &[u8], pg: &Type) -> Result<ScalarValue> {
-    let bad = || Error::ProtocolViolation(format!("incorrect binary data format for type {}", pg.name()));
+    let bad = || {
+        Error::ProtocolViolation(format!(
+            "incorrect binary data format for type {}",
+            pg.name()
+        ))
+    };
     let int = |n: usize| -> Result<i64> {
-        let b = bytes.get(..n).filter(|_| bytes.len() == n).ok_or_else(bad)?;
+        let b = bytes
+            .get(..n)
+            .filter(|_| bytes.len() == n)
+            .ok_or_else(bad)?;
         Ok(match n {
             2 => i16::from_be_bytes([b[0], b[1]]) as i64,
             4 => i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64,
@@ -128,11 +145,18 @@ fn decode_binary(bytes: &[u8], pg: &Type) -> Result<ScalarValue> {
             ScalarValue::TimestampMicrosecond(Some(int(8)? + PG_EPOCH_MICROS), Some(UTC.into()))
         }
         Type::INTERVAL => {
-            let b = bytes.get(..16).filter(|_| bytes.len() == 16).ok_or_else(bad)?;
+            let b = bytes
+                .get(..16)
+                .filter(|_| bytes.len() == 16)
+                .ok_or_else(bad)?;
             let micros = i64::from_be_bytes(b[..8].try_into().map_err(|_| bad())?);
             let days = i32::from_be_bytes(b[8..12].try_into().map_err(|_| bad())?);
             let months = i32::from_be_bytes(b[12..16].try_into().map_err(|_| bad())?);
-            ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(months, days, micros * 1000)))
+            ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(
+                months,
+                days,
+                micros * 1000,
+            )))
         }
         Type::NUMERIC => {
             let text = numeric_binary_to_text(bytes).ok_or_else(bad)?;
@@ -142,7 +166,7 @@ fn decode_binary(bytes: &[u8], pg: &Type) -> Result<ScalarValue> {
                 Error::BadCopyData {
                     sqlstate: e.sqlstate,
                     message: e.message,
-                context: None,
+                    context: None,
                 }
             })?
         }
@@ -156,7 +180,9 @@ fn decode_binary(bytes: &[u8], pg: &Type) -> Result<ScalarValue> {
 
 /// Postgres' binary NUMERIC (base-10000 digits) as decimal text.
 fn numeric_binary_to_text(bytes: &[u8]) -> Option<String> {
-    let word = |i: usize| -> Option<i16> { Some(i16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?])) };
+    let word = |i: usize| -> Option<i16> {
+        Some(i16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]))
+    };
     let ndigits = word(0)? as usize;
     let weight = word(2)? as i32;
     let sign = word(4)? as u16;
@@ -164,7 +190,9 @@ fn numeric_binary_to_text(bytes: &[u8]) -> Option<String> {
     if sign == 0xC000 {
         return Some("NaN".into());
     }
-    let digits: Vec<i16> = (0..ndigits).map(|i| word(8 + 2 * i)).collect::<Option<_>>()?;
+    let digits: Vec<i16> = (0..ndigits)
+        .map(|i| word(8 + 2 * i))
+        .collect::<Option<_>>()?;
     let mut int_part = String::new();
     for k in 0..=weight.max(-1) {
         let d = digits.get(k as usize).copied().unwrap_or(0);
@@ -180,7 +208,11 @@ fn numeric_binary_to_text(bytes: &[u8]) -> Option<String> {
     let mut frac = String::new();
     let mut k = weight + 1;
     while frac.len() < dscale {
-        let d = if k >= 0 { digits.get(k as usize).copied().unwrap_or(0) } else { 0 };
+        let d = if k >= 0 {
+            digits.get(k as usize).copied().unwrap_or(0)
+        } else {
+            0
+        };
         frac.push_str(&format!("{d:04}"));
         k += 1;
     }

@@ -163,7 +163,12 @@ impl TableProvider for TableScanProvider {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let batches = match self.key_from_filters(filters) {
-            Some(key) => self.table.lookup(&key).map_err(external)?.into_iter().collect(),
+            Some(key) => self
+                .table
+                .lookup(&key)
+                .map_err(external)?
+                .into_iter()
+                .collect(),
             None => self.table.scan().map_err(external)?,
         };
         let batches = batches

@@ -10,7 +10,11 @@ use crate::error::{Error, Result};
 use crate::query::QueryContext;
 use crate::types::SqlType;
 
-pub async fn create_table(catalog: &Catalog, query: &QueryContext, create: CreateTable) -> Result<Output> {
+pub async fn create_table(
+    catalog: &Catalog,
+    query: &QueryContext,
+    create: CreateTable,
+) -> Result<Output> {
     if create.query.is_some() {
         return Err(Error::unsupported(
             "CREATE TABLE ... AS",
@@ -94,11 +98,12 @@ fn table_constraint(columns: &[ColumnDef], constraint: &TableConstraint) -> Resu
                 ast::Expr::Identifier(ident) => names::normalize(ident),
                 other => other.to_string(),
             };
-            columns.iter().position(|col| col.name == name).ok_or_else(|| {
-                Error::UndefinedColumn(format!(
-                    "column \"{name}\" named in key does not exist"
-                ))
-            })
+            columns
+                .iter()
+                .position(|col| col.name == name)
+                .ok_or_else(|| {
+                    Error::UndefinedColumn(format!("column \"{name}\" named in key does not exist"))
+                })
         })
         .collect()
 }

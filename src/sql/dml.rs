@@ -8,7 +8,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, StringArray, UInt64Array};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, StringArray, UInt64Array,
+};
 use datafusion::arrow::compute::{cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{DataType, UInt64Type};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -20,6 +22,9 @@ use datafusion::sql::sqlparser::ast::{
     TableObject, Update, UpdateTableFromKind,
 };
 
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
 use super::copy_format::parse_text_value;
 use super::{names, CommandTag, Output, Prepared, Session};
 use crate::catalog::{TableDef, ROW_ID};
@@ -28,13 +33,19 @@ use crate::query::DML_SCHEMA;
 use crate::storage::{Change, Table};
 use crate::types::SqlType;
 
-pub async fn insert(session: &mut Session, insert: Insert, params: &[ScalarValue]) -> Result<Output> {
+pub async fn insert(
+    session: &mut Session,
+    insert: Insert,
+    params: &[ScalarValue],
+) -> Result<Output> {
     let table = insert_table(session, &insert)?;
     let (columns, explicit) = insert_columns(table.def(), &insert)?;
     let batches = match &insert.source {
         None => vec![empty_rows(1)?],
         Some(query) => {
-            let stmt = with_param_types(Statement::Query(query.clone()), params)?;
+            let mut query = query.clone();
+            type_string_literals(&mut query, table.def(), &columns);
+            let stmt = with_param_types(Statement::Query(query), params)?;
             let plan = session.query.plan(stmt).await?;
             session.query.collect(plan, params).await?.1
         }
@@ -57,7 +68,9 @@ pub async fn insert(session: &mut Session, insert: Insert, params: &[ScalarValue
     })?;
     match &insert.returning {
         Some(items) => returning(table.def(), &table.def().name, rows, items).await,
-        None => Ok(Output::Command(CommandTag::new("INSERT").with_oid(0).with_rows(count))),
+        None => Ok(Output::Command(
+            CommandTag::new("INSERT").with_oid(0).with_rows(count),
+        )),
     }
 }
 
@@ -84,7 +97,9 @@ pub async fn describe_insert(
     let (columns, _) = insert_columns(table.def(), insert)?;
     if let Some(items) = &insert.returning {
         let empty = RecordBatch::new_empty(table.schema());
-        if let Output::Batches { schema, .. } = returning(table.def(), &table.def().name, vec![empty], items).await? {
+        if let Output::Batches { schema, .. } =
+            returning(table.def(), &table.def().name, vec![empty], items).await?
+        {
             prepared.result_schema = Some(schema);
         }
     }
@@ -107,6 +122,30 @@ pub async fn describe_insert(
     Ok(types)
 }
 
+/// In `VALUES`, a string literal bound for a non-text column is read as
+/// that column's type, as PostgreSQL types its unknown literals, so rows
+/// mixing literals and expressions have one type per column.
+fn type_string_literals(query: &mut ast::Query, def: &TableDef, columns: &[usize]) {
+    let ast::SetExpr::Values(values) = query.body.as_mut() else {
+        return;
+    };
+    for row in &mut values.rows {
+        for (expr, col) in row.iter_mut().zip(columns) {
+            let sql_type = &def.columns[*col].sql_type;
+            let is_string = matches!(expr, ast::Expr::Value(v) if matches!(v.value, ast::Value::SingleQuotedString(_)));
+            if is_string && !sql_type.is_text() {
+                let cast = format!("CAST({expr} AS {})", sql_type_name(&sql_type.arrow_type()));
+                if let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&cast)
+                    .and_then(|mut p| p.parse_expr())
+                {
+                    *expr = parsed;
+                }
+            }
+        }
+    }
+}
+
 fn placeholder_index(expr: &ast::Expr) -> Option<usize> {
     match expr {
         ast::Expr::Value(v) => match &v.value {
@@ -126,7 +165,10 @@ fn insert_table(session: &Session, insert: &Insert) -> Result<Arc<Table>> {
     }
     match &insert.table {
         TableObject::TableName(name) => names::resolve_table(&session.catalog, name),
-        other => Err(Error::unsupported(format!("INSERT INTO {other}"), "INSERT INTO a table.")),
+        other => Err(Error::unsupported(
+            format!("INSERT INTO {other}"),
+            "INSERT INTO a table.",
+        )),
     }
 }
 
@@ -146,7 +188,10 @@ fn with_param_types(stmt: Statement, params: &[ScalarValue]) -> Result<Statement
     if params.is_empty() {
         return Ok(stmt);
     }
-    let types: Vec<String> = params.iter().map(|p| sql_type_name(&p.data_type())).collect();
+    let types: Vec<String> = params
+        .iter()
+        .map(|p| sql_type_name(&p.data_type()))
+        .collect();
     let sql = format!("PREPARE __eddy_stmt({}) AS {stmt}", types.join(", "));
     super::parse(&sql)?
         .pop()
@@ -271,13 +316,13 @@ fn parse_strings(strings: &StringArray, sql_type: &SqlType) -> Result<ArrayRef> 
         .iter()
         .map(|s| match s {
             None => ScalarValue::try_from(field.data_type()).map_err(Error::from),
-            Some(text) => parse_text_value(text, field.data_type(), &field).map_err(|e| {
-                Error::BadCopyData {
+            Some(text) => {
+                parse_text_value(text, field.data_type(), &field).map_err(|e| Error::BadCopyData {
                     sqlstate: e.sqlstate,
                     message: e.message,
-                context: None,
-                }
-            }),
+                    context: None,
+                })
+            }
         })
         .collect::<Result<Vec<_>>>()?;
     if values.is_empty() {
@@ -305,7 +350,11 @@ fn check_length(array: &ArrayRef, limit: u32) -> Result<()> {
     Ok(())
 }
 
-async fn eval_default(session: &Session, column: &crate::catalog::ColumnDef, sql: &str) -> Result<ScalarValue> {
+async fn eval_default(
+    session: &Session,
+    column: &crate::catalog::ColumnDef,
+    sql: &str,
+) -> Result<ScalarValue> {
     let stmt = super::parse(&format!("SELECT {sql}"))?
         .pop()
         .ok_or_else(|| Error::Internal("default did not parse".into()))?;
@@ -328,7 +377,10 @@ struct Targeted {
 
 fn target_of(session: &Session, factor: &TableFactor) -> Result<Targeted> {
     let TableFactor::Table { name, alias, .. } = factor else {
-        return Err(Error::unsupported("UPDATE/DELETE of a subquery", "Name a table."));
+        return Err(Error::unsupported(
+            "UPDATE/DELETE of a subquery",
+            "Name a table.",
+        ));
     };
     let table = names::resolve_table(&session.catalog, name)?;
     let alias = match alias {
@@ -343,12 +395,18 @@ fn from_items(items: &[ast::TableWithJoins]) -> String {
 }
 
 fn where_clause(selection: &Option<ast::Expr>) -> String {
-    selection.as_ref().map(|e| format!(" WHERE {e}")).unwrap_or_default()
+    selection
+        .as_ref()
+        .map(|e| format!(" WHERE {e}"))
+        .unwrap_or_default()
 }
 
 fn update_query(session: &Session, update: &Update) -> Result<(Targeted, String)> {
     if !update.table.joins.is_empty() {
-        return Err(Error::unsupported("UPDATE with JOIN", "Use UPDATE ... FROM."));
+        return Err(Error::unsupported(
+            "UPDATE with JOIN",
+            "Use UPDATE ... FROM.",
+        ));
     }
     let target = target_of(session, &update.table.relation)?;
     let def = target.table.def();
@@ -359,7 +417,10 @@ fn update_query(session: &Session, update: &Update) -> Result<(Targeted, String)
         .collect();
     for assignment in &update.assignments {
         let AssignmentTarget::ColumnName(name) = &assignment.target else {
-            return Err(Error::unsupported("UPDATE SET (a, b) = ...", "Assign columns one by one."));
+            return Err(Error::unsupported(
+                "UPDATE SET (a, b) = ...",
+                "Assign columns one by one.",
+            ));
         };
         let ident = name
             .0
@@ -368,7 +429,11 @@ fn update_query(session: &Session, update: &Update) -> Result<(Targeted, String)
             .cloned()
             .ok_or_else(|| Error::UndefinedColumn(format!("column \"{name}\" does not exist")))?;
         let i = names::column_indexes(def, std::slice::from_ref(&ident))?[0];
-        values[i] = format!("{} AS {}", assignment.value, names::quote(&def.columns[i].name));
+        values[i] = format!(
+            "{} AS {}",
+            assignment.value,
+            names::quote(&def.columns[i].name)
+        );
     }
     let from = match &update.from {
         Some(UpdateTableFromKind::BeforeSet(items) | UpdateTableFromKind::AfterSet(items)) => {
@@ -393,14 +458,25 @@ fn delete_query(session: &Session, delete: &Delete) -> Result<(Targeted, String)
         FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
     };
     let [first] = tables.as_slice() else {
-        return Err(Error::unsupported("DELETE from several tables", "Delete from one table; join others with USING."));
+        return Err(Error::unsupported(
+            "DELETE from several tables",
+            "Delete from one table; join others with USING.",
+        ));
     };
     let target = target_of(session, &first.relation)?;
     let using = delete.using.as_deref().map(from_items).unwrap_or_default();
     let sql = format!(
-        "SELECT {alias}.{rid}, {alias}.* FROM {dml}.{table} AS {alias}{using}{filter}",
+        "SELECT {alias}.{rid}, {columns} FROM {dml}.{table} AS {alias}{using}{filter}",
         alias = target.alias,
         rid = names::quote(ROW_ID),
+        columns = target
+            .table
+            .def()
+            .columns
+            .iter()
+            .map(|c| format!("{}.{}", target.alias, names::quote(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", "),
         dml = names::quote(DML_SCHEMA),
         table = names::quote(&target.table.def().name),
         filter = where_clause(&delete.selection),
@@ -410,7 +486,11 @@ fn delete_query(session: &Session, delete: &Delete) -> Result<(Targeted, String)
 
 /// Runs a generated row-id query: the ids (first match of each) and the
 /// rest of the columns.
-async fn matched_rows(session: &Session, sql: &str, params: &[ScalarValue]) -> Result<(Vec<u64>, Vec<RecordBatch>)> {
+async fn matched_rows(
+    session: &Session,
+    sql: &str,
+    params: &[ScalarValue],
+) -> Result<(Vec<u64>, Vec<RecordBatch>)> {
     let stmt = super::parse(sql)?
         .pop()
         .ok_or_else(|| Error::Internal("generated query did not parse".into()))?;
@@ -421,17 +501,32 @@ async fn matched_rows(session: &Session, sql: &str, params: &[ScalarValue]) -> R
     let mut rows = Vec::new();
     for batch in batches {
         let batch_ids = batch.column(0).as_primitive::<UInt64Type>();
-        let keep: Vec<bool> = batch_ids.values().iter().map(|id| seen.insert(*id)).collect();
+        let keep: Vec<bool> = batch_ids
+            .values()
+            .iter()
+            .map(|id| seen.insert(*id))
+            .collect();
         let keep = datafusion::arrow::array::BooleanArray::from(keep);
         let batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)?;
-        ids.extend(batch.column(0).as_primitive::<UInt64Type>().values().iter().copied());
+        ids.extend(
+            batch
+                .column(0)
+                .as_primitive::<UInt64Type>()
+                .values()
+                .iter()
+                .copied(),
+        );
         let rest: Vec<usize> = (1..batch.num_columns()).collect();
         rows.push(batch.project(&rest)?);
     }
     Ok((ids, rows))
 }
 
-pub async fn update(session: &mut Session, update: Update, params: &[ScalarValue]) -> Result<Output> {
+pub async fn update(
+    session: &mut Session,
+    update: Update,
+    params: &[ScalarValue],
+) -> Result<Output> {
     let (target, sql) = update_query(session, &update)?;
     let (ids, new_values) = matched_rows(session, &sql, params).await?;
     let all: Vec<usize> = (0..target.table.def().columns.len()).collect();
@@ -452,7 +547,11 @@ pub async fn update(session: &mut Session, update: Update, params: &[ScalarValue
     }
 }
 
-pub async fn delete(session: &mut Session, delete: Delete, params: &[ScalarValue]) -> Result<Output> {
+pub async fn delete(
+    session: &mut Session,
+    delete: Delete,
+    params: &[ScalarValue],
+) -> Result<Output> {
     let (target, sql) = delete_query(session, &delete)?;
     let (ids, old_rows) = matched_rows(session, &sql, params).await?;
     let count = ids.len();
@@ -473,7 +572,10 @@ pub async fn delete(session: &mut Session, delete: Delete, params: &[ScalarValue
     }
 }
 
-pub async fn describe_update_delete(session: &mut Session, prepared: &mut Prepared) -> Result<Vec<Option<DataType>>> {
+pub async fn describe_update_delete(
+    session: &mut Session,
+    prepared: &mut Prepared,
+) -> Result<Vec<Option<DataType>>> {
     let (sql, returning_items, target) = match &prepared.statement {
         Statement::Update(u) => {
             let (t, sql) = update_query(session, u)?;
@@ -487,7 +589,9 @@ pub async fn describe_update_delete(session: &mut Session, prepared: &mut Prepar
     };
     if let Some(items) = returning_items {
         let empty = RecordBatch::new_empty(target.table.schema());
-        if let Output::Batches { schema, .. } = returning(target.table.def(), &target.alias, vec![empty], &items).await? {
+        if let Output::Batches { schema, .. } =
+            returning(target.table.def(), &target.alias, vec![empty], &items).await?
+        {
             prepared.result_schema = Some(schema);
         }
     }
@@ -519,7 +623,12 @@ pub async fn truncate(session: &mut Session, truncate: ast::Truncate) -> Result<
 }
 
 /// Evaluates a RETURNING list over the rows a statement wrote.
-async fn returning(def: &TableDef, alias: &str, rows: Vec<RecordBatch>, items: &[SelectItem]) -> Result<Output> {
+async fn returning(
+    def: &TableDef,
+    alias: &str,
+    rows: Vec<RecordBatch>,
+    items: &[SelectItem],
+) -> Result<Output> {
     let ctx = SessionContext::new();
     let schema = def.schema();
     let table = MemTable::try_new(Arc::clone(&schema), vec![rows])?;

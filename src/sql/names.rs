@@ -80,7 +80,11 @@ pub fn select_all(catalog: &Catalog, table: &ObjectName, columns: &[Ident]) -> R
         .iter()
         .map(|i| quote(&table.def().columns[*i].name))
         .collect();
-    let sql = format!("SELECT {} FROM {}", list.join(", "), quote(&table.def().name));
+    let sql = format!(
+        "SELECT {} FROM {}",
+        list.join(", "),
+        quote(&table.def().name)
+    );
     let mut stmts = super::parse(&sql)?;
     stmts
         .pop()

@@ -32,7 +32,11 @@ const KNOWN: &[(&str, &str, bool)] = &[
     ("search_path", "\"$user\", public", true),
     ("server_encoding", "UTF8", false),
     ("server_version", crate::protocol::SERVER_VERSION, false),
-    ("server_version_num", crate::protocol::SERVER_VERSION_NUM, false),
+    (
+        "server_version_num",
+        crate::protocol::SERVER_VERSION_NUM,
+        false,
+    ),
     ("standard_conforming_strings", "on", true),
     ("statement_timeout", "0", true),
     ("synchronous_commit", "on", true),
@@ -88,7 +92,11 @@ impl Settings {
                 "EddyDB speaks UTF8 only.",
             ));
         }
-        let value = if lower == "client_encoding" { "UTF8" } else { value };
+        let value = if lower == "client_encoding" {
+            "UTF8"
+        } else {
+            value
+        };
         self.values.insert(lower, value.to_string());
         Ok(())
     }
@@ -100,7 +108,9 @@ impl Settings {
             } => {
                 let name = variable.to_string();
                 match values.as_slice() {
-                    [Expr::Identifier(Ident { value, .. })] if value.eq_ignore_ascii_case("default") => {
+                    [Expr::Identifier(Ident { value, .. })]
+                        if value.eq_ignore_ascii_case("default") =>
+                    {
                         self.reset_one(&name)?
                     }
                     _ => {
@@ -110,7 +120,9 @@ impl Settings {
                 }
             }
             Set::SetTimeZone { value, .. } => self.assign("TimeZone", &expr_text(&value))?,
-            Set::SetNames { charset_name, .. } => self.assign("client_encoding", &charset_name.value)?,
+            Set::SetNames { charset_name, .. } => {
+                self.assign("client_encoding", &charset_name.value)?
+            }
             Set::SetNamesDefault {} => self.reset_one("client_encoding")?,
             // Every statement is its own transaction; isolation requests are
             // accepted because drivers send them routinely.
@@ -156,25 +168,33 @@ impl Settings {
             ]));
         }
         let canonical = known(&name).map_or(name.clone(), |(n, _, _)| n.to_string());
-        Arc::new(Schema::new(vec![Field::new(canonical, DataType::Utf8, false)]))
+        Arc::new(Schema::new(vec![Field::new(
+            canonical,
+            DataType::Utf8,
+            false,
+        )]))
     }
 
     pub fn show(&self, variable: &[Ident]) -> Result<Output> {
         let name = show_name(variable);
         let schema = self.show_schema(variable);
-        let columns: Vec<Arc<dyn datafusion::arrow::array::Array>> = if name.eq_ignore_ascii_case("all") {
-            let names: Vec<String> = KNOWN.iter().map(|(n, _, _)| n.to_string()).collect();
-            let values: Vec<String> = KNOWN
-                .iter()
-                .map(|(n, _, _)| self.get(n).unwrap_or_default().to_string())
-                .collect();
-            vec![Arc::new(StringArray::from(names)), Arc::new(StringArray::from(values))]
-        } else {
-            let value = self
-                .get(&name)
-                .ok_or_else(|| Error::UnknownSetting(name.clone()))?;
-            vec![Arc::new(StringArray::from(vec![value.to_string()]))]
-        };
+        let columns: Vec<Arc<dyn datafusion::arrow::array::Array>> =
+            if name.eq_ignore_ascii_case("all") {
+                let names: Vec<String> = KNOWN.iter().map(|(n, _, _)| n.to_string()).collect();
+                let values: Vec<String> = KNOWN
+                    .iter()
+                    .map(|(n, _, _)| self.get(n).unwrap_or_default().to_string())
+                    .collect();
+                vec![
+                    Arc::new(StringArray::from(names)),
+                    Arc::new(StringArray::from(values)),
+                ]
+            } else {
+                let value = self
+                    .get(&name)
+                    .ok_or_else(|| Error::UnknownSetting(name.clone()))?;
+                vec![Arc::new(StringArray::from(vec![value.to_string()]))]
+            };
         let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
         Ok(Output::Batches {
             schema,
@@ -193,7 +213,10 @@ fn show_name(variable: &[Ident]) -> String {
 }
 
 fn is_utf8(value: &str) -> bool {
-    let v = value.trim_matches('\'').to_ascii_lowercase().replace(['-', '_'], "");
+    let v = value
+        .trim_matches('\'')
+        .to_ascii_lowercase()
+        .replace(['-', '_'], "");
     v == "utf8" || v == "unicode"
 }
 

@@ -45,7 +45,9 @@ impl LogRecord {
         let count_bytes = bytes.get(1..9).ok_or_else(|| corrupt("truncated"))?;
         let count = u64::from_le_bytes(count_bytes.try_into().map_err(|_| corrupt("truncated"))?);
         let ids_end = 9 + (count as usize) * 8;
-        let ids = bytes.get(9..ids_end).ok_or_else(|| corrupt("truncated ids"))?;
+        let ids = bytes
+            .get(9..ids_end)
+            .ok_or_else(|| corrupt("truncated ids"))?;
         let deletes = ids
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))

@@ -351,7 +351,11 @@ impl PkIndex {
     }
 
     fn keys(&self, batch: &RecordBatch) -> Result<Rows> {
-        let columns: Vec<ArrayRef> = self.columns.iter().map(|i| Arc::clone(batch.column(*i))).collect();
+        let columns: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|i| Arc::clone(batch.column(*i)))
+            .collect();
         Ok(self.converter.convert_columns(&columns)?)
     }
 
@@ -380,7 +384,10 @@ impl PkIndex {
         for batch in &change.inserts {
             let keys = self.keys(batch)?;
             for (i, key) in keys.iter().enumerate() {
-                let taken = self.map.get(key.as_ref()).is_some_and(|id| !deleted.contains(id));
+                let taken = self
+                    .map
+                    .get(key.as_ref())
+                    .is_some_and(|id| !deleted.contains(id));
                 if taken || !seen.insert(key.as_ref().into()) {
                     return Err(self.duplicate(def, batch, i));
                 }
@@ -390,7 +397,11 @@ impl PkIndex {
     }
 
     fn duplicate(&self, def: &TableDef, batch: &RecordBatch, row: usize) -> Error {
-        let names: Vec<&str> = self.columns.iter().map(|i| def.columns[*i].name.as_str()).collect();
+        let names: Vec<&str> = self
+            .columns
+            .iter()
+            .map(|i| def.columns[*i].name.as_str())
+            .collect();
         let values: Vec<String> = self
             .columns
             .iter()
@@ -398,7 +409,11 @@ impl PkIndex {
             .collect();
         Error::UniqueViolation {
             constraint: def.pk_constraint_name(),
-            detail: format!("Key ({})=({}) already exists.", names.join(", "), values.join(", ")),
+            detail: format!(
+                "Key ({})=({}) already exists.",
+                names.join(", "),
+                values.join(", ")
+            ),
         }
     }
 }

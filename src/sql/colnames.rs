@@ -1,0 +1,119 @@
+//! Result column names as PostgreSQL chooses them: `count(*)` is called
+//! `count`, `t.v` is `v`, `1::int` is `int4`, anything nameless
+//! `?column?`. DataFusion names columns after the whole expression;
+//! clients (and the tests written against PostgreSQL) expect these.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::sql::sqlparser::ast::{Expr, Query, SelectItem, SetExpr, Statement};
+use futures::StreamExt;
+
+use super::names::normalize;
+
+/// The schema with PostgreSQL's names for a query's unnamed columns.
+pub fn pg_schema(stmt: &Statement, schema: &SchemaRef) -> SchemaRef {
+    let Statement::Query(query) = stmt else {
+        return Arc::clone(schema);
+    };
+    let Some(items) = select_items(query) else {
+        return Arc::clone(schema);
+    };
+    let has_wildcard = items.iter().any(|i| {
+        matches!(
+            i,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(_, _)
+        )
+    });
+    if has_wildcard || items.len() != schema.fields().len() {
+        return Arc::clone(schema);
+    }
+    let fields: Vec<Field> = items
+        .iter()
+        .zip(schema.fields())
+        .map(|(item, field)| match item {
+            SelectItem::UnnamedExpr(expr) => {
+                let name = figure_colname(expr).unwrap_or_else(|| "?column?".to_string());
+                field.as_ref().clone().with_name(name)
+            }
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn select_items(query: &Query) -> Option<&Vec<SelectItem>> {
+    let mut body = query.body.as_ref();
+    loop {
+        match body {
+            SetExpr::Select(select) => return Some(&select.projection),
+            SetExpr::SetOperation { left, .. } => body = left.as_ref(),
+            SetExpr::Query(q) => body = q.body.as_ref(),
+            _ => return None,
+        }
+    }
+}
+
+fn figure_colname(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Identifier(ident) => Some(normalize(ident)),
+        Expr::CompoundIdentifier(parts) => parts.last().map(normalize),
+        Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(normalize),
+        Expr::Nested(inner) => figure_colname(inner),
+        Expr::Cast {
+            expr, data_type, ..
+        } => figure_colname(expr).or_else(|| Some(cast_type_name(&data_type.to_string()))),
+        Expr::Case { .. } => Some("case".into()),
+        Expr::Exists { .. } => Some("exists".into()),
+        Expr::Array(_) => Some("array".into()),
+        _ => None,
+    }
+}
+
+/// The internal type name PostgreSQL gives a cast column (`1::int` → `int4`).
+fn cast_type_name(sql: &str) -> String {
+    let lower = sql.to_lowercase();
+    let base = lower.split('(').next().unwrap_or(&lower).trim();
+    match base {
+        "int" | "integer" | "int4" => "int4",
+        "bigint" | "int8" => "int8",
+        "smallint" | "int2" => "int2",
+        "real" | "float4" => "float4",
+        "double precision" | "double" | "float8" | "float" => "float8",
+        "boolean" | "bool" => "bool",
+        "varchar" | "character varying" => "varchar",
+        "decimal" | "numeric" => "numeric",
+        "timestamp with time zone" | "timestamptz" => "timestamptz",
+        "timestamp" | "timestamp without time zone" => "timestamp",
+        other => return other.to_string(),
+    }
+    .to_string()
+}
+
+/// Relabels a stream's batches with `schema` (same types, other names).
+pub fn rename_stream(
+    stream: SendableRecordBatchStream,
+    schema: SchemaRef,
+) -> SendableRecordBatchStream {
+    if stream
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .eq(schema.fields().iter().map(|f| f.name()))
+    {
+        return stream;
+    }
+    let target = Arc::clone(&schema);
+    let renamed = stream.map(move |batch| {
+        let batch = batch?;
+        Ok(RecordBatch::try_new(
+            Arc::clone(&target),
+            batch.columns().to_vec(),
+        )?)
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, renamed))
+}
