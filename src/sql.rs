@@ -8,6 +8,7 @@ pub mod copy_format;
 mod ddl;
 mod dml;
 mod names;
+mod point_lookup;
 mod settings;
 
 use std::sync::Arc;
@@ -107,6 +108,7 @@ pub struct Prepared {
     /// Columns of the rows it returns, if it returns rows.
     pub result_schema: Option<SchemaRef>,
     plan: Option<(u64, LogicalPlan)>,
+    lookup: Option<point_lookup::PointLookup>,
 }
 
 /// One client's session.
@@ -272,6 +274,7 @@ impl Session {
             param_types: declared.to_vec(),
             result_schema: None,
             plan: None,
+            lookup: None,
         };
         self.describe(&mut prepared).await?;
         Ok(Some(prepared))
@@ -286,6 +289,7 @@ impl Session {
                 prepared.result_schema = Some(colnames::pg_schema(&statement, &schema));
                 let types = placeholder_types(&plan)?;
                 prepared.plan = Some((self.catalog.version(), plan));
+                prepared.lookup = point_lookup::PointLookup::recognise(&self.catalog, &statement);
                 types
             }
             Statement::Insert(insert) => dml::describe_insert(self, insert, prepared).await?,
@@ -314,6 +318,14 @@ impl Session {
     ) -> Result<Output> {
         if let Some((version, plan)) = &prepared.plan {
             if *version == self.catalog.version() {
+                if let (Some(lookup), Some(schema)) = (&prepared.lookup, &prepared.result_schema) {
+                    if let Some(batch) = lookup.execute(&self.catalog, params)? {
+                        return Ok(Output::Batches {
+                            schema: Arc::clone(schema),
+                            batches: vec![batch],
+                        });
+                    }
+                }
                 let stream = self.query.execute(plan.clone(), params).await?;
                 let schema = prepared
                     .result_schema

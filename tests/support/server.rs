@@ -184,6 +184,8 @@ impl TestServer {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(self.options.args())
+            // The log is a file read by people on failure: no colour codes.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
