@@ -59,24 +59,32 @@ fi
 "$EDDYDB_TEST_PYTHON" -c 'import psycopg; print("psycopg", psycopg.__version__)'
 
 # --- Rust checks -----------------------------------------------------------
+# Every step runs even after one fails, so one run reports everything; the
+# exit status is non-zero if any failed.
 
-step "cargo fmt --check"
-cargo fmt --all --check
+failed=()
+run() {
+    local name=$1
+    shift
+    step "$name"
+    "$@" || failed+=("$name")
+}
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+run "cargo fmt --check" cargo fmt --all --check
+run "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
 
-status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    step "cargo nextest run (all tests but the sqllogictest files)"
-    cargo nextest run --no-fail-fast -E 'not binary_id(eddydb::sqllogictest)' || status=1
-    step "sqllogictest files"
-    cargo test --test sqllogictest || status=1
+    run "cargo nextest run (all tests but the sqllogictest files)" \
+        cargo nextest run --no-fail-fast -E 'not binary_id(eddydb::sqllogictest)'
+    run "sqllogictest files" cargo test --test sqllogictest
 else
-    step "cargo test (cargo-nextest not installed)"
-    cargo test --no-fail-fast --tests || status=1
+    run "cargo test (cargo-nextest not installed)" cargo test --no-fail-fast --tests
 fi
 
-# Nothing is printed after the runners so that their summary line closes
-# the output.
-exit "$status"
+# On success nothing follows the runners, so their summary line closes the
+# output.
+if ((${#failed[@]})); then
+    printf '\nFAILED steps:\n' >&2
+    printf '  %s\n' "${failed[@]}" >&2
+    exit 1
+fi

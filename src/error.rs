@@ -88,6 +88,8 @@ pub enum Error {
     QueryCanceled,
     #[error("{0}")]
     ResourcesExhausted(String),
+    #[error("{0}")]
+    SerializationFailure(String),
     #[error("storage error: {0}")]
     Storage(String),
     #[error("internal error: {0}. This is a bug in EddyDB; please report it")]
@@ -129,6 +131,7 @@ impl Error {
             Error::MessageTooLarge(_) => "54000",
             Error::QueryCanceled => "57014",
             Error::ResourcesExhausted(_) => "53200",
+            Error::SerializationFailure(_) => "40001",
             Error::Storage(_) => "58030",
             Error::Internal(_) => "XX000",
         }
@@ -144,6 +147,9 @@ impl Error {
                 Some("Close idle connections or raise --max-connections.".to_string())
             }
             Error::UnknownSetting(_) => Some("SHOW ALL lists the settings.".to_string()),
+            Error::SerializationFailure(_) => {
+                Some("Another statement changed these rows meanwhile; retry.".to_string())
+            }
             _ => None,
         }
     }

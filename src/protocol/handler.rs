@@ -226,8 +226,16 @@ async fn respond(
     format: Option<&Format>,
 ) -> PgWireResult<Response> {
     Ok(match output {
-        Output::Rows(batches) => {
+        Output::Rows(mut batches) => {
             let fields = Arc::new(field_infos(&batches.schema(), format));
+            // Run the plan up to its first batch here, where a cancel request
+            // can still interrupt it and an error can still be reported
+            // before any row is sent.
+            let first = match batches.next().await {
+                Some(Err(e)) => return Ok(Response::Error(Box::new(error_info(Error::from(e))))),
+                other => other,
+            };
+            let batches = stream::iter(first).chain(batches);
             let row_fields = Arc::clone(&fields);
             let rows = batches.flat_map(move |batch| {
                 let encoded = match batch {

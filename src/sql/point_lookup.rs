@@ -30,7 +30,7 @@ pub struct PointLookup {
 enum KeyValue {
     /// `$n`, zero-based.
     Param(usize),
-    Literal(Expr),
+    Literal(Box<Expr>),
 }
 
 impl PointLookup {
@@ -161,7 +161,7 @@ fn key_value(expr: &Expr) -> Option<KeyValue> {
                 let n: usize = p.strip_prefix('$')?.parse().ok()?;
                 (n > 0).then_some(KeyValue::Param(n - 1))
             }
-            Value::Number(_, _) | Value::SingleQuotedString(_) => Some(KeyValue::Literal(expr.clone())),
+            Value::Number(_, _) | Value::SingleQuotedString(_) => Some(KeyValue::Literal(Box::new(expr.clone()))),
             _ => None,
         },
         _ => None,

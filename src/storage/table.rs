@@ -134,6 +134,17 @@ impl Table {
     /// makes it visible. Returns the number of rows inserted.
     pub fn commit(&self, change: Change) -> Result<u64> {
         let mut state = self.state.write().expect("table lock");
+        // Rows are matched before this lock is taken; a concurrent statement
+        // may have deleted one since. Checked before logging, so the log
+        // never holds a delete replay could not apply.
+        let mut unique = HashSet::with_capacity(change.deletes.len());
+        for id in &change.deletes {
+            if state.locate(*id).is_none() || !unique.insert(*id) {
+                return Err(Error::SerializationFailure(
+                    "could not serialize access due to concurrent update".into(),
+                ));
+            }
+        }
         if let Some(pk) = &state.pk {
             pk.check_unique(&self.def, &change)?;
         }

@@ -1,0 +1,1623 @@
+//! `eddydb-bench`: the two throughput benchmarks of EddyDB, as a program that
+//! prints figures (it never asserts on timings).
+//!
+//! - `copy`: bulk load through `COPY ... FROM STDIN` driven by `psql`, with a
+//!   5-column row stream generated on the fly; reports rows/s, bytes and the
+//!   server's peak RSS.
+//! - `pgbench`: primary-key point lookups with `pgbench -M prepared` against a
+//!   fresh EddyDB and a throwaway PostgreSQL cluster, side by side.
+//!
+//! This file owns starting and stopping the servers it measures (always by
+//! PID, also on failure or Ctrl-C), the data generators, and the CPU
+//! accounting read from `/proc`. It talks to servers only through the real
+//! clients (`psql`, `pgbench`), so it measures what a user would see; the
+//! server itself is not linked in.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// How long a server may take to come up before the run is abandoned.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a server gets to exit after SIGTERM before it is killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Generated rows are handed to psql in chunks of about this size.
+const WRITE_CHUNK_BYTES: usize = 256 * 1024;
+/// Rows generated without sending, to measure the generator on its own.
+const GENERATOR_PROBE_ROWS: u64 = 1_000_000;
+
+// ---------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "eddydb-bench",
+    about = "Throughput benchmarks of EddyDB: COPY bulk load and pgbench point lookups"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+    #[command(flatten)]
+    tools: Tools,
+}
+
+#[derive(Debug, Args)]
+struct Tools {
+    /// The eddydb server binary (default: `eddydb` beside this program).
+    #[arg(long, global = true)]
+    eddydb: Option<PathBuf>,
+    /// Folder holding PostgreSQL 15's psql, pgbench, initdb, pg_ctl.
+    #[arg(long, global = true, default_value = "/usr/lib/postgresql/15/bin")]
+    pg_bin: PathBuf,
+    /// Unprivileged OS user that runs PostgreSQL when this runs as root
+    /// (created with useradd if missing; initdb refuses to run as root).
+    #[arg(long, global = true, default_value = "eddybench")]
+    pg_os_user: String,
+    /// Folder under which the temporary data directories are made.
+    #[arg(long, global = true)]
+    work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Bulk load a generated 5-column table with COPY FROM STDIN through psql.
+    Copy(CopyArgs),
+    /// Point lookups by primary key with pgbench, EddyDB beside PostgreSQL.
+    Pgbench(PgbenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct CopyArgs {
+    /// Rows to generate and load.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// COPY format of the generated stream.
+    #[arg(long, value_enum, default_value_t = CopyFormat::Text)]
+    format: CopyFormat,
+    /// Server to load: EddyDB, or a throwaway PostgreSQL for comparison.
+    #[arg(long, value_enum, default_value_t = ServerKind::Eddydb)]
+    against: ServerKind,
+}
+
+#[derive(Debug, Args)]
+struct PgbenchArgs {
+    /// Rows of the `accounts` table.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// pgbench clients (-c).
+    #[arg(long, default_value_t = 8)]
+    clients: u32,
+    /// pgbench worker threads (-j).
+    #[arg(long, default_value_t = 2)]
+    jobs: u32,
+    /// Length of the measured run (-T).
+    #[arg(long, default_value_t = 30)]
+    seconds: u32,
+    /// Length of an unreported run before the measured one (0 to skip).
+    #[arg(long, default_value_t = 5)]
+    warmup_seconds: u32,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CopyFormat {
+    Text,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ServerKind {
+    Eddydb,
+    Postgres,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let cleanup = Cleanup::default();
+    spawn_signal_watcher(cleanup.clone());
+    let outcome = run(&cli, &cleanup);
+    cleanup.run_all();
+    if let Err(error) = outcome {
+        eprintln!("eddydb-bench: error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: &Cli, cleanup: &Cleanup) -> Result<()> {
+    let env = BenchEnv::new(&cli.tools, cleanup)?;
+    print_machine(&env)?;
+    match &cli.command {
+        BenchCommand::Copy(args) => copy_benchmark(&env, args),
+        BenchCommand::Pgbench(args) => pgbench_benchmark(&env, args),
+    }
+}
+
+/// Resolved tool paths and the per-run scratch folder.
+struct BenchEnv {
+    eddydb: PathBuf,
+    pg_bin: PathBuf,
+    pg_os_user: String,
+    scratch: TempDir,
+    cleanup: Cleanup,
+    clock_ticks_per_s: f64,
+}
+
+impl BenchEnv {
+    fn new(tools: &Tools, cleanup: &Cleanup) -> Result<BenchEnv> {
+        let eddydb = match &tools.eddydb {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .context("cannot locate this program to find eddydb beside it")?
+                .with_file_name("eddydb"),
+        };
+        if !eddydb.is_file() {
+            bail!(
+                "eddydb binary not found at {} (use --eddydb)",
+                eddydb.display()
+            );
+        }
+        for tool in ["psql", "pgbench", "initdb", "pg_ctl"] {
+            let path = tools.pg_bin.join(tool);
+            if !path.is_file() {
+                bail!("{} not found (use --pg-bin)", path.display());
+            }
+        }
+        let parent = tools.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+        Ok(BenchEnv {
+            eddydb,
+            pg_bin: tools.pg_bin.clone(),
+            pg_os_user: tools.pg_os_user.clone(),
+            scratch: TempDir::new(&parent, cleanup)?,
+            cleanup: cleanup.clone(),
+            clock_ticks_per_s: clock_ticks_per_s(),
+        })
+    }
+
+    fn tool(&self, name: &str) -> PathBuf {
+        self.pg_bin.join(name)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cleanup: every process and folder this program makes is registered here,
+// so it is removed on success, on error, and on SIGINT/SIGTERM alike.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug)]
+enum Action {
+    /// SIGTERM, then SIGKILL after the grace period.
+    Terminate {
+        pid: u32,
+    },
+    /// `pg_ctl stop -m immediate`, then SIGKILL of the postmaster if alive.
+    StopPostgres {
+        pg_ctl: PathBuf,
+        os_user: Option<String>,
+        data: PathBuf,
+    },
+    RemoveDir(PathBuf),
+}
+
+#[derive(Clone, Default)]
+struct Cleanup(Arc<Mutex<Vec<(u64, Action)>>>);
+
+/// Names one registered action; running it twice is harmless.
+#[derive(Debug, Clone, Copy)]
+struct Token(u64);
+
+impl Cleanup {
+    fn register(&self, action: Action) -> Token {
+        let mut actions = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let id = actions.last().map_or(0, |(id, _)| id + 1);
+        actions.push((id, action));
+        Token(id)
+    }
+
+    fn run(&self, token: Token) {
+        let action = {
+            let mut actions = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let index = actions.iter().position(|(id, _)| *id == token.0);
+            index.map(|i| actions.remove(i).1)
+        };
+        if let Some(action) = action {
+            perform(action);
+        }
+    }
+
+    /// Newest first, so processes stop before their folders are removed.
+    fn run_all(&self) {
+        loop {
+            let action = self
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+                .map(|(_, action)| action);
+            match action {
+                Some(action) => perform(action),
+                None => return,
+            }
+        }
+    }
+}
+
+fn perform(action: Action) {
+    match action {
+        Action::Terminate { pid } => terminate(pid, "TERM"),
+        Action::StopPostgres {
+            pg_ctl,
+            os_user,
+            data,
+        } => {
+            let mut stop = as_user(os_user.as_deref(), &pg_ctl);
+            stop.arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "-w", "stop"]);
+            let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
+            if let Some(pid) = postmaster_pid(&data) {
+                terminate(pid, "QUIT");
+            }
+        }
+        Action::RemoveDir(path) => {
+            if let Err(error) = fs::remove_dir_all(&path) {
+                if error.kind() != io::ErrorKind::NotFound {
+                    eprintln!("eddydb-bench: cannot remove {}: {error}", path.display());
+                }
+            }
+        }
+    }
+}
+
+/// Sends `signal` to `pid`, waits for it to go, and kills it if it stays.
+fn terminate(pid: u32, signal: &str) {
+    if !process_alive(pid) {
+        return;
+    }
+    send_signal(pid, signal);
+    if !wait_gone(pid, SHUTDOWN_GRACE) {
+        eprintln!("eddydb-bench: pid {pid} ignored SIG{signal}; sending SIGKILL");
+        send_signal(pid, "KILL");
+        wait_gone(pid, SHUTDOWN_GRACE);
+    }
+}
+
+fn send_signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A zombie counts as gone: it has released everything but its PID.
+fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat_fields(&stat).first() != Some(&"Z"),
+        Err(_) => false,
+    }
+}
+
+/// Polls because a process this program did not spawn cannot be waited on.
+fn wait_gone(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while process_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+fn spawn_signal_watcher(cleanup: Cleanup) {
+    std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("eddydb-bench: no signal handling: {error}");
+                return;
+            }
+        };
+        let signal = runtime.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut interrupt = signal(SignalKind::interrupt())?;
+            let mut terminate = signal(SignalKind::terminate())?;
+            tokio::select! {
+                _ = interrupt.recv() => io::Result::Ok("SIGINT"),
+                _ = terminate.recv() => io::Result::Ok("SIGTERM"),
+            }
+        });
+        if let Ok(name) = signal {
+            eprintln!("eddydb-bench: {name}: stopping servers and removing temporary folders");
+            cleanup.run_all();
+            std::process::exit(130);
+        }
+    });
+}
+
+struct TempDir {
+    path: PathBuf,
+    token: Token,
+    cleanup: Cleanup,
+}
+
+impl TempDir {
+    fn new(parent: &Path, cleanup: &Cleanup) -> Result<TempDir> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = parent.join(format!("eddydb-bench-{}-{nanos}", std::process::id()));
+        fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let token = cleanup.register(Action::RemoveDir(path.clone()));
+        Ok(TempDir {
+            path,
+            token,
+            cleanup: cleanup.clone(),
+        })
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        self.cleanup.run(self.token);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Machine and /proc accounting
+// ---------------------------------------------------------------------------
+
+fn print_machine(env: &BenchEnv) -> Result<()> {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']))
+        })
+        .unwrap_or("unknown");
+    let processors = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kb = meminfo_kb(&meminfo, "MemTotal:").unwrap_or(0);
+    let avail_kb = meminfo_kb(&meminfo, "MemAvailable:").unwrap_or(0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("== machine");
+    println!("date (UTC)     {}", utc_now_string());
+    println!("nproc          {nproc} (/proc/cpuinfo processors: {processors})");
+    println!("cpu model      {model}");
+    println!(
+        "memory         {:.1} GiB total, {:.1} GiB available",
+        gib(mem_kb * 1024),
+        gib(avail_kb * 1024)
+    );
+    println!("kernel         {}", kernel.trim());
+    println!("load average   {}", load.trim());
+    println!(
+        "eddydb         {} ({})",
+        env.eddydb.display(),
+        eddydb_version(env)
+    );
+    println!("postgres tools {}", env.pg_bin.display());
+    println!();
+    Ok(())
+}
+
+fn eddydb_version(env: &BenchEnv) -> String {
+    Command::new(&env.eddydb)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "version unknown".to_string())
+}
+
+fn meminfo_kb(meminfo: &str, key: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+fn clock_ticks_per_s() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .filter(|hz| *hz > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// The fields of `/proc/PID/stat` after the command name, which may itself
+/// hold spaces and parentheses; index 0 is field 3 (state).
+fn stat_fields(stat: &str) -> Vec<&str> {
+    match stat.rfind(')') {
+        Some(end) => stat[end + 1..].split_whitespace().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// (ppid, own utime+stime, reaped children's cutime+cstime) in clock ticks.
+fn proc_times(pid: &str) -> Option<(u32, u64, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields = stat_fields(&stat);
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    let ppid = fields.get(1)?.parse().ok()?;
+    Some((ppid, field(11)? + field(12)?, field(13)? + field(14)?))
+}
+
+/// CPU ticks of `root` and its live children, plus those already reaped:
+/// PostgreSQL backends exit when pgbench disconnects, and their time then
+/// moves into the postmaster's children counters, so the sum stays whole.
+fn tree_ticks(root: u32) -> u64 {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    let root_name = root.to_string();
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        match proc_times(pid) {
+            Some((_, own, reaped)) if pid == root_name => total += own + reaped,
+            Some((ppid, own, _)) if ppid == root => total += own,
+            _ => {}
+        }
+    }
+    total
+}
+
+/// Busy ticks of the whole machine, all cores, from the first line of /proc/stat.
+fn machine_busy_ticks() -> u64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let values: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal; guest time is already in user.
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    values.iter().take(8).sum::<u64>() - idle
+}
+
+fn vm_hwm_bytes(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    meminfo_kb(&status, "VmHWM:").map(|kb| kb * 1024)
+}
+
+/// (apparent bytes, bytes allocated on disk) of everything under `dir`.
+fn dir_size(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut sizes = (0, 0);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return sizes;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            let (apparent, allocated) = dir_size(&entry.path());
+            sizes = (sizes.0 + apparent, sizes.1 + allocated);
+        } else {
+            sizes = (sizes.0 + meta.len(), sizes.1 + meta.blocks() * 512);
+        }
+    }
+    sizes
+}
+
+/// Where CPU time went during one phase: this program (the generator),
+/// the clients it spawned and reaped (psql, pgbench), the server, and
+/// whatever else ran on the machine meanwhile.
+#[derive(Debug, Clone, Copy)]
+struct CpuSnapshot {
+    at: Instant,
+    machine: u64,
+    own: u64,
+    clients: u64,
+    server: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CpuUsage {
+    wall_s: f64,
+    generator_s: f64,
+    clients_s: f64,
+    server_s: f64,
+    machine_s: f64,
+}
+
+impl CpuSnapshot {
+    fn take(server_pid: u32) -> CpuSnapshot {
+        let (_, own, clients) = proc_times("self").unwrap_or((0, 0, 0));
+        CpuSnapshot {
+            at: Instant::now(),
+            machine: machine_busy_ticks(),
+            own,
+            clients,
+            server: tree_ticks(server_pid),
+        }
+    }
+
+    fn usage_since(&self, start: &CpuSnapshot, ticks_per_s: f64) -> CpuUsage {
+        let secs = |end: u64, begin: u64| end.saturating_sub(begin) as f64 / ticks_per_s;
+        CpuUsage {
+            wall_s: self.at.duration_since(start.at).as_secs_f64(),
+            generator_s: secs(self.own, start.own),
+            clients_s: secs(self.clients, start.clients),
+            server_s: secs(self.server, start.server),
+            machine_s: secs(self.machine, start.machine),
+        }
+    }
+}
+
+impl CpuUsage {
+    fn print(&self, client_name: &str, cores: usize) {
+        let ours = self.generator_s + self.clients_s + self.server_s;
+        let other = (self.machine_s - ours).max(0.0);
+        let pct = |s: f64| 100.0 * s / self.wall_s.max(1e-9);
+        println!(
+            "  cpu over {:.2} s wall (100% = one core, {cores} cores):",
+            self.wall_s
+        );
+        println!(
+            "    server              {:7.2} s  {:6.1}%",
+            self.server_s,
+            pct(self.server_s)
+        );
+        println!(
+            "    {client_name:<19} {:7.2} s  {:6.1}%",
+            self.clients_s,
+            pct(self.clients_s)
+        );
+        if self.generator_s > 0.005 {
+            println!(
+                "    generator (bench)   {:7.2} s  {:6.1}%",
+                self.generator_s,
+                pct(self.generator_s)
+            );
+        }
+        println!("    other processes     {other:7.2} s  {:6.1}%", pct(other));
+        println!(
+            "    machine busy        {:7.2} s  {:6.1}%",
+            self.machine_s,
+            pct(self.machine_s)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Servers
+// ---------------------------------------------------------------------------
+
+/// How the clients reach a running server.
+struct Target {
+    name: &'static str,
+    port: u16,
+    dbname: &'static str,
+    server_pid: u32,
+}
+
+/// A psql that connects over TCP to `target` and stops on the first error.
+fn psql(env: &BenchEnv, target: &Target) -> Command {
+    let mut command = Command::new(env.tool("psql"));
+    command
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "eddy",
+        ])
+        .arg("-p")
+        .arg(target.port.to_string())
+        .arg("-d")
+        .arg(target.dbname)
+        .env("PGCONNECT_TIMEOUT", "30")
+        .env_remove("PGSERVICE")
+        .env_remove("PGOPTIONS");
+    command
+}
+
+/// Runs one statement and returns psql's unaligned, tuples-only output.
+fn run_sql(env: &BenchEnv, target: &Target, sql: &str) -> Result<String> {
+    let output = psql(env, target)
+        .args(["-q", "-A", "-t", "-c", sql])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", env.tool("psql").display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} rejected `{sql}` ({}): {}",
+            target.name,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+struct EddyServer {
+    child: Child,
+    port: u16,
+    data: PathBuf,
+    log: PathBuf,
+    token: Token,
+    cleanup: Cleanup,
+}
+
+impl EddyServer {
+    fn start(env: &BenchEnv) -> Result<EddyServer> {
+        let data = env.scratch.path.join("eddydb-data");
+        let log = env.scratch.path.join("eddydb.log");
+        let log_file = File::create(&log).context("cannot create the server log")?;
+        let mut child = Command::new(&env.eddydb)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("cannot start {}", env.eddydb.display()))?;
+        let token = env.cleanup.register(Action::Terminate { pid: child.id() });
+        let stdout = child.stdout.take();
+        let mut server = EddyServer {
+            child,
+            port: 0,
+            data,
+            log,
+            token,
+            cleanup: env.cleanup.clone(),
+        };
+        let stdout = stdout.ok_or_else(|| anyhow!("eddydb stdout was not captured"))?;
+        let address = wait_for_listen_line(stdout).map_err(|e| server.explain(e))?;
+        server.port = address.port();
+        Ok(server)
+    }
+
+    fn target(&self) -> Target {
+        Target {
+            name: "EddyDB",
+            port: self.port,
+            dbname: "eddy",
+            server_pid: self.child.id(),
+        }
+    }
+
+    /// Adds the server's state and the end of its log to a failure.
+    fn explain(&mut self, error: anyhow::Error) -> anyhow::Error {
+        let state = match self.child.try_wait() {
+            Ok(Some(status)) => format!("eddydb has exited ({status})"),
+            Ok(None) => "eddydb is still running".to_string(),
+            Err(e) => format!("eddydb state unknown: {e}"),
+        };
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n    ");
+        anyhow!("{error:#}\n  {state}; last lines of its log:\n    {tail}")
+    }
+
+    /// SIGTERM and wait; a non-zero exit is reported, not hidden.
+    fn stop(mut self) -> Result<ExitStatus> {
+        self.cleanup.run(self.token);
+        let status = self.child.wait().context("cannot reap eddydb")?;
+        if !status.success() {
+            return Err(self.explain(anyhow!("eddydb exited with {status} after SIGTERM")));
+        }
+        Ok(status)
+    }
+}
+
+impl Drop for EddyServer {
+    fn drop(&mut self) {
+        self.cleanup.run(self.token);
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the server's stdout until its readiness line, then keeps draining
+/// it on a thread so the server never blocks on a full pipe.
+fn wait_for_listen_line(stdout: std::process::ChildStdout) -> Result<SocketAddr> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sender = Some(sender);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(address) = line.trim().strip_prefix("eddydb listening on ") {
+                if let Some(sender) = sender.take() {
+                    let _ = sender.send(Ok(address.to_string()));
+                }
+            }
+        }
+        if let Some(sender) = sender {
+            let _ = sender.send(Err("eddydb closed stdout without printing its address"));
+        }
+    });
+    let line = receiver
+        .recv_timeout(STARTUP_TIMEOUT)
+        .map_err(|_| anyhow!("eddydb did not report listening within {STARTUP_TIMEOUT:?}"))?
+        .map_err(|e| anyhow!(e))?;
+    line.parse()
+        .with_context(|| format!("cannot parse eddydb's listen address `{line}`"))
+}
+
+/// `cmd` run as `os_user` through runuser, or directly when not root.
+fn as_user(os_user: Option<&str>, program: &Path) -> Command {
+    match os_user {
+        Some(user) => {
+            let mut command = Command::new("runuser");
+            command.args(["-u", user, "--"]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// initdb refuses root, so a root run uses (and if needed creates) an
+/// unprivileged account; a non-root run uses itself.
+fn postgres_os_user(name: &str) -> Result<Option<String>> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_string));
+    if uid.as_deref() != Some("0") {
+        return Ok(None);
+    }
+    let exists = Command::new("id")
+        .arg("-u")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        println!("creating OS user `{name}` to run PostgreSQL (initdb refuses root)");
+        run_checked(
+            Command::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ]),
+            "useradd",
+        )?;
+    }
+    Ok(Some(name.to_string()))
+}
+
+fn run_checked(command: &mut Command, what: &str) -> Result<String> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {what}"))?;
+    if !output.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout).trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).to_string())
+}
+
+fn free_loopback_port() -> Result<u16> {
+    // The port is released before postgres binds it; another program could
+    // take it meanwhile, which pg_ctl then reports as a start failure.
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn postmaster_pid(data: &Path) -> Option<u32> {
+    let text = fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+struct PgCluster {
+    pg_ctl: PathBuf,
+    os_user: Option<String>,
+    root: PathBuf,
+    data: PathBuf,
+    port: u16,
+    pid: u32,
+    token: Token,
+    cleanup: Cleanup,
+}
+
+impl PgCluster {
+    fn start(env: &BenchEnv) -> Result<PgCluster> {
+        let os_user = postgres_os_user(&env.pg_os_user)?;
+        let root = env.scratch.path.join("postgres");
+        fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
+        if let Some(user) = &os_user {
+            run_checked(Command::new("chown").arg(user).arg(&root), "chown")?;
+        }
+        let data = root.join("data");
+        let pg_cmd = |tool: &str| {
+            let mut command = as_user(os_user.as_deref(), &env.tool(tool));
+            command.current_dir(&root);
+            command
+        };
+        run_checked(
+            pg_cmd("initdb").arg("-D").arg(&data).args([
+                "-U",
+                "eddy",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]),
+            "initdb",
+        )?;
+        let token = env.cleanup.register(Action::StopPostgres {
+            pg_ctl: env.tool("pg_ctl"),
+            os_user: os_user.clone(),
+            data: data.clone(),
+        });
+        let port = free_loopback_port()?;
+        let options =
+            format!("-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''");
+        let started = run_checked(
+            pg_cmd("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(root.join("postgres.log"))
+                .args(["-w", "-t", "120", "-o", &options, "start"]),
+            "pg_ctl start",
+        );
+        let cluster = PgCluster {
+            pg_ctl: env.tool("pg_ctl"),
+            pid: postmaster_pid(&data).unwrap_or(0),
+            os_user,
+            root,
+            data,
+            port,
+            token,
+            cleanup: env.cleanup.clone(),
+        };
+        started.map_err(|e| cluster.explain(e))?;
+        if cluster.pid == 0 {
+            bail!("postgres started but postmaster.pid is unreadable");
+        }
+        Ok(cluster)
+    }
+
+    fn target(&self) -> Target {
+        Target {
+            name: "PostgreSQL",
+            port: self.port,
+            dbname: "postgres",
+            server_pid: self.pid,
+        }
+    }
+
+    fn explain(&self, error: anyhow::Error) -> anyhow::Error {
+        let log = fs::read_to_string(self.root.join("postgres.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n    ");
+        anyhow!("{error:#}\n  last lines of the postgres log:\n    {tail}")
+    }
+
+    fn stop(self) -> Result<()> {
+        let mut stop = as_user(self.os_user.as_deref(), &self.pg_ctl);
+        stop.current_dir(&self.root)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"]);
+        let stopped = run_checked(&mut stop, "pg_ctl stop");
+        stopped.map(|_| ()).map_err(|e| self.explain(e))
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.cleanup.run(self.token);
+    }
+}
+
+/// Either server, started fresh in the scratch folder.
+enum Server {
+    Eddy(EddyServer),
+    Postgres(PgCluster),
+}
+
+impl Server {
+    fn start(env: &BenchEnv, kind: ServerKind) -> Result<Server> {
+        Ok(match kind {
+            ServerKind::Eddydb => Server::Eddy(EddyServer::start(env)?),
+            ServerKind::Postgres => Server::Postgres(PgCluster::start(env)?),
+        })
+    }
+
+    fn target(&self) -> Target {
+        match self {
+            Server::Eddy(server) => server.target(),
+            Server::Postgres(cluster) => cluster.target(),
+        }
+    }
+
+    fn explain(&mut self, error: anyhow::Error) -> anyhow::Error {
+        match self {
+            Server::Eddy(server) => server.explain(error),
+            Server::Postgres(cluster) => cluster.explain(error),
+        }
+    }
+
+    fn data_dir(&self) -> &Path {
+        match self {
+            Server::Eddy(server) => &server.data,
+            Server::Postgres(cluster) => &cluster.data,
+        }
+    }
+
+    fn stop(self) -> Result<()> {
+        match self {
+            Server::Eddy(server) => server.stop().map(|_| ()),
+            Server::Postgres(cluster) => cluster.stop(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Row generators: deterministic, allocation-free per row, and cheap enough
+// that the client side is not what a COPY run measures.
+// ---------------------------------------------------------------------------
+
+trait RowSource {
+    /// Appends row `index` (0-based) and its newline to `out`.
+    fn write_row(&mut self, index: u64, delimiter: u8, out: &mut Vec<u8>);
+}
+
+fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn push_u64(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+fn push_i64(out: &mut Vec<u8>, value: i64) {
+    if value < 0 {
+        out.push(b'-');
+    }
+    push_u64(out, value.unsigned_abs());
+}
+
+fn push_two_digits(out: &mut Vec<u8>, value: u64) {
+    out.push(b'0' + (value / 10 % 10) as u8);
+    out.push(b'0' + (value % 10) as u8);
+}
+
+/// (year, month, day) of a count of days since 1970-01-01, by the
+/// era-of-400-years method, valid for the whole proleptic Gregorian range.
+fn civil_from_days(days: i64) -> (i64, u64, u64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of Unix seconds, UTC.
+fn push_timestamp(out: &mut Vec<u8>, unix_s: i64) {
+    let (year, month, day) = civil_from_days(unix_s.div_euclid(86_400));
+    let second_of_day = unix_s.rem_euclid(86_400) as u64;
+    push_i64(out, year);
+    out.push(b'-');
+    push_two_digits(out, month);
+    out.push(b'-');
+    push_two_digits(out, day);
+    out.push(b' ');
+    push_two_digits(out, second_of_day / 3_600);
+    out.push(b':');
+    push_two_digits(out, second_of_day / 60 % 60);
+    out.push(b':');
+    push_two_digits(out, second_of_day % 60);
+}
+
+fn utc_now_string() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut out = Vec::new();
+    push_timestamp(&mut out, now);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `bench(id int primary key, big bigint, name text, amount double
+/// precision, created timestamp)`: a 20-letter name, a two-decimal amount,
+/// and timestamps three seconds apart from 2024-01-01.
+struct BenchRows;
+
+const BENCH_DDL: &str = "CREATE TABLE bench (id int PRIMARY KEY, big bigint, name text, \
+                         amount double precision, created timestamp)";
+const TIMESTAMP_BASE_S: i64 = 1_704_067_200;
+
+impl RowSource for BenchRows {
+    fn write_row(&mut self, index: u64, delimiter: u8, out: &mut Vec<u8>) {
+        let r1 = splitmix64(index);
+        let r2 = splitmix64(r1);
+        let r3 = splitmix64(r2);
+        push_u64(out, index + 1);
+        out.push(delimiter);
+        push_u64(out, r1 >> 1);
+        out.push(delimiter);
+        for i in 0..20 {
+            let bits = if i < 12 {
+                r2 >> (i * 5)
+            } else {
+                r3 >> ((i - 12) * 5)
+            };
+            out.push(b'a' + ((bits & 31) % 26) as u8);
+        }
+        out.push(delimiter);
+        let cents = r3 % 100_000_000;
+        push_u64(out, cents / 100);
+        out.push(b'.');
+        push_two_digits(out, cents % 100);
+        out.push(delimiter);
+        push_timestamp(out, TIMESTAMP_BASE_S + 3 * index as i64);
+        out.push(b'\n');
+    }
+}
+
+/// `accounts(aid int primary key, abalance int, filler text)`, shaped like
+/// pgbench's own table: an 84-character filler, balances in ±1,000,000.
+struct AccountRows;
+
+const ACCOUNTS_DDL: &str = "CREATE TABLE accounts (aid int PRIMARY KEY, abalance int, filler text)";
+const FILLER: &[u8; 84] =
+    b"accounts-filler-accounts-filler-accounts-filler-accounts-filler-accounts-filler-acco";
+
+fn account_balance(aid: u64) -> i64 {
+    (splitmix64(aid) % 2_000_001) as i64 - 1_000_000
+}
+
+impl RowSource for AccountRows {
+    fn write_row(&mut self, index: u64, delimiter: u8, out: &mut Vec<u8>) {
+        let aid = index + 1;
+        push_u64(out, aid);
+        out.push(delimiter);
+        push_i64(out, account_balance(aid));
+        out.push(delimiter);
+        out.extend_from_slice(FILLER);
+        out.push(b'\n');
+    }
+}
+
+/// Rows per second of the generator alone, on one core, writing nowhere.
+fn generator_rate(source: &mut dyn RowSource, rows: u64) -> (f64, u64) {
+    let mut buffer = Vec::with_capacity(WRITE_CHUNK_BYTES + 1024);
+    let mut bytes = 0u64;
+    let started = Instant::now();
+    for index in 0..rows {
+        source.write_row(index, b'\t', &mut buffer);
+        if buffer.len() >= WRITE_CHUNK_BYTES {
+            bytes += buffer.len() as u64;
+            buffer.clear();
+        }
+    }
+    bytes += buffer.len() as u64;
+    std::hint::black_box(&buffer);
+    (
+        rows as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        bytes,
+    )
+}
+
+// ---------------------------------------------------------------------------
+// COPY through psql
+// ---------------------------------------------------------------------------
+
+struct CopyOutcome {
+    rows: u64,
+    bytes: u64,
+    usage: CpuUsage,
+}
+
+/// Streams `rows` generated rows into `table` with one psql `COPY ... FROM
+/// STDIN`. The clock covers psql's whole life: connect, stream, commit.
+fn copy_in(
+    env: &BenchEnv,
+    target: &Target,
+    table: &str,
+    format: CopyFormat,
+    source: &mut dyn RowSource,
+    rows: u64,
+) -> Result<CopyOutcome> {
+    let (statement, delimiter) = match format {
+        CopyFormat::Text => (format!("COPY {table} FROM STDIN"), b'\t'),
+        CopyFormat::Csv => (format!("COPY {table} FROM STDIN WITH (FORMAT csv)"), b','),
+    };
+    // Files, not pipes, so psql can never block on output nobody reads.
+    let out_path = env.scratch.path.join("psql-copy.out");
+    let err_path = env.scratch.path.join("psql-copy.err");
+    let before = CpuSnapshot::take(target.server_pid);
+    let mut child = psql(env, target)
+        .arg("-c")
+        .arg(&statement)
+        .stdin(Stdio::piped())
+        .stdout(File::create(&out_path)?)
+        .stderr(File::create(&err_path)?)
+        .spawn()
+        .with_context(|| format!("cannot run {}", env.tool("psql").display()))?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("psql stdin was not captured"))?;
+    let streamed = stream_rows(stdin, source, delimiter, rows);
+    let status = child.wait().context("cannot reap psql")?;
+    let usage = CpuSnapshot::take(target.server_pid).usage_since(&before, env.clock_ticks_per_s);
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    if !status.success() || !stderr.trim().is_empty() {
+        bail!(
+            "psql `{statement}` into {} failed ({status}): {}",
+            target.name,
+            stderr.trim()
+        );
+    }
+    let bytes = streamed.context("writing rows to psql")?;
+    let reported = stdout
+        .trim()
+        .strip_prefix("COPY ")
+        .and_then(|n| n.parse::<u64>().ok());
+    match reported {
+        Some(n) if n == rows => Ok(CopyOutcome { rows, bytes, usage }),
+        _ => bail!(
+            "{} answered `{}` to a COPY of {rows} rows",
+            target.name,
+            stdout.trim()
+        ),
+    }
+}
+
+/// Writes rows until done or psql goes away; returns the bytes written.
+fn stream_rows(
+    mut stdin: std::process::ChildStdin,
+    source: &mut dyn RowSource,
+    delimiter: u8,
+    rows: u64,
+) -> io::Result<u64> {
+    let mut buffer = Vec::with_capacity(WRITE_CHUNK_BYTES + 1024);
+    let mut bytes = 0u64;
+    for index in 0..rows {
+        source.write_row(index, delimiter, &mut buffer);
+        if buffer.len() >= WRITE_CHUNK_BYTES {
+            stdin.write_all(&buffer)?;
+            bytes += buffer.len() as u64;
+            buffer.clear();
+        }
+    }
+    stdin.write_all(&buffer)?;
+    bytes += buffer.len() as u64;
+    // Dropping stdin sends EOF, which makes psql end the COPY.
+    Ok(bytes)
+}
+
+fn copy_benchmark(env: &BenchEnv, args: &CopyArgs) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "== copy benchmark: {} rows, {:?} format, into {:?}",
+        args.rows, args.format, args.against
+    );
+    println!("table: {BENCH_DDL}");
+    let (rate, probe_bytes) = generator_rate(&mut BenchRows, args.rows.min(GENERATOR_PROBE_ROWS));
+    println!(
+        "generator alone: {:.0} rows/s on one core ({:.1} bytes/row)",
+        rate,
+        probe_bytes as f64 / args.rows.clamp(1, GENERATOR_PROBE_ROWS) as f64
+    );
+    let mut server = Server::start(env, args.against)?;
+    let target = server.target();
+    let measured = measure_copy(env, &target, args, &server).map_err(|e| server.explain(e));
+    let measured = measured?;
+    let (apparent, allocated) = dir_size(server.data_dir());
+    server.stop()?;
+    let (apparent_after, allocated_after) = dir_size_after_stop(env, args.against);
+    println!();
+    println!("== copy result ({})", target.name);
+    println!("rows loaded          {}", measured.copy.rows);
+    println!("COPY wall time       {:.2} s", measured.copy.usage.wall_s);
+    println!(
+        "throughput           {:.0} rows/s   (target >= 500000 rows/s for EddyDB)",
+        measured.copy.rows as f64 / measured.copy.usage.wall_s
+    );
+    println!(
+        "input stream         {:.1} MiB ({:.1} MiB/s)",
+        mib(measured.copy.bytes),
+        mib(measured.copy.bytes) / measured.copy.usage.wall_s
+    );
+    println!(
+        "data dir after COPY  {:.1} MiB apparent, {:.1} MiB on disk",
+        mib(apparent),
+        mib(allocated)
+    );
+    println!(
+        "data dir after stop  {:.1} MiB apparent, {:.1} MiB on disk",
+        mib(apparent_after),
+        mib(allocated_after)
+    );
+    match measured.peak_rss {
+        Some((idle, peak)) => println!(
+            "server peak RSS      {:.1} MiB (VmHWM; {:.1} MiB before the COPY)",
+            mib(peak),
+            mib(idle)
+        ),
+        None => println!("server peak RSS      not measured (PostgreSQL is many processes)"),
+    }
+    println!(
+        "count(*) afterwards  {} ({:.2} s)",
+        measured.count, measured.count_s
+    );
+    measured.copy.usage.print("psql", cores);
+    Ok(())
+}
+
+struct CopyMeasurement {
+    copy: CopyOutcome,
+    peak_rss: Option<(u64, u64)>,
+    count: String,
+    count_s: f64,
+}
+
+fn measure_copy(
+    env: &BenchEnv,
+    target: &Target,
+    args: &CopyArgs,
+    server: &Server,
+) -> Result<CopyMeasurement> {
+    let is_eddy = matches!(server, Server::Eddy(_));
+    run_sql(env, target, BENCH_DDL)?;
+    let idle_rss = vm_hwm_bytes(target.server_pid);
+    println!(
+        "server up on port {}, table created; starting COPY",
+        target.port
+    );
+    let copy = copy_in(env, target, "bench", args.format, &mut BenchRows, args.rows)?;
+    let peak_rss = match (is_eddy, idle_rss, vm_hwm_bytes(target.server_pid)) {
+        (true, Some(idle), Some(peak)) => Some((idle, peak)),
+        _ => None,
+    };
+    let started = Instant::now();
+    let count = run_sql(env, target, "SELECT count(*) FROM bench")?;
+    let count_s = started.elapsed().as_secs_f64();
+    if count != copy.rows.to_string() {
+        bail!(
+            "{} holds {count} rows after a COPY of {} rows",
+            target.name,
+            copy.rows
+        );
+    }
+    Ok(CopyMeasurement {
+        copy,
+        peak_rss,
+        count,
+        count_s,
+    })
+}
+
+fn dir_size_after_stop(env: &BenchEnv, kind: ServerKind) -> (u64, u64) {
+    match kind {
+        ServerKind::Eddydb => dir_size(&env.scratch.path.join("eddydb-data")),
+        ServerKind::Postgres => dir_size(&env.scratch.path.join("postgres").join("data")),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// pgbench point lookups
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct PgbenchOutcome {
+    tps: f64,
+    latency_ms: f64,
+    transactions: u64,
+    failed: u64,
+    usage: Option<CpuUsage>,
+}
+
+fn run_pgbench(
+    env: &BenchEnv,
+    target: &Target,
+    script: &Path,
+    args: &PgbenchArgs,
+    seconds: u32,
+) -> Result<PgbenchOutcome> {
+    let before = CpuSnapshot::take(target.server_pid);
+    let output = Command::new(env.tool("pgbench"))
+        .args(["-n", "-M", "prepared", "-h", "127.0.0.1", "-U", "eddy"])
+        .arg("-p")
+        .arg(target.port.to_string())
+        .arg("-c")
+        .arg(args.clients.to_string())
+        .arg("-j")
+        .arg(args.jobs.to_string())
+        .arg("-T")
+        .arg(seconds.to_string())
+        .arg("-f")
+        .arg(script)
+        .arg(target.dbname)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", env.tool("pgbench").display()))?;
+    let usage = CpuSnapshot::take(target.server_pid).usage_since(&before, env.clock_ticks_per_s);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!(
+            "pgbench against {} failed ({}):\n{}\n{}",
+            target.name,
+            output.status,
+            stdout.trim(),
+            stderr.trim()
+        );
+    }
+    let mut outcome = parse_pgbench(&stdout)
+        .with_context(|| format!("unexpected pgbench output:\n{stdout}\n{stderr}"))?;
+    outcome.usage = Some(usage);
+    Ok(outcome)
+}
+
+fn parse_pgbench(stdout: &str) -> Result<PgbenchOutcome> {
+    let value_after = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|v| v.split('/').next().unwrap_or(v).to_string())
+    };
+    let number = |prefix: &str| -> Result<f64> {
+        value_after(prefix)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no `{prefix}` line"))
+    };
+    Ok(PgbenchOutcome {
+        tps: number("tps = ")?,
+        latency_ms: number("latency average = ")?,
+        transactions: number("number of transactions actually processed: ")? as u64,
+        failed: value_after("number of failed transactions: ")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        usage: None,
+    })
+}
+
+struct SideResult {
+    name: &'static str,
+    load_rows_per_s: f64,
+    outcome: PgbenchOutcome,
+}
+
+/// Loads `accounts`, checks it, warms up, and runs the measured pgbench.
+fn bench_one(
+    env: &BenchEnv,
+    kind: ServerKind,
+    args: &PgbenchArgs,
+    script: &Path,
+) -> Result<SideResult> {
+    let mut server = Server::start(env, kind)?;
+    let target = server.target();
+    println!("-- {}: server up on port {}", target.name, target.port);
+    let result = bench_started(env, &target, args, script).map_err(|e| server.explain(e));
+    let result = result?;
+    server.stop()?;
+    Ok(result)
+}
+
+fn bench_started(
+    env: &BenchEnv,
+    target: &Target,
+    args: &PgbenchArgs,
+    script: &Path,
+) -> Result<SideResult> {
+    run_sql(env, target, ACCOUNTS_DDL)?;
+    let load = copy_in(
+        env,
+        target,
+        "accounts",
+        CopyFormat::Text,
+        &mut AccountRows,
+        args.rows,
+    )?;
+    let load_rows_per_s = load.rows as f64 / load.usage.wall_s;
+    println!(
+        "   loaded {} rows in {:.2} s ({load_rows_per_s:.0} rows/s)",
+        load.rows, load.usage.wall_s
+    );
+    if target.name == "PostgreSQL" {
+        // Fresh statistics and visibility map, as any tuned PostgreSQL has.
+        run_sql(env, target, "VACUUM ANALYZE accounts")?;
+    }
+    let probe = args.rows.div_ceil(2).max(1);
+    let got = run_sql(
+        env,
+        target,
+        &format!("SELECT abalance FROM accounts WHERE aid = {probe}"),
+    )?;
+    if got != account_balance(probe).to_string() {
+        bail!(
+            "{}: aid {probe} has abalance `{got}`, expected {}",
+            target.name,
+            account_balance(probe)
+        );
+    }
+    if args.warmup_seconds > 0 {
+        let warm = run_pgbench(env, target, script, args, args.warmup_seconds)?;
+        println!(
+            "   warm-up {} s: {:.0} tps (not reported)",
+            args.warmup_seconds, warm.tps
+        );
+    }
+    let outcome = run_pgbench(env, target, script, args, args.seconds)?;
+    println!(
+        "   measured {} s: {:.0} tps, latency average {:.3} ms, {} transactions, {} failed",
+        args.seconds, outcome.tps, outcome.latency_ms, outcome.transactions, outcome.failed
+    );
+    if let Some(usage) = &outcome.usage {
+        usage.print(
+            "pgbench",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+        );
+    }
+    Ok(SideResult {
+        name: target.name,
+        load_rows_per_s,
+        outcome,
+    })
+}
+
+fn pgbench_benchmark(env: &BenchEnv, args: &PgbenchArgs) -> Result<()> {
+    if args.rows == 0 || args.rows > i32::MAX as u64 {
+        bail!("--rows must be between 1 and {}", i32::MAX);
+    }
+    let script = env.scratch.path.join("lookup.sql");
+    let script_text = format!(
+        "\\set aid random(1, {})\nSELECT abalance FROM accounts WHERE aid = :aid;\n",
+        args.rows
+    );
+    fs::write(&script, &script_text).context("cannot write the pgbench script")?;
+    println!(
+        "== pgbench benchmark: {} accounts rows, pgbench -n -M prepared -c {} -j {} -T {}",
+        args.rows, args.clients, args.jobs, args.seconds
+    );
+    println!("table: {ACCOUNTS_DDL}");
+    println!(
+        "script:\n  {}",
+        script_text.trim_end().replace('\n', "\n  ")
+    );
+    println!("(servers run one at a time; each is stopped before the next starts)");
+    let eddy = bench_one(env, ServerKind::Eddydb, args, &script)?;
+    let postgres = bench_one(env, ServerKind::Postgres, args, &script)?;
+    println!();
+    println!("== pgbench result");
+    println!(
+        "{:<12} {:>12} {:>14} {:>14} {:>8}",
+        "server", "tps", "latency ms", "load rows/s", "failed"
+    );
+    for side in [&eddy, &postgres] {
+        println!(
+            "{:<12} {:>12.0} {:>14.3} {:>14.0} {:>8}",
+            side.name,
+            side.outcome.tps,
+            side.outcome.latency_ms,
+            side.load_rows_per_s,
+            side.outcome.failed
+        );
+    }
+    println!(
+        "ratio EddyDB/PostgreSQL tps: {:.3}   (target >= 0.5)",
+        eddy.outcome.tps / postgres.outcome.tps.max(1e-9)
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_match_known_days() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn bench_rows_have_five_well_formed_fields() {
+        let mut out = Vec::new();
+        BenchRows.write_row(86_400, b'\t', &mut out);
+        let line = String::from_utf8(out).expect("ascii");
+        let fields: Vec<&str> = line.trim_end().split('\t').collect();
+        assert_eq!(fields.len(), 5);
+        assert_eq!(fields[0], "86401");
+        assert!(fields[1].parse::<i64>().is_ok());
+        assert_eq!(fields[2].len(), 20);
+        assert!(fields[3].parse::<f64>().is_ok());
+        assert_eq!(fields[4], "2024-01-04 00:00:00");
+    }
+
+    #[test]
+    fn account_rows_carry_the_expected_balance() {
+        let mut out = Vec::new();
+        AccountRows.write_row(41, b',', &mut out);
+        let line = String::from_utf8(out).expect("ascii");
+        let fields: Vec<&str> = line.trim_end().split(',').collect();
+        assert_eq!(fields[0], "42");
+        assert_eq!(fields[1], account_balance(42).to_string());
+        assert_eq!(fields[2].len(), 84);
+    }
+
+    #[test]
+    fn pgbench_summary_is_parsed() {
+        let text = "transaction type: lookup.sql\n\
+                    number of transactions actually processed: 12345\n\
+                    number of failed transactions: 0 (0.000%)\n\
+                    latency average = 0.648 ms\n\
+                    initial connection time = 5.1 ms\n\
+                    tps = 12337.5 (without initial connection time)\n";
+        let outcome = parse_pgbench(text).expect("parsed");
+        assert_eq!(outcome.transactions, 12345);
+        assert_eq!(outcome.failed, 0);
+        assert!((outcome.latency_ms - 0.648).abs() < 1e-9);
+        assert!((outcome.tps - 12337.5).abs() < 1e-9);
+    }
+}
