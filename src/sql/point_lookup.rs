@@ -46,7 +46,13 @@ impl PointLookup {
         if !from.joins.is_empty() {
             return None;
         }
-        let TableFactor::Table { name, args: None, alias, .. } = &from.relation else {
+        let TableFactor::Table {
+            name,
+            args: None,
+            alias,
+            ..
+        } = &from.relation
+        else {
             return None;
         };
         let table = catalog.table(&names::relation_name(name).ok()?)?;
@@ -54,7 +60,10 @@ impl PointLookup {
         if def.primary_key.is_empty() {
             return None;
         }
-        let qualifier = alias.as_ref().map(|a| names::normalize(&a.name)).unwrap_or_else(|| def.name.clone());
+        let qualifier = alias
+            .as_ref()
+            .map(|a| names::normalize(&a.name))
+            .unwrap_or_else(|| def.name.clone());
         let mut equalities = Vec::new();
         conjuncts(select.selection.as_ref()?, &mut equalities)?;
         let mut key = Vec::with_capacity(def.primary_key.len());
@@ -82,7 +91,11 @@ impl PointLookup {
     }
 
     /// Answers the lookup; `Ok(None)` if the table is gone (re-plan).
-    pub fn execute(&self, catalog: &Catalog, params: &[ScalarValue]) -> Result<Option<RecordBatch>> {
+    pub fn execute(
+        &self,
+        catalog: &Catalog,
+        params: &[ScalarValue],
+    ) -> Result<Option<RecordBatch>> {
         let Some(table) = catalog.table(&self.table) else {
             return Ok(None);
         };
@@ -91,20 +104,24 @@ impl PointLookup {
         for (value, pk) in self.key.iter().zip(&def.primary_key) {
             let dt = def.columns[*pk].sql_type.arrow_type();
             let scalar = match value {
-                KeyValue::Param(i) => params
-                    .get(*i)
-                    .cloned()
-                    .ok_or_else(|| Error::ProtocolViolation(format!("parameter ${} is missing", i + 1)))?,
+                KeyValue::Param(i) => params.get(*i).cloned().ok_or_else(|| {
+                    Error::ProtocolViolation(format!("parameter ${} is missing", i + 1))
+                })?,
                 KeyValue::Literal(expr) => literal(expr)?,
             };
             if scalar.is_null() {
-                return Ok(Some(RecordBatch::new_empty(Arc::new(table.schema().project(&self.projection)?))));
+                return Ok(Some(RecordBatch::new_empty(Arc::new(
+                    table.schema().project(&self.projection)?,
+                ))));
             }
             key.push(scalar.cast_to(&dt)?.to_array()?);
         }
         let schema = Arc::new(table.schema().project(&self.projection)?);
         let batch = match table.lookup(&key)? {
-            Some(row) => RecordBatch::try_new(Arc::clone(&schema), row.project(&self.projection)?.columns().to_vec())?,
+            Some(row) => RecordBatch::try_new(
+                Arc::clone(&schema),
+                row.project(&self.projection)?.columns().to_vec(),
+            )?,
             None => RecordBatch::new_empty(schema),
         };
         Ok(Some(batch))
@@ -112,26 +129,42 @@ impl PointLookup {
 }
 
 fn simple_select(query: &Query) -> Option<&Select> {
-    if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() || query.fetch.is_some() {
+    if query.with.is_some()
+        || query.order_by.is_some()
+        || query.limit_clause.is_some()
+        || query.fetch.is_some()
+    {
         return None;
     }
     let SetExpr::Select(select) = query.body.as_ref() else {
         return None;
     };
-    let no_grouping = matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
-    (select.distinct.is_none() && select.having.is_none() && no_grouping && select.qualify.is_none())
-        .then_some(select.as_ref())
+    let no_grouping =
+        matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    (select.distinct.is_none()
+        && select.having.is_none()
+        && no_grouping
+        && select.qualify.is_none())
+    .then_some(select.as_ref())
 }
 
 /// `a = x AND b = y ...` into (column, qualifier, value); `None` for anything else.
 fn conjuncts(expr: &Expr, out: &mut Vec<(String, Option<String>, KeyValue)>) -> Option<()> {
     match expr {
         Expr::Nested(inner) => conjuncts(inner, out),
-        Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
             conjuncts(left, out)?;
             conjuncts(right, out)
         }
-        Expr::BinaryOp { left, op: BinaryOperator::Eq, right } => {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => {
             let (column, value) = match (column_ref(left), column_ref(right)) {
                 (Some(c), None) => (c, key_value(right)?),
                 (None, Some(c)) => (c, key_value(left)?),
@@ -147,9 +180,10 @@ fn conjuncts(expr: &Expr, out: &mut Vec<(String, Option<String>, KeyValue)>) -> 
 fn column_ref(expr: &Expr) -> Option<(String, Option<String>)> {
     match expr {
         Expr::Identifier(i) => Some((names::normalize(i), None)),
-        Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
-            Some((names::normalize(&parts[1]), Some(names::normalize(&parts[0]))))
-        }
+        Expr::CompoundIdentifier(parts) if parts.len() == 2 => Some((
+            names::normalize(&parts[1]),
+            Some(names::normalize(&parts[0])),
+        )),
         _ => None,
     }
 }
@@ -161,7 +195,9 @@ fn key_value(expr: &Expr) -> Option<KeyValue> {
                 let n: usize = p.strip_prefix('$')?.parse().ok()?;
                 (n > 0).then_some(KeyValue::Param(n - 1))
             }
-            Value::Number(_, _) | Value::SingleQuotedString(_) => Some(KeyValue::Literal(Box::new(expr.clone()))),
+            Value::Number(_, _) | Value::SingleQuotedString(_) => {
+                Some(KeyValue::Literal(Box::new(expr.clone())))
+            }
             _ => None,
         },
         _ => None,
@@ -183,7 +219,11 @@ fn literal(expr: &Expr) -> Result<ScalarValue> {
     }
 }
 
-fn projection(def: &crate::catalog::TableDef, qualifier: &str, items: &[SelectItem]) -> Option<Vec<usize>> {
+fn projection(
+    def: &crate::catalog::TableDef,
+    qualifier: &str,
+    items: &[SelectItem],
+) -> Option<Vec<usize>> {
     let mut out = Vec::new();
     for item in items {
         match item {
