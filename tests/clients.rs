@@ -334,11 +334,22 @@ fn copy_chunk(start: i64) -> Cursor<Vec<u8>> {
     Cursor::new(text.into_bytes())
 }
 
+/// Where in a COPY the server is crashed.
+#[derive(Clone, Copy, Debug)]
+enum CrashPoint {
+    /// With 90% of the data sent and no CopyDone: the COPY cannot commit.
+    MidData,
+    /// Right after CopyDone is handed to the connection, then after this many
+    /// acknowledged INSERTs from another session (each a round trip, so the
+    /// crash lands progressively later in the server's commit).
+    AfterCopyDone { probes: i64 },
+}
+
 /// Streams a large COPY from a second client and crashes the server while
-/// the COPY is in flight: part way through the data (the COPY cannot have
-/// committed) and again right after CopyDone is sent (it may or may not
-/// have). Either way the table holds all of that COPY's rows or none, and
-/// every row acknowledged before, or meanwhile by another client, survives.
+/// the COPY is in flight, at several points. Every time the table holds all
+/// of that COPY's rows or none (all of them if the COPY was acknowledged),
+/// and every row acknowledged before, or meanwhile by another session,
+/// survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_during_copy_is_all_or_nothing() -> anyhow::Result<()> {
     let mut server = TestServer::start()?;
@@ -349,45 +360,90 @@ async fn kill9_during_copy_is_all_or_nothing() -> anyhow::Result<()> {
     let earlier: String = (0..1000).map(|id| format!("{id}\tearlier\n")).collect();
     copy_rows(&writer, "COPY log FROM STDIN", earlier.into_bytes()).await?;
     let mut acknowledged = id_range_fingerprint(0..1000);
-
-    for (round, send_copy_done) in [(1i64, false), (2, true)] {
+    let points = [
+        CrashPoint::MidData,
+        CrashPoint::AfterCopyDone { probes: 0 },
+        CrashPoint::AfterCopyDone { probes: 3 },
+        CrashPoint::AfterCopyDone { probes: 30 },
+    ];
+    for (round, point) in (1i64..).zip(points) {
         let base = round * 1_000_000;
-        let copier = server.connect().await?;
-        let sink = copier
-            .copy_in::<_, Cursor<Vec<u8>>>("COPY log FROM STDIN")
-            .await?;
-        futures::pin_mut!(sink);
-        let rows = if send_copy_done {
-            CRASH_COPY_ROWS
-        } else {
-            CRASH_COPY_ROWS * 9 / 10
-        };
-        for start in (0..rows).step_by(CRASH_COPY_CHUNK as usize) {
-            sink.feed(copy_chunk(base + start)).await?;
-        }
-        sink.flush().await?;
-        acknowledged = insert_during_copy(&writer, base - 1, acknowledged).await?;
-        if send_copy_done {
-            // One poll hands CopyDone to the connection task; the
-            // acknowledgement is deliberately not awaited.
-            let _ = futures::future::poll_fn(|cx| Poll::Ready(sink.as_mut().poll_finish(cx))).await;
-        }
-        server.kill9()?;
+        let copy_acked =
+            copy_then_crash(&mut server, &writer, base, point, &mut acknowledged).await?;
         server.restart()?;
-
         writer = server.connect().await?;
-        let (count, sum) = fingerprint(&writer, "log").await?;
+        let found = fingerprint(&writer, "log").await?;
         let copy = id_range_fingerprint(base..base + CRASH_COPY_ROWS);
         let with_copy = (acknowledged.0 + copy.0, acknowledged.1 + copy.1);
+        let allowed = match (point, copy_acked) {
+            (_, true) => found == with_copy,
+            (CrashPoint::MidData, false) => found == acknowledged,
+            (CrashPoint::AfterCopyDone { .. }, false) => {
+                found == acknowledged || found == with_copy
+            }
+        };
         assert!(
-            (count, sum) == acknowledged || (send_copy_done && (count, sum) == with_copy),
-            "round {round}: table holds (count, sum) = {:?}; acknowledged {acknowledged:?}, \
-             with the whole COPY {with_copy:?}",
-            (count, sum)
+            allowed,
+            "{point:?} (COPY acknowledged: {copy_acked}): table holds (count, sum) = {found:?}; \
+             acknowledged rows {acknowledged:?}, with the whole COPY {with_copy:?}"
         );
-        acknowledged = (count, sum);
+        let copy_kept = found == with_copy;
+        eprintln!("{point:?}: COPY acknowledged {copy_acked}, kept after the crash {copy_kept}");
+        acknowledged = found;
     }
     Ok(())
+}
+
+/// Runs one COPY of `CRASH_COPY_ROWS` rows from a new session, with INSERTs
+/// from `writer` meanwhile (added to `acknowledged`), and kills the server
+/// at `point`. Returns whether the COPY was acknowledged before the kill.
+async fn copy_then_crash(
+    server: &mut TestServer,
+    writer: &tokio_postgres::Client,
+    base: i64,
+    point: CrashPoint,
+    acknowledged: &mut (i64, i64),
+) -> anyhow::Result<bool> {
+    let copier = server.connect().await?;
+    let sink = copier
+        .copy_in::<_, Cursor<Vec<u8>>>("COPY log FROM STDIN")
+        .await?;
+    futures::pin_mut!(sink);
+    let (rows, probes) = match point {
+        CrashPoint::MidData => (CRASH_COPY_ROWS * 9 / 10, 1),
+        CrashPoint::AfterCopyDone { probes } => (CRASH_COPY_ROWS, probes),
+    };
+    for start in (0..rows).step_by(CRASH_COPY_CHUNK as usize) {
+        sink.feed(copy_chunk(base + start)).await?;
+    }
+    sink.flush().await?;
+    // One poll hands CopyDone to the connection task; a second one, after
+    // the probes, tells whether the server has acknowledged the COPY.
+    if matches!(point, CrashPoint::AfterCopyDone { .. }) {
+        let _ = poll_finish_once(sink.as_mut()).await;
+    }
+    for i in 0..probes {
+        insert_during_copy(writer, base - 1 - i, acknowledged).await?;
+    }
+    let copy_acked = match point {
+        CrashPoint::MidData => false,
+        CrashPoint::AfterCopyDone { .. } => {
+            matches!(poll_finish_once(sink.as_mut()).await, Poll::Ready(Ok(_)))
+        }
+    };
+    // The copier stays open until the kill, so the server sees a crash
+    // rather than a client that went away.
+    server.kill9()?;
+    drop(copier);
+    Ok(copy_acked)
+}
+
+/// Polls a COPY's completion exactly once: the first poll sends CopyDone,
+/// a later one reports whether the server has acknowledged the COPY.
+async fn poll_finish_once(
+    mut sink: std::pin::Pin<&mut tokio_postgres::CopyInSink<Cursor<Vec<u8>>>>,
+) -> Poll<Result<u64, tokio_postgres::Error>> {
+    futures::future::poll_fn(|cx| Poll::Ready(sink.as_mut().poll_finish(cx))).await
 }
 
 /// Another session commits a row while a COPY is open; an open COPY must not
@@ -395,12 +451,13 @@ async fn kill9_during_copy_is_all_or_nothing() -> anyhow::Result<()> {
 async fn insert_during_copy(
     writer: &tokio_postgres::Client,
     id: i64,
-    acknowledged: (i64, i64),
-) -> anyhow::Result<(i64, i64)> {
+    acknowledged: &mut (i64, i64),
+) -> anyhow::Result<()> {
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
     let insert = writer.execute("INSERT INTO log VALUES ($1, 'during')", &params);
     tokio::time::timeout(std::time::Duration::from_secs(30), insert)
         .await
         .context("an INSERT from another session blocked while a COPY was open")??;
-    Ok((acknowledged.0 + 1, acknowledged.1 + id))
+    *acknowledged = (acknowledged.0 + 1, acknowledged.1 + id);
+    Ok(())
 }

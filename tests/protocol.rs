@@ -728,7 +728,10 @@ async fn cancel_request_stops_a_long_query_with_57014() -> anyhow::Result<()> {
     let (client, result) = loop {
         tokio::select! {
             done = &mut query => break done?,
-            _ = retry.tick() => token.cancel_query(NoTls).await?,
+            _ = retry.tick() => token
+                .cancel_query(NoTls)
+                .await
+                .context("sending a CancelRequest (drivers report this error to the user)")?,
             _ = &mut deadline => bail!("the query was not cancelled within 60 s"),
         }
     };

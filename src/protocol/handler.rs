@@ -310,6 +310,19 @@ impl SimpleQueryHandler for Handler {
         let statements = sql::parse(query).map_err(to_pg_error)?;
         let mut responses = Vec::with_capacity(statements.len());
         for stmt in statements {
+            // Drivers free their protocol-level prepared statements with SQL.
+            if let sql::Statement::Deallocate { name, .. } = &stmt {
+                let tag = if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
+                    // Statements stay until the connection ends; a new Parse
+                    // under the same name replaces them.
+                    "DEALLOCATE ALL"
+                } else {
+                    client.portal_store().rm_statement(&name.value);
+                    "DEALLOCATE"
+                };
+                responses.push(Response::Execution(Tag::new(tag)));
+                continue;
+            }
             let result = handle.session.lock().await.execute(stmt, &[]).await;
             match result {
                 Ok(output) => {

@@ -6,7 +6,8 @@ Covers what a Python application does with a Postgres server: DDL,
 executemany with parameters, server-side parameters of several types in text
 and binary results, fetches, COPY in and out, an explicit transaction, errors
 checked by SQLSTATE, and an information_schema lookup. Any failed check raises,
-so the exit status is non-zero; success prints one `ok` line.
+and the script goes on with the next section; it prints one line per section
+and exits non-zero if any failed.
 """
 
 import datetime as dt
@@ -153,16 +154,31 @@ def dsn(port):
 
 def main():
     port = int(sys.argv[1])
+    failures = []
+
+    def section(name, fn, *args):
+        # Sections run on after a failure so one run shows every problem.
+        try:
+            fn(*args)
+            print(f"ok      {name}")
+        except Exception as e:  # noqa: BLE001 - any failure is reported
+            failures.append(name)
+            print(f"FAILED  {name}: {type(e).__name__}: {e}")
+
     with psycopg.connect(dsn(port), autocommit=True) as conn:
-        check(conn.info.parameter_status("client_encoding"), "UTF8", "client_encoding")
-        create_and_fill(conn)
-        fetch_back(conn, binary=False)
-        fetch_back(conn, binary=True)
-        parameters_round_trip(conn)
-        copy_in_and_out(conn)
-        errors_by_sqlstate(conn)
-        catalog(conn)
-    transaction(port)
+        section("client_encoding", lambda: check(
+            conn.info.parameter_status("client_encoding"), "UTF8", "client_encoding"))
+        section("create table, executemany", create_and_fill, conn)
+        section("fetch text results", fetch_back, conn, False)
+        section("fetch binary results", fetch_back, conn, True)
+        section("parameter round trip", parameters_round_trip, conn)
+        section("COPY in and out", copy_in_and_out, conn)
+        section("errors by SQLSTATE", errors_by_sqlstate, conn)
+        section("information_schema.columns", catalog, conn)
+    section("transaction", transaction, port)
+    if failures:
+        print(f"psycopg smoke: {len(failures)} sections failed")
+        sys.exit(1)
     print("psycopg smoke: ok")
 
 
