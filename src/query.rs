@@ -3,6 +3,8 @@
 //! `information_schema` to the compatibility layer, and `__dml` to the same
 //! tables with their row ids exposed (used by UPDATE and DELETE).
 
+mod catalog_source;
+pub mod pg_catalog;
 mod provider;
 
 use std::sync::Arc;
@@ -31,6 +33,7 @@ pub const DML_SCHEMA: &str = "__dml";
 /// A session's view of the database through DataFusion.
 pub struct QueryContext {
     ctx: SessionContext,
+    catalog: Arc<Catalog>,
 }
 
 impl std::fmt::Debug for QueryContext {
@@ -40,7 +43,12 @@ impl std::fmt::Debug for QueryContext {
 }
 
 impl QueryContext {
-    pub fn new(catalog: Arc<Catalog>, workers: usize) -> Result<QueryContext> {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        workers: usize,
+        user: &str,
+        backend_pid: i32,
+    ) -> Result<QueryContext> {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
             .with_create_default_catalog_and_schema(false)
@@ -50,11 +58,22 @@ impl QueryContext {
         let schemas = MemoryCatalogProvider::new();
         let public: Arc<dyn SchemaProvider> =
             Arc::new(TablesSchema::new(Arc::clone(&catalog), false));
-        let dml: Arc<dyn SchemaProvider> = Arc::new(TablesSchema::new(catalog, true));
+        let dml: Arc<dyn SchemaProvider> = Arc::new(TablesSchema::new(Arc::clone(&catalog), true));
+        let source: Arc<dyn pg_catalog::CatalogSource> =
+            Arc::new(catalog_source::LiveCatalog(Arc::clone(&catalog)));
         schemas.register_schema(PUBLIC_SCHEMA, public)?;
         schemas.register_schema(DML_SCHEMA, dml)?;
+        schemas.register_schema(
+            "pg_catalog",
+            pg_catalog::pg_catalog_schema(Arc::clone(&source)),
+        )?;
+        schemas.register_schema(
+            "information_schema",
+            pg_catalog::information_schema(Arc::clone(&source)),
+        )?;
         ctx.register_catalog(CATALOG_NAME, Arc::new(schemas));
-        Ok(QueryContext { ctx })
+        pg_catalog::register_functions(&ctx, source, user, backend_pid);
+        Ok(QueryContext { ctx, catalog })
     }
 
     pub fn session(&self) -> &SessionContext {
@@ -66,6 +85,13 @@ impl QueryContext {
             catalog.register_schema(name, schema)?;
         }
         Ok(())
+    }
+
+    /// Rewrites a client's query so Postgres-only syntax (catalog casts,
+    /// `OPERATOR(pg_catalog.~)`, implicit `pg_catalog` names) plans.
+    pub fn rewrite(&self, stmt: &mut Statement) {
+        let catalog = &self.catalog;
+        pg_catalog::rewrite_statement(stmt, &|name| catalog.table(name).is_some());
     }
 
     /// Plans a statement DataFusion understands (queries, VALUES, EXPLAIN).

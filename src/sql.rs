@@ -216,12 +216,21 @@ impl Session {
                 Ok(Output::Command(CommandTag::new("DISCARD ALL")))
             }
             Statement::Flush { .. } => Ok(Output::Command(CommandTag::new("FLUSH"))),
+            // Each statement commits on its own, so savepoints mark nothing;
+            // psycopg wraps catalog lookups in them.
+            Statement::Savepoint { .. } => Ok(Output::Command(CommandTag::new("SAVEPOINT"))),
+            Statement::ReleaseSavepoint { .. } => Ok(Output::Command(CommandTag::new("RELEASE"))),
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } => Ok(Output::Command(CommandTag::new("ROLLBACK"))),
             other => Err(unsupported_statement(&other)),
         }
     }
 
     async fn run_query(&mut self, stmt: Statement, params: &[ScalarValue]) -> Result<Output> {
-        let plan = self.query.plan(stmt.clone()).await?;
+        let mut rewritten = stmt.clone();
+        self.query.rewrite(&mut rewritten);
+        let plan = self.query.plan(rewritten).await?;
         let schema = colnames::pg_schema(&stmt, &Arc::new(plan.schema().as_arrow().clone()));
         let stream = self.query.execute(plan, params).await?;
         Ok(Output::Rows(colnames::rename_stream(stream, schema)))
@@ -285,7 +294,9 @@ impl Session {
         let statement = prepared.statement.clone();
         let inferred = match &statement {
             Statement::Query(_) | Statement::Explain { .. } => {
-                let plan = self.query.plan(prepared.statement.clone()).await?;
+                let mut rewritten = statement.clone();
+                self.query.rewrite(&mut rewritten);
+                let plan = self.query.plan(rewritten).await?;
                 let schema = Arc::new(plan.schema().as_arrow().clone());
                 prepared.result_schema = Some(colnames::pg_schema(&statement, &schema));
                 let types = placeholder_types(&plan)?;
@@ -373,6 +384,8 @@ impl Session {
                         names::select_all(&self.catalog, &table_name, &columns)?
                     }
                 };
+                let mut query = query;
+                self.query.rewrite(&mut query);
                 let plan = self.query.plan(query).await?;
                 let (schema, batches) = self.query.collect(plan, params).await?;
                 Ok(Output::CopyOut { options, schema, batches })

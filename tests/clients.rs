@@ -19,20 +19,26 @@ use anyhow::{bail, Context};
 use futures::SinkExt;
 use server::TestServer;
 
+/// What an external client printed.
+struct ClientOutput {
+    stdout: String,
+    stderr: String,
+}
+
 /// Runs an external client, failing with its output when it exits non-zero.
-fn run_client(mut command: Command, what: &str) -> anyhow::Result<String> {
+fn run_client(mut command: Command, what: &str) -> anyhow::Result<ClientOutput> {
     let output: Output = command
         .output()
         .with_context(|| format!("running {what} (install it with scripts/test.sh)"))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     if !output.status.success() {
         bail!(
-            "{what} failed with {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
+            "{what} failed with {}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+            output.status
         );
     }
-    Ok(stdout)
+    Ok(ClientOutput { stdout, stderr })
 }
 
 /// psql with no psqlrc, stopping at the first error, in unaligned output.
@@ -47,7 +53,7 @@ fn psql(server: &TestServer, script: &str) -> anyhow::Result<String> {
         .arg(&path)
         .env("PGCONNECT_TIMEOUT", "30")
         .current_dir(server.scratch_dir());
-    run_client(command, "psql")
+    Ok(run_client(command, "psql")?.stdout)
 }
 
 fn assert_has_line(output: &str, wanted: &str) {
@@ -140,7 +146,7 @@ fn psycopg_smoke_script() -> anyhow::Result<()> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/psycopg_smoke.py");
     let mut command = Command::new(python_path());
     command.arg(script).arg(server.port().to_string());
-    let out = run_client(command, "python (psycopg venv)")?;
+    let out = run_client(command, "python (psycopg venv)")?.stdout;
     assert!(out.contains("psycopg smoke: ok"), "{out}");
     Ok(())
 }
@@ -174,6 +180,9 @@ async fn pgbench_custom_script() -> anyhow::Result<()> {
     command
         .args([
             "-n",
+            // Break failures down by SQLSTATE class and print each one.
+            "--failures-detailed",
+            "--verbose-errors",
             "-M",
             "prepared",
             "-j",
@@ -191,16 +200,14 @@ async fn pgbench_custom_script() -> anyhow::Result<()> {
         .arg(&script)
         .arg("eddy");
     let out = tokio::task::spawn_blocking(move || run_client(command, "pgbench")).await??;
+    let report = format!("{}\n--- stderr ---\n{}", out.stdout, out.stderr);
     let total = PGBENCH_CLIENTS * PGBENCH_TRANSACTIONS;
+    let processed = format!("number of transactions actually processed: {total}/{total}");
+    assert!(out.stdout.contains(&processed), "{report}");
     assert!(
-        out.contains(&format!(
-            "number of transactions actually processed: {total}/{total}"
-        )),
-        "{out}"
-    );
-    assert!(
-        out.contains("number of failed transactions: 0 (0.000%)"),
-        "{out}"
+        out.stdout
+            .contains("number of failed transactions: 0 (0.000%)"),
+        "{report}"
     );
     // Every transaction added 1 to one balance: a lost update shows here.
     let sum: i64 = client

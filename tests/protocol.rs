@@ -713,8 +713,7 @@ const ENDLESS_QUERY: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_request_stops_a_long_query_with_57014() -> anyhow::Result<()> {
-    let server = TestServer::start()?;
-    let client = server.connect().await?;
+    let (_server, client) = server_with_table(ServerOptions::default()).await?;
     let token = client.cancel_token();
     let mut query = tokio::spawn(async move {
         let result = client.simple_query(ENDLESS_QUERY).await;
@@ -741,7 +740,54 @@ async fn cancel_request_stops_a_long_query_with_57014() -> anyhow::Result<()> {
     };
     assert_eq!(db_code(&err), Some("57014"), "{err}");
     // The session outlives its cancelled query.
-    let row = client.query_one("SELECT 41 + 1", &[]).await?;
-    assert_eq!(row.get::<_, i32>(0), 42);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await?
+        .get(0);
+    assert_eq!(count, 3);
+    Ok(())
+}
+
+/// Result column types a typed driver (tokio-postgres `get::<i32>`, JDBC
+/// metadata) relies on, as PostgreSQL reports them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_types_match_postgres() -> anyhow::Result<()> {
+    let (_server, client) = server_with_table(ServerOptions::default()).await?;
+    client
+        .batch_execute("CREATE TABLE m (i2 smallint, i4 int, i8 bigint, f4 real, n numeric(6,2))")
+        .await?;
+    let mut mismatches = Vec::new();
+    for (sql, expected) in [
+        ("SELECT 1", Type::INT4),
+        ("SELECT 41 + 1", Type::INT4),
+        ("SELECT 3000000000", Type::INT8),
+        ("SELECT 1.5", Type::NUMERIC),
+        ("SELECT 'text'", Type::TEXT),
+        ("SELECT true", Type::BOOL),
+        ("SELECT count(*) FROM t", Type::INT8),
+        ("SELECT id FROM t", Type::INT4),
+        ("SELECT id * 2 FROM t", Type::INT4),
+        ("SELECT sum(id) FROM t", Type::INT8),
+        ("SELECT avg(id) FROM t", Type::NUMERIC),
+        ("SELECT max(id) FROM t", Type::INT4),
+        ("SELECT i2 + i2 FROM m", Type::INT2),
+        ("SELECT i2 + i4 FROM m", Type::INT4),
+        ("SELECT i4 + i8 FROM m", Type::INT8),
+        ("SELECT sum(i8) FROM m", Type::NUMERIC),
+        ("SELECT f4 * 2 FROM m", Type::FLOAT8),
+        ("SELECT n * 2 FROM m", Type::NUMERIC),
+        ("SELECT i4 / 2 FROM m", Type::INT4),
+        ("SELECT 'a' || i4 FROM m", Type::TEXT),
+        ("SELECT now()", Type::TIMESTAMPTZ),
+        ("SELECT DATE '2024-01-01'", Type::DATE),
+    ] {
+        let stmt = client.prepare(sql).await.with_context(|| sql.to_string())?;
+        let got: Vec<&Type> = stmt.columns().iter().map(|c| c.type_()).collect();
+        if got != [&expected] {
+            mismatches.push(format!("{sql}: {got:?}, PostgreSQL says {expected}"));
+        }
+    }
+    // All of them at once: one run shows every type to fix.
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
     Ok(())
 }

@@ -144,7 +144,7 @@ impl StartupHandler for Handler {
             .insert::<Arc<ConnectionHandle>>(handle);
         client.session_extensions().insert(guard);
         let session = self
-            .new_session(client.metadata(), &user)
+            .new_session(client.metadata(), &user, pid)
             .map_err(to_pg_error)?;
         client.session_extensions().insert(SessionHandle {
             session: Mutex::new(session),
@@ -168,8 +168,9 @@ impl Handler {
         &self,
         metadata: &HashMap<String, String>,
         user: &str,
+        pid: i32,
     ) -> crate::Result<Session> {
-        let query = QueryContext::new(Arc::clone(&self.catalog), self.workers)?;
+        let query = QueryContext::new(Arc::clone(&self.catalog), self.workers, user, pid)?;
         let mut session = Session::new(Arc::clone(&self.catalog), query, user);
         for (name, value) in metadata {
             if matches!(
