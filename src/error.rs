@@ -237,12 +237,19 @@ impl From<ParserError> for Error {
             }
         };
         let line_col = parse_line_col(&text);
-        let message = match text.find(" at Line: ") {
+        let text = match text.find(" at Line: ") {
             Some(i) => text[..i].to_string(),
             None => text,
         };
+        // sqlparser says "Expected: X, found: Y"; PostgreSQL users read
+        // `syntax error at or near "Y"`.
+        let message = match text.rsplit_once(", found: ") {
+            Some((_, "EOF")) => "syntax error at end of input".to_string(),
+            Some((_, token)) => format!("syntax error at or near \"{token}\""),
+            None => format!("syntax error: {text}"),
+        };
         Error::Syntax {
-            message: format!("syntax error: {message}"),
+            message,
             line_col,
             position: None,
         }
@@ -264,7 +271,7 @@ impl From<datafusion::arrow::error::ArrowError> for Error {
 fn from_arrow(err: datafusion::arrow::error::ArrowError) -> Error {
     use datafusion::arrow::error::ArrowError as A;
     match err {
-        A::CastError(m) | A::ParseError(m) => Error::InvalidText(m),
+        A::CastError(m) | A::ParseError(m) => Error::InvalidText(pg_cast_message(m)),
         A::DivideByZero => Error::DivisionByZero,
         A::ArithmeticOverflow(m) => Error::NumericOutOfRange(m),
         A::ComputeError(m) if m.contains("verflow") => Error::NumericOutOfRange(m),
@@ -281,6 +288,31 @@ impl From<DataFusionError> for Error {
     fn from(err: DataFusionError) -> Error {
         from_datafusion(err)
     }
+}
+
+/// Arrow's "Cannot cast string 'abc' to value of Int32 type" in PostgreSQL's words.
+fn pg_cast_message(m: String) -> String {
+    let Some(rest) = m.split("Cannot cast string '").nth(1) else {
+        return m;
+    };
+    let Some((value, rest)) = rest.split_once("' to value of ") else {
+        return m;
+    };
+    let arrow = rest.trim_end_matches(" type").trim();
+    let pg = match arrow {
+        "Int16" => "smallint",
+        "Int32" => "integer",
+        "Int64" => "bigint",
+        "Float32" => "real",
+        "Float64" => "double precision",
+        "Boolean" => "boolean",
+        "Date32" => "date",
+        a if a.starts_with("Decimal") => "numeric",
+        a if a.starts_with("Timestamp") => "timestamp",
+        a if a.starts_with("Interval") => "interval",
+        _ => return m,
+    };
+    format!("invalid input syntax for type {pg}: \"{value}\"")
 }
 
 fn from_datafusion(err: DataFusionError) -> Error {
@@ -340,10 +372,18 @@ fn from_plan_message(m: String) -> Error {
             return Error::UndefinedTable(short.to_string());
         }
     }
+    if let Some(rest) = m.strip_prefix("Invalid function '") {
+        let name = rest.split('\'').next().unwrap_or(rest);
+        return Error::UndefinedFunction(format!("function {name} does not exist"));
+    }
     if m.contains("Invalid function") || m.contains("Unknown function") {
         return Error::UndefinedFunction(m);
     }
-    if m.contains("coerc") || m.contains("Cannot infer common") || m.contains("type mismatch") {
+    if m.contains("coerc")
+        || m.contains("Cannot infer common")
+        || m.contains("type mismatch")
+        || m.contains("non-boolean predicate")
+    {
         return Error::DatatypeMismatch(m);
     }
     if m.contains("GROUP BY") || m.contains("aggregate") && m.contains("must appear") {

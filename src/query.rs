@@ -49,11 +49,13 @@ impl QueryContext {
         user: &str,
         backend_pid: i32,
     ) -> Result<QueryContext> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(false)
             .with_target_partitions(workers);
+        // `1.005` is numeric in PostgreSQL, not a float.
+        config.options_mut().sql_parser.parse_float_as_decimal = true;
         let ctx = SessionContext::new_with_config(config);
         let schemas = MemoryCatalogProvider::new();
         let public: Arc<dyn SchemaProvider> =

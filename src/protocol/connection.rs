@@ -75,7 +75,14 @@ pub async fn serve_connection(
         let message = match message {
             Some(Ok(m)) => m,
             Some(Err(_)) | None => {
-                if socket.get_ref().oversized {
+                if socket.get_ref().malformed {
+                    let err = Error::ProtocolViolation("invalid message length".into());
+                    let mut info: pgwire::error::ErrorInfo = to_pg_error(err).into();
+                    info.severity = "FATAL".into();
+                    let _ = socket
+                        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                        .await;
+                } else if socket.get_ref().oversized {
                     let err = Error::MessageTooLarge(format!(
                         "message exceeds the limit of {} bytes (--max-message-bytes)",
                         limits.max_message_bytes
@@ -153,6 +160,8 @@ pub struct LimitedIo {
     /// The first message (startup or cancel) has no type byte.
     typed: bool,
     pub oversized: bool,
+    /// A length field below its own size.
+    pub malformed: bool,
 }
 
 impl LimitedIo {
@@ -166,6 +175,7 @@ impl LimitedIo {
             body_left: 0,
             typed: false,
             oversized: false,
+            malformed: false,
         }
     }
 
@@ -185,7 +195,11 @@ impl LimitedIo {
             if self.header_len == header_size {
                 let l = &self.header[header_size - 4..header_size];
                 let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
-                if len.saturating_sub(4) > self.max {
+                if len < 4 {
+                    self.malformed = true;
+                    return false;
+                }
+                if len - 4 > self.max {
                     return false;
                 }
                 self.body_left = len.saturating_sub(4);
@@ -204,7 +218,7 @@ impl AsyncRead for LimitedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.oversized {
+        if this.oversized || this.malformed {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "message too large",
@@ -223,7 +237,7 @@ impl AsyncRead for LimitedIo {
         }
         let new = buf.filled()[before..].to_vec();
         if !this.track(&new) {
-            this.oversized = true;
+            this.oversized = !this.malformed;
             buf.set_filled(before);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,

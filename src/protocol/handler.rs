@@ -324,7 +324,12 @@ impl SimpleQueryHandler for Handler {
                 responses.push(Response::Execution(Tag::new(tag)));
                 continue;
             }
-            let result = handle.session.lock().await.execute(stmt, &[]).await;
+            let result = {
+                let mut session = handle.session.lock().await;
+                let result = session.execute(stmt, &[]).await;
+                report_settings(client, &mut session).await?;
+                result
+            };
             match result {
                 Ok(output) => {
                     let copy = matches!(output, Output::CopyIn(_));
@@ -343,6 +348,22 @@ impl SimpleQueryHandler for Handler {
         }
         Ok(responses)
     }
+}
+
+/// ParameterStatus for reported settings a statement changed, as PostgreSQL does.
+async fn report_settings<C>(client: &mut C, session: &mut Session) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for (name, value) in session.settings.take_reports() {
+        client
+            .feed(PgWireBackendMessage::ParameterStatus(
+                pgwire::messages::startup::ParameterStatus::new(name, value),
+            ))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Parses and describes statements for the extended protocol.
@@ -451,12 +472,12 @@ impl ExtendedQueryHandler for Handler {
         let handle = session_of(client)?;
         let params = decode_params(portal)?;
         let stmt = &portal.statement.statement;
-        let result = handle
-            .session
-            .lock()
-            .await
-            .execute_prepared(stmt, &params)
-            .await;
+        let result = {
+            let mut session = handle.session.lock().await;
+            let result = session.execute_prepared(stmt, &params).await;
+            report_settings(client, &mut session).await?;
+            result
+        };
         match result {
             Ok(output) => respond(&handle, output, Some(&portal.result_column_format)).await,
             Err(e) => Err(to_pg_error(e.with_statement_text(&stmt.sql))),

@@ -44,6 +44,7 @@ pub async fn insert(
         None => vec![empty_rows(1)?],
         Some(query) => {
             let mut query = query.clone();
+            replace_default_items(&mut query, table.def(), &columns)?;
             type_string_literals(&mut query, table.def(), &columns);
             let stmt = with_param_types(Statement::Query(query), params)?;
             let plan = session.query.plan(stmt).await?;
@@ -129,11 +130,21 @@ fn type_string_literals(query: &mut ast::Query, def: &TableDef, columns: &[usize
     let ast::SetExpr::Values(values) = query.body.as_mut() else {
         return;
     };
+    let is_string = |expr: &ast::Expr| matches!(expr, ast::Expr::Value(v) if matches!(v.value, ast::Value::SingleQuotedString(_)));
+    let is_null = |expr: &ast::Expr| matches!(expr, ast::Expr::Value(v) if matches!(v.value, ast::Value::Null));
+    // A column of only strings (and NULLs) stays text and is parsed with
+    // PostgreSQL's input syntax on assignment; only a column that mixes
+    // strings with other expressions needs DataFusion to cast them.
+    let mixed: Vec<bool> = (0..columns.len())
+        .map(|i| {
+            let cells = || values.rows.iter().filter_map(|r| r.get(i));
+            cells().any(&is_string) && cells().any(|e| !is_string(e) && !is_null(e))
+        })
+        .collect();
     for row in &mut values.rows {
-        for (expr, col) in row.iter_mut().zip(columns) {
+        for ((expr, col), mixed) in row.iter_mut().zip(columns).zip(&mixed) {
             let sql_type = &def.columns[*col].sql_type;
-            let is_string = matches!(expr, ast::Expr::Value(v) if matches!(v.value, ast::Value::SingleQuotedString(_)));
-            if is_string && !sql_type.is_text() {
+            if *mixed && is_string(expr) && !sql_type.is_text() {
                 let cast = format!("CAST({expr} AS {})", sql_type_name(&sql_type.arrow_type()));
                 if let Ok(parsed) = Parser::new(&PostgreSqlDialect {})
                     .try_with_sql(&cast)
@@ -144,6 +155,26 @@ fn type_string_literals(query: &mut ast::Query, def: &TableDef, columns: &[usize
             }
         }
     }
+}
+
+/// `VALUES (1, DEFAULT)`: each DEFAULT item becomes its column's default
+/// expression (or NULL).
+fn replace_default_items(query: &mut ast::Query, def: &TableDef, columns: &[usize]) -> Result<()> {
+    let ast::SetExpr::Values(values) = query.body.as_mut() else {
+        return Ok(());
+    };
+    for row in &mut values.rows {
+        for (expr, col) in row.iter_mut().zip(columns) {
+            let is_default = matches!(expr, ast::Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
+            if is_default {
+                let sql = def.columns[*col].default.as_deref().unwrap_or("NULL");
+                *expr = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(sql)?
+                    .parse_expr()?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn placeholder_index(expr: &ast::Expr) -> Option<usize> {
@@ -528,6 +559,7 @@ pub async fn update(
     params: &[ScalarValue],
 ) -> Result<Output> {
     let (target, sql) = update_query(session, &update)?;
+    let _writer = target.table.write_lock().await;
     let (ids, new_values) = matched_rows(session, &sql, params).await?;
     let all: Vec<usize> = (0..target.table.def().columns.len()).collect();
     let no_defaults = vec![None; all.len()];
@@ -553,6 +585,7 @@ pub async fn delete(
     params: &[ScalarValue],
 ) -> Result<Output> {
     let (target, sql) = delete_query(session, &delete)?;
+    let _writer = target.table.write_lock().await;
     let (ids, old_rows) = matched_rows(session, &sql, params).await?;
     let count = ids.len();
     target.table.commit(Change {
@@ -605,6 +638,7 @@ pub async fn describe_update_delete(
 pub async fn truncate(session: &mut Session, truncate: ast::Truncate) -> Result<Output> {
     for target in &truncate.table_names {
         let table = names::resolve_table(&session.catalog, &target.name)?;
+        let _writer = table.write_lock().await;
         let mut ids = Vec::new();
         for batch in table.scan()? {
             let col = batch.column(batch.num_columns() - 1);

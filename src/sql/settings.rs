@@ -49,7 +49,21 @@ const KNOWN: &[(&str, &str, bool)] = &[
 #[derive(Debug, Clone)]
 pub struct Settings {
     values: BTreeMap<String, String>,
+    /// Reported settings changed since the last [`Settings::take_reports`].
+    reports: Vec<String>,
 }
+
+/// Settings whose changes PostgreSQL reports with ParameterStatus.
+const REPORTED: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "is_superuser",
+    "search_path",
+];
 
 impl Default for Settings {
     fn default() -> Settings {
@@ -57,7 +71,10 @@ impl Default for Settings {
             .iter()
             .map(|(name, value, _)| (name.to_lowercase(), value.to_string()))
             .collect();
-        Settings { values }
+        Settings {
+            values,
+            reports: Vec::new(),
+        }
     }
 }
 
@@ -66,6 +83,23 @@ fn known(name: &str) -> Option<&'static (&'static str, &'static str, bool)> {
 }
 
 impl Settings {
+    /// (name, value) of reported settings changed since the last call.
+    pub fn take_reports(&mut self) -> Vec<(String, String)> {
+        let names = std::mem::take(&mut self.reports);
+        names
+            .into_iter()
+            .filter_map(|n| self.get(&n).map(|v| (n.clone(), v.to_string())))
+            .collect()
+    }
+
+    fn note_change(&mut self, name: &str) {
+        if let Some(canonical) = REPORTED.iter().find(|r| r.eq_ignore_ascii_case(name)) {
+            if !self.reports.iter().any(|r| r == canonical) {
+                self.reports.push(canonical.to_string());
+            }
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(&name.to_lowercase()).map(String::as_str)
     }
@@ -92,12 +126,13 @@ impl Settings {
                 "EddyDB speaks UTF8 only.",
             ));
         }
-        let value = if lower == "client_encoding" {
-            "UTF8"
-        } else {
-            value
+        let value = match lower.as_str() {
+            "client_encoding" => "UTF8".to_string(),
+            "datestyle" => date_style(value, self.get("DateStyle").unwrap_or("ISO, MDY")),
+            _ => value.to_string(),
         };
-        self.values.insert(lower, value.to_string());
+        self.values.insert(lower.clone(), value);
+        self.note_change(&lower);
         Ok(())
     }
 
@@ -149,6 +184,7 @@ impl Settings {
         match known(name) {
             Some((_, default, _)) => {
                 self.values.insert(name.to_lowercase(), default.to_string());
+                self.note_change(name);
                 Ok(())
             }
             None if name.contains('.') => {
@@ -210,6 +246,31 @@ fn show_name(variable: &[Ident]) -> String {
         ["transaction", "isolation", "level"] => "transaction_isolation".to_string(),
         _ => parts.join(" "),
     }
+}
+
+/// DateStyle has two parts, output format and field order; setting one
+/// keeps the other, as in PostgreSQL (`SET datestyle TO ISO` → `ISO, MDY`).
+fn date_style(value: &str, current: &str) -> String {
+    let (mut format, mut order) = current
+        .split_once(',')
+        .map(|(f, o)| (f.trim().to_string(), o.trim().to_string()))
+        .unwrap_or(("ISO".into(), "MDY".into()));
+    for part in value.split(',').map(|p| p.trim().to_uppercase()) {
+        match part.as_str() {
+            "ISO" | "SQL" | "POSTGRES" | "GERMAN" => {
+                format = if part == "POSTGRES" {
+                    "Postgres".into()
+                } else {
+                    part
+                }
+            }
+            "MDY" | "DMY" | "YMD" => order = part,
+            "US" | "NONEURO" | "NONEUROPEAN" => order = "MDY".into(),
+            "EURO" | "EUROPEAN" => order = "DMY".into(),
+            _ => {}
+        }
+    }
+    format!("{format}, {order}")
 }
 
 fn is_utf8(value: &str) -> bool {

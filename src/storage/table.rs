@@ -37,6 +37,9 @@ pub struct Table {
     tree: sled::Tree,
     db: sled::Db,
     state: RwLock<TableState>,
+    /// Held by a writing statement from matching its rows to committing, so
+    /// concurrent UPDATEs of one row apply one after the other.
+    writer: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +84,7 @@ impl Table {
                 pk,
                 ..TableState::default()
             }),
+            writer: tokio::sync::Mutex::new(()),
         };
         table.replay()?;
         Ok(table)
@@ -100,6 +104,11 @@ impl Table {
 
     pub fn storage_schema(&self) -> SchemaRef {
         Arc::clone(&self.storage_schema)
+    }
+
+    /// Serialises writing statements on this table (see `writer`).
+    pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
     }
 
     pub fn row_count(&self) -> u64 {
