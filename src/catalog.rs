@@ -171,7 +171,7 @@ impl Catalog {
             return if if_exists {
                 Ok(false)
             } else {
-                Err(Error::UndefinedTable(name.to_string()))
+                Err(Error::UndefinedTableToDrop(name.to_string()))
             };
         };
         // The definition goes first: a crash after it leaves an orphan tree,

@@ -24,6 +24,9 @@ pub enum Error {
     UndefinedTable(String),
     #[error("{0}")]
     UndefinedColumn(String),
+    /// DROP TABLE of a table that is not there.
+    #[error("table \"{0}\" does not exist")]
+    UndefinedTableToDrop(String),
     #[error("relation \"{0}\" already exists")]
     DuplicateTable(String),
     #[error("{0}")]
@@ -102,7 +105,7 @@ impl Error {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Error::Syntax { .. } => "42601",
-            Error::UndefinedTable(_) => "42P01",
+            Error::UndefinedTable(_) | Error::UndefinedTableToDrop(_) => "42P01",
             Error::UndefinedColumn(_) => "42703",
             Error::DuplicateTable(_) => "42P07",
             Error::DuplicateColumn(_) => "42701",
@@ -292,7 +295,11 @@ impl From<DataFusionError> for Error {
 
 /// Arrow's "Cannot cast string 'abc' to value of Int32 type" in PostgreSQL's words.
 fn pg_cast_message(m: String) -> String {
-    let Some(rest) = m.split("Cannot cast string '").nth(1) else {
+    let Some(rest) = m
+        .split("Cannot cast string '")
+        .nth(1)
+        .or_else(|| m.split("Cannot cast value '").nth(1))
+    else {
         return m;
     };
     let Some((value, rest)) = rest.split_once("' to value of ") else {
@@ -379,17 +386,35 @@ fn from_plan_message(m: String) -> Error {
     if m.contains("Invalid function") || m.contains("Unknown function") {
         return Error::UndefinedFunction(m);
     }
-    if m.contains("coerc")
-        || m.contains("Cannot infer common")
-        || m.contains("type mismatch")
-        || m.contains("non-boolean predicate")
-    {
+    if let Some((_, ty)) = m.split_once("non-boolean predicate") {
+        let arrow = ty.rsplit(' ').next().unwrap_or_default();
+        let field = datafusion::arrow::datatypes::Field::new("x", arrow_type_named(arrow), true);
+        let pg =
+            crate::types::SqlType::of_field(&field).map_or(arrow.to_string(), |t| t.sql_name());
+        return Error::DatatypeMismatch(format!(
+            "argument of WHERE must be type boolean, not type {pg}"
+        ));
+    }
+    if m.contains("coerc") || m.contains("Cannot infer common") || m.contains("type mismatch") {
         return Error::DatatypeMismatch(m);
     }
     if m.contains("GROUP BY") || m.contains("aggregate") && m.contains("must appear") {
         return Error::Grouping(m);
     }
     Error::Planning(m)
+}
+
+fn arrow_type_named(name: &str) -> datafusion::arrow::datatypes::DataType {
+    use datafusion::arrow::datatypes::DataType as D;
+    match name {
+        "Int16" => D::Int16,
+        "Int32" => D::Int32,
+        "Int64" => D::Int64,
+        "Float32" => D::Float32,
+        "Float64" => D::Float64,
+        "Date32" => D::Date32,
+        _ => D::Utf8,
+    }
 }
 
 fn from_execution_message(m: String) -> Error {

@@ -6,6 +6,7 @@
 mod connection;
 mod encode;
 mod handler;
+pub mod timezone;
 pub mod types;
 
 pub use connection::{serve_connection, ConnectionLimits};

@@ -56,6 +56,9 @@ impl QueryContext {
             .with_target_partitions(workers);
         // `1.005` is numeric in PostgreSQL, not a float.
         config.options_mut().sql_parser.parse_float_as_decimal = true;
+        // Instants are computed in UTC; the protocol layer shows them in the
+        // session's TimeZone.
+        config.options_mut().execution.time_zone = Some(crate::types::UTC.to_string());
         let ctx = SessionContext::new_with_config(config);
         let schemas = MemoryCatalogProvider::new();
         let public: Arc<dyn SchemaProvider> =

@@ -228,6 +228,8 @@ impl Session {
     }
 
     async fn run_query(&mut self, stmt: Statement, params: &[ScalarValue]) -> Result<Output> {
+        check_locking_clause(&stmt)?;
+        check_reserved_relation_names(&stmt)?;
         let mut rewritten = stmt.clone();
         self.query.rewrite(&mut rewritten);
         let plan = self.query.plan(rewritten).await?;
@@ -442,6 +444,68 @@ pub(crate) fn placeholder_types(plan: &LogicalPlan) -> Result<Vec<Option<DataTyp
         types[n - 1] = ty;
     }
     Ok(types)
+}
+
+/// `FOR UPDATE` and friends lock nothing (each statement commits on its
+/// own) and are accepted, except where PostgreSQL refuses them too.
+fn check_locking_clause(stmt: &Statement) -> Result<()> {
+    let Statement::Query(query) = stmt else {
+        return Ok(());
+    };
+    let (Some(lock), ast::SetExpr::Select(select)) = (query.locks.first(), query.body.as_ref())
+    else {
+        return Ok(());
+    };
+    let grouped = !matches!(&select.group_by, ast::GroupByExpr::Expressions(e, _) if e.is_empty());
+    let aggregate = select.projection.iter().any(|item| {
+        let expr = match item {
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => e,
+            _ => return false,
+        };
+        matches!(expr, ast::Expr::Function(f) if matches!(
+            f.name.to_string().to_lowercase().as_str(),
+            "count" | "sum" | "avg" | "min" | "max" | "bool_and" | "bool_or" | "string_agg" | "array_agg"
+        ))
+    });
+    if grouped || aggregate || select.distinct.is_some() {
+        return Err(Error::unsupported(
+            format!(
+                "FOR {} with aggregate functions, GROUP BY or DISTINCT",
+                lock.lock_type
+            ),
+            "Remove the locking clause: rows are not locked, each statement commits on its own.",
+        ));
+    }
+    Ok(())
+}
+
+/// sqlparser takes `SELECT * FROM FROM t` for a table named "from";
+/// PostgreSQL reserves these words, so an unquoted one is a syntax error.
+fn check_reserved_relation_names(stmt: &Statement) -> Result<()> {
+    const RESERVED: &[&str] = &[
+        "ALL", "AND", "AS", "CASE", "FROM", "GROUP", "HAVING", "LIMIT", "OFFSET", "OR", "ORDER",
+        "SELECT", "TABLE", "THEN", "UNION", "WHERE", "WITH",
+    ];
+    let found = ast::visit_relations(stmt, |name| match name.0.as_slice() {
+        [part] => match part.as_ident() {
+            Some(id)
+                if id.quote_style.is_none()
+                    && RESERVED.contains(&id.value.to_uppercase().as_str()) =>
+            {
+                std::ops::ControlFlow::Break(id.value.clone())
+            }
+            _ => std::ops::ControlFlow::Continue(()),
+        },
+        _ => std::ops::ControlFlow::Continue(()),
+    });
+    match found {
+        std::ops::ControlFlow::Break(word) => Err(Error::Syntax {
+            message: format!("syntax error at or near \"{}\"", word.to_uppercase()),
+            line_col: None,
+            position: None,
+        }),
+        std::ops::ControlFlow::Continue(()) => Ok(()),
+    }
 }
 
 fn show_tables_schema() -> SchemaRef {

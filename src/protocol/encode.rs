@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{self as dt, DataType, Field, IntervalUnit, Schema};
+use datafusion::arrow::datatypes::{self as dt, DataType, IntervalUnit, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use pgwire::api::portal::Format;
 use pgwire::api::results::{
@@ -16,6 +16,7 @@ use pgwire::error::PgWireResult;
 use pgwire::messages::copy::CopyData;
 use pgwire::messages::data::DataRow;
 
+use super::timezone::{format_instant, format_naive, Zone};
 use super::types::{date_of, datetime_of, pg_type, type_modifier};
 use crate::sql::copy_format::CopyFormat;
 use crate::sql::CopyOptions;
@@ -38,16 +39,16 @@ pub fn field_infos(schema: &Schema, format: Option<&Format>) -> Vec<FieldInfo> {
 pub fn encode_batch(
     batch: &RecordBatch,
     fields: &Arc<Vec<FieldInfo>>,
+    zone: &Zone,
 ) -> PgWireResult<Vec<DataRow>> {
     let mut encoder = DataRowEncoder::new(Arc::clone(fields));
     let mut rows = Vec::with_capacity(batch.num_rows());
-    let schema = batch.schema();
     for row in 0..batch.num_rows() {
         for (col, array) in batch.columns().iter().enumerate() {
             encode_value(
                 &mut Sink::Row(&mut encoder),
                 array.as_ref(),
-                schema.field(col),
+                zone,
                 row,
                 &fields[col],
             )?;
@@ -62,6 +63,7 @@ pub fn encode_copy(
     batches: &[RecordBatch],
     schema: &Schema,
     options: &CopyOptions,
+    zone: &Zone,
 ) -> PgWireResult<Vec<CopyData>> {
     let fields = Arc::new(field_infos(schema, None));
     let mut encoder = match options.format {
@@ -97,7 +99,7 @@ pub fn encode_copy(
                 encode_value(
                     &mut Sink::Copy(&mut encoder),
                     array.as_ref(),
-                    schema.field(col),
+                    zone,
                     row,
                     &fields[col],
                 )?;
@@ -130,7 +132,7 @@ impl Sink<'_> {
 fn encode_value(
     sink: &mut Sink,
     array: &dyn Array,
-    field: &Field,
+    zone: &Zone,
     row: usize,
     info: &FieldInfo,
 ) -> PgWireResult<()> {
@@ -213,7 +215,8 @@ fn encode_value(
             None => encode_display(sink, array, row, &ty),
         },
         DataType::Timestamp(unit, tz) => {
-            encode_timestamp(sink, array, row, unit, tz.is_some(), &ty, format)
+            let zone = tz.as_ref().map(|_| zone);
+            encode_timestamp(sink, array, row, unit, zone, &ty, format)
         }
         DataType::Decimal128(_, scale) => {
             let v = array.as_primitive::<dt::Decimal128Type>().value(row);
@@ -230,10 +233,7 @@ fn encode_value(
             sink.put(&interval, &ty, format)
         }
         DataType::List(_) | DataType::LargeList(_) => encode_list(sink, array, row, &ty),
-        _ => {
-            let _ = field;
-            encode_display(sink, array, row, &ty)
-        }
+        _ => encode_display(sink, array, row, &ty),
     }
 }
 
@@ -242,7 +242,7 @@ fn encode_timestamp(
     array: &dyn Array,
     row: usize,
     unit: &dt::TimeUnit,
-    with_tz: bool,
+    zone: Option<&Zone>,
     ty: &Type,
     format: FieldFormat,
 ) -> PgWireResult<()> {
@@ -260,19 +260,13 @@ fn encode_timestamp(
     };
     match datetime_of(raw, unit) {
         Some(naive) if format == FieldFormat::Text => {
-            let mut text = naive.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
-            while text.ends_with('0') {
-                text.pop();
-            }
-            if text.ends_with('.') {
-                text.pop();
-            }
-            if with_tz {
-                text.push_str("+00");
-            }
+            let text = match zone {
+                Some(zone) => format_instant(naive, zone),
+                None => format_naive(naive),
+            };
             sink.put(&text, ty, format)
         }
-        Some(naive) if with_tz => sink.put(
+        Some(naive) if zone.is_some() => sink.put(
             &DateTime::<Utc>::from_naive_utc_and_offset(naive, Utc),
             ty,
             format,

@@ -26,6 +26,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Mutex;
 
 use super::encode::{encode_batch, encode_copy, field_infos};
+use super::timezone::parse_zone;
 use super::types::{arrow_type_of_pg, decode_param, pg_type};
 use crate::catalog::Catalog;
 use crate::error::Error;
@@ -184,6 +185,8 @@ impl Handler {
                 tracing::debug!(%name, %value, error = %e, "ignoring startup parameter");
             }
         }
+        // Startup values reach the client in the startup ParameterStatus.
+        session.settings.take_reports();
         Ok(session)
     }
 }
@@ -226,6 +229,11 @@ async fn respond(
     output: Output,
     format: Option<&Format>,
 ) -> PgWireResult<Response> {
+    let zone = {
+        let session = handle.session.lock().await;
+        let setting = session.settings.get("TimeZone");
+        setting.and_then(parse_zone).unwrap_or_default()
+    };
     Ok(match output {
         Output::Rows(mut batches) => {
             let fields = Arc::new(field_infos(&batches.schema(), format));
@@ -240,7 +248,7 @@ async fn respond(
             let row_fields = Arc::clone(&fields);
             let rows = batches.flat_map(move |batch| {
                 let encoded = match batch {
-                    Ok(batch) => encode_batch(&batch, &row_fields),
+                    Ok(batch) => encode_batch(&batch, &row_fields, &zone),
                     Err(e) => Err(to_pg_error(Error::from(e))),
                 };
                 match encoded {
@@ -254,7 +262,7 @@ async fn respond(
             let fields = Arc::new(field_infos(&schema, format));
             let mut rows = Vec::new();
             for batch in &batches {
-                rows.extend(encode_batch(batch, &fields)?.into_iter().map(Ok));
+                rows.extend(encode_batch(batch, &fields, &zone)?.into_iter().map(Ok));
             }
             Response::Query(QueryResponse::new(fields, stream::iter(rows)))
         }
@@ -277,7 +285,7 @@ async fn respond(
             schema,
             batches,
         } => {
-            let data = encode_copy(&batches, &schema, &options)?;
+            let data = encode_copy(&batches, &schema, &options, &zone)?;
             Response::CopyOut(CopyResponse::new(
                 0,
                 schema.fields().len(),

@@ -130,6 +130,20 @@ fn type_string_literals(query: &mut ast::Query, def: &TableDef, columns: &[usize
     let ast::SetExpr::Values(values) = query.body.as_mut() else {
         return;
     };
+    // Number literals for float and numeric columns are read exactly from
+    // their text, as PostgreSQL's numeric literals are.
+    for row in &mut values.rows {
+        for (expr, col) in row.iter_mut().zip(columns) {
+            let target = &def.columns[*col].sql_type;
+            let exact = matches!(
+                target,
+                SqlType::Real | SqlType::Double | SqlType::Numeric { .. }
+            );
+            if let (true, Some(text)) = (exact, number_text(expr)) {
+                *expr = ast::Expr::value(ast::Value::SingleQuotedString(text));
+            }
+        }
+    }
     let is_string = |expr: &ast::Expr| matches!(expr, ast::Expr::Value(v) if matches!(v.value, ast::Value::SingleQuotedString(_)));
     let is_null = |expr: &ast::Expr| matches!(expr, ast::Expr::Value(v) if matches!(v.value, ast::Value::Null));
     // A column of only strings (and NULLs) stays text and is parsed with
@@ -175,6 +189,21 @@ fn replace_default_items(query: &mut ast::Query, def: &TableDef, columns: &[usiz
         }
     }
     Ok(())
+}
+
+/// The text of a number literal, sign included.
+fn number_text(expr: &ast::Expr) -> Option<String> {
+    match expr {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => Some(n.to_string()),
+            _ => None,
+        },
+        ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Minus,
+            expr,
+        } => number_text(expr).map(|n| format!("-{n}")),
+        _ => None,
+    }
 }
 
 fn placeholder_index(expr: &ast::Expr) -> Option<usize> {

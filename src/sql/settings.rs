@@ -126,6 +126,11 @@ impl Settings {
                 "EddyDB speaks UTF8 only.",
             ));
         }
+        if lower == "timezone" && crate::protocol::timezone::parse_zone(value).is_none() {
+            return Err(Error::InvalidParameter(format!(
+                "invalid value for parameter \"TimeZone\": \"{value}\""
+            )));
+        }
         let value = match lower.as_str() {
             "client_encoding" => "UTF8".to_string(),
             "datestyle" => date_style(value, self.get("DateStyle").unwrap_or("ISO, MDY")),
