@@ -106,6 +106,9 @@ pub struct Prepared {
     pub statement: Statement,
     /// Types of `$1..$n`; `None` where neither the client nor inference says.
     pub param_types: Vec<Option<DataType>>,
+    /// The SQL types of parameters where the statement says them (a cast
+    /// `$1::jsonb`, an INSERT column), to describe them exactly.
+    pub param_sql_types: Vec<Option<crate::types::SqlType>>,
     /// Columns of the rows it returns, if it returns rows.
     pub result_schema: Option<SchemaRef>,
     plan: Option<(u64, LogicalPlan)>,
@@ -228,8 +231,7 @@ impl Session {
     }
 
     async fn run_query(&mut self, stmt: Statement, params: &[ScalarValue]) -> Result<Output> {
-        check_locking_clause(&stmt)?;
-        check_reserved_relation_names(&stmt)?;
+        check_query(&stmt)?;
         let mut rewritten = stmt.clone();
         self.query.rewrite(&mut rewritten);
         let plan = self.query.plan(rewritten).await?;
@@ -284,6 +286,7 @@ impl Session {
             sql: sql.to_string(),
             statement,
             param_types: declared.to_vec(),
+            param_sql_types: Vec::new(),
             result_schema: None,
             plan: None,
             lookup: None,
@@ -296,6 +299,7 @@ impl Session {
         let statement = prepared.statement.clone();
         let inferred = match &statement {
             Statement::Query(_) | Statement::Explain { .. } => {
+                check_query(&statement)?;
                 let mut rewritten = statement.clone();
                 self.query.rewrite(&mut rewritten);
                 let plan = self.query.plan(rewritten).await?;
@@ -321,6 +325,21 @@ impl Session {
             _ => Vec::new(),
         };
         merge_param_types(&mut prepared.param_types, inferred);
+        let hints = cast_hints(&statement);
+        if prepared.param_sql_types.len() < hints.len() {
+            prepared.param_sql_types.resize(hints.len(), None);
+        }
+        for (slot, hint) in prepared.param_sql_types.iter_mut().zip(hints) {
+            if slot.is_none() {
+                *slot = hint;
+            }
+        }
+        let arrow_hints = prepared
+            .param_sql_types
+            .iter()
+            .map(|t| t.as_ref().map(crate::types::SqlType::arrow_type))
+            .collect();
+        merge_param_types(&mut prepared.param_types, arrow_hints);
         Ok(())
     }
 
@@ -415,6 +434,29 @@ impl Session {
     }
 }
 
+/// `$n::type` anywhere in a statement tells the parameter's type, as in
+/// PostgreSQL.
+fn cast_hints(stmt: &Statement) -> Vec<Option<crate::types::SqlType>> {
+    let mut hints: Vec<Option<crate::types::SqlType>> = Vec::new();
+    let _ = ast::visit_expressions(stmt, |expr| {
+        if let ast::Expr::Cast { expr, data_type, .. } = expr {
+            if let ast::Expr::Value(v) = expr.as_ref() {
+                if let ast::Value::Placeholder(p) = &v.value {
+                    let n = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
+                    if let (Some(n), Ok(t)) = (n.filter(|n| *n > 0), crate::types::SqlType::from_ast(data_type)) {
+                        if hints.len() < n {
+                            hints.resize(n, None);
+                        }
+                        hints[n - 1].get_or_insert(t);
+                    }
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    hints
+}
+
 /// Client-declared types win; inference fills the rest.
 fn merge_param_types(declared: &mut Vec<Option<DataType>>, inferred: Vec<Option<DataType>>) {
     if declared.len() < inferred.len() {
@@ -444,6 +486,12 @@ pub(crate) fn placeholder_types(plan: &LogicalPlan) -> Result<Vec<Option<DataTyp
         types[n - 1] = ty;
     }
     Ok(types)
+}
+
+/// What PostgreSQL refuses in a query but the parser and planner let by.
+fn check_query(stmt: &Statement) -> Result<()> {
+    check_locking_clause(stmt)?;
+    check_reserved_relation_names(stmt)
 }
 
 /// `FOR UPDATE` and friends lock nothing (each statement commits on its
@@ -492,16 +540,16 @@ fn check_reserved_relation_names(stmt: &Statement) -> Result<()> {
                 if id.quote_style.is_none()
                     && RESERVED.contains(&id.value.to_uppercase().as_str()) =>
             {
-                std::ops::ControlFlow::Break(id.value.clone())
+                std::ops::ControlFlow::Break((id.value.clone(), id.span.start))
             }
             _ => std::ops::ControlFlow::Continue(()),
         },
         _ => std::ops::ControlFlow::Continue(()),
     });
     match found {
-        std::ops::ControlFlow::Break(word) => Err(Error::Syntax {
+        std::ops::ControlFlow::Break((word, at)) => Err(Error::Syntax {
             message: format!("syntax error at or near \"{}\"", word.to_uppercase()),
-            line_col: None,
+            line_col: (at.line > 0).then_some((at.line as usize, at.column as usize)),
             position: None,
         }),
         std::ops::ControlFlow::Continue(()) => Ok(()),

@@ -13,6 +13,7 @@
 //! clients (`psql`, `pgbench`), so it measures what a user would see; the
 //! server itself is not linked in.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -116,6 +117,24 @@ enum CopyFormat {
 enum ServerKind {
     Eddydb,
     Postgres,
+}
+
+impl CopyFormat {
+    fn name(self) -> &'static str {
+        match self {
+            CopyFormat::Text => "text",
+            CopyFormat::Csv => "csv",
+        }
+    }
+}
+
+impl ServerKind {
+    fn name(self) -> &'static str {
+        match self {
+            ServerKind::Eddydb => "EddyDB",
+            ServerKind::Postgres => "PostgreSQL",
+        }
+    }
 }
 
 fn main() {
@@ -422,7 +441,12 @@ fn eddydb_version(env: &BenchEnv) -> String {
         .arg("--version")
         .output()
         .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "version unknown".to_string())
 }
 
@@ -541,22 +565,26 @@ fn dir_size(dir: &Path) -> (u64, u64) {
 /// Where CPU time went during one phase: this program (the generator),
 /// the clients it spawned and reaped (psql, pgbench), the server, and
 /// whatever else ran on the machine meanwhile.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct CpuSnapshot {
     at: Instant,
     machine: u64,
     own: u64,
     clients: u64,
     server: u64,
+    server_threads: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct CpuUsage {
     wall_s: f64,
     generator_s: f64,
     clients_s: f64,
     server_s: f64,
     machine_s: f64,
+    /// Server CPU per thread name, busiest first; threads that ended during
+    /// the phase are missing here but counted in `server_s`.
+    server_threads_s: Vec<(String, f64)>,
 }
 
 impl CpuSnapshot {
@@ -568,6 +596,7 @@ impl CpuSnapshot {
             own,
             clients,
             server: tree_ticks(server_pid),
+            server_threads: thread_ticks_by_name(server_pid),
         }
     }
 
@@ -579,42 +608,83 @@ impl CpuSnapshot {
             clients_s: secs(self.clients, start.clients),
             server_s: secs(self.server, start.server),
             machine_s: secs(self.machine, start.machine),
+            server_threads_s: thread_deltas(&start.server_threads, &self.server_threads)
+                .into_iter()
+                .map(|(name, ticks)| (name, ticks as f64 / ticks_per_s))
+                .collect(),
         }
     }
 }
 
+/// utime+stime of each thread of `pid`, summed by thread name, so pools of
+/// like-named workers read as one line.
+fn thread_ticks_by_name(pid: u32) -> BTreeMap<String, u64> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let name = match (stat.find('('), stat.rfind(')')) {
+            (Some(open), Some(close)) if open < close => stat[open + 1..close].to_string(),
+            _ => continue,
+        };
+        let fields = stat_fields(&stat);
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        *by_name.entry(name).or_insert(0) += field(11) + field(12);
+    }
+    by_name
+}
+
+fn thread_deltas(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    let mut deltas: Vec<(String, u64)> = after
+        .iter()
+        .map(|(name, ticks)| {
+            let earlier = before.get(name).copied().unwrap_or(0);
+            (name.clone(), ticks.saturating_sub(earlier))
+        })
+        .filter(|(_, ticks)| *ticks > 0)
+        .collect();
+    deltas.sort_by_key(|(_, ticks)| std::cmp::Reverse(*ticks));
+    deltas
+}
+
 impl CpuUsage {
-    fn print(&self, client_name: &str, cores: usize) {
+    fn print(&self, client_name: &str, cores: usize, server_threads: bool) {
         let ours = self.generator_s + self.clients_s + self.server_s;
         let other = (self.machine_s - ours).max(0.0);
-        let pct = |s: f64| 100.0 * s / self.wall_s.max(1e-9);
+        let wall_s = self.wall_s.max(1e-9);
+        let row =
+            |name: &str, s: f64| println!("    {name:<24} {s:7.2} s {:6.1}%", 100.0 * s / wall_s);
         println!(
-            "  cpu over {:.2} s wall (100% = one core, {cores} cores):",
+            "  cpu over {:.2} s wall (100% = one core; {cores} cores):",
             self.wall_s
         );
-        println!(
-            "    server              {:7.2} s  {:6.1}%",
-            self.server_s,
-            pct(self.server_s)
-        );
-        println!(
-            "    {client_name:<19} {:7.2} s  {:6.1}%",
-            self.clients_s,
-            pct(self.clients_s)
-        );
-        if self.generator_s > 0.005 {
-            println!(
-                "    generator (bench)   {:7.2} s  {:6.1}%",
-                self.generator_s,
-                pct(self.generator_s)
-            );
+        row("server", self.server_s);
+        if server_threads {
+            let mut listed = 0.0;
+            for (name, s) in self.server_threads_s.iter().take(8) {
+                row(&format!("  thread {name}"), *s);
+                listed += s;
+            }
+            row("  other/ended threads", (self.server_s - listed).max(0.0));
         }
-        println!("    other processes     {other:7.2} s  {:6.1}%", pct(other));
-        println!(
-            "    machine busy        {:7.2} s  {:6.1}%",
-            self.machine_s,
-            pct(self.machine_s)
-        );
+        row(client_name, self.clients_s);
+        if self.generator_s > 0.005 {
+            row("generator (this program)", self.generator_s);
+        }
+        row("other processes", other);
+        row("machine busy", self.machine_s);
     }
 }
 
@@ -624,7 +694,7 @@ impl CpuUsage {
 
 /// How the clients reach a running server.
 struct Target {
-    name: &'static str,
+    kind: ServerKind,
     port: u16,
     dbname: &'static str,
     server_pid: u32,
@@ -663,7 +733,7 @@ fn run_sql(env: &BenchEnv, target: &Target, sql: &str) -> Result<String> {
     if !output.status.success() {
         bail!(
             "{} rejected `{sql}` ({}): {}",
-            target.name,
+            target.kind.name(),
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         );
@@ -712,7 +782,7 @@ impl EddyServer {
 
     fn target(&self) -> Target {
         Target {
-            name: "EddyDB",
+            kind: ServerKind::Eddydb,
             port: self.port,
             dbname: "eddy",
             server_pid: self.child.id(),
@@ -923,7 +993,7 @@ impl PgCluster {
 
     fn target(&self) -> Target {
         Target {
-            name: "PostgreSQL",
+            kind: ServerKind::Postgres,
             port: self.port,
             dbname: "postgres",
             server_pid: self.pid,
@@ -1210,7 +1280,7 @@ fn copy_in(
     if !status.success() || !stderr.trim().is_empty() {
         bail!(
             "psql `{statement}` into {} failed ({status}): {}",
-            target.name,
+            target.kind.name(),
             stderr.trim()
         );
     }
@@ -1223,7 +1293,7 @@ fn copy_in(
         Some(n) if n == rows => Ok(CopyOutcome { rows, bytes, usage }),
         _ => bail!(
             "{} answered `{}` to a COPY of {rows} rows",
-            target.name,
+            target.kind.name(),
             stdout.trim()
         ),
     }
@@ -1255,8 +1325,10 @@ fn stream_rows(
 fn copy_benchmark(env: &BenchEnv, args: &CopyArgs) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "== copy benchmark: {} rows, {:?} format, into {:?}",
-        args.rows, args.format, args.against
+        "== copy benchmark: {} rows, {} format, into {}",
+        args.rows,
+        args.format.name(),
+        args.against.name()
     );
     println!("table: {BENCH_DDL}");
     let (rate, probe_bytes) = generator_rate(&mut BenchRows, args.rows.min(GENERATOR_PROBE_ROWS));
@@ -1273,7 +1345,7 @@ fn copy_benchmark(env: &BenchEnv, args: &CopyArgs) -> Result<()> {
     server.stop()?;
     let (apparent_after, allocated_after) = dir_size_after_stop(env, args.against);
     println!();
-    println!("== copy result ({})", target.name);
+    println!("== copy result ({})", target.kind.name());
     println!("rows loaded          {}", measured.copy.rows);
     println!("COPY wall time       {:.2} s", measured.copy.usage.wall_s);
     println!(
@@ -1307,7 +1379,10 @@ fn copy_benchmark(env: &BenchEnv, args: &CopyArgs) -> Result<()> {
         "count(*) afterwards  {} ({:.2} s)",
         measured.count, measured.count_s
     );
-    measured.copy.usage.print("psql", cores);
+    measured
+        .copy
+        .usage
+        .print("psql", cores, args.against == ServerKind::Eddydb);
     Ok(())
 }
 
@@ -1342,7 +1417,7 @@ fn measure_copy(
     if count != copy.rows.to_string() {
         bail!(
             "{} holds {count} rows after a COPY of {} rows",
-            target.name,
+            target.kind.name(),
             copy.rows
         );
     }
@@ -1404,7 +1479,7 @@ fn run_pgbench(
     if !output.status.success() {
         bail!(
             "pgbench against {} failed ({}):\n{}\n{}",
-            target.name,
+            target.kind.name(),
             output.status,
             stdout.trim(),
             stderr.trim()
@@ -1455,7 +1530,11 @@ fn bench_one(
 ) -> Result<SideResult> {
     let mut server = Server::start(env, kind)?;
     let target = server.target();
-    println!("-- {}: server up on port {}", target.name, target.port);
+    println!(
+        "-- {}: server up on port {}",
+        target.kind.name(),
+        target.port
+    );
     let result = bench_started(env, &target, args, script).map_err(|e| server.explain(e));
     let result = result?;
     server.stop()?;
@@ -1482,7 +1561,7 @@ fn bench_started(
         "   loaded {} rows in {:.2} s ({load_rows_per_s:.0} rows/s)",
         load.rows, load.usage.wall_s
     );
-    if target.name == "PostgreSQL" {
+    if target.kind == ServerKind::Postgres {
         // Fresh statistics and visibility map, as any tuned PostgreSQL has.
         run_sql(env, target, "VACUUM ANALYZE accounts")?;
     }
@@ -1495,7 +1574,7 @@ fn bench_started(
     if got != account_balance(probe).to_string() {
         bail!(
             "{}: aid {probe} has abalance `{got}`, expected {}",
-            target.name,
+            target.kind.name(),
             account_balance(probe)
         );
     }
@@ -1512,13 +1591,11 @@ fn bench_started(
         args.seconds, outcome.tps, outcome.latency_ms, outcome.transactions, outcome.failed
     );
     if let Some(usage) = &outcome.usage {
-        usage.print(
-            "pgbench",
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
-        );
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        usage.print("pgbench", cores, target.kind == ServerKind::Eddydb);
     }
     Ok(SideResult {
-        name: target.name,
+        name: target.kind.name(),
         load_rows_per_s,
         outcome,
     })

@@ -195,7 +195,8 @@ impl LimitedIo {
             if self.header_len == header_size {
                 let l = &self.header[header_size - 4..header_size];
                 let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
-                if len < 4 {
+                // Lengths are signed 32-bit in the protocol: a "huge" one is negative.
+                if len < 4 || len > i32::MAX as usize {
                     self.malformed = true;
                     return false;
                 }

@@ -201,8 +201,14 @@ fn encode_value(
             &ty,
             format,
         ),
-        DataType::Utf8 if ty == Type::JSONB && format == FieldFormat::Binary => {
-            let text = array.as_string::<i32>().value(row);
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            if ty == Type::JSONB && format == FieldFormat::Binary =>
+        {
+            let text = match array.data_type() {
+                DataType::Utf8 => array.as_string::<i32>().value(row),
+                DataType::LargeUtf8 => array.as_string::<i64>().value(row),
+                _ => array.as_string_view().value(row),
+            };
             let json: serde_json::Value =
                 serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.to_string()));
             sink.put(&json, &ty, format)

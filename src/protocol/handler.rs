@@ -407,13 +407,17 @@ impl QueryParser for StatementParser {
         Ok(stmt
             .param_types
             .iter()
-            .map(|t| match t {
+            .enumerate()
+            .map(|(i, t)| match (stmt.param_sql_types.get(i).and_then(Option::as_ref), t) {
+                (Some(sql_type), _) => super::types::pg_type_of_sql(sql_type),
+                (None, t) => match t {
                 Some(dt) => pg_type(&datafusion::arrow::datatypes::Field::new(
                     "p",
                     dt.clone(),
                     true,
                 )),
                 None => Type::TEXT,
+                },
             })
             .collect())
     }
@@ -442,7 +446,8 @@ fn decode_params(
             let target = inferred
                 .or_else(|| declared.as_ref().and_then(arrow_type_of_pg))
                 .unwrap_or(datafusion::arrow::datatypes::DataType::Utf8);
-            let pg = declared.unwrap_or_else(|| {
+            let hinted = stmt.param_sql_types.get(i).cloned().flatten();
+            let pg = declared.or_else(|| hinted.as_ref().map(super::types::pg_type_of_sql)).unwrap_or_else(|| {
                 pg_type(&datafusion::arrow::datatypes::Field::new(
                     "p",
                     target.clone(),

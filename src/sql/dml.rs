@@ -115,7 +115,12 @@ pub async fn describe_insert(
                     if types.len() < n {
                         types.resize(n, None);
                     }
-                    types[n - 1] = Some(table.def().columns[*col].sql_type.arrow_type());
+                    let sql_type = &table.def().columns[*col].sql_type;
+                    types[n - 1] = Some(sql_type.arrow_type());
+                    if prepared.param_sql_types.len() < n {
+                        prepared.param_sql_types.resize(n, None);
+                    }
+                    prepared.param_sql_types[n - 1] = Some(sql_type.clone());
                 }
             }
         }
