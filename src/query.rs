@@ -36,6 +36,55 @@ pub struct QueryContext {
     catalog: Arc<Catalog>,
 }
 
+/// Interval literals in PostgreSQL's own output form (`1 year 2 mons
+/// 04:05:06`) are read with EddyDB's PostgreSQL parser and handed to
+/// DataFusion in unit words it understands.
+fn normalize_interval_literals(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{DataType as SqlDataType, Expr, Value};
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(stmt, |expr| {
+        let text = match expr {
+            Expr::Cast {
+                expr: inner,
+                data_type: SqlDataType::Interval { .. },
+                ..
+            } => match inner.as_mut() {
+                Expr::Value(v) => match &mut v.value {
+                    Value::SingleQuotedString(s) => Some(s),
+                    _ => None,
+                },
+                _ => None,
+            },
+            Expr::Interval(interval)
+                if interval.leading_field.is_none() && interval.last_field.is_none() =>
+            {
+                match interval.value.as_mut() {
+                    Expr::Value(v) => match &mut v.value {
+                        Value::SingleQuotedString(s) => Some(s),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(text) = text {
+            let dt = datafusion::arrow::datatypes::DataType::Interval(
+                datafusion::arrow::datatypes::IntervalUnit::MonthDayNano,
+            );
+            let field = datafusion::arrow::datatypes::Field::new("i", dt.clone(), true);
+            if let Ok(ScalarValue::IntervalMonthDayNano(Some(v))) =
+                crate::sql::copy_format::parse_text_value(text, &dt, &field)
+            {
+                *text = format!(
+                    "{} months {} days {} nanoseconds",
+                    v.months, v.days, v.nanoseconds
+                );
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
 impl std::fmt::Debug for QueryContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryContext").finish_non_exhaustive()
@@ -97,6 +146,7 @@ impl QueryContext {
     pub fn rewrite(&self, stmt: &mut Statement) {
         let catalog = &self.catalog;
         pg_catalog::rewrite_statement(stmt, &|name| catalog.table(name).is_some());
+        normalize_interval_literals(stmt);
     }
 
     /// Plans a statement DataFusion understands (queries, VALUES, EXPLAIN).

@@ -439,11 +439,17 @@ impl Session {
 fn cast_hints(stmt: &Statement) -> Vec<Option<crate::types::SqlType>> {
     let mut hints: Vec<Option<crate::types::SqlType>> = Vec::new();
     let _ = ast::visit_expressions(stmt, |expr| {
-        if let ast::Expr::Cast { expr, data_type, .. } = expr {
+        if let ast::Expr::Cast {
+            expr, data_type, ..
+        } = expr
+        {
             if let ast::Expr::Value(v) = expr.as_ref() {
                 if let ast::Value::Placeholder(p) = &v.value {
                     let n = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
-                    if let (Some(n), Ok(t)) = (n.filter(|n| *n > 0), crate::types::SqlType::from_ast(data_type)) {
+                    if let (Some(n), Ok(t)) = (
+                        n.filter(|n| *n > 0),
+                        crate::types::SqlType::from_ast(data_type),
+                    ) {
                         if hints.len() < n {
                             hints.resize(n, None);
                         }

@@ -408,17 +408,19 @@ impl QueryParser for StatementParser {
             .param_types
             .iter()
             .enumerate()
-            .map(|(i, t)| match (stmt.param_sql_types.get(i).and_then(Option::as_ref), t) {
-                (Some(sql_type), _) => super::types::pg_type_of_sql(sql_type),
-                (None, t) => match t {
-                Some(dt) => pg_type(&datafusion::arrow::datatypes::Field::new(
-                    "p",
-                    dt.clone(),
-                    true,
-                )),
-                None => Type::TEXT,
+            .map(
+                |(i, t)| match (stmt.param_sql_types.get(i).and_then(Option::as_ref), t) {
+                    (Some(sql_type), _) => super::types::pg_type_of_sql(sql_type),
+                    (None, t) => match t {
+                        Some(dt) => pg_type(&datafusion::arrow::datatypes::Field::new(
+                            "p",
+                            dt.clone(),
+                            true,
+                        )),
+                        None => Type::TEXT,
+                    },
                 },
-            })
+            )
             .collect())
     }
 
@@ -447,13 +449,15 @@ fn decode_params(
                 .or_else(|| declared.as_ref().and_then(arrow_type_of_pg))
                 .unwrap_or(datafusion::arrow::datatypes::DataType::Utf8);
             let hinted = stmt.param_sql_types.get(i).cloned().flatten();
-            let pg = declared.or_else(|| hinted.as_ref().map(super::types::pg_type_of_sql)).unwrap_or_else(|| {
-                pg_type(&datafusion::arrow::datatypes::Field::new(
-                    "p",
-                    target.clone(),
-                    true,
-                ))
-            });
+            let pg = declared
+                .or_else(|| hinted.as_ref().map(super::types::pg_type_of_sql))
+                .unwrap_or_else(|| {
+                    pg_type(&datafusion::arrow::datatypes::Field::new(
+                        "p",
+                        target.clone(),
+                        true,
+                    ))
+                });
             let bytes = portal.parameters.get(i).and_then(|b| b.as_deref());
             decode_param(bytes, &pg, portal.parameter_format.is_binary(i), &target)
                 .map_err(to_pg_error)

@@ -53,7 +53,10 @@ fn cast_type(expr: &Expr, field: Field) -> Field {
         return field;
     };
     match crate::types::SqlType::from_ast(data_type) {
-        Ok(t) if &t.arrow_type() == field.data_type() || (t.is_text() && is_string(field.data_type())) => {
+        Ok(t)
+            if &t.arrow_type() == field.data_type()
+                || (t.is_text() && is_string(field.data_type())) =>
+        {
             let typed = t.field(field.name(), field.is_nullable());
             field.with_metadata(typed.metadata().clone())
         }
@@ -115,11 +118,18 @@ fn cast_type_name(sql: &str) -> String {
 }
 
 /// Relabels a stream's batches with `schema` (same types, other names).
-pub fn rename_stream(stream: SendableRecordBatchStream, schema: SchemaRef) -> SendableRecordBatchStream {
+pub fn rename_stream(
+    stream: SendableRecordBatchStream,
+    schema: SchemaRef,
+) -> SendableRecordBatchStream {
     let current = stream.schema();
     let same = |a: &Field, b: &Field| a.name() == b.name() && a.metadata() == b.metadata();
     if current.fields().len() != schema.fields().len()
-        || current.fields().iter().zip(schema.fields()).all(|(a, b)| same(a, b))
+        || current
+            .fields()
+            .iter()
+            .zip(schema.fields())
+            .all(|(a, b)| same(a, b))
     {
         return stream;
     }
@@ -140,7 +150,10 @@ pub fn rename_stream(stream: SendableRecordBatchStream, schema: SchemaRef) -> Se
     let batch_schema = Arc::clone(&target);
     let renamed = stream.map(move |batch| {
         let batch = batch?;
-        Ok(RecordBatch::try_new(Arc::clone(&batch_schema), batch.columns().to_vec())?)
+        Ok(RecordBatch::try_new(
+            Arc::clone(&batch_schema),
+            batch.columns().to_vec(),
+        )?)
     });
     Box::pin(RecordBatchStreamAdapter::new(target, renamed))
 }
@@ -152,7 +165,10 @@ mod tests {
 
     #[test]
     fn names_and_cast_types() {
-        let stmt = crate::sql::parse("SELECT count(*), 1::int, '{}'::jsonb, x AS y FROM t").unwrap().pop().unwrap();
+        let stmt = crate::sql::parse("SELECT count(*), 1::int, '{}'::jsonb, x AS y FROM t")
+            .unwrap()
+            .pop()
+            .unwrap();
         let schema = Arc::new(Schema::new(vec![
             Field::new("count(*)", DataType::Int64, false),
             Field::new("Int64(1)", DataType::Int32, false),
