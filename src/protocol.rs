@@ -13,7 +13,7 @@ pub use connection::{serve_connection, ConnectionLimits};
 pub use handler::Handler;
 
 /// The PostgreSQL version EddyDB reports; drivers gate features on it.
-pub const SERVER_VERSION: &str = "15.0";
+pub use crate::query::pg_catalog::SERVER_VERSION;
 pub const SERVER_VERSION_NUM: &str = "150000";
 /// The one database.
 pub const DATABASE: &str = "eddy";

@@ -468,3 +468,62 @@ async fn insert_during_copy(
     *acknowledged = (acknowledged.0 + 1, acknowledged.1 + id);
     Ok(())
 }
+
+/// Debian's libpostgresql-jdbc-java puts pgjdbc here (scripts/test.sh installs it).
+const PGJDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
+/// pgjdbc's DatabaseMetaData (tables, columns, primary keys) and prepared
+/// statements in its default extended-protocol mode, via
+/// tests/java/Metadata.java compiled into the server's scratch directory.
+#[test]
+fn jdbc_metadata_and_prepared_statements() -> anyhow::Result<()> {
+    if !Path::new(PGJDBC_JAR).is_file() {
+        bail!("{PGJDBC_JAR} is missing: install libpostgresql-jdbc-java (scripts/test.sh does)");
+    }
+    let server = TestServer::start()?;
+    psql(
+        &server,
+        "CREATE TABLE orders (id int PRIMARY KEY, name varchar(20) NOT NULL, \
+         amount numeric(10,2), at timestamptz DEFAULT now());\n",
+    )?;
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/Metadata.java");
+    let mut javac = Command::new("javac");
+    javac
+        .args(["-cp", PGJDBC_JAR, "-d"])
+        .arg(server.scratch_dir())
+        .arg(source);
+    run_client(javac, "javac (a JDK)")?;
+
+    let classpath = format!("{PGJDBC_JAR}:{}", server.scratch_dir().display());
+    // socketTimeout turns a server that never answers into a failure
+    // rather than a hung test.
+    let url = format!(
+        "jdbc:postgresql://127.0.0.1:{}/eddy?user=eddy&socketTimeout=120",
+        server.port()
+    );
+    let mut java = Command::new("java");
+    java.args(["-cp", &classpath, "Metadata", &url]);
+    let out = run_client(java, "java (a JRE)")?.stdout;
+
+    let tables: Vec<&str> = out.lines().filter(|l| l.starts_with("table ")).collect();
+    assert_eq!(tables, ["table public.orders type=TABLE"], "{out}");
+    // getColumns orders its rows by ordinal position.
+    let columns: Vec<&str> = out.lines().filter(|l| l.starts_with("column ")).collect();
+    let expected_columns = [
+        "column orders.id int4 10 nullable=0",
+        "column orders.name varchar 20 nullable=0",
+        "column orders.amount numeric 10 nullable=1",
+        "column orders.at timestamptz 35 nullable=1",
+    ];
+    assert_eq!(columns, expected_columns, "{out}");
+    assert_has_line(&out, "scale orders.amount 2");
+    assert_has_line(&out, "default orders.at now()");
+    let pks: Vec<&str> = out.lines().filter(|l| l.starts_with("pk ")).collect();
+    assert_eq!(pks, ["pk orders.id seq=1 name=orders_pkey"], "{out}");
+    assert_has_line(&out, "inserted 1");
+    let selects: Vec<&str> = out.lines().filter(|l| l.starts_with("row")).collect();
+    let one_pair = ["row ada", "rows id=1 1", "rows id=2 0"];
+    assert_eq!(selects, one_pair.repeat(3), "{out}");
+    assert_has_line(&out, "jdbc metadata: ok");
+    Ok(())
+}

@@ -118,6 +118,12 @@ pub fn rewrite_statement(stmt: &mut Statement, is_user_relation: &dyn Fn(&str) -
     rewrite::rewrite_statement(stmt, is_user_relation);
 }
 
+/// The name PostgreSQL gives an unnamed output column (`count`, `int4`,
+/// `?column?`), as its `FigureColname` does.
+pub fn figure_column_name(expr: &datafusion::sql::sqlparser::ast::Expr) -> String {
+    rewrite::figure_column_name(expr)
+}
+
 /// Names of the relations served in `pg_catalog`, for callers that resolve
 /// unqualified names themselves.
 pub fn pg_catalog_table_names() -> Vec<&'static str> {

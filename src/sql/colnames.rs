@@ -12,8 +12,6 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{Expr, Query, SelectItem, SetExpr, Statement};
 use futures::StreamExt;
 
-use super::names::normalize;
-
 /// The schema with PostgreSQL's names for a query's unnamed columns.
 pub fn pg_schema(stmt: &Statement, schema: &SchemaRef) -> SchemaRef {
     let Statement::Query(query) = stmt else {
@@ -36,7 +34,7 @@ pub fn pg_schema(stmt: &Statement, schema: &SchemaRef) -> SchemaRef {
         .zip(schema.fields())
         .map(|(item, field)| match item {
             SelectItem::UnnamedExpr(expr) => {
-                let name = figure_colname(expr).unwrap_or_else(|| "?column?".to_string());
+                let name = crate::query::pg_catalog::figure_column_name(expr);
                 cast_type(expr, field.as_ref().clone().with_name(name))
             }
             SelectItem::ExprWithAlias { expr, .. } => cast_type(expr, field.as_ref().clone()),
@@ -79,42 +77,6 @@ fn select_items(query: &Query) -> Option<&Vec<SelectItem>> {
             _ => return None,
         }
     }
-}
-
-fn figure_colname(expr: &Expr) -> Option<String> {
-    match expr {
-        Expr::Identifier(ident) => Some(normalize(ident)),
-        Expr::CompoundIdentifier(parts) => parts.last().map(normalize),
-        Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(normalize),
-        Expr::Nested(inner) => figure_colname(inner),
-        Expr::Cast {
-            expr, data_type, ..
-        } => figure_colname(expr).or_else(|| Some(cast_type_name(&data_type.to_string()))),
-        Expr::Case { .. } => Some("case".into()),
-        Expr::Exists { .. } => Some("exists".into()),
-        Expr::Array(_) => Some("array".into()),
-        _ => None,
-    }
-}
-
-/// The internal type name PostgreSQL gives a cast column (`1::int` → `int4`).
-fn cast_type_name(sql: &str) -> String {
-    let lower = sql.to_lowercase();
-    let base = lower.split('(').next().unwrap_or(&lower).trim();
-    match base {
-        "int" | "integer" | "int4" => "int4",
-        "bigint" | "int8" => "int8",
-        "smallint" | "int2" => "int2",
-        "real" | "float4" => "float4",
-        "double precision" | "double" | "float8" | "float" => "float8",
-        "boolean" | "bool" => "bool",
-        "varchar" | "character varying" => "varchar",
-        "decimal" | "numeric" => "numeric",
-        "timestamp with time zone" | "timestamptz" => "timestamptz",
-        "timestamp" | "timestamp without time zone" => "timestamp",
-        other => return other.to_string(),
-    }
-    .to_string()
 }
 
 /// Relabels a stream's batches with `schema` (same types, other names).

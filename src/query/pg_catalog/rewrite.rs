@@ -243,7 +243,7 @@ fn column_reference_name(expr: &Expr) -> Option<String> {
 }
 
 /// Postgres' `FigureColname`.
-fn figure_column_name(expr: &Expr) -> String {
+pub(super) fn figure_column_name(expr: &Expr) -> String {
     match expr {
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
             column_reference_name(expr).unwrap_or_default()
