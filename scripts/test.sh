@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one command that checks EddyDB on a fresh Debian 12 machine, as root
 # or not, with no terminal (CI=true): installs what the tests need when it
-# is missing (psql, pgbench, a Python venv with psycopg 3), then runs
-# rustfmt, clippy, the Rust tests and the sqllogictest files.
+# is missing (psql, pgbench, a JDK with pgjdbc, a Python venv with
+# psycopg 3), then runs rustfmt, clippy, the Rust tests and the
+# sqllogictest files.
 # Exits non-zero if anything fails; prints each step as it goes.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +25,10 @@ pgbench --version >/dev/null 2>&1 || missing+=(postgresql)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # The tests send SIGTERM with kill(1), which lives in procps.
 [[ -x /usr/bin/kill || -x /bin/kill ]] || missing+=(procps)
+# The JDBC client test compiles tests/java/Metadata.java against Debian's
+# pgjdbc jar; default-jdk-headless brings javac and java.
+javac -version >/dev/null 2>&1 || missing+=(default-jdk-headless)
+[[ -f /usr/share/java/postgresql.jar ]] || missing+=(libpostgresql-jdbc-java)
 
 if ((${#missing[@]})); then
     step "installing Debian packages: ${missing[*]}"
@@ -32,14 +37,18 @@ if ((${#missing[@]})); then
     "${SUDO[@]}" mkdir -p /etc/postgresql-common/createcluster.d
     echo 'create_main_cluster = false' |
         "${SUDO[@]}" tee /etc/postgresql-common/createcluster.d/eddydb-tests.conf >/dev/null
+    # Slim Debian images drop /usr/share/man, and the JDK's postinst fails
+    # when it cannot link its man pages there.
+    "${SUDO[@]}" mkdir -p /usr/share/man/man1
     "${SUDO[@]}" apt-get update -qq
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
         apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-    step "Debian packages present (psql, pgbench, python3-venv, kill)"
+    step "Debian packages present (psql, pgbench, python3-venv, kill, JDK, pgjdbc)"
 fi
 psql --version
 pgbench --version
+javac -version
 
 # --- Python venv for the psycopg client test -------------------------------
 
