@@ -1,6 +1,7 @@
 //! Real clients against a real `eddydb` process: psql's describe commands and
 //! `\copy`, a Python psycopg 3 session (tests/python/psycopg_smoke.py),
-//! pgbench with a custom script, and `kill -9` durability of acknowledged
+//! pgbench with a custom script, pgjdbc metadata and prepared statements
+//! (tests/java/Metadata.java), and `kill -9` durability of acknowledged
 //! writes (including a crash in the middle of a COPY).
 //!
 //! Each test starts its own server in a fresh data directory. The external
