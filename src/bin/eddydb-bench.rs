@@ -86,6 +86,9 @@ struct CopyArgs {
     /// Server to load: EddyDB, or a throwaway PostgreSQL for comparison.
     #[arg(long, value_enum, default_value_t = ServerKind::Eddydb)]
     against: ServerKind,
+    /// Leave out the primary key, to see what maintaining it costs.
+    #[arg(long)]
+    no_primary_key: bool,
 }
 
 #[derive(Debug, Args)]
@@ -1156,8 +1159,13 @@ fn utc_now_string() -> String {
 /// and timestamps three seconds apart from 2024-01-01.
 struct BenchRows;
 
-const BENCH_DDL: &str = "CREATE TABLE bench (id int PRIMARY KEY, big bigint, name text, \
-                         amount double precision, created timestamp)";
+fn bench_ddl(primary_key: bool) -> String {
+    let key = if primary_key { " PRIMARY KEY" } else { "" };
+    format!(
+        "CREATE TABLE bench (id int{key}, big bigint, name text, \
+         amount double precision, created timestamp)"
+    )
+}
 const TIMESTAMP_BASE_S: i64 = 1_704_067_200;
 
 impl RowSource for BenchRows {
@@ -1240,6 +1248,10 @@ struct CopyOutcome {
     rows: u64,
     bytes: u64,
     usage: CpuUsage,
+    /// Until this program handed psql the last row.
+    streaming: CpuUsage,
+    /// From then until psql exited: the server finishing the COPY.
+    tail: CpuUsage,
 }
 
 /// Streams `rows` generated rows into `table` with one psql `COPY ... FROM
@@ -1273,8 +1285,10 @@ fn copy_in(
         .take()
         .ok_or_else(|| anyhow!("psql stdin was not captured"))?;
     let streamed = stream_rows(stdin, source, delimiter, rows);
+    let sent = CpuSnapshot::take(target.server_pid);
     let status = child.wait().context("cannot reap psql")?;
-    let usage = CpuSnapshot::take(target.server_pid).usage_since(&before, env.clock_ticks_per_s);
+    let done = CpuSnapshot::take(target.server_pid);
+    let hz = env.clock_ticks_per_s;
     let stdout = fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
     if !status.success() || !stderr.trim().is_empty() {
@@ -1290,7 +1304,13 @@ fn copy_in(
         .strip_prefix("COPY ")
         .and_then(|n| n.parse::<u64>().ok());
     match reported {
-        Some(n) if n == rows => Ok(CopyOutcome { rows, bytes, usage }),
+        Some(n) if n == rows => Ok(CopyOutcome {
+            rows,
+            bytes,
+            usage: done.usage_since(&before, hz),
+            streaming: sent.usage_since(&before, hz),
+            tail: done.usage_since(&sent, hz),
+        }),
         _ => bail!(
             "{} answered `{}` to a COPY of {rows} rows",
             target.kind.name(),
@@ -1330,7 +1350,7 @@ fn copy_benchmark(env: &BenchEnv, args: &CopyArgs) -> Result<()> {
         args.format.name(),
         args.against.name()
     );
-    println!("table: {BENCH_DDL}");
+    println!("table: {}", bench_ddl(!args.no_primary_key));
     let (rate, probe_bytes) = generator_rate(&mut BenchRows, args.rows.min(GENERATOR_PROBE_ROWS));
     println!(
         "generator alone: {:.0} rows/s on one core ({:.1} bytes/row)",
@@ -1379,10 +1399,12 @@ fn copy_benchmark(env: &BenchEnv, args: &CopyArgs) -> Result<()> {
         "count(*) afterwards  {} ({:.2} s)",
         measured.count, measured.count_s
     );
-    measured
-        .copy
-        .usage
-        .print("psql", cores, args.against == ServerKind::Eddydb);
+    let threads = args.against == ServerKind::Eddydb;
+    measured.copy.usage.print("psql", cores, threads);
+    println!("  phase 1, rows streaming (until the last row was handed to psql):");
+    measured.copy.streaming.print("psql", cores, threads);
+    println!("  phase 2, after the last row was sent until psql got `COPY n`:");
+    measured.copy.tail.print("psql", cores, threads);
     Ok(())
 }
 
@@ -1400,7 +1422,7 @@ fn measure_copy(
     server: &Server,
 ) -> Result<CopyMeasurement> {
     let is_eddy = matches!(server, Server::Eddy(_));
-    run_sql(env, target, BENCH_DDL)?;
+    run_sql(env, target, &bench_ddl(!args.no_primary_key))?;
     let idle_rss = vm_hwm_bytes(target.server_pid);
     println!(
         "server up on port {}, table created; starting COPY",

@@ -86,13 +86,12 @@ pub fn encode_copy(
         ),
     };
     let mut out = Vec::new();
-    if options.header {
+    // The header travels with the first row: the protocol layer counts
+    // data messages for the `COPY n` tag, and the header is no row.
+    let mut header = options.header.then(|| {
         let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        let delimiter = (options.delimiter as char).to_string();
-        out.push(CopyData::new(
-            format!("{}\n", names.join(&delimiter)).into(),
-        ));
-    }
+        format!("{}\n", names.join(&(options.delimiter as char).to_string()))
+    });
     for batch in batches {
         for row in 0..batch.num_rows() {
             for (col, array) in batch.columns().iter().enumerate() {
@@ -104,8 +103,19 @@ pub fn encode_copy(
                     &fields[col],
                 )?;
             }
-            out.push(encoder.take_copy());
+            let row = encoder.take_copy();
+            match header.take() {
+                Some(h) => {
+                    let mut data = h.into_bytes();
+                    data.extend_from_slice(&row.data);
+                    out.push(CopyData::new(data.into()));
+                }
+                None => out.push(row),
+            }
         }
+    }
+    if let Some(h) = header {
+        out.push(CopyData::new(h.into_bytes().into()));
     }
     Ok(out)
 }
