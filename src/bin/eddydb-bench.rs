@@ -89,6 +89,10 @@ struct CopyArgs {
     /// Leave out the primary key, to see what maintaining it costs.
     #[arg(long)]
     no_primary_key: bool,
+    /// Print the server's CPU, RSS and data folder size every half second
+    /// of the COPY, to see which phase the time goes to.
+    #[arg(long)]
+    timeline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -228,44 +232,57 @@ enum Action {
 }
 
 #[derive(Clone, Default)]
-struct Cleanup(Arc<Mutex<Vec<(u64, Action)>>>);
+struct Cleanup(Arc<Mutex<Registry>>);
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    actions: Vec<(u64, Action)>,
+}
 
 /// Names one registered action; running it twice is harmless.
 #[derive(Debug, Clone, Copy)]
 struct Token(u64);
 
 impl Cleanup {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn register(&self, action: Action) -> Token {
-        let mut actions = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let id = actions.last().map_or(0, |(id, _)| id + 1);
-        actions.push((id, action));
+        let mut registry = self.lock();
+        let id = registry.next_id;
+        registry.next_id += 1;
+        registry.actions.push((id, action));
         Token(id)
     }
 
+    /// The lock is held while the action runs, so a signal arriving
+    /// meanwhile waits for it instead of exiting halfway through.
     fn run(&self, token: Token) {
-        let action = {
-            let mut actions = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            let index = actions.iter().position(|(id, _)| *id == token.0);
-            index.map(|i| actions.remove(i).1)
-        };
-        if let Some(action) = action {
-            perform(action);
+        let mut registry = self.lock();
+        let index = registry.actions.iter().position(|(id, _)| *id == token.0);
+        if let Some(index) = index {
+            perform(registry.actions.remove(index).1);
         }
     }
 
     /// Newest first, so processes stop before their folders are removed.
     fn run_all(&self) {
-        loop {
-            let action = self
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop()
-                .map(|(_, action)| action);
-            match action {
-                Some(action) => perform(action),
-                None => return,
-            }
+        Self::drain(&mut self.lock());
+    }
+
+    /// For the signal path: nothing can be registered between the last
+    /// action and the exit, because the lock is still held when it happens.
+    fn run_all_and_exit(&self, code: i32) -> ! {
+        let mut held = self.lock();
+        Self::drain(&mut held);
+        std::process::exit(code);
+    }
+
+    fn drain(registry: &mut Registry) {
+        while let Some((_, action)) = registry.actions.pop() {
+            perform(action);
         }
     }
 }
@@ -361,8 +378,7 @@ fn spawn_signal_watcher(cleanup: Cleanup) {
         });
         if let Ok(name) = signal {
             eprintln!("eddydb-bench: {name}: stopping servers and removing temporary folders");
-            cleanup.run_all();
-            std::process::exit(130);
+            cleanup.run_all_and_exit(130);
         }
     });
 }
@@ -591,8 +607,14 @@ struct CpuUsage {
 }
 
 impl CpuSnapshot {
-    fn take(server_pid: u32) -> CpuSnapshot {
-        let (_, own, clients) = proc_times("self").unwrap_or((0, 0, 0));
+    /// `live_client` is a client still running: its time so far counts now,
+    /// and once reaped it counts through this program's children counters.
+    fn take(server_pid: u32, live_client: Option<u32>) -> CpuSnapshot {
+        let (_, own, reaped) = proc_times("self").unwrap_or((0, 0, 0));
+        let live = live_client
+            .and_then(|pid| proc_times(&pid.to_string()))
+            .map_or(0, |(_, ticks, _)| ticks);
+        let clients = reaped + live;
         CpuSnapshot {
             at: Instant::now(),
             machine: machine_busy_ticks(),
@@ -762,6 +784,7 @@ impl EddyServer {
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)
@@ -1271,7 +1294,7 @@ fn copy_in(
     // Files, not pipes, so psql can never block on output nobody reads.
     let out_path = env.scratch.path.join("psql-copy.out");
     let err_path = env.scratch.path.join("psql-copy.err");
-    let before = CpuSnapshot::take(target.server_pid);
+    let before = CpuSnapshot::take(target.server_pid, None);
     let mut child = psql(env, target)
         .arg("-c")
         .arg(&statement)
@@ -1285,9 +1308,9 @@ fn copy_in(
         .take()
         .ok_or_else(|| anyhow!("psql stdin was not captured"))?;
     let streamed = stream_rows(stdin, source, delimiter, rows);
-    let sent = CpuSnapshot::take(target.server_pid);
+    let sent = CpuSnapshot::take(target.server_pid, Some(child.id()));
     let status = child.wait().context("cannot reap psql")?;
-    let done = CpuSnapshot::take(target.server_pid);
+    let done = CpuSnapshot::take(target.server_pid, None);
     let hz = env.clock_ticks_per_s;
     let stdout = fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
@@ -1428,7 +1451,14 @@ fn measure_copy(
         "server up on port {}, table created; starting COPY",
         target.port
     );
-    let copy = copy_in(env, target, "bench", args.format, &mut BenchRows, args.rows)?;
+    let timeline = args
+        .timeline
+        .then(|| Timeline::start(target.server_pid, server.data_dir().to_path_buf()));
+    let copy = copy_in(env, target, "bench", args.format, &mut BenchRows, args.rows);
+    if let Some(timeline) = timeline {
+        timeline.finish(env.clock_ticks_per_s);
+    }
+    let copy = copy?;
     let peak_rss = match (is_eddy, idle_rss, vm_hwm_bytes(target.server_pid)) {
         (true, Some(idle), Some(peak)) => Some((idle, peak)),
         _ => None,
@@ -1458,6 +1488,70 @@ fn dir_size_after_stop(env: &BenchEnv, kind: ServerKind) -> (u64, u64) {
     }
 }
 
+/// Samples a server every [`TIMELINE_INTERVAL`] on a thread of its own.
+struct Timeline {
+    stop: mpsc::Sender<()>,
+    samples: std::thread::JoinHandle<Vec<TimelineSample>>,
+}
+
+const TIMELINE_INTERVAL: Duration = Duration::from_millis(500);
+
+struct TimelineSample {
+    at_s: f64,
+    cpu_ticks: u64,
+    rss_bytes: u64,
+    data_bytes: u64,
+}
+
+impl Timeline {
+    fn start(pid: u32, data_dir: PathBuf) -> Timeline {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let samples = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut samples = Vec::new();
+            loop {
+                let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                samples.push(TimelineSample {
+                    at_s: started.elapsed().as_secs_f64(),
+                    cpu_ticks: proc_times(&pid.to_string()).map_or(0, |(_, own, _)| own),
+                    rss_bytes: meminfo_kb(&status, "VmRSS:").unwrap_or(0) * 1024,
+                    data_bytes: dir_size(&data_dir).0,
+                });
+                // The receive doubles as the sampling clock and the stop signal.
+                match stopped.recv_timeout(TIMELINE_INTERVAL) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => return samples,
+                }
+            }
+        });
+        Timeline { stop, samples }
+    }
+
+    fn finish(self, ticks_per_s: f64) {
+        let _ = self.stop.send(());
+        let Ok(samples) = self.samples.join() else {
+            return;
+        };
+        println!("timeline of the COPY (server process):");
+        println!(
+            "  {:>7} {:>8} {:>10} {:>13}",
+            "t s", "cpu %", "RSS MiB", "data dir MiB"
+        );
+        for pair in samples.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            let cpu_s = b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / ticks_per_s;
+            let pct = 100.0 * cpu_s / (b.at_s - a.at_s).max(1e-9);
+            println!(
+                "  {:>7.1} {:>8.0} {:>10.1} {:>13.1}",
+                b.at_s,
+                pct,
+                mib(b.rss_bytes),
+                mib(b.data_bytes)
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // pgbench point lookups
 // ---------------------------------------------------------------------------
@@ -1469,6 +1563,8 @@ struct PgbenchOutcome {
     transactions: u64,
     failed: u64,
     usage: Option<CpuUsage>,
+    /// TCP segments sent machine-wide during the run (both ends are local).
+    tcp_segments: u64,
 }
 
 fn run_pgbench(
@@ -1478,7 +1574,8 @@ fn run_pgbench(
     args: &PgbenchArgs,
     seconds: u32,
 ) -> Result<PgbenchOutcome> {
-    let before = CpuSnapshot::take(target.server_pid);
+    let before = CpuSnapshot::take(target.server_pid, None);
+    let segments_before = tcp_out_segments();
     let output = Command::new(env.tool("pgbench"))
         .args(["-n", "-M", "prepared", "-h", "127.0.0.1", "-U", "eddy"])
         .arg("-p")
@@ -1495,7 +1592,9 @@ fn run_pgbench(
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {}", env.tool("pgbench").display()))?;
-    let usage = CpuSnapshot::take(target.server_pid).usage_since(&before, env.clock_ticks_per_s);
+    let usage =
+        CpuSnapshot::take(target.server_pid, None).usage_since(&before, env.clock_ticks_per_s);
+    let tcp_segments = tcp_out_segments().saturating_sub(segments_before);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
@@ -1510,7 +1609,24 @@ fn run_pgbench(
     let mut outcome = parse_pgbench(&stdout)
         .with_context(|| format!("unexpected pgbench output:\n{stdout}\n{stderr}"))?;
     outcome.usage = Some(usage);
+    outcome.tcp_segments = tcp_segments;
     Ok(outcome)
+}
+
+/// `Tcp: OutSegs` of /proc/net/snmp: a header line names the columns and
+/// the next `Tcp:` line holds the values.
+fn tcp_out_segments() -> u64 {
+    let snmp = fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "OutSegs")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
 }
 
 fn parse_pgbench(stdout: &str) -> Result<PgbenchOutcome> {
@@ -1534,6 +1650,7 @@ fn parse_pgbench(stdout: &str) -> Result<PgbenchOutcome> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
         usage: None,
+        tcp_segments: 0,
     })
 }
 
@@ -1615,6 +1732,13 @@ fn bench_started(
     if let Some(usage) = &outcome.usage {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         usage.print("pgbench", cores, target.kind == ServerKind::Eddydb);
+        let per_txn = |s: f64| 1e6 * s / outcome.transactions.max(1) as f64;
+        println!(
+            "  per transaction: server {:.1} us cpu, pgbench {:.1} us cpu, {:.2} TCP segments",
+            per_txn(usage.server_s),
+            per_txn(usage.clients_s),
+            outcome.tcp_segments as f64 / outcome.transactions.max(1) as f64
+        );
     }
     Ok(SideResult {
         name: target.kind.name(),
