@@ -130,6 +130,9 @@ fn is_oid_like(data_type: &DataType) -> bool {
 /// Rewrite a cast node: reg types print as names, other catalog types map to
 /// standard ones; `x::regclass::oid` keeps the OID.
 pub(super) fn rewrite_cast(expr: &mut Expr) {
+    if replace_reg_cast(expr, true) {
+        return;
+    }
     let Expr::Cast {
         expr: inner,
         data_type,
@@ -138,11 +141,6 @@ pub(super) fn rewrite_cast(expr: &mut Expr) {
     else {
         return;
     };
-    if let Some(kind) = reg_kind(data_type) {
-        let value = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
-        *expr = reg_value(value, kind, true);
-        return;
-    }
     if is_oid_like(data_type) {
         to_oid_context(inner);
     }
@@ -156,18 +154,26 @@ pub(super) fn to_oid_context(expr: &mut Expr) {
     if let Expr::Nested(inner) = expr {
         return to_oid_context(inner);
     }
+    replace_reg_cast(expr, false);
+}
+
+/// Replaces a cast to a reg type by its value, as a name or as an OID;
+/// false if `expr` is no such cast.
+fn replace_reg_cast(expr: &mut Expr, as_name: bool) -> bool {
     let Expr::Cast {
         expr: inner,
         data_type,
         ..
     } = expr
     else {
-        return;
+        return false;
     };
-    if let Some(kind) = reg_kind(data_type) {
-        let value = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
-        *expr = reg_value(value, kind, false);
-    }
+    let Some(kind) = reg_kind(data_type) else {
+        return false;
+    };
+    let value = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
+    *expr = reg_value(value, kind, as_name);
+    true
 }
 
 /// Catalog columns holding arrays; a `'{...}'` literal compared with one of
