@@ -9,6 +9,8 @@
 //! - [`sql`]      — statement execution: DDL, DML, COPY, SET/SHOW, transactions.
 //! - [`query`]    — DataFusion integration: session contexts, table providers,
 //!   the `pg_catalog` / `information_schema` compatibility layer.
+//! - [`dataflow`] — the incremental engine: change batches, operators,
+//!   arrangements, worker threads, and the planner from DataFusion plans.
 //! - [`catalog`]  — relations and their definitions.
 //! - [`storage`]  — durable table state: in-memory Arrow chunks backed by a sled log.
 //! - [`types`]    — the SQL types EddyDB stores and their Arrow representation.
@@ -16,6 +18,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod dataflow;
 pub mod error;
 pub mod protocol;
 pub mod query;

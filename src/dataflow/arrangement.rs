@@ -1,0 +1,279 @@
+//! Arrangements: weighted rows indexed by a key. Joins keep each input in
+//! one, and every materialized view keeps its output in one, which queries
+//! scan and point lookups probe by key.
+//!
+//! Keys and rows are held in arrow's row format: compact, hashable, and
+//! decoded back into Arrow columns only when read.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::Rows;
+use datafusion::common::HashMap as FastMap;
+
+use super::batch::ChangeBatch;
+use super::row::RowCodec;
+use crate::error::{Error, Result};
+
+/// Rows per batch when an arrangement is read out.
+const SCAN_BATCH_ROWS: usize = 8192;
+
+/// Rows with multiplicities, grouped by key. A row's weight never stays at
+/// zero: it is removed.
+#[derive(Debug)]
+pub struct Arrangement {
+    schema: SchemaRef,
+    codec: RowCodec,
+    map: FastMap<Box<[u8]>, Bucket>,
+    distinct_rows: usize,
+    bytes: usize,
+}
+
+impl Arrangement {
+    pub fn new(schema: SchemaRef) -> Result<Arrangement> {
+        let codec = RowCodec::new(schema.fields().iter().map(|f| f.data_type()))?;
+        Ok(Arrangement {
+            schema,
+            codec,
+            map: FastMap::default(),
+            distinct_rows: 0,
+            bytes: 0,
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// Encodes a batch's rows as this arrangement stores them.
+    pub fn encode_rows(&self, batch: &RecordBatch) -> Result<Rows> {
+        self.codec.encode(batch.columns())
+    }
+
+    /// Adds `batch`'s weights; `key(i)` is the encoded key of row `i`.
+    pub fn update<'k>(
+        &mut self,
+        batch: &ChangeBatch,
+        key: impl Fn(usize) -> &'k [u8],
+    ) -> Result<()> {
+        let rows = self.encode_rows(&batch.data)?;
+        for (i, diff) in batch.diffs.iter().enumerate() {
+            self.update_row(key(i), rows.row(i).data(), *diff);
+        }
+        Ok(())
+    }
+
+    /// Adds `diff` to one encoded row under `key`.
+    pub fn update_row(&mut self, key: &[u8], row: &[u8], diff: i64) {
+        if diff == 0 {
+            return;
+        }
+        let bucket = match self.map.get_mut(key) {
+            Some(bucket) => bucket,
+            None => {
+                self.bytes += key.len() + 48;
+                self.map.entry(key.into()).or_default()
+            }
+        };
+        match bucket.add(row, diff) {
+            Added::New => {
+                self.bytes += row.len() + 24;
+                self.distinct_rows += 1;
+            }
+            Added::Removed => {
+                self.bytes -= row.len() + 24;
+                self.distinct_rows -= 1;
+            }
+            Added::Changed => {}
+        }
+        if bucket.is_empty() {
+            self.map.remove(key);
+            self.bytes -= key.len() + 48;
+        }
+    }
+
+    /// The rows under `key` with their multiplicities.
+    pub fn get(&self, key: &[u8]) -> impl Iterator<Item = (&[u8], i64)> + '_ {
+        self.map.get(key).into_iter().flat_map(Bucket::iter)
+    }
+
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        self.map.contains_key(key)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.map.keys().map(|k| k.as_ref())
+    }
+
+    /// Decodes encoded rows into a batch of this arrangement's schema.
+    pub fn decode<'a>(&self, rows: impl IntoIterator<Item = &'a [u8]>) -> Result<RecordBatch> {
+        let columns = self.codec.decode(rows)?;
+        if columns.is_empty() || columns[0].is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema()));
+        }
+        Ok(RecordBatch::try_new(self.schema(), columns)?)
+    }
+
+    /// The rows under `key`, each repeated by its multiplicity.
+    pub fn lookup(&self, key: &[u8]) -> Result<RecordBatch> {
+        self.decode(expand(self.get(key)))
+    }
+
+    /// Every row, each repeated by its multiplicity.
+    pub fn scan(&self) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        let mut pending: Vec<&[u8]> = Vec::with_capacity(SCAN_BATCH_ROWS);
+        for bucket in self.map.values() {
+            for row in expand(bucket.iter()) {
+                pending.push(row);
+                if pending.len() == SCAN_BATCH_ROWS {
+                    batches.push(self.decode(pending.drain(..))?);
+                }
+            }
+        }
+        if !pending.is_empty() {
+            batches.push(self.decode(pending)?);
+        }
+        Ok(batches)
+    }
+
+    /// Rows counted with multiplicity.
+    pub fn row_count(&self) -> u64 {
+        self.map
+            .values()
+            .flat_map(|b| b.iter().map(|(_, n)| n.max(0) as u64))
+            .sum()
+    }
+
+    pub fn distinct_rows(&self) -> usize {
+        self.distinct_rows
+    }
+
+    pub fn state_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Fails if a row's multiplicity went negative: a retraction of a row
+    /// that was never there means the dataflow lost track (a bug).
+    pub fn check_non_negative(&self) -> Result<()> {
+        if self.map.values().any(|b| b.iter().any(|(_, n)| n < 0)) {
+            return Err(Error::Internal(
+                "an arrangement holds a row with negative multiplicity".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Each row as many times as its (positive) multiplicity.
+pub fn expand<'a>(entries: impl Iterator<Item = (&'a [u8], i64)>) -> impl Iterator<Item = &'a [u8]> {
+    entries.flat_map(|(row, n)| std::iter::repeat_n(row, n.max(0) as usize))
+}
+
+/// Rows under one key: a short list, or a map once the key holds many rows
+/// (a stream joined on a key with a large fan-in).
+#[derive(Debug)]
+enum Bucket {
+    Few(Vec<(Box<[u8]>, i64)>),
+    Many(FastMap<Box<[u8]>, i64>),
+}
+
+/// Rows a key holds before its bucket becomes a map.
+const FEW_ROWS: usize = 16;
+
+enum Added {
+    New,
+    Removed,
+    Changed,
+}
+
+impl Default for Bucket {
+    fn default() -> Bucket {
+        Bucket::Few(Vec::new())
+    }
+}
+
+impl Bucket {
+    fn add(&mut self, row: &[u8], diff: i64) -> Added {
+        match self {
+            Bucket::Few(entries) => match entries.iter().position(|(r, _)| r.as_ref() == row) {
+                Some(pos) => {
+                    entries[pos].1 += diff;
+                    if entries[pos].1 == 0 {
+                        entries.swap_remove(pos);
+                        return Added::Removed;
+                    }
+                    Added::Changed
+                }
+                None => {
+                    entries.push((row.into(), diff));
+                    if entries.len() > FEW_ROWS {
+                        *self = Bucket::Many(std::mem::take(entries).into_iter().collect());
+                    }
+                    Added::New
+                }
+            },
+            Bucket::Many(map) => match map.get_mut(row) {
+                Some(n) => {
+                    *n += diff;
+                    if *n == 0 {
+                        map.remove(row);
+                        return Added::Removed;
+                    }
+                    Added::Changed
+                }
+                None => {
+                    map.insert(row.into(), diff);
+                    Added::New
+                }
+            },
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Bucket::Few(entries) => entries.is_empty(),
+            Bucket::Many(map) => map.is_empty(),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], i64)> + '_> {
+        match self {
+            Bucket::Few(entries) => Box::new(entries.iter().map(|(r, n)| (r.as_ref(), *n))),
+            Bucket::Many(map) => Box::new(map.iter().map(|(r, n)| (r.as_ref(), *n))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retraction_removes_and_lookup_decodes() {
+        let batch = ChangeBatch::from_pretty(
+            " I T
+             + 1 a
+             + 1 b
+             2 2 c",
+        )
+        .unwrap();
+        let mut arr = Arrangement::new(batch.schema()).unwrap();
+        let keys = RowCodec::new([&datafusion::arrow::datatypes::DataType::Int64])
+            .unwrap()
+            .encode(&batch.data.columns()[..1])
+            .unwrap();
+        arr.update(&batch, |i| keys.row(i).data()).unwrap();
+        assert_eq!(arr.row_count(), 4);
+        let retract = ChangeBatch::from_pretty(" I T\n - 1 a").unwrap();
+        let rkeys = RowCodec::new([&datafusion::arrow::datatypes::DataType::Int64])
+            .unwrap()
+            .encode(&retract.data.columns()[..1])
+            .unwrap();
+        arr.update(&retract, |i| rkeys.row(i).data()).unwrap();
+        let one = arr.lookup(keys.row(0).data()).unwrap();
+        assert_eq!(ChangeBatch::inserts(one).to_lines(), vec!["+1 1, b"]);
+        assert_eq!(arr.row_count(), 3);
+    }
+}

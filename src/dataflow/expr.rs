@@ -1,0 +1,75 @@
+//! Scalar expressions in operators: DataFusion physical expressions
+//! evaluated on a batch's columns.
+//!
+//! A view must keep running when one input row cannot be evaluated (a
+//! division by zero, a failed cast): as in RisingWave, such a row's value
+//! becomes NULL and a warning is logged, instead of the whole batch failing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{new_null_array, ArrayRef};
+use datafusion::arrow::compute::concat;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::PhysicalExpr;
+
+use crate::error::Result;
+
+/// Rows whose expression failed and became NULL, since the server started.
+pub static ROWS_NULLED_BY_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// `expr` over `batch`, one value per row.
+pub fn evaluate(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    match expr
+        .evaluate(batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+    {
+        Ok(array) => Ok(array),
+        Err(e) if batch.num_rows() > 0 => {
+            tracing::warn!(expr = %expr, error = %e, "expression failed; failing rows become NULL");
+            evaluate_row_by_row(expr, batch)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn evaluate_row_by_row(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    let data_type = expr.data_type(&batch.schema())?;
+    let mut parts: Vec<ArrayRef> = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let one = batch.slice(row, 1);
+        match expr.evaluate(&one).and_then(|v| v.into_array(1)) {
+            Ok(value) if value.data_type() == &data_type => parts.push(value),
+            _ => {
+                ROWS_NULLED_BY_ERRORS.fetch_add(1, Ordering::Relaxed);
+                parts.push(new_null_array(&data_type, 1));
+            }
+        }
+    }
+    let refs: Vec<&dyn datafusion::arrow::array::Array> = parts.iter().map(|a| a.as_ref()).collect();
+    Ok(concat(&refs)?)
+}
+
+/// Every expression of `exprs` over `batch`.
+pub fn evaluate_all(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    exprs.iter().map(|e| evaluate(e, batch)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::batch::ChangeBatch;
+    use datafusion::logical_expr::Operator as Op;
+    use datafusion::physical_expr::expressions::{binary, col, lit};
+
+    #[test]
+    fn a_failing_row_becomes_null_and_the_others_are_computed() {
+        let batch = ChangeBatch::from_pretty(" I\n + 2\n + 0\n + 5").unwrap();
+        let schema = batch.schema();
+        let expr = binary(lit(10i64), Op::Divide, col("c0", &schema).unwrap(), &schema).unwrap();
+        let out = evaluate(&expr, &batch.data).unwrap();
+        let out = datafusion::arrow::util::pretty::pretty_format_columns("x", &[out]).unwrap();
+        assert!(out.to_string().contains("| 5 |"), "{out}");
+        assert_eq!(out.to_string().matches("|   |").count(), 1, "{out}");
+    }
+}

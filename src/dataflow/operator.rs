@@ -1,0 +1,58 @@
+//! The operator trait: one required method, `on_batch`, and defaulted hooks.
+//! Operators own their state (arrangements), do no I/O, and run on one
+//! worker thread each: a view's dataflow has one instance of every operator
+//! per worker, each seeing the shard of keys its worker owns.
+
+mod aggregate;
+mod filter;
+mod join;
+mod project;
+mod top_n;
+mod union;
+mod values;
+
+pub use aggregate::{AggCall, AggFunc, AggregateSpec};
+pub use filter::Filter;
+pub use join::{JoinKind, JoinSpec};
+pub use project::Project;
+pub use top_n::{SortKey, TopNSpec};
+pub use union::Union;
+pub use values::Values;
+
+use super::batch::ChangeBatch;
+use crate::error::Result;
+
+/// Which worker an operator instance runs on, out of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    pub const SINGLE: Shard = Shard { index: 0, count: 1 };
+}
+
+pub trait Operator: Send {
+    /// Processes a batch arriving on input `port`, pushing what changes
+    /// downstream to `out`.
+    fn on_batch(&mut self, port: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>)
+        -> Result<()>;
+
+    /// Called once, before the first batch (after a restart too): an
+    /// operator whose output is not empty over empty inputs (a global
+    /// aggregate, a VALUES list) emits it here.
+    fn on_start(&mut self, _shard: Shard, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called when epoch `epoch` closes, after its last batch.
+    fn on_barrier(&mut self, _epoch: u64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Approximate bytes of state held.
+    fn state_bytes(&self) -> usize {
+        0
+    }
+}

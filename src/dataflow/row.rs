@@ -1,0 +1,69 @@
+//! Row encoding of Arrow values (arrow's order-preserving row format), used
+//! for keys and for rows held in arrangements, and the hash that decides
+//! which worker owns a key.
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::row::{Row, RowConverter, Rows, SortField};
+use datafusion::common::hash_utils::create_hashes;
+
+use crate::error::Result;
+
+/// Encodes columns of fixed types to comparable byte rows and back.
+/// Encoded rows compare (as bytes) in the order the sort options give.
+#[derive(Debug)]
+pub struct RowCodec {
+    converter: RowConverter,
+}
+
+impl RowCodec {
+    /// Ascending, nulls first, for every column.
+    pub fn new<'a>(types: impl IntoIterator<Item = &'a DataType>) -> Result<RowCodec> {
+        Self::with_order(types.into_iter().map(|t| (t.clone(), SortOptions::default())))
+    }
+
+    pub fn with_order(fields: impl IntoIterator<Item = (DataType, SortOptions)>) -> Result<RowCodec> {
+        let fields = fields
+            .into_iter()
+            .map(|(t, o)| SortField::new_with_options(t, o))
+            .collect();
+        Ok(RowCodec {
+            converter: RowConverter::new(fields)?,
+        })
+    }
+
+    pub fn encode(&self, columns: &[ArrayRef]) -> Result<Rows> {
+        Ok(self.converter.convert_columns(columns)?)
+    }
+
+    /// Decodes encoded rows back into columns.
+    pub fn decode<'a>(&self, rows: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<ArrayRef>> {
+        let parser = self.converter.parser();
+        let rows: Vec<Row<'_>> = rows.into_iter().map(|r| parser.parse(r)).collect();
+        Ok(self.converter.convert_rows(rows)?)
+    }
+}
+
+/// Seeds shared by every worker, so a key hashes to one shard everywhere.
+fn hash_state() -> datafusion::common::hash_utils::RandomState {
+    datafusion::common::hash_utils::RandomState::with_seed(0x5eed_eddb)
+}
+
+/// The shard (in `0..shards`) owning each row's key.
+pub fn shard_of_rows(keys: &[ArrayRef], num_rows: usize, shards: usize) -> Result<Vec<usize>> {
+    if shards == 1 {
+        return Ok(vec![0; num_rows]);
+    }
+    if keys.is_empty() {
+        return Ok(vec![shard_of_empty_key(shards); num_rows]);
+    }
+    let mut hashes = vec![0u64; num_rows];
+    create_hashes(keys, &hash_state(), &mut hashes)?;
+    Ok(hashes.iter().map(|h| (*h % shards as u64) as usize).collect())
+}
+
+/// The shard owning the empty key (a global aggregate or top-N).
+pub fn shard_of_empty_key(_shards: usize) -> usize {
+    0
+}
