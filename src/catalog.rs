@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{Engine, MaterializedView, RelationReader, ViewDef};
 use crate::error::{Error, Result};
-use crate::storage::{Store, Table};
+use crate::storage::{Change, Store, Table};
 use crate::types::SqlType;
 
 /// Name of the hidden row-id column every stored batch ends with.
@@ -79,6 +80,8 @@ impl TableDef {
 pub struct Catalog {
     store: Store,
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
+    views: RwLock<BTreeMap<String, Arc<ViewEntry>>>,
+    engine: Engine,
     /// Serialises DDL so ids and names are decided one at a time.
     ddl: Mutex<()>,
     /// Bumped by every DDL statement; prepared plans older than it are re-planned.
@@ -86,7 +89,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn open(data_dir: &std::path::Path) -> Result<Catalog> {
+    pub fn open(data_dir: &std::path::Path, workers: usize) -> Result<Catalog> {
         let store = Store::open(data_dir)?;
         let mut tables = BTreeMap::new();
         for def in store.table_defs()? {
@@ -97,6 +100,8 @@ impl Catalog {
         Ok(Catalog {
             store,
             tables: RwLock::new(tables),
+            views: RwLock::new(BTreeMap::new()),
+            engine: Engine::new(workers)?,
             ddl: Mutex::new(()),
             version: AtomicU64::new(1),
         })
@@ -141,6 +146,9 @@ impl Catalog {
         if_not_exists: bool,
     ) -> Result<Option<Arc<Table>>> {
         let _ddl = self.ddl.lock().expect("ddl lock");
+        if self.view(name).is_some() {
+            return Err(Error::DuplicateTable(name.to_string()));
+        }
         if self.table(name).is_some() {
             return if if_not_exists {
                 Ok(None)
@@ -165,7 +173,7 @@ impl Catalog {
     }
 
     /// Drops a table; `Ok(false)` when it did not exist and `if_exists` is set.
-    pub fn drop_table(&self, name: &str, if_exists: bool) -> Result<bool> {
+    pub fn drop_table(&self, name: &str, if_exists: bool, cascade: bool) -> Result<bool> {
         let _ddl = self.ddl.lock().expect("ddl lock");
         let Some(table) = self.table(name) else {
             return if if_exists {
@@ -174,6 +182,7 @@ impl Catalog {
                 Err(Error::UndefinedTableToDrop(name.to_string()))
             };
         };
+        self.drop_dependents(name, "table", cascade)?;
         // The definition goes first: a crash after it leaves an orphan tree,
         // which the next start removes.
         self.store.delete_table_def(table.def())?;
@@ -181,5 +190,241 @@ impl Catalog {
         self.store.drop_table_tree(table.def().id)?;
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(true)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Commits a table change and its effect on every view, as one epoch
+    /// (see [`Engine::commit`]); runs off the async runtime.
+    pub async fn commit(self: &Arc<Self>, table: &Arc<Table>, change: Change) -> Result<u64> {
+        let (catalog, table) = (Arc::clone(self), Arc::clone(table));
+        // Off the async runtime: the commit waits on fsync and on the
+        // dataflow workers. Once started it completes even if the client
+        // goes away, so a statement is never half-published.
+        tokio::task::spawn_blocking(move || catalog.engine.commit(&table, change))
+            .await
+            .map_err(|e| Error::Internal(format!("commit task failed: {e}")))?
+    }
+
+    pub fn view(&self, name: &str) -> Option<Arc<ViewEntry>> {
+        self.views.read().expect("catalog lock").get(name).cloned()
+    }
+
+    pub fn views(&self) -> Vec<Arc<ViewEntry>> {
+        self.views
+            .read()
+            .expect("catalog lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn materialized_view(&self, name: &str) -> Option<Arc<MaterializedView>> {
+        match self.view(name)?.as_ref() {
+            ViewEntry::Materialized(view) => Some(Arc::clone(view)),
+            ViewEntry::Plain { .. } => None,
+        }
+    }
+
+    pub fn relation_exists(&self, name: &str) -> bool {
+        self.table(name).is_some() || self.view(name).is_some()
+    }
+
+    /// Stored view definitions, oldest first (the order to create them in).
+    pub fn stored_view_defs(&self) -> Result<Vec<ViewDef>> {
+        let mut defs = self.store.view_defs()?;
+        defs.sort_by_key(|d| d.id);
+        Ok(defs)
+    }
+
+    pub fn next_relation_id(&self) -> Result<u64> {
+        self.store.next_table_id()
+    }
+
+    /// Registers a view; `persist` is false when it is being restored at
+    /// start. A materialized view is backfilled before it is visible.
+    /// Blocking. `Ok(false)` when it exists and `if_not_exists` is set.
+    pub fn add_view(&self, entry: ViewEntry, if_not_exists: bool, persist: bool) -> Result<bool> {
+        let _ddl = self.ddl.lock().expect("ddl lock");
+        let name = entry.def().name.clone();
+        if self.relation_exists(&name) {
+            return if if_not_exists && self.view(&name).is_some() {
+                Ok(false)
+            } else {
+                Err(Error::DuplicateTable(name))
+            };
+        }
+        for dependency in &entry.def().depends_on {
+            if !self.relation_exists(dependency) {
+                return Err(Error::UndefinedTable(dependency.clone()));
+            }
+        }
+        if let ViewEntry::Materialized(view) = &entry {
+            self.engine
+                .create_view(Arc::clone(view), &CatalogReader(self))?;
+        }
+        if persist {
+            if let Err(e) = self.store.put_view_def(entry.def()) {
+                if let ViewEntry::Materialized(view) = &entry {
+                    self.engine.drop_view(view.def.id);
+                }
+                return Err(e);
+            }
+        }
+        self.views
+            .write()
+            .expect("catalog lock")
+            .insert(name, Arc::new(entry));
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
+    }
+
+    /// Drops a view. `materialized` says which statement asked: DROP VIEW
+    /// on a materialized view (or the reverse) is refused, as in PostgreSQL.
+    pub fn drop_view(
+        &self,
+        name: &str,
+        materialized: bool,
+        if_exists: bool,
+        cascade: bool,
+    ) -> Result<bool> {
+        let _ddl = self.ddl.lock().expect("ddl lock");
+        let Some(entry) = self.view(name) else {
+            if if_exists && self.table(name).is_none() {
+                return Ok(false);
+            }
+            if self.table(name).is_some() {
+                return Err(Error::WrongObjectType(format!(
+                    "\"{name}\" is not a {}",
+                    if materialized {
+                        "materialized view"
+                    } else {
+                        "view"
+                    }
+                )));
+            }
+            return Err(Error::UndefinedTableToDrop(name.to_string()));
+        };
+        if entry.def().materialized != materialized {
+            return Err(Error::WrongObjectType(format!(
+                "\"{name}\" is not a {}",
+                if materialized {
+                    "materialized view"
+                } else {
+                    "view"
+                }
+            )));
+        }
+        self.drop_dependents(name, entry.def().kind_name(), cascade)?;
+        self.remove_view(&entry)?;
+        Ok(true)
+    }
+
+    fn remove_view(&self, entry: &ViewEntry) -> Result<()> {
+        let def = entry.def();
+        self.store.delete_view_def(def)?;
+        self.views.write().expect("catalog lock").remove(&def.name);
+        if let ViewEntry::Materialized(view) = entry {
+            self.engine.drop_view(view.def.id);
+        }
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Views reading `name`, newest first (the order to drop them in),
+    /// including views over those views.
+    fn dependents(&self, name: &str) -> Vec<Arc<ViewEntry>> {
+        let mut found: Vec<Arc<ViewEntry>> = Vec::new();
+        let mut frontier = vec![name.to_string()];
+        while let Some(current) = frontier.pop() {
+            for view in self.views() {
+                let def = view.def();
+                if def.depends_on.contains(&current) && !found.iter().any(|f| f.def().id == def.id)
+                {
+                    frontier.push(def.name.clone());
+                    found.push(view);
+                }
+            }
+        }
+        found.sort_by_key(|v| std::cmp::Reverse(v.def().id));
+        found
+    }
+
+    /// With `cascade`, drops every view depending on `name`; without, fails
+    /// with 2BP01 if there is one.
+    fn drop_dependents(&self, name: &str, kind: &str, cascade: bool) -> Result<()> {
+        let dependents = self.dependents(name);
+        if dependents.is_empty() {
+            return Ok(());
+        }
+        if !cascade {
+            return Err(Error::DependentObjects {
+                object: format!("{kind} {name}"),
+                dependents: dependents
+                    .iter()
+                    .map(|d| {
+                        let def = d.def();
+                        let on = def
+                            .depends_on
+                            .iter()
+                            .find(|n| *n == name || dependents.iter().any(|o| &o.def().name == *n));
+                        format!(
+                            "{} {} depends on {}",
+                            def.kind_name(),
+                            def.name,
+                            on.map_or(name, |s| s.as_str())
+                        )
+                    })
+                    .collect(),
+                cascade_hint: "Use DROP ... CASCADE to drop the dependent objects too.".into(),
+            });
+        }
+        for dependent in dependents {
+            tracing::info!(view = %dependent.def().name, "dropping dependent view (CASCADE)");
+            self.remove_view(&dependent)?;
+        }
+        Ok(())
+    }
+}
+
+/// A view in the catalog.
+#[derive(Debug)]
+pub enum ViewEntry {
+    Materialized(Arc<MaterializedView>),
+    /// A plain view: its plan is inlined wherever it is read.
+    Plain {
+        def: ViewDef,
+        plan: datafusion::logical_expr::LogicalPlan,
+    },
+}
+
+impl ViewEntry {
+    pub fn def(&self) -> &ViewDef {
+        match self {
+            ViewEntry::Materialized(view) => &view.def,
+            ViewEntry::Plain { def, .. } => def,
+        }
+    }
+}
+
+/// Reads relations for a view's backfill.
+struct CatalogReader<'a>(&'a Catalog);
+
+impl RelationReader for CatalogReader<'_> {
+    fn read(&self, relation: &str) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>> {
+        if let Some(table) = self.0.table(relation) {
+            let user: Vec<usize> = (0..table.schema().fields().len()).collect();
+            return table
+                .scan()?
+                .iter()
+                .map(|b| Ok(b.project(&user)?))
+                .collect();
+        }
+        match self.0.materialized_view(relation) {
+            Some(view) => view.scan(),
+            None => Err(Error::UndefinedTable(relation.to_string())),
+        }
     }
 }

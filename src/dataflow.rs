@@ -19,6 +19,7 @@ pub mod batch;
 pub mod expr;
 pub mod graph;
 pub mod operator;
+pub mod planner;
 pub mod row;
 pub mod runtime;
 

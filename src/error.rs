@@ -93,6 +93,17 @@ pub enum Error {
     ResourcesExhausted(String),
     #[error("{0}")]
     SerializationFailure(String),
+    #[error("cannot drop {object} because other objects depend on it")]
+    DependentObjects {
+        object: String,
+        /// One line per dependant, e.g. `materialized view v depends on table t`.
+        dependents: Vec<String>,
+        cascade_hint: String,
+    },
+    #[error("{0}")]
+    WrongObjectType(String),
+    #[error("materialized view \"{name}\" has failed: {reason}")]
+    ViewFailed { name: String, reason: String },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("internal error: {0}. This is a bug in EddyDB; please report it")]
@@ -135,6 +146,9 @@ impl Error {
             Error::QueryCanceled => "57014",
             Error::ResourcesExhausted(_) => "53200",
             Error::SerializationFailure(_) => "40001",
+            Error::DependentObjects { .. } => "2BP01",
+            Error::WrongObjectType(_) => "42809",
+            Error::ViewFailed { .. } => "55000",
             Error::Storage(_) => "58030",
             Error::Internal(_) => "XX000",
         }
@@ -153,6 +167,10 @@ impl Error {
             Error::SerializationFailure(_) => {
                 Some("Another statement changed these rows meanwhile; retry.".to_string())
             }
+            Error::DependentObjects { cascade_hint, .. } => Some(cascade_hint.clone()),
+            Error::ViewFailed { name, .. } => Some(format!(
+                "DROP MATERIALIZED VIEW {name} and create it again once the cause is fixed."
+            )),
             _ => None,
         }
     }
@@ -167,6 +185,7 @@ impl Error {
     pub fn detail(&self) -> Option<String> {
         match self {
             Error::UniqueViolation { detail, .. } => Some(detail.clone()),
+            Error::DependentObjects { dependents, .. } => Some(dependents.join("\n")),
             _ => None,
         }
     }

@@ -11,6 +11,8 @@
 //!   the `pg_catalog` / `information_schema` compatibility layer.
 //! - [`dataflow`] — the incremental engine: change batches, operators,
 //!   arrangements, worker threads, and the planner from DataFusion plans.
+//! - [`engine`]   — materialized views and the commit path that publishes a
+//!   table change and every view's change to it as one epoch.
 //! - [`catalog`]  — relations and their definitions.
 //! - [`storage`]  — durable table state: in-memory Arrow chunks backed by a sled log.
 //! - [`types`]    — the SQL types EddyDB stores and their Arrow representation.
@@ -19,6 +21,7 @@
 pub mod catalog;
 pub mod config;
 pub mod dataflow;
+pub mod engine;
 pub mod error;
 pub mod protocol;
 pub mod query;

@@ -20,7 +20,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::Statement;
 
-pub use provider::{TableScanProvider, TablesSchema};
+pub use provider::{TableScanProvider, TablesSchema, ViewProvider};
 
 use crate::catalog::Catalog;
 use crate::error::Result;
@@ -181,6 +181,9 @@ impl QueryContext {
             ))?
         };
         let df = self.ctx.execute_logical_plan(plan).await?;
+        // Scans take their snapshots while the plan is built: under the
+        // gate, they all see the same closed epoch.
+        let _epoch = self.catalog.engine().read_gate().await;
         Ok(df.execute_stream().await?)
     }
 

@@ -23,7 +23,18 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> crate::Result<()> {
-    let catalog = Arc::new(Catalog::open(&config.data_dir)?);
+    let catalog = Arc::new(Catalog::open(&config.data_dir, config.worker_count())?);
+    let started = std::time::Instant::now();
+    let restore_ctx =
+        crate::query::QueryContext::new(Arc::clone(&catalog), config.worker_count(), "eddydb", 0)?;
+    crate::sql::restore_views(&catalog, &restore_ctx).await?;
+    if !catalog.views().is_empty() {
+        tracing::info!(
+            views = catalog.views().len(),
+            ms = started.elapsed().as_millis() as u64,
+            "views restored"
+        );
+    }
     let handler = Arc::new(Handler::new(Arc::clone(&catalog), config.worker_count()));
     let addr = listener
         .local_addr()

@@ -10,6 +10,9 @@ mod dml;
 mod names;
 mod point_lookup;
 mod settings;
+mod views;
+
+pub use views::restore_views;
 
 use std::sync::Arc;
 
@@ -130,6 +133,15 @@ struct TransactionState {
 }
 
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    // `EXPLAIN MATERIALIZED VIEW v` (Materialize's form) is `EXPLAIN v`.
+    let trimmed = sql.trim_start();
+    let sql = match trimmed.get(..26) {
+        Some(head) if head.eq_ignore_ascii_case("explain materialized view ") => {
+            format!("EXPLAIN {}", &trimmed[26..])
+        }
+        _ => sql.to_string(),
+    };
+    let sql = sql.as_str();
     Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| Error::from(e).with_statement_text(sql))
 }
@@ -173,7 +185,21 @@ impl Session {
 
     async fn dispatch(&mut self, stmt: Statement, params: &[ScalarValue]) -> Result<Output> {
         match stmt {
+            Statement::Explain { statement, .. }
+                if matches!(statement.as_ref(), Statement::CreateView(_)) =>
+            {
+                let Statement::CreateView(create) = *statement else {
+                    unreachable!("matched above")
+                };
+                views::explain_create(&self.catalog, &self.query, create).await
+            }
+            Statement::ExplainTable { table_name, .. } => {
+                views::explain_existing(&self.catalog, &names::relation_name(&table_name)?)
+            }
             Statement::Query(_) | Statement::Explain { .. } => self.run_query(stmt, params).await,
+            Statement::CreateView(create) => {
+                views::create_view(&self.catalog, &self.query, create).await
+            }
             Statement::CreateTable(create) => {
                 ddl::create_table(&self.catalog, &self.query, create).await
             }
@@ -213,6 +239,9 @@ impl Session {
             Statement::Set(set) => self.settings.set(set),
             Statement::Reset(reset) => self.settings.reset(reset),
             Statement::ShowVariable { variable } => self.settings.show(&variable),
+            Statement::ShowViews { materialized, .. } => {
+                Ok(views::show_views(&self.catalog, materialized))
+            }
             Statement::ShowTables { .. } => Ok(show_tables(&self.catalog)),
             Statement::Discard { .. } => {
                 self.settings = Settings::default();

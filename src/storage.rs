@@ -11,12 +11,13 @@ mod table;
 use std::path::Path;
 
 pub use log::LogRecord;
-pub use table::{Change, Table};
+pub use table::{Change, PreparedChange, Table};
 
 use crate::catalog::TableDef;
 use crate::error::{Error, Result};
 
 const TABLE_DEF_PREFIX: &str = "table/";
+const VIEW_DEF_PREFIX: &str = "view/";
 const NEXT_TABLE_ID: &str = "next_table_id";
 const ROWS_TREE_PREFIX: &str = "rows/";
 
@@ -85,6 +86,30 @@ impl Store {
     pub fn delete_table_def(&self, def: &TableDef) -> Result<()> {
         self.meta
             .remove(format!("{TABLE_DEF_PREFIX}{}", def.name))?;
+        self.flush()
+    }
+
+    pub fn view_defs(&self) -> Result<Vec<crate::engine::ViewDef>> {
+        let mut defs = Vec::new();
+        for entry in self.meta.scan_prefix(VIEW_DEF_PREFIX) {
+            let (_, value) = entry?;
+            defs.push(
+                serde_json::from_slice(&value)
+                    .map_err(|e| Error::Storage(format!("corrupt view definition: {e}")))?,
+            );
+        }
+        Ok(defs)
+    }
+
+    pub fn put_view_def(&self, def: &crate::engine::ViewDef) -> Result<()> {
+        let json = serde_json::to_vec(def).map_err(|e| Error::Internal(e.to_string()))?;
+        self.meta
+            .insert(format!("{VIEW_DEF_PREFIX}{}", def.name), json)?;
+        self.flush()
+    }
+
+    pub fn delete_view_def(&self, def: &crate::engine::ViewDef) -> Result<()> {
+        self.meta.remove(format!("{VIEW_DEF_PREFIX}{}", def.name))?;
         self.flush()
     }
 

@@ -167,7 +167,9 @@ impl Arrangement {
 }
 
 /// Each row as many times as its (positive) multiplicity.
-pub fn expand<'a>(entries: impl Iterator<Item = (&'a [u8], i64)>) -> impl Iterator<Item = &'a [u8]> {
+pub fn expand<'a>(
+    entries: impl Iterator<Item = (&'a [u8], i64)>,
+) -> impl Iterator<Item = &'a [u8]> {
     entries.flat_map(|(row, n)| std::iter::repeat_n(row, n.max(0) as usize))
 }
 

@@ -101,7 +101,10 @@ impl ChangeBatch {
             _ => {}
         }
         let data = concat_batches(schema, batches.iter().map(|b| &b.data))?;
-        let diffs = batches.iter().flat_map(|b| b.diffs.iter().copied()).collect();
+        let diffs = batches
+            .iter()
+            .flat_map(|b| b.diffs.iter().copied())
+            .collect();
         Ok(ChangeBatch { data, diffs })
     }
 
@@ -223,13 +226,21 @@ fn pretty_column(data_type: &DataType, values: &[String]) -> Result<ArrayRef> {
         DataType::Int64 => Arc::new(
             values
                 .iter()
-                .map(|v| cell(v).map(|s| s.parse::<i64>().map_err(|_| parse_err(v))).transpose())
+                .map(|v| {
+                    cell(v)
+                        .map(|s| s.parse::<i64>().map_err(|_| parse_err(v)))
+                        .transpose()
+                })
                 .collect::<Result<Int64Array>>()?,
         ),
         DataType::Float64 => Arc::new(
             values
                 .iter()
-                .map(|v| cell(v).map(|s| s.parse::<f64>().map_err(|_| parse_err(v))).transpose())
+                .map(|v| {
+                    cell(v)
+                        .map(|s| s.parse::<f64>().map_err(|_| parse_err(v)))
+                        .transpose()
+                })
                 .collect::<Result<Float64Array>>()?,
         ),
         DataType::Boolean => Arc::new(

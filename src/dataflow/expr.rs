@@ -46,7 +46,8 @@ fn evaluate_row_by_row(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Res
             }
         }
     }
-    let refs: Vec<&dyn datafusion::arrow::array::Array> = parts.iter().map(|a| a.as_ref()).collect();
+    let refs: Vec<&dyn datafusion::arrow::array::Array> =
+        parts.iter().map(|a| a.as_ref()).collect();
     Ok(concat(&refs)?)
 }
 

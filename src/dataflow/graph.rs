@@ -2,22 +2,27 @@
 //! that read them), the last node being the view's output. The graph is a
 //! description; the runtime instantiates its operators once per worker.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::operator::{AggregateSpec, Filter, JoinSpec, Operator, Project, TopNSpec, Union, Values};
+use super::operator::{
+    AggregateSpec, Filter, JoinSpec, Operator, Project, TopNSpec, Union, Values,
+};
 use crate::error::Result;
 
 #[derive(Debug, Clone)]
 pub enum NodeKind {
     /// Changes of a table or of another materialized view.
-    Source { relation: String },
+    Source {
+        relation: String,
+    },
     /// Repartitions rows by the hash of `keys`, so each worker sees every
     /// row of the keys it owns.
-    Exchange { keys: Vec<Arc<dyn PhysicalExpr>> },
+    Exchange {
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+    },
     Filter(Filter),
     Project(Project),
     Union(Union),
@@ -61,14 +66,17 @@ impl Graph {
 
     /// `(node, relation)` for every source node.
     pub fn sources(&self) -> impl Iterator<Item = (usize, &str)> {
-        self.nodes.iter().enumerate().filter_map(|(i, n)| match &n.kind {
-            NodeKind::Source { relation } => Some((i, relation.as_str())),
-            _ => None,
-        })
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match &n.kind {
+                NodeKind::Source { relation } => Some((i, relation.as_str())),
+                _ => None,
+            })
     }
 
-    /// The tree of operators, output first, as EXPLAIN prints it.
-    pub fn explain(&self) -> Vec<String> {
+    /// The tree of operators, output first: `(depth, node, description)`.
+    pub fn explain_nodes(&self) -> Vec<(usize, usize, String)> {
         let mut lines = Vec::new();
         if !self.nodes.is_empty() {
             self.explain_node(self.output(), 0, &mut lines);
@@ -76,11 +84,9 @@ impl Graph {
         lines
     }
 
-    fn explain_node(&self, node: usize, depth: usize, lines: &mut Vec<String>) {
+    fn explain_node(&self, node: usize, depth: usize, lines: &mut Vec<(usize, usize, String)>) {
         let n = &self.nodes[node];
-        let mut line = "  ".repeat(depth);
-        let _ = write!(line, "{}", describe(&n.kind));
-        lines.push(line);
+        lines.push((depth, node, describe(&n.kind)));
         for input in &n.inputs {
             self.explain_node(*input, depth + 1, lines);
         }
@@ -93,7 +99,10 @@ pub fn describe(kind: &NodeKind) -> String {
         NodeKind::Exchange { keys } if keys.is_empty() => "Exchange: single worker".into(),
         NodeKind::Exchange { keys } => format!(
             "Exchange: hash({})",
-            keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+            keys.iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         NodeKind::Filter(op) => op.describe(),
         NodeKind::Project(op) => op.describe(),

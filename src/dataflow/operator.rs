@@ -36,8 +36,12 @@ impl Shard {
 pub trait Operator: Send {
     /// Processes a batch arriving on input `port`, pushing what changes
     /// downstream to `out`.
-    fn on_batch(&mut self, port: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>)
-        -> Result<()>;
+    fn on_batch(
+        &mut self,
+        port: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()>;
 
     /// Called once, before the first batch (after a restart too): an
     /// operator whose output is not empty over empty inputs (a global

@@ -20,10 +20,16 @@ pub struct RowCodec {
 impl RowCodec {
     /// Ascending, nulls first, for every column.
     pub fn new<'a>(types: impl IntoIterator<Item = &'a DataType>) -> Result<RowCodec> {
-        Self::with_order(types.into_iter().map(|t| (t.clone(), SortOptions::default())))
+        Self::with_order(
+            types
+                .into_iter()
+                .map(|t| (t.clone(), SortOptions::default())),
+        )
     }
 
-    pub fn with_order(fields: impl IntoIterator<Item = (DataType, SortOptions)>) -> Result<RowCodec> {
+    pub fn with_order(
+        fields: impl IntoIterator<Item = (DataType, SortOptions)>,
+    ) -> Result<RowCodec> {
         let fields = fields
             .into_iter()
             .map(|(t, o)| SortField::new_with_options(t, o))
@@ -60,7 +66,10 @@ pub fn shard_of_rows(keys: &[ArrayRef], num_rows: usize, shards: usize) -> Resul
     }
     let mut hashes = vec![0u64; num_rows];
     create_hashes(keys, &hash_state(), &mut hashes)?;
-    Ok(hashes.iter().map(|h| (*h % shards as u64) as usize).collect())
+    Ok(hashes
+        .iter()
+        .map(|h| (*h % shards as u64) as usize)
+        .collect())
 }
 
 /// The shard owning the empty key (a global aggregate or top-N).

@@ -144,7 +144,10 @@ impl Runtime {
                 let len = per.min(batch.len() - from);
                 if len > 0 {
                     let data = batch.data.slice(from, len);
-                    part.push((node, ChangeBatch::new(data, batch.diffs[from..from + len].to_vec())));
+                    part.push((
+                        node,
+                        ChangeBatch::new(data, batch.diffs[from..from + len].to_vec()),
+                    ));
                 }
             }
         }
@@ -360,7 +363,10 @@ impl Worker {
             if message.node == node {
                 received.push(message.batch);
             } else {
-                self.pending.entry(message.node).or_default().push(message.batch);
+                self.pending
+                    .entry(message.node)
+                    .or_default()
+                    .push(message.batch);
             }
         }
         match error {
@@ -425,7 +431,9 @@ fn run_operator(
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            Err(Error::Internal(format!("a dataflow operator panicked: {what}")))
+            Err(Error::Internal(format!(
+                "a dataflow operator panicked: {what}"
+            )))
         }
     }
 }

@@ -17,7 +17,10 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
 
-use crate::catalog::Catalog;
+use datafusion::catalog::view::ViewTable;
+
+use crate::catalog::{Catalog, ViewEntry};
+use crate::engine::MaterializedView;
 use crate::storage::Table;
 
 /// `public` (or `__dml`): every table of the catalog, resolved at plan time.
@@ -39,17 +42,36 @@ impl TablesSchema {
 #[async_trait]
 impl SchemaProvider for TablesSchema {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.table_names()
+        let mut names = self.catalog.table_names();
+        if !self.with_row_id {
+            names.extend(self.catalog.views().iter().map(|v| v.def().name.clone()));
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self.catalog.table(name).map(|table| {
-            Arc::new(TableScanProvider::new(table, self.with_row_id)) as Arc<dyn TableProvider>
+        if let Some(table) = self.catalog.table(name) {
+            return Ok(Some(Arc::new(TableScanProvider::new(
+                table,
+                self.with_row_id,
+            ))));
+        }
+        if self.with_row_id {
+            return Ok(None);
+        }
+        Ok(self.catalog.view(name).map(|view| match view.as_ref() {
+            ViewEntry::Materialized(view) => {
+                Arc::new(ViewProvider(Arc::clone(view))) as Arc<dyn TableProvider>
+            }
+            ViewEntry::Plain { def, plan } => {
+                Arc::new(ViewTable::new(plan.clone(), Some(def.query.clone())))
+            }
         }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
         self.catalog.table(name).is_some()
+            || (!self.with_row_id && self.catalog.view(name).is_some())
     }
 }
 
@@ -76,21 +98,7 @@ impl TableScanProvider {
 
     /// The primary key values if `filters` pin every key column to a literal.
     fn key_from_filters(&self, filters: &[Expr]) -> Option<Vec<ArrayRef>> {
-        let def = self.table.def();
-        if def.primary_key.is_empty() {
-            return None;
-        }
-        def.primary_key
-            .iter()
-            .map(|i| {
-                let field = self.schema.field(*i);
-                filters.iter().find_map(|f| {
-                    let value = equality_literal(f, field.name())?;
-                    let value = value.cast_to(field.data_type()).ok()?;
-                    (!value.is_null()).then(|| value.to_array().ok()).flatten()
-                })
-            })
-            .collect()
+        key_from_filters(&self.schema, &self.table.def().primary_key, filters)
     }
 
     fn visible(&self, batch: RecordBatch) -> DfResult<RecordBatch> {
@@ -100,6 +108,45 @@ impl TableScanProvider {
         let keep: Vec<usize> = (0..batch.num_columns() - 1).collect();
         Ok(batch.project(&keep)?)
     }
+}
+
+/// The values of `key` columns if `filters` pin every one to a literal.
+fn key_from_filters(schema: &SchemaRef, key: &[usize], filters: &[Expr]) -> Option<Vec<ArrayRef>> {
+    if key.is_empty() {
+        return None;
+    }
+    key.iter()
+        .map(|i| {
+            let field = schema.field(*i);
+            filters.iter().find_map(|f| {
+                let value = equality_literal(f, field.name())?;
+                let value = value.cast_to(field.data_type()).ok()?;
+                (!value.is_null()).then(|| value.to_array().ok()).flatten()
+            })
+        })
+        .collect()
+}
+
+/// Whether each filter is an equality on one of `columns` (Inexact: the
+/// index narrows the scan, DataFusion still applies the filter).
+fn key_pushdown(
+    schema: &SchemaRef,
+    columns: &[usize],
+    filters: &[&Expr],
+) -> Vec<TableProviderFilterPushDown> {
+    filters
+        .iter()
+        .map(|f| {
+            let on_key = columns
+                .iter()
+                .any(|c| equality_literal(f, schema.field(*c).name()).is_some());
+            if on_key {
+                TableProviderFilterPushDown::Inexact
+            } else {
+                TableProviderFilterPushDown::Unsupported
+            }
+        })
+        .collect()
 }
 
 /// `column = literal` (either side) on the named column.
@@ -134,25 +181,11 @@ impl TableProvider for TableScanProvider {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Inexact: DataFusion still applies every filter after our scan, so
-        // the index only narrows what is read.
-        let pk_columns: Vec<&str> = self
-            .table
-            .def()
-            .primary_key
-            .iter()
-            .map(|i| self.schema.field(*i).name().as_str())
-            .collect();
-        Ok(filters
-            .iter()
-            .map(|f| {
-                if pk_columns.iter().any(|c| equality_literal(f, c).is_some()) {
-                    TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
-                }
-            })
-            .collect())
+        Ok(key_pushdown(
+            &self.schema,
+            &self.table.def().primary_key,
+            filters,
+        ))
     }
 
     async fn scan(
@@ -197,4 +230,48 @@ fn spread(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
         partitions[i % n].push(batch);
     }
     partitions
+}
+
+/// A materialized view as DataFusion sees it: a scan of its arrangement
+/// (never a recomputation), or a probe of its index when the filters pin
+/// every key column.
+#[derive(Debug)]
+pub struct ViewProvider(pub Arc<MaterializedView>);
+
+#[async_trait]
+impl TableProvider for ViewProvider {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.0.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(key_pushdown(&self.0.schema, &self.0.key_columns, filters))
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let view = &self.0;
+        let batches = match key_from_filters(&view.schema, &view.key_columns, filters) {
+            Some(key) => vec![view.lookup(&key).map_err(external)?],
+            None => view.scan().map_err(external)?,
+        };
+        let partitions = spread(batches, state.config().target_partitions());
+        Ok(MemorySourceConfig::try_new_exec(
+            &partitions,
+            Arc::clone(&view.schema),
+            projection.cloned(),
+        )?)
+    }
 }

@@ -146,19 +146,38 @@ pub fn drop(
     object_type: ObjectType,
     if_exists: bool,
     names_list: &[ObjectName],
-    _cascade: bool,
+    cascade: bool,
 ) -> Result<Output> {
-    match object_type {
-        ObjectType::Table => {
-            for name in names_list {
-                let relation = names::relation_name(name)?;
-                catalog.drop_table(&relation, if_exists)?;
-            }
-            Ok(Output::Command(CommandTag::new("DROP TABLE")))
+    let tag = match object_type {
+        ObjectType::Table => "DROP TABLE",
+        ObjectType::View => "DROP VIEW",
+        ObjectType::MaterializedView => "DROP MATERIALIZED VIEW",
+        other => {
+            return Err(Error::unsupported(
+                format!("DROP {other}"),
+                "DROP TABLE, DROP VIEW and DROP MATERIALIZED VIEW are supported.",
+            ))
         }
-        other => Err(Error::unsupported(
-            format!("DROP {other}"),
-            "DROP TABLE is supported.",
-        )),
+    };
+    for name in names_list {
+        let relation = names::relation_name(name)?;
+        match object_type {
+            ObjectType::Table => {
+                if let Some(view) = catalog.view(&relation) {
+                    return Err(Error::WrongObjectType(format!(
+                        "\"{relation}\" is not a table; use DROP {} {relation}",
+                        view.def().kind_name().to_uppercase()
+                    )));
+                }
+                catalog.drop_table(&relation, if_exists, cascade)?;
+            }
+            ObjectType::View => {
+                catalog.drop_view(&relation, false, if_exists, cascade)?;
+            }
+            _ => {
+                catalog.drop_view(&relation, true, if_exists, cascade)?;
+            }
+        }
     }
+    Ok(Output::Command(CommandTag::new(tag)))
 }

@@ -63,10 +63,16 @@ pub async fn insert(
     };
     let rows = conform_all(session, &table, &columns, batches).await?;
     let count: usize = rows.iter().map(RecordBatch::num_rows).sum();
-    table.commit(Change {
-        deletes: Vec::new(),
-        inserts: rows.clone(),
-    })?;
+    let catalog = Arc::clone(session.catalog());
+    catalog
+        .commit(
+            &table,
+            Change {
+                deletes: Vec::new(),
+                inserts: rows.clone(),
+            },
+        )
+        .await?;
     match &insert.returning {
         Some(items) => returning(table.def(), &table.def().name, rows, items).await,
         None => Ok(Output::Command(
@@ -83,10 +89,16 @@ pub async fn insert_batches(
     batches: Vec<RecordBatch>,
 ) -> Result<u64> {
     let rows = conform_all(session, table, columns, batches).await?;
-    table.commit(Change {
-        deletes: Vec::new(),
-        inserts: rows,
-    })
+    let catalog = Arc::clone(session.catalog());
+    catalog
+        .commit(
+            table,
+            Change {
+                deletes: Vec::new(),
+                inserts: rows,
+            },
+        )
+        .await
 }
 
 pub async fn describe_insert(
@@ -603,10 +615,16 @@ pub async fn update(
         .map(|b| conform(&target.table, &all, b, &no_defaults))
         .collect::<Result<Vec<_>>>()?;
     let count = ids.len();
-    target.table.commit(Change {
-        deletes: ids,
-        inserts: rows.clone(),
-    })?;
+    let catalog = Arc::clone(session.catalog());
+    catalog
+        .commit(
+            &target.table,
+            Change {
+                deletes: ids,
+                inserts: rows.clone(),
+            },
+        )
+        .await?;
     match &update.returning {
         Some(items) => returning(target.table.def(), &target.alias, rows, items).await,
         None => Ok(Output::Command(CommandTag::new("UPDATE").with_rows(count))),
@@ -622,10 +640,16 @@ pub async fn delete(
     let _writer = target.table.write_lock().await;
     let (ids, old_rows) = matched_rows(session, &sql, params).await?;
     let count = ids.len();
-    target.table.commit(Change {
-        deletes: ids,
-        inserts: Vec::new(),
-    })?;
+    let catalog = Arc::clone(session.catalog());
+    catalog
+        .commit(
+            &target.table,
+            Change {
+                deletes: ids,
+                inserts: Vec::new(),
+            },
+        )
+        .await?;
     match &delete.returning {
         Some(items) => {
             let schema = target.table.schema();
@@ -682,10 +706,16 @@ pub async fn truncate(session: &mut Session, truncate: ast::Truncate) -> Result<
                 .ok_or_else(|| Error::Internal("row id column type".into()))?;
             ids.extend(col.values().iter().copied());
         }
-        table.commit(Change {
-            deletes: ids,
-            inserts: Vec::new(),
-        })?;
+        let catalog = Arc::clone(session.catalog());
+        catalog
+            .commit(
+                &table,
+                Change {
+                    deletes: ids,
+                    inserts: Vec::new(),
+                },
+            )
+            .await?;
     }
     Ok(Output::Command(CommandTag::new("TRUNCATE TABLE")))
 }

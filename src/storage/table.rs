@@ -33,6 +33,39 @@ pub struct Change {
     pub inserts: Vec<RecordBatch>,
 }
 
+/// A change made durable by `Table::prepare`, not yet visible.
+#[derive(Debug)]
+pub struct PreparedChange {
+    record: LogRecord,
+    keys: Option<Vec<Rows>>,
+    /// The deleted rows' values, in the user schema.
+    deleted: RecordBatch,
+    empty: bool,
+}
+
+impl PreparedChange {
+    pub fn inserted_rows(&self) -> u64 {
+        self.record
+            .inserts
+            .iter()
+            .map(|b| b.num_rows() as u64)
+            .sum()
+    }
+
+    /// The rows deleted (user schema).
+    pub fn deleted(&self) -> &RecordBatch {
+        &self.deleted
+    }
+
+    /// The rows inserted (user schema, without row ids).
+    pub fn inserted(&self) -> impl Iterator<Item = RecordBatch> + '_ {
+        self.record.inserts.iter().map(|b| {
+            let user: Vec<usize> = (0..b.num_columns() - 1).collect();
+            b.project(&user).expect("row id is the last column")
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct Table {
     def: Arc<TableDef>,
@@ -195,7 +228,18 @@ impl Table {
     /// Commits a change: checks keys, writes it to the log, flushes, then
     /// makes it visible. Returns the number of rows inserted.
     pub fn commit(&self, change: Change) -> Result<u64> {
-        let mut state = self.state.write().expect("table lock");
+        let prepared = self.prepare(change)?;
+        let inserted = prepared.inserted_rows();
+        self.apply(prepared)?;
+        Ok(inserted)
+    }
+
+    /// First half of a commit: checks the change and makes it durable, but
+    /// not yet visible. The caller must `apply` it before preparing another
+    /// change of this table (the engine's commit lock sees to that), so the
+    /// table cannot change in between.
+    pub fn prepare(&self, change: Change) -> Result<PreparedChange> {
+        let state = self.state.read().expect("table lock");
         // Rows are matched before this lock is taken; a concurrent statement
         // may have deleted one since. Checked before logging, so the log
         // never holds a delete replay could not apply.
@@ -222,7 +266,7 @@ impl Table {
             }
             None => None,
         };
-        let checked = started.elapsed();
+        let deleted = state.rows_by_id(&change.deletes, self.schema())?;
         let mut record = LogRecord {
             deletes: change.deletes,
             inserts: Vec::with_capacity(change.inserts.len()),
@@ -233,31 +277,41 @@ impl Table {
             record.inserts.push(self.with_row_ids(batch, first)?);
             inserted += batch.num_rows() as u64;
         }
-        if record.deletes.is_empty() && inserted == 0 {
-            return Ok(0);
-        }
         let seq = state.next_log_seq;
-        let encoded = record.encode()?;
-        let encoded_at = started.elapsed();
-        self.tree.insert(seq.to_be_bytes(), encoded)?;
-        self.db.flush()?;
-        let durable_at = started.elapsed();
-        state.next_log_seq += 1;
-        state.dead_rows_in_log += record.deletes.len() as u64;
-        state.apply(record, keys)?;
+        drop(state);
+        let empty = record.deletes.is_empty() && inserted == 0;
+        if !empty {
+            let encoded = record.encode()?;
+            self.tree.insert(seq.to_be_bytes(), encoded)?;
+            self.db.flush()?;
+        }
         tracing::debug!(
             table = %self.def.name,
             rows = inserted,
-            check_ms = checked.as_millis() as u64,
-            encode_ms = (encoded_at - checked).as_millis() as u64,
-            write_ms = (durable_at - encoded_at).as_millis() as u64,
-            apply_ms = (started.elapsed() - durable_at).as_millis() as u64,
-            "commit"
+            durable_ms = started.elapsed().as_millis() as u64,
+            "commit prepared"
         );
+        Ok(PreparedChange {
+            record,
+            keys,
+            deleted,
+            empty,
+        })
+    }
+
+    /// Second half of a commit: makes a prepared change visible.
+    pub fn apply(&self, prepared: PreparedChange) -> Result<()> {
+        if prepared.empty {
+            return Ok(());
+        }
+        let mut state = self.state.write().expect("table lock");
+        state.next_log_seq += 1;
+        state.dead_rows_in_log += prepared.record.deletes.len() as u64;
+        state.apply(prepared.record, prepared.keys)?;
         if state.dead_rows_in_log > state.live_rows + LOG_COMPACT_SLACK {
             self.compact_log(&mut state)?;
         }
-        Ok(inserted)
+        Ok(())
     }
 
     fn with_row_ids(&self, batch: &RecordBatch, first: u64) -> Result<RecordBatch> {
@@ -383,6 +437,28 @@ impl TableState {
             }
         }
         Ok(())
+    }
+
+    /// The rows with these ids, in `schema` (the user columns).
+    fn rows_by_id(&self, ids: &[u64], schema: SchemaRef) -> Result<RecordBatch> {
+        if ids.is_empty() {
+            return Ok(RecordBatch::new_empty(schema));
+        }
+        let mut by_chunk: std::collections::BTreeMap<usize, Vec<u32>> = Default::default();
+        for id in ids {
+            let (c, r) = self
+                .locate(*id)
+                .ok_or_else(|| Error::Internal(format!("row {id} vanished")))?;
+            by_chunk.entry(c).or_default().push(r as u32);
+        }
+        let user: Vec<usize> = (0..schema.fields().len()).collect();
+        let mut parts = Vec::with_capacity(by_chunk.len());
+        for (c, rows) in by_chunk {
+            let idx = datafusion::arrow::array::UInt32Array::from(rows);
+            let taken = datafusion::arrow::compute::take_record_batch(&self.chunks[c].batch, &idx)?;
+            parts.push(taken.project(&user)?);
+        }
+        Ok(concat_batches(&schema, &parts)?)
     }
 
     /// Chunk and row of a row id: chunks and the ids inside them ascend.

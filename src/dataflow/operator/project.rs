@@ -61,8 +61,8 @@ pub fn project(
         .iter()
         .map(|e| evaluate(e, &batch.data))
         .collect::<Result<Vec<_>>>()?;
-    let options =
-        datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.len()));
+    let options = datafusion::arrow::record_batch::RecordBatchOptions::new()
+        .with_row_count(Some(batch.len()));
     let data = RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?;
     Ok(ChangeBatch::new(data, batch.diffs))
 }

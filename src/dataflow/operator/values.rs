@@ -22,7 +22,12 @@ pub struct Values {
 }
 
 impl Operator for Values {
-    fn on_batch(&mut self, _port: usize, _b: ChangeBatch, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+    fn on_batch(
+        &mut self,
+        _port: usize,
+        _b: ChangeBatch,
+        _out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
         Ok(())
     }
 

@@ -1,0 +1,685 @@
+//! Lowers a DataFusion `LogicalPlan` (analyzed and optimized) into a
+//! dataflow [`Graph`]. Each plan node becomes one operator whose output
+//! columns are exactly the plan node's schema; stateful operators get an
+//! exchange in front, keyed the way they keep state.
+//!
+//! What cannot be maintained incrementally is refused here, at CREATE,
+//! with 0A000 naming the construct: a plan that would need to be recomputed
+//! from scratch is not a view EddyDB can keep fresh.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, JoinType, NullEquality};
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction};
+use datafusion::logical_expr::{
+    Expr, FetchType, LogicalPlan, Operator as BinOp, SkipType, SortExpr, Volatility,
+};
+use datafusion::physical_expr::create_physical_expr;
+use datafusion::physical_plan::PhysicalExpr;
+use datafusion::scalar::ScalarValue;
+
+use super::batch::nullable_schema;
+use super::graph::{Graph, NodeKind};
+use super::operator::{
+    AggCall, AggFunc, AggregateSpec, Filter, JoinKind, JoinSpec, Project, SortKey, TopNSpec, Union,
+    Values,
+};
+use crate::error::{Error, Result};
+
+/// A planned view: its graph and the output columns forming a key.
+#[derive(Debug)]
+pub struct Planned {
+    pub graph: Graph,
+    /// Output columns that identify a row (the GROUP BY columns of an
+    /// aggregate view); empty when none are known.
+    pub key_columns: Vec<usize>,
+    /// Relations read, in the order their source nodes appear.
+    pub relations: Vec<String>,
+}
+
+/// Checks `plan` (as DataFusion's SQL planner produced it, before
+/// optimization folds `now()` into a constant) for what a view cannot hold.
+pub fn check_maintainable(plan: &LogicalPlan) -> Result<()> {
+    let mut problem: Option<Error> = None;
+    plan.apply(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Some(p) = expression_problem(e) {
+                    problem = Some(p);
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        Ok(if problem.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    match problem {
+        Some(p) => Err(p),
+        None => Ok(()),
+    }
+}
+
+fn expression_problem(expr: &Expr) -> Option<Error> {
+    match expr {
+        Expr::ScalarFunction(f) if f.func.signature().volatility != Volatility::Immutable => {
+            Some(Error::unsupported(
+                format!("function {}() in a materialized view", f.name()),
+                format!(
+                    "{}() can return a different result each time it is called, so a view \
+                     using it could not be kept up to date incrementally. Compute the value \
+                     when querying the view instead.",
+                    f.name()
+                ),
+            ))
+        }
+        Expr::Placeholder(p) => Some(Error::unsupported(
+            format!("parameter {} in a materialized view", p.id),
+            "A view is defined once; write the value into its query.",
+        )),
+        _ => None,
+    }
+}
+
+/// Lowers an optimized plan into a graph.
+pub fn plan_graph(plan: &LogicalPlan) -> Result<Planned> {
+    let mut lowering = Lowering {
+        graph: Graph::default(),
+        relations: Vec::new(),
+    };
+    let (_, key_columns) = lowering.lower(plan)?;
+    Ok(Planned {
+        graph: lowering.graph,
+        key_columns: key_columns.unwrap_or_default(),
+        relations: lowering.relations,
+    })
+}
+
+struct Lowering {
+    graph: Graph,
+    relations: Vec<String>,
+}
+
+/// A lowered node and, when known, the output columns that form a key.
+type Lowered = (usize, Option<Vec<usize>>);
+
+fn schema_of(plan: &LogicalPlan) -> SchemaRef {
+    nullable_schema(plan.schema().as_arrow())
+}
+
+fn physical(expr: &Expr, input: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    Ok(create_physical_expr(
+        expr,
+        input,
+        &ExecutionProps::new(),
+        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+    )?)
+}
+
+fn physical_all(exprs: &[Expr], input: &DFSchema) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+    exprs.iter().map(|e| physical(e, input)).collect()
+}
+
+fn refuse(construct: &str, hint: &str) -> Error {
+    Error::unsupported(format!("{construct} in a materialized view"), hint)
+}
+
+impl Lowering {
+    fn lower(&mut self, plan: &LogicalPlan) -> Result<Lowered> {
+        match plan {
+            LogicalPlan::TableScan(scan) => self.lower_scan(scan),
+            LogicalPlan::Projection(p) => {
+                let (input, key) = self.lower(&p.input)?;
+                let exprs = physical_all(&p.expr, p.input.schema())?;
+                let key = key.and_then(|key| projected_key(&key, &p.expr, p.input.schema()));
+                let schema = schema_of(plan);
+                let project = Project::new(exprs, Arc::clone(&schema));
+                Ok((
+                    self.graph
+                        .add(NodeKind::Project(project), vec![input], schema),
+                    key,
+                ))
+            }
+            LogicalPlan::Filter(f) => {
+                if let LogicalPlan::Window(w) = f.input.as_ref() {
+                    return self.lower_ranked(w, Some(&f.predicate), plan);
+                }
+                let (input, key) = self.lower(&f.input)?;
+                let predicate = physical(&f.predicate, f.input.schema())?;
+                let schema = self.graph.nodes[input].schema.clone();
+                let node = self.graph.add(
+                    NodeKind::Filter(Filter::new(predicate)),
+                    vec![input],
+                    schema,
+                );
+                Ok((node, key))
+            }
+            LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
+            LogicalPlan::Union(u) => {
+                let inputs = u
+                    .inputs
+                    .iter()
+                    .map(|i| self.lower(i).map(|(n, _)| n))
+                    .collect::<Result<Vec<_>>>()?;
+                let schema = schema_of(plan);
+                let union = Union::new(Arc::clone(&schema));
+                Ok((self.graph.add(NodeKind::Union(union), inputs, schema), None))
+            }
+            LogicalPlan::Aggregate(a) => self.lower_aggregate(a, plan),
+            LogicalPlan::Join(j) => self.lower_join(j, plan),
+            LogicalPlan::Sort(s) => match s.fetch {
+                Some(fetch) => self.lower_top_n(&s.expr, &s.input, 0, Some(fetch), plan),
+                None => Err(refuse(
+                    "ORDER BY without LIMIT",
+                    "A view's rows have no order; sort when you query it (SELECT … FROM view \
+                     ORDER BY …), or keep the first rows with ORDER BY … LIMIT n.",
+                )),
+            },
+            LogicalPlan::Limit(l) => self.lower_limit(l, plan),
+            LogicalPlan::Window(w) => self.lower_ranked(w, None, plan),
+            LogicalPlan::Values(v) => self.lower_values(&v.values, plan),
+            LogicalPlan::EmptyRelation(e) => {
+                let rows = usize::from(e.produce_one_row);
+                let schema = schema_of(plan);
+                let options = RecordBatchOptions::new().with_row_count(Some(rows));
+                let columns: Vec<ArrayRef> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), rows))
+                    .collect();
+                let batch =
+                    RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)?;
+                Ok((
+                    self.graph
+                        .add(NodeKind::Values(Values::new(batch)), vec![], schema),
+                    None,
+                ))
+            }
+            LogicalPlan::Distinct(_) => Err(refuse(
+                "DISTINCT ON",
+                "Use ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) with a filter rn = 1.",
+            )),
+            other => Err(refuse(
+                &format!("{} (query plan node)", plan_node_name(other)),
+                "Materialized views support SELECT with WHERE, JOIN, GROUP BY, HAVING, \
+                 DISTINCT, UNION ALL, ORDER BY … LIMIT and ROW_NUMBER() filters.",
+            )),
+        }
+    }
+
+    fn lower_scan(&mut self, scan: &datafusion::logical_expr::TableScan) -> Result<Lowered> {
+        if scan.fetch.is_some() {
+            return Err(refuse(
+                "LIMIT on a table scan",
+                "Add an ORDER BY to the LIMIT.",
+            ));
+        }
+        let full_schema = scan.source.schema();
+        // A plain view is inlined: its query becomes part of this dataflow.
+        let (mut node, mut key) = match scan.source.get_logical_plan() {
+            Some(view_plan) => self.lower(&view_plan)?,
+            None => {
+                let relation = scan.table_name.table().to_string();
+                self.relations.push(relation.clone());
+                let schema = nullable_schema(&full_schema);
+                (
+                    self.graph
+                        .add(NodeKind::Source { relation }, vec![], schema),
+                    None,
+                )
+            }
+        };
+        let qualified = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &full_schema)?;
+        if !scan.filters.is_empty() {
+            let predicate = physical(
+                &datafusion::logical_expr::utils::conjunction(scan.filters.clone())
+                    .expect("filters are not empty"),
+                &qualified,
+            )?;
+            let schema = self.graph.nodes[node].schema.clone();
+            node = self
+                .graph
+                .add(NodeKind::Filter(Filter::new(predicate)), vec![node], schema);
+        }
+        let identity = |p: &Vec<usize>| p.iter().copied().eq(0..full_schema.fields().len());
+        if let Some(projection) = scan.projection.as_ref().filter(|p| !identity(p)) {
+            let exprs = projection
+                .iter()
+                .map(|i| {
+                    let (q, f) = qualified.qualified_field(*i);
+                    physical(
+                        &Expr::Column(datafusion::common::Column::new(q.cloned(), f.name())),
+                        &qualified,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let schema = nullable_schema(scan.projected_schema.as_arrow());
+            key = key.and_then(|k| {
+                k.iter()
+                    .map(|c| projection.iter().position(|p| p == c))
+                    .collect()
+            });
+            node = self.graph.add(
+                NodeKind::Project(Project::new(exprs, Arc::clone(&schema))),
+                vec![node],
+                schema,
+            );
+        }
+        Ok((node, key))
+    }
+
+    fn exchange(&mut self, input: usize, keys: Vec<Arc<dyn PhysicalExpr>>) -> usize {
+        let schema = self.graph.nodes[input].schema.clone();
+        self.graph
+            .add(NodeKind::Exchange { keys }, vec![input], schema)
+    }
+
+    fn lower_aggregate(
+        &mut self,
+        a: &datafusion::logical_expr::Aggregate,
+        plan: &LogicalPlan,
+    ) -> Result<Lowered> {
+        if a.group_expr
+            .iter()
+            .any(|e| matches!(e, Expr::GroupingSet(_)))
+        {
+            return Err(refuse(
+                "GROUPING SETS, CUBE and ROLLUP",
+                "Create one view per grouping and combine them with UNION ALL.",
+            ));
+        }
+        let (input, _) = self.lower(&a.input)?;
+        let group_exprs = physical_all(&a.group_expr, a.input.schema())?;
+        let calls = a
+            .aggr_expr
+            .iter()
+            .map(|e| agg_call(e, a.input.schema()))
+            .collect::<Result<Vec<_>>>()?;
+        let exchanged = self.exchange(input, group_exprs.clone());
+        let schema = schema_of(plan);
+        let spec = AggregateSpec {
+            group_exprs,
+            calls,
+            output_schema: Arc::clone(&schema),
+        };
+        let node = self
+            .graph
+            .add(NodeKind::Aggregate(spec), vec![exchanged], schema);
+        Ok((node, Some((0..a.group_expr.len()).collect())))
+    }
+
+    fn lower_join(
+        &mut self,
+        j: &datafusion::logical_expr::Join,
+        plan: &LogicalPlan,
+    ) -> Result<Lowered> {
+        let kind = match j.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            other => {
+                return Err(refuse(
+                    &format!("{other} join (from IN, EXISTS or a subquery)"),
+                    "Write the subquery as a JOIN, e.g. JOIN (SELECT DISTINCT k FROM t) s ON …",
+                ))
+            }
+        };
+        let (left, _) = self.lower(&j.left)?;
+        let (right, _) = self.lower(&j.right)?;
+        let left_keys = physical_all(
+            &j.on.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
+            j.left.schema(),
+        )?;
+        let right_keys = physical_all(
+            &j.on.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+            j.right.schema(),
+        )?;
+        let filter = j
+            .filter
+            .as_ref()
+            .map(|f| physical(f, j.schema.as_ref()))
+            .transpose()?;
+        let left_x = self.exchange(left, left_keys.clone());
+        let right_x = self.exchange(right, right_keys.clone());
+        let schema = schema_of(plan);
+        let spec = JoinSpec {
+            kind,
+            left_keys,
+            right_keys,
+            filter,
+            null_equals_null: j.null_equality == NullEquality::NullEqualsNull,
+            left_schema: self.graph.nodes[left].schema.clone(),
+            right_schema: self.graph.nodes[right].schema.clone(),
+            output_schema: Arc::clone(&schema),
+        };
+        Ok((
+            self.graph
+                .add(NodeKind::Join(spec), vec![left_x, right_x], schema),
+            None,
+        ))
+    }
+
+    fn lower_limit(
+        &mut self,
+        l: &datafusion::logical_expr::Limit,
+        plan: &LogicalPlan,
+    ) -> Result<Lowered> {
+        let skip = match l.get_skip_type()? {
+            SkipType::Literal(n) => n,
+            SkipType::UnsupportedExpr => {
+                return Err(refuse("a computed OFFSET", "Use a constant."))
+            }
+        };
+        let fetch = match l.get_fetch_type()? {
+            FetchType::Literal(n) => n,
+            FetchType::UnsupportedExpr => {
+                return Err(refuse("a computed LIMIT", "Use a constant."))
+            }
+        };
+        match l.input.as_ref() {
+            LogicalPlan::Sort(s) => self.lower_top_n(&s.expr, &s.input, skip, fetch, plan),
+            _ => Err(refuse(
+                "LIMIT without ORDER BY",
+                "Which rows a bare LIMIT keeps is arbitrary; add ORDER BY so the view \
+                 keeps well-defined rows.",
+            )),
+        }
+    }
+
+    fn lower_top_n(
+        &mut self,
+        order: &[SortExpr],
+        input_plan: &LogicalPlan,
+        offset: usize,
+        limit: Option<usize>,
+        plan: &LogicalPlan,
+    ) -> Result<Lowered> {
+        let (input, key) = self.lower(input_plan)?;
+        let order = sort_keys(order, input_plan.schema())?;
+        let exchanged = self.exchange(input, Vec::new());
+        let schema = schema_of(plan);
+        let spec = TopNSpec {
+            partition_exprs: Vec::new(),
+            order,
+            offset,
+            limit,
+            row_number: false,
+            output_schema: Arc::clone(&schema),
+        };
+        Ok((
+            self.graph
+                .add(NodeKind::TopN(spec), vec![exchanged], schema),
+            key,
+        ))
+    }
+
+    /// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)`, optionally under a
+    /// filter on the row number that bounds it (`rn <= N`).
+    fn lower_ranked(
+        &mut self,
+        w: &datafusion::logical_expr::Window,
+        filter: Option<&Expr>,
+        plan: &LogicalPlan,
+    ) -> Result<Lowered> {
+        let not_row_number = || {
+            refuse(
+                "window functions other than ROW_NUMBER()",
+                "Use ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) with a filter such as rn <= 10 \
+                 for top-N per group.",
+            )
+        };
+        let [window_expr] = w.window_expr.as_slice() else {
+            return Err(not_row_number());
+        };
+        let Expr::WindowFunction(wf) = strip_alias(window_expr) else {
+            return Err(not_row_number());
+        };
+        let WindowFunction { fun, params } = wf.as_ref();
+        if fun.name() != "row_number" {
+            return Err(not_row_number());
+        }
+        let rn_column = w.schema.fields().len() - 1;
+        let rn_name = w.schema.qualified_field(rn_column);
+        let (bounds, rest) = match filter {
+            Some(f) => split_row_number_bounds(f, rn_name.1.name())?,
+            None => ((1, None), Vec::new()),
+        };
+        let (input, _) = self.lower(&w.input)?;
+        let partition_exprs = physical_all(&params.partition_by, w.input.schema())?;
+        let order = sort_keys(&params.order_by, w.input.schema())?;
+        let exchanged = self.exchange(input, partition_exprs.clone());
+        let schema = nullable_schema(w.schema.as_arrow());
+        let (first, last) = bounds;
+        let spec = TopNSpec {
+            partition_exprs,
+            order,
+            offset: (first - 1) as usize,
+            limit: last.map(|l| (l + 1 - first).max(0) as usize),
+            row_number: true,
+            output_schema: Arc::clone(&schema),
+        };
+        let mut node = self
+            .graph
+            .add(NodeKind::TopN(spec), vec![exchanged], schema.clone());
+        if let Some(rest) = datafusion::logical_expr::utils::conjunction(rest) {
+            let predicate = physical(&rest, &w.schema)?;
+            node = self
+                .graph
+                .add(NodeKind::Filter(Filter::new(predicate)), vec![node], schema);
+        }
+        let _ = plan;
+        Ok((node, None))
+    }
+
+    fn lower_values(&mut self, values: &[Vec<Expr>], plan: &LogicalPlan) -> Result<Lowered> {
+        let schema = schema_of(plan);
+        let empty = DFSchema::empty();
+        let one_row = RecordBatch::try_new_with_options(
+            Arc::new(Schema::empty()),
+            vec![],
+            &RecordBatchOptions::new().with_row_count(Some(1)),
+        )?;
+        let mut columns: Vec<Vec<ArrayRef>> = vec![Vec::new(); schema.fields().len()];
+        for row in values {
+            for (c, expr) in row.iter().enumerate() {
+                let value = physical(expr, &empty)?.evaluate(&one_row)?.into_array(1)?;
+                let value = datafusion::arrow::compute::cast(&value, schema.field(c).data_type())?;
+                columns[c].push(value);
+            }
+        }
+        let columns = columns
+            .iter()
+            .map(|parts| {
+                let refs: Vec<&dyn datafusion::arrow::array::Array> =
+                    parts.iter().map(|a| a.as_ref()).collect();
+                datafusion::arrow::compute::concat(&refs)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+        Ok((
+            self.graph
+                .add(NodeKind::Values(Values::new(batch)), vec![], schema),
+            None,
+        ))
+    }
+}
+
+fn strip_alias(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Alias(a) => strip_alias(&a.expr),
+        other => other,
+    }
+}
+
+fn plan_node_name(plan: &LogicalPlan) -> String {
+    plan.display()
+        .to_string()
+        .split(':')
+        .next()
+        .unwrap_or("plan")
+        .to_string()
+}
+
+/// The key columns of a projection's output, if every input key column
+/// is passed through as a plain column.
+fn projected_key(key: &[usize], exprs: &[Expr], input: &DFSchema) -> Option<Vec<usize>> {
+    key.iter()
+        .map(|k| {
+            let (q, f) = input.qualified_field(*k);
+            exprs.iter().position(|e| match strip_alias(e) {
+                Expr::Column(c) => {
+                    c.name == *f.name() && (c.relation.is_none() || c.relation.as_ref() == q)
+                }
+                _ => false,
+            })
+        })
+        .collect()
+}
+
+fn sort_keys(order: &[SortExpr], input: &DFSchema) -> Result<Vec<SortKey>> {
+    order
+        .iter()
+        .map(|s| {
+            Ok(SortKey {
+                expr: physical(&s.expr, input)?,
+                descending: !s.asc,
+                nulls_first: s.nulls_first,
+            })
+        })
+        .collect()
+}
+
+fn agg_call(expr: &Expr, input: &DFSchema) -> Result<AggCall> {
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = strip_alias(expr) else {
+        return Err(Error::Internal(format!(
+            "aggregate expression expected, got {expr}"
+        )));
+    };
+    let name = func.name().to_ascii_lowercase();
+    let agg = match name.as_str() {
+        "count" => AggFunc::Count,
+        "sum" => AggFunc::Sum,
+        "avg" | "mean" => AggFunc::Avg,
+        "min" => AggFunc::Min,
+        "max" => AggFunc::Max,
+        "bool_and" => AggFunc::BoolAnd,
+        "bool_or" => AggFunc::BoolOr,
+        "string_agg" => AggFunc::StringAgg,
+        "array_agg" => AggFunc::ArrayAgg,
+        other => {
+            return Err(refuse(
+                &format!("aggregate function {other}()"),
+                "Views support count, sum, avg, min, max, bool_and, bool_or, string_agg and \
+                 array_agg.",
+            ))
+        }
+    };
+    if !params.order_by.is_empty() {
+        // Values are kept in ascending order: that order, on the argument
+        // itself, is the only one honoured.
+        let ascending_on_arg = params.order_by.len() == 1
+            && params.order_by[0].asc
+            && params.args.first() == Some(&params.order_by[0].expr);
+        if !ascending_on_arg {
+            return Err(refuse(
+                &format!("ORDER BY inside {name}()"),
+                "Aggregated values are kept in ascending order of the value itself; order \
+                 by the aggregated value ascending, or sort when querying.",
+            ));
+        }
+    }
+    let args = match (agg, params.args.as_slice()) {
+        // count(*) arrives as count(1): a constant is never NULL, so it counts rows.
+        (AggFunc::Count, [Expr::Literal(v, _)]) if !v.is_null() => Vec::new(),
+        _ => physical_all(&params.args, input)?,
+    };
+    Ok(AggCall {
+        func: agg,
+        args,
+        distinct: params.distinct,
+        filter: params
+            .filter
+            .as_ref()
+            .map(|f| physical(f, input))
+            .transpose()?,
+    })
+}
+
+/// Splits a filter over a ROW_NUMBER column into the position range it
+/// keeps (1-based, inclusive; `None` = unbounded) and the other conjuncts.
+fn split_row_number_bounds(filter: &Expr, rn: &str) -> Result<((i64, Option<i64>), Vec<Expr>)> {
+    let mut first = 1i64;
+    let mut last: Option<i64> = None;
+    let mut rest = Vec::new();
+    for conjunct in datafusion::logical_expr::utils::split_conjunction(filter) {
+        match row_number_bound(conjunct, rn) {
+            Some((op, n)) => match op {
+                BinOp::LtEq => last = Some(last.map_or(n, |l| l.min(n))),
+                BinOp::Lt => last = Some(last.map_or(n - 1, |l| l.min(n - 1))),
+                BinOp::GtEq => first = first.max(n),
+                BinOp::Gt => first = first.max(n + 1),
+                BinOp::Eq => {
+                    first = first.max(n);
+                    last = Some(last.map_or(n, |l| l.min(n)));
+                }
+                _ => rest.push(conjunct.clone()),
+            },
+            None => rest.push(conjunct.clone()),
+        }
+    }
+    if last.is_none() {
+        return Err(refuse(
+            "ROW_NUMBER() without an upper bound",
+            "Bound the row number, e.g. WHERE rn <= 10, so each group keeps a fixed number of rows.",
+        ));
+    }
+    Ok(((first.max(1), last), rest))
+}
+
+/// `rn <op> n` (or `n <op> rn`, flipped) with `n` an integer literal.
+fn row_number_bound(expr: &Expr, rn: &str) -> Option<(BinOp, i64)> {
+    let Expr::BinaryExpr(b) = expr else {
+        return None;
+    };
+    let literal = |e: &Expr| match strip_alias(e) {
+        Expr::Literal(v, _) => v
+            .cast_to(&datafusion::arrow::datatypes::DataType::Int64)
+            .ok()
+            .and_then(|v| match v {
+                ScalarValue::Int64(Some(n)) => Some(n),
+                _ => None,
+            }),
+        Expr::Cast(c) => match c.expr.as_ref() {
+            Expr::Literal(ScalarValue::Int64(Some(n)), _) => Some(*n),
+            _ => None,
+        },
+        _ => None,
+    };
+    let is_rn = |e: &Expr| {
+        matches!(strip_alias(e), Expr::Column(c) if c.name == rn)
+            || matches!(strip_alias(e), Expr::Cast(c) if matches!(c.expr.as_ref(), Expr::Column(col) if col.name == rn))
+    };
+    if is_rn(&b.left) {
+        return literal(&b.right).map(|n| (b.op, n));
+    }
+    if is_rn(&b.right) {
+        let flipped = match b.op {
+            BinOp::Lt => BinOp::Gt,
+            BinOp::LtEq => BinOp::GtEq,
+            BinOp::Gt => BinOp::Lt,
+            BinOp::GtEq => BinOp::LtEq,
+            op => op,
+        };
+        return literal(&b.left).map(|n| (flipped, n));
+    }
+    None
+}

@@ -1,0 +1,350 @@
+//! CREATE [MATERIALIZED] VIEW, EXPLAIN of a view's dataflow, SHOW
+//! MATERIALIZED VIEWS, and restoring views at start. A materialized view's
+//! query is planned by DataFusion, lowered to a dataflow by
+//! [`crate::dataflow::planner`], and handed to the catalog, which backfills
+//! it and keeps it current.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::sql::sqlparser::ast::{CreateView, Query, Statement};
+
+use super::{colnames, names, CommandTag, Output};
+use crate::catalog::{Catalog, ViewEntry};
+use crate::dataflow::planner::{check_maintainable, plan_graph};
+use crate::engine::{MaterializedView, ViewDef};
+use crate::error::{Error, Result};
+use crate::query::QueryContext;
+
+/// What a view is built from: its name, query and options.
+struct ViewSpec {
+    id: u64,
+    name: String,
+    query: Query,
+    column_names: Vec<String>,
+    materialized: bool,
+}
+
+pub async fn create_view(
+    catalog: &Arc<Catalog>,
+    query: &QueryContext,
+    create: CreateView,
+) -> Result<Output> {
+    if create.or_replace || create.or_alter {
+        return Err(Error::unsupported(
+            "CREATE OR REPLACE VIEW",
+            "DROP the view, then CREATE it again.",
+        ));
+    }
+    let name = names::relation_name(&create.name)?;
+    if create.if_not_exists && catalog.view(&name).is_some() {
+        return Ok(Output::Command(CommandTag::new(create_tag(
+            create.materialized,
+        ))));
+    }
+    if catalog.relation_exists(&name) {
+        return Err(Error::DuplicateTable(name));
+    }
+    let spec = ViewSpec {
+        id: catalog.next_relation_id()?,
+        name,
+        query: *create.query,
+        column_names: create
+            .columns
+            .iter()
+            .map(|c| names::normalize(&c.name))
+            .collect(),
+        materialized: create.materialized,
+    };
+    let entry = build_view(query, spec).await?;
+    let catalog = Arc::clone(catalog);
+    let if_not_exists = create.if_not_exists;
+    // A backfill reads whole tables: off the async runtime.
+    tokio::task::spawn_blocking(move || catalog.add_view(entry, if_not_exists, true))
+        .await
+        .map_err(|e| Error::Internal(format!("view creation task failed: {e}")))??;
+    Ok(Output::Command(CommandTag::new(create_tag(
+        create.materialized,
+    ))))
+}
+
+fn create_tag(materialized: bool) -> &'static str {
+    if materialized {
+        "CREATE MATERIALIZED VIEW"
+    } else {
+        "CREATE VIEW"
+    }
+}
+
+/// Plans a view. For a materialized view this is where a query that cannot
+/// be maintained is refused.
+async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
+    let stmt = Statement::Query(Box::new(spec.query.clone()));
+    let mut rewritten = stmt.clone();
+    ctx.rewrite(&mut rewritten);
+    let plan = ctx.plan(rewritten).await?;
+    let depends_on = relations_read(&plan)?;
+    let plan = with_column_names(&stmt, plan, &spec.column_names)?;
+    let def = ViewDef {
+        id: spec.id,
+        name: spec.name,
+        query: spec.query.to_string(),
+        column_names: spec.column_names,
+        materialized: spec.materialized,
+        depends_on,
+    };
+    if !def.materialized {
+        return Ok(ViewEntry::Plain { def, plan });
+    }
+    check_maintainable(&plan)?;
+    let schema = crate::dataflow::batch::nullable_schema(plan.schema().as_arrow());
+    let optimized = ctx.session().state().optimize(&plan)?;
+    let planned = plan_graph(&optimized)?;
+    let view = MaterializedView::new(def, planned.graph, schema, planned.key_columns)?;
+    Ok(ViewEntry::Materialized(Arc::new(view)))
+}
+
+/// The tables and views a plan reads (plain views count as themselves:
+/// dropping one must not leave a view that reads it).
+fn relations_read(plan: &LogicalPlan) -> Result<Vec<String>> {
+    let mut relations: Vec<String> = Vec::new();
+    let mut system: Option<String> = None;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            match scan.table_name.schema() {
+                Some(s) if s != crate::query::PUBLIC_SCHEMA => {
+                    system = Some(scan.table_name.to_string())
+                }
+                _ => {
+                    let name = scan.table_name.table().to_string();
+                    if !relations.contains(&name) {
+                        relations.push(name);
+                    }
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if let Some(table) = system {
+        return Err(Error::unsupported(
+            format!("a view over the system relation {table}"),
+            "Views read user tables and views; query system relations directly.",
+        ));
+    }
+    Ok(relations)
+}
+
+/// Renames the plan's output columns to PostgreSQL's names, or to the
+/// names listed in `CREATE VIEW v (a, b)`.
+fn with_column_names(stmt: &Statement, plan: LogicalPlan, given: &[String]) -> Result<LogicalPlan> {
+    let arrow = Arc::new(plan.schema().as_arrow().clone());
+    let pg = colnames::pg_schema(stmt, &arrow);
+    if given.len() > pg.fields().len() {
+        return Err(Error::Syntax {
+            message: "CREATE VIEW specifies more column names than columns".into(),
+            line_col: None,
+            position: None,
+        });
+    }
+    let wanted: Vec<String> = pg
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| given.get(i).cloned().unwrap_or_else(|| f.name().clone()))
+        .collect();
+    for (i, name) in wanted.iter().enumerate() {
+        if wanted[..i].contains(name) {
+            return Err(Error::DuplicateColumn(name.clone()));
+        }
+    }
+    let unchanged = plan
+        .schema()
+        .fields()
+        .iter()
+        .zip(&wanted)
+        .all(|(f, w)| f.name() == w);
+    if unchanged {
+        return Ok(plan);
+    }
+    let exprs: Vec<Expr> = plan
+        .schema()
+        .columns()
+        .into_iter()
+        .zip(&wanted)
+        .map(|(c, name)| Expr::Column(c).alias(name))
+        .collect();
+    Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+}
+
+/// `EXPLAIN CREATE MATERIALIZED VIEW …`: the dataflow the view would run.
+pub async fn explain_create(
+    catalog: &Catalog,
+    ctx: &QueryContext,
+    create: CreateView,
+) -> Result<Output> {
+    if !create.materialized {
+        return Err(Error::unsupported(
+            "EXPLAIN CREATE VIEW",
+            "A plain view runs no dataflow; EXPLAIN a query that reads it instead.",
+        ));
+    }
+    let spec = ViewSpec {
+        id: 0,
+        name: names::relation_name(&create.name)?,
+        query: *create.query,
+        column_names: create
+            .columns
+            .iter()
+            .map(|c| names::normalize(&c.name))
+            .collect(),
+        materialized: true,
+    };
+    match build_view(ctx, spec).await? {
+        ViewEntry::Materialized(view) => Ok(plan_rows(explain_lines(
+            &view,
+            catalog.engine().worker_count(),
+            None,
+        ))),
+        ViewEntry::Plain { .. } => {
+            Err(Error::Internal("materialized view planned as plain".into()))
+        }
+    }
+}
+
+/// `EXPLAIN v` (or `EXPLAIN MATERIALIZED VIEW v`): a view's dataflow, with
+/// the state each operator holds.
+pub fn explain_existing(catalog: &Catalog, name: &str) -> Result<Output> {
+    match catalog.view(name).as_deref() {
+        Some(ViewEntry::Materialized(view)) => {
+            let bytes = catalog.engine().operator_state_bytes(view.def.id).ok();
+            Ok(plan_rows(explain_lines(
+                view,
+                catalog.engine().worker_count(),
+                bytes.as_deref(),
+            )))
+        }
+        Some(ViewEntry::Plain { plan, .. }) => Ok(plan_rows(
+            plan.display_indent()
+                .to_string()
+                .lines()
+                .map(str::to_string)
+                .collect(),
+        )),
+        None if catalog.table(name).is_some() => Err(Error::WrongObjectType(format!(
+            "\"{name}\" is a table; EXPLAIN shows the dataflow of a materialized view"
+        ))),
+        None => Err(Error::UndefinedTable(name.to_string())),
+    }
+}
+
+fn explain_lines(
+    view: &MaterializedView,
+    workers: usize,
+    state_bytes: Option<&[usize]>,
+) -> Vec<String> {
+    let key: Vec<&str> = view
+        .key_columns
+        .iter()
+        .map(|c| view.schema.field(*c).name().as_str())
+        .collect();
+    let mut lines = vec![format!(
+        "Materialized view {} (indexed by {}; {} worker{})",
+        view.def.name,
+        key.join(", "),
+        workers,
+        if workers == 1 { "" } else { "s" }
+    )];
+    for (depth, node, text) in view.graph.explain_nodes() {
+        let state = state_bytes
+            .and_then(|b| b.get(node))
+            .filter(|b| **b > 0)
+            .map(|b| format!("  [state {}]", human_bytes(*b)))
+            .unwrap_or_default();
+        lines.push(format!("{}└─ {text}{state}", "   ".repeat(depth)));
+    }
+    lines
+}
+
+fn human_bytes(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn plan_rows(lines: Vec<String>) -> Output {
+    text_rows("QUERY PLAN", lines)
+}
+
+fn text_rows(column: &str, values: Vec<String>) -> Output {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(StringArray::from(values))],
+    )
+    .expect("one utf8 column");
+    Output::Batches {
+        schema,
+        batches: vec![batch],
+    }
+}
+
+/// `SHOW MATERIALIZED VIEWS` / `SHOW VIEWS`.
+pub fn show_views(catalog: &Catalog, materialized: bool) -> Output {
+    let names: Vec<String> = catalog
+        .views()
+        .iter()
+        .filter(|v| v.def().materialized == materialized)
+        .map(|v| v.def().name.clone())
+        .collect();
+    text_rows("Name", names)
+}
+
+/// Plans and backfills every stored view again, oldest first, at start.
+/// A view that no longer plans is reported and left out; its definition
+/// stays stored.
+pub async fn restore_views(catalog: &Arc<Catalog>, ctx: &QueryContext) -> Result<()> {
+    for def in catalog.stored_view_defs()? {
+        let started = std::time::Instant::now();
+        let query = match super::parse(&def.query)?.pop() {
+            Some(Statement::Query(q)) => *q,
+            _ => {
+                return Err(Error::Storage(format!(
+                    "stored query of view {} is not a query",
+                    def.name
+                )))
+            }
+        };
+        let spec = ViewSpec {
+            id: def.id,
+            name: def.name.clone(),
+            query,
+            column_names: def.column_names.clone(),
+            materialized: def.materialized,
+        };
+        let restored = match build_view(ctx, spec).await {
+            Ok(entry) => {
+                let catalog = Arc::clone(catalog);
+                tokio::task::spawn_blocking(move || catalog.add_view(entry, false, false))
+                    .await
+                    .map_err(|e| Error::Internal(format!("view restore task failed: {e}")))?
+            }
+            Err(e) => Err(e),
+        };
+        match restored {
+            Ok(_) => tracing::info!(
+                view = %def.name,
+                ms = started.elapsed().as_millis() as u64,
+                "view restored"
+            ),
+            Err(e) => tracing::error!(view = %def.name, error = %e, "cannot restore view"),
+        }
+    }
+    Ok(())
+}
