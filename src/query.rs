@@ -145,7 +145,7 @@ impl QueryContext {
     /// `OPERATOR(pg_catalog.~)`, implicit `pg_catalog` names) plans.
     pub fn rewrite(&self, stmt: &mut Statement) {
         let catalog = &self.catalog;
-        pg_catalog::rewrite_statement(stmt, &|name| catalog.table(name).is_some());
+        pg_catalog::rewrite_statement(stmt, &|name| catalog.relation_exists(name));
         normalize_interval_literals(stmt);
     }
 

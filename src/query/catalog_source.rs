@@ -3,14 +3,65 @@
 use std::sync::Arc;
 
 use super::pg_catalog::{CatalogSource, ColumnInfo, RelationInfo, RelationKind};
-use crate::catalog::Catalog;
-use crate::protocol::types::{pg_type_of_sql, type_modifier};
+use crate::catalog::{Catalog, ViewEntry};
+use crate::protocol::types::{pg_type, pg_type_of_sql, type_modifier};
 
 #[derive(Debug)]
 pub struct LiveCatalog(pub Arc<Catalog>);
 
 impl CatalogSource for LiveCatalog {
     fn relations(&self) -> Vec<RelationInfo> {
+        let mut relations = self.tables();
+        relations.extend(self.views());
+        relations
+    }
+}
+
+impl LiveCatalog {
+    fn views(&self) -> Vec<RelationInfo> {
+        self.0
+            .views()
+            .iter()
+            .map(|view| {
+                let def = view.def();
+                let schema = match view.as_ref() {
+                    ViewEntry::Materialized(v) => Arc::clone(&v.schema),
+                    ViewEntry::Plain { plan, .. } => Arc::new(plan.schema().as_arrow().clone()),
+                };
+                let columns = schema
+                    .fields()
+                    .iter()
+                    .map(|field| {
+                        let pg = pg_type(field);
+                        ColumnInfo {
+                            name: field.name().clone(),
+                            type_oid: pg.oid(),
+                            type_name: pg.name().to_string(),
+                            typmod: type_modifier(field),
+                            not_null: false,
+                            default_sql: None,
+                        }
+                    })
+                    .collect();
+                RelationInfo {
+                    oid: def.oid(),
+                    schema: super::PUBLIC_SCHEMA.to_string(),
+                    name: def.name.clone(),
+                    kind: if def.materialized {
+                        RelationKind::MaterializedView
+                    } else {
+                        RelationKind::View
+                    },
+                    columns,
+                    primary_key: Vec::new(),
+                    pk_index_oid: 0,
+                    view_sql: Some(def.query.clone()),
+                }
+            })
+            .collect()
+    }
+
+    fn tables(&self) -> Vec<RelationInfo> {
         self.0
             .tables()
             .iter()
