@@ -1,11 +1,12 @@
-//! The fast path for prepared primary-key lookups
-//! (`SELECT cols FROM t WHERE pk = $1`): recognised once at prepare time,
-//! answered from the table's key index on every execution without
-//! planning. Anything else goes through DataFusion.
+//! The fast path for prepared key lookups (`SELECT cols FROM t WHERE pk =
+//! $1` on a table's primary key, or on a materialized view's key):
+//! recognised once at prepare time, answered from the relation's index on
+//! every execution without planning. Anything else goes through DataFusion.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
@@ -33,6 +34,40 @@ enum KeyValue {
     Literal(Box<Expr>),
 }
 
+/// A relation with a key index, as the lookup sees it.
+struct Keyed {
+    name: String,
+    schema: SchemaRef,
+    key: Vec<usize>,
+}
+
+impl Keyed {
+    fn find(catalog: &Catalog, name: &str) -> Option<Keyed> {
+        if let Some(table) = catalog.table(name) {
+            let def = table.def();
+            return Some(Keyed {
+                name: def.name.clone(),
+                schema: table.schema(),
+                key: def.primary_key.clone(),
+            });
+        }
+        let view = catalog.materialized_view(name)?;
+        Some(Keyed {
+            name: view.def.name.clone(),
+            schema: Arc::clone(&view.schema),
+            key: view.key_columns.clone(),
+        })
+    }
+
+    fn column(&self, i: usize) -> &str {
+        self.schema.field(i).name()
+    }
+
+    fn column_index(&self, name: &str) -> Option<usize> {
+        self.schema.fields().iter().position(|f| f.name() == name)
+    }
+}
+
 impl PointLookup {
     /// Recognises the pattern; `None` for anything else.
     pub fn recognise(catalog: &Catalog, stmt: &Statement) -> Option<PointLookup> {
@@ -55,20 +90,19 @@ impl PointLookup {
         else {
             return None;
         };
-        let table = catalog.table(&names::relation_name(name).ok()?)?;
-        let def = table.def();
-        if def.primary_key.is_empty() {
+        let relation = Keyed::find(catalog, &names::relation_name(name).ok()?)?;
+        if relation.key.is_empty() {
             return None;
         }
         let qualifier = alias
             .as_ref()
             .map(|a| names::normalize(&a.name))
-            .unwrap_or_else(|| def.name.clone());
+            .unwrap_or_else(|| relation.name.clone());
         let mut equalities = Vec::new();
         conjuncts(select.selection.as_ref()?, &mut equalities)?;
-        let mut key = Vec::with_capacity(def.primary_key.len());
-        for pk in &def.primary_key {
-            let column = &def.columns[*pk].name;
+        let mut key = Vec::with_capacity(relation.key.len());
+        for k in &relation.key {
+            let column = relation.column(*k);
             let matches: Vec<&KeyValue> = equalities
                 .iter()
                 .filter(|(c, q, _)| c == column && q.as_ref().is_none_or(|q| *q == qualifier))
@@ -79,30 +113,30 @@ impl PointLookup {
             };
             key.push((*value).clone());
         }
-        if equalities.len() != def.primary_key.len() {
+        if equalities.len() != relation.key.len() {
             return None;
         }
-        let projection = projection(def, &qualifier, &select.projection)?;
+        let projection = projection(&relation, &qualifier, &select.projection)?;
         Some(PointLookup {
-            table: def.name.clone(),
+            table: relation.name,
             key,
             projection,
         })
     }
 
-    /// Answers the lookup; `Ok(None)` if the table is gone (re-plan).
+    /// Answers the lookup; `Ok(None)` if the relation is gone (re-plan).
     pub fn execute(
         &self,
         catalog: &Catalog,
         params: &[ScalarValue],
     ) -> Result<Option<RecordBatch>> {
-        let Some(table) = catalog.table(&self.table) else {
+        let Some(relation) = Keyed::find(catalog, &self.table) else {
             return Ok(None);
         };
-        let def = table.def();
+        let schema = Arc::new(relation.schema.project(&self.projection)?);
         let mut key: Vec<ArrayRef> = Vec::with_capacity(self.key.len());
-        for (value, pk) in self.key.iter().zip(&def.primary_key) {
-            let dt = def.columns[*pk].sql_type.arrow_type();
+        for (value, k) in self.key.iter().zip(&relation.key) {
+            let dt = relation.schema.field(*k).data_type();
             let scalar = match value {
                 KeyValue::Param(i) => params.get(*i).cloned().ok_or_else(|| {
                     Error::ProtocolViolation(format!("parameter ${} is missing", i + 1))
@@ -110,17 +144,21 @@ impl PointLookup {
                 KeyValue::Literal(expr) => literal(expr)?,
             };
             if scalar.is_null() {
-                return Ok(Some(RecordBatch::new_empty(Arc::new(
-                    table.schema().project(&self.projection)?,
-                ))));
+                return Ok(Some(RecordBatch::new_empty(schema)));
             }
-            key.push(scalar.cast_to(&dt)?.to_array()?);
+            key.push(scalar.cast_to(dt)?.to_array()?);
         }
-        let schema = Arc::new(table.schema().project(&self.projection)?);
-        let batch = match table.lookup(&key)? {
-            Some(row) => RecordBatch::try_new(
+        let rows = match catalog.table(&self.table) {
+            Some(table) => table.lookup(&key)?,
+            None => match catalog.materialized_view(&self.table) {
+                Some(view) => Some(view.lookup(&key)?),
+                None => return Ok(None),
+            },
+        };
+        let batch = match rows {
+            Some(rows) => RecordBatch::try_new(
                 Arc::clone(&schema),
-                row.project(&self.projection)?.columns().to_vec(),
+                rows.project(&self.projection)?.columns().to_vec(),
             )?,
             None => RecordBatch::new_empty(schema),
         };
@@ -219,21 +257,17 @@ fn literal(expr: &Expr) -> Result<ScalarValue> {
     }
 }
 
-fn projection(
-    def: &crate::catalog::TableDef,
-    qualifier: &str,
-    items: &[SelectItem],
-) -> Option<Vec<usize>> {
+fn projection(relation: &Keyed, qualifier: &str, items: &[SelectItem]) -> Option<Vec<usize>> {
     let mut out = Vec::new();
     for item in items {
         match item {
-            SelectItem::Wildcard(_) => out.extend(0..def.columns.len()),
+            SelectItem::Wildcard(_) => out.extend(0..relation.schema.fields().len()),
             SelectItem::UnnamedExpr(expr) => {
                 let (column, q) = column_ref(expr)?;
                 if q.is_some_and(|q| q != qualifier) {
                     return None;
                 }
-                out.push(def.column_index(&column)?);
+                out.push(relation.column_index(&column)?);
             }
             _ => return None,
         }
