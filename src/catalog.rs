@@ -396,7 +396,7 @@ pub enum ViewEntry {
     /// A plain view: its plan is inlined wherever it is read.
     Plain {
         def: ViewDef,
-        plan: datafusion::logical_expr::LogicalPlan,
+        plan: Box<datafusion::logical_expr::LogicalPlan>,
     },
 }
 

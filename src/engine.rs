@@ -295,7 +295,7 @@ impl Engine {
         let mut views = self.views.lock().expect("commit lock");
         let mut inputs: StepInput = Vec::new();
         for (node, relation) in view.graph.sources() {
-            let schema = view.graph.nodes[node].schema.clone();
+            let schema = view.graph.schema_of(node);
             for batch in reader.read(relation)? {
                 let batch = ChangeBatch::inserts(batch).with_schema(Arc::clone(&schema))?;
                 inputs.push((node, batch));
@@ -354,7 +354,7 @@ fn source_inputs(graph: &Graph, changed: &HashMap<String, ChangeBatch>) -> Resul
     let mut inputs = Vec::new();
     for (node, relation) in graph.sources() {
         if let Some(delta) = changed.get(relation) {
-            let schema = graph.nodes[node].schema.clone();
+            let schema = graph.schema_of(node);
             inputs.push((node, delta.clone().with_schema(schema)?));
         }
     }

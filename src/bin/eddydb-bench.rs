@@ -1,17 +1,24 @@
-//! `eddydb-bench`: the two throughput benchmarks of EddyDB, as a program that
-//! prints figures (it never asserts on timings).
+//! `eddydb-bench`: the benchmarks of EddyDB, as a program that prints
+//! figures (it never asserts on timings).
 //!
 //! - `copy`: bulk load through `COPY ... FROM STDIN` driven by `psql`, with a
 //!   5-column row stream generated on the fly; reports rows/s, bytes and the
 //!   server's peak RSS.
 //! - `pgbench`: primary-key point lookups with `pgbench -M prepared` against a
 //!   fresh EddyDB and a throwaway PostgreSQL cluster, side by side.
+//! - `view-latency`: one-row INSERT, then a read of the materialized view by
+//!   key, checked for read-your-writes; latency percentiles and backfill time.
+//! - `view-copy`: COPY into a table a join+aggregate view depends on, beside
+//!   the same COPY with no view.
+//! - `view-refresh`: batches of INSERT/UPDATE/DELETE with the view maintained
+//!   by EddyDB, beside PostgreSQL's `REFRESH MATERIALIZED VIEW` after each.
 //!
 //! This file owns starting and stopping the servers it measures (always by
 //! PID, also on failure or Ctrl-C), the data generators, and the CPU
 //! accounting read from `/proc`. It talks to servers only through the real
-//! clients (`psql`, `pgbench`), so it measures what a user would see; the
-//! server itself is not linked in.
+//! clients (`psql`, `pgbench`, and `tokio-postgres` where a single statement
+//! is timed), so it measures what a user would see; the server itself is not
+//! linked in.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -41,7 +48,7 @@ const GENERATOR_PROBE_ROWS: u64 = 1_000_000;
 #[derive(Debug, Parser)]
 #[command(
     name = "eddydb-bench",
-    about = "Throughput benchmarks of EddyDB: COPY bulk load and pgbench point lookups"
+    about = "Benchmarks of EddyDB: COPY bulk load, pgbench point lookups, materialized views"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -73,6 +80,12 @@ enum BenchCommand {
     Copy(CopyArgs),
     /// Point lookups by primary key with pgbench, EddyDB beside PostgreSQL.
     Pgbench(PgbenchArgs),
+    /// One-row INSERT, then a read of the view by key: read-your-writes latency.
+    ViewLatency(ViewLatencyArgs),
+    /// COPY into `orders` with a join+aggregate view maintained, and without.
+    ViewCopy(ViewCopyArgs),
+    /// Batches of changes: EddyDB's maintained view beside PostgreSQL's REFRESH.
+    ViewRefresh(ViewRefreshArgs),
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +125,51 @@ struct PgbenchArgs {
     /// Length of an unreported run before the measured one (0 to skip).
     #[arg(long, default_value_t = 5)]
     warmup_seconds: u32,
+}
+
+#[derive(Debug, Args)]
+struct ViewLatencyArgs {
+    /// Rows of `t` loaded before the view is created.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Distinct values of the grouping key `k`, drawn uniformly.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u32,
+    /// INSERT-then-SELECT round trips measured.
+    #[arg(long, default_value_t = 2_000)]
+    samples: u32,
+}
+
+#[derive(Debug, Args)]
+struct ViewCopyArgs {
+    /// Orders to COPY.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Customers, loaded before the view is created.
+    #[arg(long, default_value_t = 100_000)]
+    customers: u64,
+    /// COPY statements the orders are split into (about equal sizes).
+    #[arg(long, default_value_t = 1)]
+    copies: u64,
+    /// Print the server's CPU, RSS and data folder size every half second.
+    #[arg(long)]
+    timeline: bool,
+}
+
+#[derive(Debug, Args)]
+struct ViewRefreshArgs {
+    /// Orders loaded before the view is created.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Customers the orders refer to.
+    #[arg(long, default_value_t = 100_000)]
+    customers: u64,
+    /// Batches of changes applied (and timed) after the view exists.
+    #[arg(long, default_value_t = 50)]
+    batches: u32,
+    /// Changes per batch: 40% INSERT, 30% UPDATE, 30% DELETE.
+    #[arg(long, default_value_t = 1_000)]
+    batch_size: u32,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -162,6 +220,9 @@ fn run(cli: &Cli, cleanup: &Cleanup) -> Result<()> {
     match &cli.command {
         BenchCommand::Copy(args) => copy_benchmark(&env, args),
         BenchCommand::Pgbench(args) => pgbench_benchmark(&env, args),
+        BenchCommand::ViewLatency(args) => view_latency_benchmark(&env, args),
+        BenchCommand::ViewCopy(args) => view_copy_benchmark(&env, args),
+        BenchCommand::ViewRefresh(args) => view_refresh_benchmark(&env, args),
     }
 }
 
@@ -173,6 +234,8 @@ struct BenchEnv {
     scratch: TempDir,
     cleanup: Cleanup,
     clock_ticks_per_s: f64,
+    /// EddyDB servers started so far; each gets a data folder of its own.
+    eddy_servers: std::cell::Cell<u32>,
 }
 
 impl BenchEnv {
@@ -203,6 +266,7 @@ impl BenchEnv {
             scratch: TempDir::new(&parent, cleanup)?,
             cleanup: cleanup.clone(),
             clock_ticks_per_s: clock_ticks_per_s(),
+            eddy_servers: std::cell::Cell::new(0),
         })
     }
 
@@ -434,7 +498,9 @@ fn print_machine(env: &BenchEnv) -> Result<()> {
     let avail_kb = meminfo_kb(&meminfo, "MemAvailable:").unwrap_or(0);
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let command_line: Vec<String> = std::env::args().collect();
     println!("== machine");
+    println!("command line   {}", command_line.join(" "));
     println!("date (UTC)     {}", utc_now_string());
     println!("nproc          {nproc} (/proc/cpuinfo processors: {processors})");
     println!("cpu model      {model}");
@@ -706,7 +772,7 @@ impl CpuUsage {
         }
         row(client_name, self.clients_s);
         if self.generator_s > 0.005 {
-            row("generator (this program)", self.generator_s);
+            row("this program", self.generator_s);
         }
         row("other processes", other);
         row("machine busy", self.machine_s);
@@ -777,8 +843,14 @@ struct EddyServer {
 
 impl EddyServer {
     fn start(env: &BenchEnv) -> Result<EddyServer> {
-        let data = env.scratch.path.join("eddydb-data");
-        let log = env.scratch.path.join("eddydb.log");
+        let started = env.eddy_servers.get();
+        env.eddy_servers.set(started + 1);
+        let suffix = match started {
+            0 => String::new(),
+            n => format!("-{}", n + 1),
+        };
+        let data = env.scratch.path.join(format!("eddydb-data{suffix}"));
+        let log = env.scratch.path.join(format!("eddydb{suffix}.log"));
         let log_file = File::create(&log).context("cannot create the server log")?;
         let mut child = Command::new(&env.eddydb)
             .arg("serve")
@@ -1792,6 +1864,1002 @@ fn pgbench_benchmark(env: &BenchEnv, args: &PgbenchArgs) -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// A blocking tokio-postgres client, to time single statements
+// ---------------------------------------------------------------------------
+
+/// One connection with its own single-threaded runtime: the connection task
+/// runs only inside `block_on`, on this thread, so a timed statement never
+/// waits for a wake-up on the other core.
+struct SqlClient {
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    server: &'static str,
+}
+
+type SqlParam<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+impl SqlClient {
+    fn connect(target: &Target) -> Result<SqlClient> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot build the client's tokio runtime")?;
+        let config = format!(
+            "host=127.0.0.1 port={} user=eddy dbname={} connect_timeout=30",
+            target.port, target.dbname
+        );
+        let (client, connection) = runtime
+            .block_on(tokio_postgres::connect(&config, tokio_postgres::NoTls))
+            .with_context(|| format!("cannot connect to {}", target.kind.name()))?;
+        runtime.spawn(connection);
+        Ok(SqlClient {
+            runtime,
+            client,
+            server: target.kind.name(),
+        })
+    }
+
+    /// Runs `sql` with the simple protocol; returns the last command's count.
+    fn command(&self, sql: &str) -> Result<u64> {
+        let messages = self
+            .runtime
+            .block_on(self.client.simple_query(sql))
+            .with_context(|| self.rejected(sql))?;
+        let counts = messages.iter().filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        });
+        Ok(counts.last().unwrap_or(0))
+    }
+
+    /// The rows of `sql` in text form, NULL as `NULL`.
+    fn text_rows(&self, sql: &str) -> Result<Vec<Vec<String>>> {
+        let messages = self
+            .runtime
+            .block_on(self.client.simple_query(sql))
+            .with_context(|| self.rejected(sql))?;
+        let rows = messages.iter().filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        });
+        Ok(rows.collect())
+    }
+
+    fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement> {
+        self.runtime
+            .block_on(self.client.prepare(sql))
+            .with_context(|| self.rejected(sql))
+    }
+
+    fn execute(&self, statement: &tokio_postgres::Statement, params: &[SqlParam]) -> Result<u64> {
+        self.runtime
+            .block_on(self.client.execute(statement, params))
+            .with_context(|| format!("{} failed to execute a prepared statement", self.server))
+    }
+
+    fn query_opt(
+        &self,
+        statement: &tokio_postgres::Statement,
+        params: &[SqlParam],
+    ) -> Result<Option<tokio_postgres::Row>> {
+        self.runtime
+            .block_on(self.client.query_opt(statement, params))
+            .with_context(|| format!("{} failed to run a prepared query", self.server))
+    }
+
+    fn rejected(&self, sql: &str) -> String {
+        format!("{} rejected `{}`", self.server, abbreviate(sql, 160))
+    }
+}
+
+/// `text` cut to about `limit` characters, for error messages.
+fn abbreviate(text: &str, limit: usize) -> String {
+    match text.char_indices().nth(limit) {
+        Some((at, _)) => format!("{}… ({} bytes)", &text[..at], text.len()),
+        None => text.to_string(),
+    }
+}
+
+/// Seconds `f` took, with its result.
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let started = Instant::now();
+    let value = f()?;
+    Ok((value, started.elapsed().as_secs_f64()))
+}
+
+fn micros(from: Instant, to: Instant) -> u64 {
+    to.duration_since(from).as_micros() as u64
+}
+
+/// Microsecond timings, sorted once and read by nearest rank.
+struct Percentiles(Vec<u64>);
+
+impl Percentiles {
+    fn new(mut us: Vec<u64>) -> Percentiles {
+        us.sort_unstable();
+        Percentiles(us)
+    }
+
+    /// The smallest value with at least `q` of the samples at or below it.
+    fn at(&self, q: f64) -> u64 {
+        if self.0.is_empty() {
+            return 0;
+        }
+        let rank = (q * self.0.len() as f64).ceil() as usize;
+        self.0[rank.clamp(1, self.0.len()) - 1]
+    }
+
+    fn max(&self) -> u64 {
+        self.0.last().copied().unwrap_or(0)
+    }
+
+    fn print_row(&self, name: &str) {
+        println!(
+            "  {name:<22} {:>9} {:>9} {:>9} {:>9}",
+            self.at(0.50),
+            self.at(0.90),
+            self.at(0.99),
+            self.max()
+        );
+    }
+}
+
+fn print_percentile_header(unit: &str) {
+    println!(
+        "  {unit:<22} {:>9} {:>9} {:>9} {:>9}",
+        "p50", "p90", "p99", "max"
+    );
+}
+
+/// The server's VmHWM at named points of a run; the last mark is the peak.
+#[derive(Default)]
+struct RssMarks(Vec<(&'static str, u64)>);
+
+impl RssMarks {
+    fn mark(&mut self, pid: u32, name: &'static str) {
+        if let Some(bytes) = vm_hwm_bytes(pid) {
+            self.0.push((name, bytes));
+        }
+    }
+
+    fn print(&self) {
+        let Some(((_, peak), earlier)) = self.0.split_last() else {
+            println!("server peak RSS      not measured");
+            return;
+        };
+        let earlier: Vec<String> = earlier
+            .iter()
+            .map(|(name, bytes)| format!("{:.1} MiB {name}", mib(*bytes)))
+            .collect();
+        println!(
+            "server peak RSS      {:.1} MiB (VmHWM; {})",
+            mib(*peak),
+            earlier.join(", ")
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// view-latency: INSERT, then read the view by key (read-your-writes)
+// ---------------------------------------------------------------------------
+
+const KEYED_DDL: &str = "CREATE TABLE t (id bigint PRIMARY KEY, k int, v int)";
+const KEYED_VIEW_DDL: &str =
+    "CREATE MATERIALIZED VIEW v AS SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k";
+const KEYED_INSERT: &str = "INSERT INTO t VALUES ($1, $2, $3)";
+const KEYED_SELECT: &str = "SELECT n, s FROM v WHERE k = $1";
+
+/// (k, v) of row `id` of `t`: `k` uniform in 0..keys, `v` in 0..1000. The
+/// sampled INSERTs continue the same sequence past the loaded ids.
+fn keyed_row(id: u64, keys: u32) -> (i32, i32) {
+    let r = splitmix64(id ^ 0x6b65_7965_6400);
+    ((r % u64::from(keys)) as i32, ((r >> 40) % 1_000) as i32)
+}
+
+/// `t(id bigint primary key, k int, v int)`, see [`keyed_row`].
+struct KeyedRows {
+    keys: u32,
+}
+
+impl RowSource for KeyedRows {
+    fn write_row(&mut self, index: u64, delimiter: u8, out: &mut Vec<u8>) {
+        let id = index + 1;
+        let (k, v) = keyed_row(id, self.keys);
+        push_u64(out, id);
+        out.push(delimiter);
+        push_i64(out, k.into());
+        out.push(delimiter);
+        push_i64(out, v.into());
+        out.push(b'\n');
+    }
+}
+
+/// What `v` must hold, kept beside the server: (count, sum) per key.
+struct KeyModel(Vec<(i64, i64)>);
+
+impl KeyModel {
+    fn of_rows(rows: u64, keys: u32) -> KeyModel {
+        let mut model = KeyModel(vec![(0, 0); keys as usize]);
+        for id in 1..=rows {
+            let (k, v) = keyed_row(id, keys);
+            model.add(k, v);
+        }
+        model
+    }
+
+    /// Counts one more row and returns the key's new (count, sum).
+    fn add(&mut self, k: i32, v: i32) -> (i64, i64) {
+        let group = &mut self.0[k as usize];
+        *group = (group.0 + 1, group.1 + i64::from(v));
+        *group
+    }
+
+    /// The whole view against the model, which proves the backfill.
+    fn check_view(&self, client: &SqlClient) -> Result<()> {
+        let rows = client.text_rows("SELECT k, n, s FROM v")?;
+        let expected_rows = self.0.iter().filter(|(n, _)| *n > 0).count();
+        if rows.len() != expected_rows {
+            bail!("view v has {} rows, expected {expected_rows}", rows.len());
+        }
+        for row in &rows {
+            let parsed: Vec<i64> = row.iter().filter_map(|f| f.parse().ok()).collect();
+            let expected = parsed
+                .first()
+                .and_then(|k| self.0.get(usize::try_from(*k).ok()?));
+            match (parsed.as_slice(), expected) {
+                ([_, n, s], Some(want)) if (*n, *s) == *want => {}
+                _ => bail!("view v holds {row:?}, which the loaded rows do not give"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Microseconds of each sample: INSERT and SELECT together, then each alone.
+#[derive(Default)]
+struct RoundTrips {
+    total_us: Vec<u64>,
+    insert_us: Vec<u64>,
+    select_us: Vec<u64>,
+}
+
+fn read_your_writes(
+    client: &SqlClient,
+    model: &mut KeyModel,
+    args: &ViewLatencyArgs,
+) -> Result<RoundTrips> {
+    let insert = client.prepare(KEYED_INSERT)?;
+    let select = client.prepare(KEYED_SELECT)?;
+    let mut trips = RoundTrips::default();
+    for sample in 0..u64::from(args.samples) {
+        let id = args.rows + 1 + sample;
+        let (k, v) = keyed_row(id, args.keys);
+        let sent = Instant::now();
+        client.execute(&insert, &[&(id as i64), &k, &v])?;
+        let inserted = Instant::now();
+        let row = client.query_opt(&select, &[&k])?;
+        let answered = Instant::now();
+        let got = match row {
+            Some(row) => (row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?),
+            None => (0, 0),
+        };
+        let expected = model.add(k, v);
+        if got != expected {
+            bail!(
+                "read-your-writes violated: right after INSERT of id {id} (k = {k}, v = {v}) \
+                 returned, v shows (n, s) = {got:?} for k = {k}; expected {expected:?}"
+            );
+        }
+        trips.total_us.push(micros(sent, answered));
+        trips.insert_us.push(micros(sent, inserted));
+        trips.select_us.push(micros(inserted, answered));
+    }
+    Ok(trips)
+}
+
+struct LatencyOutcome {
+    load: CopyOutcome,
+    backfill_s: f64,
+    trips: RoundTrips,
+    usage: CpuUsage,
+    rss: RssMarks,
+}
+
+fn view_latency_run(
+    env: &BenchEnv,
+    target: &Target,
+    args: &ViewLatencyArgs,
+) -> Result<LatencyOutcome> {
+    let mut rss = RssMarks::default();
+    rss.mark(target.server_pid, "idle");
+    run_sql(env, target, KEYED_DDL)?;
+    let mut rows = KeyedRows { keys: args.keys };
+    let load = copy_in(env, target, "t", CopyFormat::Text, &mut rows, args.rows)?;
+    println!(
+        "loaded {} rows into t in {:.2} s; creating the view",
+        load.rows, load.usage.wall_s
+    );
+    rss.mark(target.server_pid, "after the load");
+    let client = SqlClient::connect(target)?;
+    let ((), backfill_s) = timed(|| client.command(KEYED_VIEW_DDL).map(drop))?;
+    rss.mark(target.server_pid, "after the backfill");
+    let mut model = KeyModel::of_rows(args.rows, args.keys);
+    model.check_view(&client)?;
+    println!(
+        "view v backfilled in {backfill_s:.2} s and checked; {} samples",
+        args.samples
+    );
+    let before = CpuSnapshot::take(target.server_pid, None);
+    let trips = read_your_writes(&client, &mut model, args)?;
+    let usage =
+        CpuSnapshot::take(target.server_pid, None).usage_since(&before, env.clock_ticks_per_s);
+    rss.mark(target.server_pid, "at the end");
+    Ok(LatencyOutcome {
+        load,
+        backfill_s,
+        trips,
+        usage,
+        rss,
+    })
+}
+
+fn view_latency_benchmark(env: &BenchEnv, args: &ViewLatencyArgs) -> Result<()> {
+    if args.keys == 0 || args.keys > i32::MAX as u32 {
+        bail!("--keys must be between 1 and {}", i32::MAX);
+    }
+    println!(
+        "== view-latency benchmark: {} rows, {} keys, {} samples, EddyDB",
+        args.rows, args.keys, args.samples
+    );
+    println!("table: {KEYED_DDL} (k uniform in 0..{})", args.keys);
+    println!("view:  {KEYED_VIEW_DDL}");
+    println!("each sample, one connection (tokio-postgres, prepared statements):");
+    println!("  {KEYED_INSERT}  -- a random k");
+    println!("  {KEYED_SELECT}  -- same k; n must have gone up by one, s by v");
+    let mut server = EddyServer::start(env)?;
+    let target = server.target();
+    let outcome = view_latency_run(env, &target, args).map_err(|e| server.explain(e));
+    let outcome = outcome?;
+    server.stop()?;
+    print_latency_result(args, &outcome);
+    Ok(())
+}
+
+fn print_latency_result(args: &ViewLatencyArgs, outcome: &LatencyOutcome) {
+    let load = &outcome.load;
+    println!();
+    println!("== view-latency result (EddyDB)");
+    println!(
+        "rows in t            {} ({} keys), loaded in {:.2} s ({:.0} rows/s)",
+        load.rows,
+        args.keys,
+        load.usage.wall_s,
+        load.rows as f64 / load.usage.wall_s.max(1e-9)
+    );
+    println!(
+        "view backfill        {:.2} s (CREATE MATERIALIZED VIEW v)",
+        outcome.backfill_s
+    );
+    let samples = outcome.trips.total_us.len();
+    println!("samples              {samples}, every one read its own write");
+    print_percentile_header("latency us");
+    let trips = &outcome.trips;
+    Percentiles::new(trips.total_us.clone()).print_row("INSERT + SELECT");
+    Percentiles::new(trips.insert_us.clone()).print_row("INSERT alone");
+    Percentiles::new(trips.select_us.clone()).print_row("SELECT alone");
+    println!("  (target: INSERT + SELECT p99 < 5000 us, and the same at 1M and 10M rows)");
+    outcome.rss.print();
+    let usage = &outcome.usage;
+    usage.print("psql", available_cores(), true);
+    let per_sample = |s: f64| 1e6 * s / samples.max(1) as f64;
+    println!(
+        "  per sample: server {:.1} us cpu, this program {:.1} us cpu",
+        per_sample(usage.server_s),
+        per_sample(usage.generator_s)
+    );
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+// ---------------------------------------------------------------------------
+// The join+aggregate view of view-copy and view-refresh: `orders` joined to
+// `customers`, summed per region
+// ---------------------------------------------------------------------------
+
+const CUSTOMERS_DDL: &str = "CREATE TABLE customers (id bigint PRIMARY KEY, region text)";
+const ORDERS_DDL: &str =
+    "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint, amount int)";
+const SALES_VIEW_DDL: &str = "CREATE MATERIALIZED VIEW sales AS \
+     SELECT c.region, count(*) AS orders, sum(o.amount) AS amount \
+     FROM orders o JOIN customers c ON o.customer_id = c.id GROUP BY c.region";
+const SALES_VIEW_READ: &str = "SELECT region, orders, amount FROM sales ORDER BY region";
+const SALES_ADHOC: &str = "SELECT c.region, count(*) AS orders, sum(o.amount) AS amount \
+     FROM orders o JOIN customers c ON o.customer_id = c.id GROUP BY c.region ORDER BY c.region";
+/// Regions the customers are spread over: the rows of the view.
+const REGIONS: u64 = 16;
+
+/// `customers(id bigint primary key, region text)`: regions `region-00` to
+/// `region-15`, uniformly.
+struct CustomerRows;
+
+impl RowSource for CustomerRows {
+    fn write_row(&mut self, index: u64, delimiter: u8, out: &mut Vec<u8>) {
+        let id = index + 1;
+        push_u64(out, id);
+        out.push(delimiter);
+        out.extend_from_slice(b"region-");
+        push_two_digits(out, splitmix64(id ^ 0x7265_6769_6f6e) % REGIONS);
+        out.push(b'\n');
+    }
+}
+
+/// (customer_id, amount) of order `id`: any of the customers, an amount in
+/// 1..=1000. `salt` 0 gives the loaded rows; a batch's UPDATE uses another.
+fn order_row(id: u64, customers: u64, salt: u64) -> (u64, u64) {
+    let r = splitmix64(id ^ 0x6f72_6465_7273 ^ salt.rotate_left(40));
+    (r % customers + 1, (r >> 40) % 1_000 + 1)
+}
+
+/// `orders(id bigint primary key, customer_id bigint, amount int)` from
+/// `first_id` on, see [`order_row`].
+struct OrderRows {
+    customers: u64,
+    first_id: u64,
+}
+
+impl RowSource for OrderRows {
+    fn write_row(&mut self, index: u64, delimiter: u8, out: &mut Vec<u8>) {
+        let id = self.first_id + index;
+        let (customer, amount) = order_row(id, self.customers, 0);
+        push_u64(out, id);
+        out.push(delimiter);
+        push_u64(out, customer);
+        out.push(delimiter);
+        push_u64(out, amount);
+        out.push(b'\n');
+    }
+}
+
+/// Creates both tables and loads the customers.
+fn load_customers(env: &BenchEnv, target: &Target, customers: u64) -> Result<CopyOutcome> {
+    run_sql(env, target, CUSTOMERS_DDL)?;
+    run_sql(env, target, ORDERS_DDL)?;
+    copy_in(
+        env,
+        target,
+        "customers",
+        CopyFormat::Text,
+        &mut CustomerRows,
+        customers,
+    )
+}
+
+/// COPYs orders 1..=rows in `copies` statements of about equal size, one
+/// psql each; the usage covers all of them.
+fn copy_orders(
+    env: &BenchEnv,
+    target: &Target,
+    rows: u64,
+    customers: u64,
+    copies: u64,
+) -> Result<(CpuUsage, u64)> {
+    let per_copy = rows.div_ceil(copies.max(1)).max(1);
+    let before = CpuSnapshot::take(target.server_pid, None);
+    let (mut first, mut bytes) = (0, 0);
+    while first < rows {
+        let count = per_copy.min(rows - first);
+        let mut source = OrderRows {
+            customers,
+            first_id: first + 1,
+        };
+        bytes += copy_in(env, target, "orders", CopyFormat::Text, &mut source, count)?.bytes;
+        first += count;
+    }
+    let usage =
+        CpuSnapshot::take(target.server_pid, None).usage_since(&before, env.clock_ticks_per_s);
+    Ok((usage, bytes))
+}
+
+/// The view's rows, after checking them against the ad-hoc query.
+struct SalesCheck {
+    rows: Vec<Vec<String>>,
+    view_read_s: f64,
+    adhoc_s: f64,
+}
+
+fn check_sales_view(client: &SqlClient) -> Result<SalesCheck> {
+    let (rows, view_read_s) = timed(|| client.text_rows(SALES_VIEW_READ))?;
+    let (adhoc, adhoc_s) = timed(|| client.text_rows(SALES_ADHOC))?;
+    if rows != adhoc {
+        bail!(
+            "{}: view sales differs from the ad-hoc query\n  view:   {rows:?}\n  ad hoc: {adhoc:?}",
+            client.server
+        );
+    }
+    Ok(SalesCheck {
+        rows,
+        view_read_s,
+        adhoc_s,
+    })
+}
+
+/// Sum of the view's `orders` column, to compare with count(*).
+fn sales_order_count(rows: &[Vec<String>]) -> u64 {
+    rows.iter()
+        .filter_map(|row| row.get(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+// ---------------------------------------------------------------------------
+// view-copy: COPY orders with the join+aggregate view maintained, and without
+// ---------------------------------------------------------------------------
+
+/// One fresh server's COPY of the orders, with or without the view.
+struct CopySide {
+    with_view: bool,
+    usage: CpuUsage,
+    bytes: u64,
+    view_create_s: Option<f64>,
+    check: Option<SalesCheck>,
+    adhoc_s: f64,
+    rss: RssMarks,
+}
+
+impl CopySide {
+    fn name(&self) -> &'static str {
+        if self.with_view {
+            "view sales maintained"
+        } else {
+            "no view"
+        }
+    }
+}
+
+fn view_copy_side(env: &BenchEnv, args: &ViewCopyArgs, with_view: bool) -> Result<CopySide> {
+    let mut server = EddyServer::start(env)?;
+    let target = server.target();
+    println!(
+        "-- {}: server up on port {}",
+        if with_view {
+            "with the view"
+        } else {
+            "no view"
+        },
+        target.port
+    );
+    let side = view_copy_started(env, &target, args, with_view, &server.data);
+    let side = side.map_err(|e| server.explain(e))?;
+    let data = server.data.clone();
+    server.stop()?;
+    // The next side's server needs the disk more than this folder does.
+    fs::remove_dir_all(&data).with_context(|| format!("cannot remove {}", data.display()))?;
+    Ok(side)
+}
+
+fn view_copy_started(
+    env: &BenchEnv,
+    target: &Target,
+    args: &ViewCopyArgs,
+    with_view: bool,
+    data_dir: &Path,
+) -> Result<CopySide> {
+    let mut rss = RssMarks::default();
+    load_customers(env, target, args.customers)?;
+    let client = SqlClient::connect(target)?;
+    let view_create_s = match with_view {
+        true => Some(timed(|| client.command(SALES_VIEW_DDL))?.1),
+        false => None,
+    };
+    rss.mark(target.server_pid, "before the COPY");
+    println!(
+        "   {} customers loaded; starting the COPY of orders",
+        args.customers
+    );
+    let timeline = args
+        .timeline
+        .then(|| Timeline::start(target.server_pid, data_dir.to_path_buf()));
+    let copied = copy_orders(env, target, args.rows, args.customers, args.copies);
+    if let Some(timeline) = timeline {
+        timeline.finish(env.clock_ticks_per_s);
+    }
+    let (usage, bytes) = copied?;
+    rss.mark(target.server_pid, "at the end");
+    let (count, adhoc_s) = timed(|| client.text_rows(SALES_ADHOC))?;
+    if sales_order_count(&count) != args.rows {
+        bail!(
+            "the join of orders and customers counts {count:?}, not {} orders",
+            args.rows
+        );
+    }
+    let check = match with_view {
+        true => Some(check_sales_view(&client)?),
+        false => None,
+    };
+    Ok(CopySide {
+        with_view,
+        usage,
+        bytes,
+        view_create_s,
+        check,
+        adhoc_s,
+        rss,
+    })
+}
+
+fn view_copy_benchmark(env: &BenchEnv, args: &ViewCopyArgs) -> Result<()> {
+    if args.customers == 0 || args.rows == 0 {
+        bail!("--rows and --customers must be at least 1");
+    }
+    println!(
+        "== view-copy benchmark: COPY of {} orders in {} statement(s), {} customers, EddyDB",
+        args.rows, args.copies, args.customers
+    );
+    println!("tables: {CUSTOMERS_DDL}; {ORDERS_DDL}");
+    println!("view (created after the customers, before the orders): {SALES_VIEW_DDL}");
+    println!("(two fresh servers, one at a time: first no view, then the view)");
+    let plain = view_copy_side(env, args, false)?;
+    let viewed = view_copy_side(env, args, true)?;
+    print_copy_sides(args, &plain, &viewed);
+    Ok(())
+}
+
+fn print_copy_sides(args: &ViewCopyArgs, plain: &CopySide, viewed: &CopySide) {
+    let rate = |side: &CopySide| args.rows as f64 / side.usage.wall_s.max(1e-9);
+    println!();
+    println!("== view-copy result (EddyDB)");
+    println!(
+        "orders COPY          {} rows, {:.1} MiB, in {} statement(s)",
+        args.rows,
+        mib(viewed.bytes),
+        args.copies
+    );
+    for side in [plain, viewed] {
+        println!(
+            "{:<22} {:>8.2} s {:>12.0} rows/s",
+            side.name(),
+            side.usage.wall_s,
+            rate(side)
+        );
+    }
+    println!(
+        "ratio with/without view: {:.3}   (target >= 1000000 rows/s with the view, 2 cores)",
+        rate(viewed) / rate(plain).max(1e-9)
+    );
+    if let Some(created) = viewed.view_create_s {
+        println!("view creation        {created:.3} s (over the customers, no orders yet)");
+    }
+    if let Some(check) = &viewed.check {
+        println!(
+            "view check           sales ({} rows) equals the ad-hoc join+aggregate; \
+             view read {:.1} ms, ad-hoc query {:.2} s",
+            check.rows.len(),
+            1e3 * check.view_read_s,
+            check.adhoc_s
+        );
+    }
+    println!("ad-hoc query, no-view server: {:.2} s", plain.adhoc_s);
+    for side in [plain, viewed] {
+        println!("-- {}", side.name());
+        side.rss.print();
+        side.usage.print("psql", available_cores(), true);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// view-refresh: batches of changes, EddyDB maintaining the view beside
+// PostgreSQL refreshing it
+// ---------------------------------------------------------------------------
+
+const SALES_REFRESH: &str = "REFRESH MATERIALIZED VIEW sales";
+
+/// One batch's statements, the same text for both servers, and the rows
+/// each must change.
+struct ChangeBatch {
+    statements: [String; 3],
+    counts: [u64; 3],
+}
+
+/// Makes batches of changes to `orders`, tracking which ids exist so that
+/// every UPDATE and DELETE hits rows that are there.
+struct ChangePlan {
+    live: Vec<u64>,
+    next_id: u64,
+    customers: u64,
+    draws: u64,
+}
+
+impl ChangePlan {
+    fn new(rows: u64, customers: u64) -> ChangePlan {
+        ChangePlan {
+            live: (1..=rows).collect(),
+            next_id: rows + 1,
+            customers,
+            draws: 0,
+        }
+    }
+
+    /// A live id at random; `take` also removes it.
+    fn pick(&mut self, take: bool) -> u64 {
+        self.draws += 1;
+        let at = (splitmix64(self.draws ^ 0x6368_616e_6765) % self.live.len() as u64) as usize;
+        match take {
+            true => self.live.swap_remove(at),
+            false => self.live[at],
+        }
+    }
+
+    /// 40% INSERT, 30% UPDATE, 30% DELETE; `number` (from 1) varies the
+    /// updated values between batches.
+    fn batch(&mut self, number: u64, size: u64) -> ChangeBatch {
+        let (inserts, updates) = (size * 4 / 10, size * 3 / 10);
+        let deletes = size - inserts - updates;
+        ChangeBatch {
+            statements: [
+                self.inserts(inserts),
+                self.updates(updates, number),
+                self.deletes(deletes),
+            ],
+            counts: [inserts, updates, deletes],
+        }
+    }
+
+    fn inserts(&mut self, count: u64) -> String {
+        let values: Vec<String> = (0..count)
+            .map(|_| {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.live.push(id);
+                let (customer, amount) = order_row(id, self.customers, 0);
+                format!("({id}, {customer}, {amount})")
+            })
+            .collect();
+        format!("INSERT INTO orders VALUES {}", values.join(", "))
+    }
+
+    /// Moves orders to other customers (so other regions) with new amounts.
+    fn updates(&mut self, count: u64, salt: u64) -> String {
+        let mut ids = std::collections::BTreeSet::new();
+        while (ids.len() as u64) < count {
+            ids.insert(self.pick(false));
+        }
+        let values: Vec<String> = ids
+            .iter()
+            .map(|&id| {
+                let (customer, amount) = order_row(id, self.customers, salt);
+                format!("({id}, {customer}, {amount})")
+            })
+            .collect();
+        format!(
+            "UPDATE orders SET customer_id = d.customer_id, amount = d.amount \
+             FROM (VALUES {}) AS d(id, customer_id, amount) WHERE orders.id = d.id",
+            values.join(", ")
+        )
+    }
+
+    fn deletes(&mut self, count: u64) -> String {
+        let ids: Vec<String> = (0..count).map(|_| self.pick(true).to_string()).collect();
+        format!("DELETE FROM orders WHERE id IN ({})", ids.join(", "))
+    }
+}
+
+/// Microseconds per batch: the whole batch, then each of its parts.
+#[derive(Default)]
+struct BatchTimes {
+    total_us: Vec<u64>,
+    /// INSERT, UPDATE, DELETE, REFRESH (zero where there is none).
+    parts_us: [Vec<u64>; 4],
+}
+
+/// Runs one batch; PostgreSQL then refreshes the view. EddyDB's statements
+/// return only once the view reflects them, so nothing follows them.
+fn apply_batch(
+    client: &SqlClient,
+    batch: &ChangeBatch,
+    refresh: bool,
+    times: &mut BatchTimes,
+) -> Result<()> {
+    let mut marks = [Instant::now(); 5];
+    for (i, (sql, expected)) in batch.statements.iter().zip(batch.counts).enumerate() {
+        let changed = client.command(sql)?;
+        if changed != expected {
+            bail!(
+                "{}: `{}` changed {changed} rows, expected {expected}",
+                client.server,
+                abbreviate(sql, 60)
+            );
+        }
+        marks[i + 1] = Instant::now();
+    }
+    if refresh {
+        client.command(SALES_REFRESH)?;
+    }
+    marks[4] = Instant::now();
+    times.total_us.push(micros(marks[0], marks[4]));
+    for (part, pair) in times.parts_us.iter_mut().zip(marks.windows(2)) {
+        part.push(micros(pair[0], pair[1]));
+    }
+    Ok(())
+}
+
+struct RefreshSide {
+    kind: ServerKind,
+    load_s: f64,
+    create_s: f64,
+    times: BatchTimes,
+    usage: CpuUsage,
+    check: SalesCheck,
+    rss: RssMarks,
+}
+
+fn refresh_side(
+    env: &BenchEnv,
+    kind: ServerKind,
+    args: &ViewRefreshArgs,
+    batches: &[ChangeBatch],
+) -> Result<RefreshSide> {
+    let mut server = Server::start(env, kind)?;
+    let target = server.target();
+    println!("-- {}: server up on port {}", kind.name(), target.port);
+    let side = refresh_started(env, &target, args, batches).map_err(|e| server.explain(e));
+    let side = side?;
+    server.stop()?;
+    Ok(side)
+}
+
+fn refresh_started(
+    env: &BenchEnv,
+    target: &Target,
+    args: &ViewRefreshArgs,
+    batches: &[ChangeBatch],
+) -> Result<RefreshSide> {
+    let is_eddy = target.kind == ServerKind::Eddydb;
+    let ((), load_s) = timed(|| {
+        load_customers(env, target, args.customers)?;
+        copy_orders(env, target, args.rows, args.customers, 1).map(drop)
+    })?;
+    if !is_eddy {
+        // Fresh statistics and visibility map, as any tuned PostgreSQL has.
+        run_sql(env, target, "VACUUM ANALYZE")?;
+    }
+    let client = SqlClient::connect(target)?;
+    let ((), create_s) = timed(|| client.command(SALES_VIEW_DDL).map(drop))?;
+    println!("   loaded in {load_s:.2} s, view created in {create_s:.2} s; applying batches");
+    let mut rss = RssMarks::default();
+    if is_eddy {
+        rss.mark(target.server_pid, "before the batches");
+    }
+    let before = CpuSnapshot::take(target.server_pid, None);
+    let mut times = BatchTimes::default();
+    for batch in batches {
+        apply_batch(&client, batch, !is_eddy, &mut times)?;
+    }
+    let usage =
+        CpuSnapshot::take(target.server_pid, None).usage_since(&before, env.clock_ticks_per_s);
+    if is_eddy {
+        rss.mark(target.server_pid, "at the end");
+    }
+    Ok(RefreshSide {
+        kind: target.kind,
+        load_s,
+        create_s,
+        times,
+        usage,
+        check: check_sales_view(&client)?,
+        rss,
+    })
+}
+
+fn view_refresh_benchmark(env: &BenchEnv, args: &ViewRefreshArgs) -> Result<()> {
+    if args.customers == 0 || args.rows < u64::from(args.batch_size) || args.batch_size < 10 {
+        bail!("need --customers >= 1, --batch-size >= 10 and --rows >= --batch-size");
+    }
+    let mut plan = ChangePlan::new(args.rows, args.customers);
+    let batches: Vec<ChangeBatch> = (1..=u64::from(args.batches))
+        .map(|number| plan.batch(number, u64::from(args.batch_size)))
+        .collect();
+    let counts = batches.first().map_or([0; 3], |b| b.counts);
+    println!(
+        "== view-refresh benchmark: {} orders, {} customers, {} batches of {} changes \
+         ({} INSERT, {} UPDATE, {} DELETE rows)",
+        args.rows, args.customers, args.batches, args.batch_size, counts[0], counts[1], counts[2]
+    );
+    println!("tables: {CUSTOMERS_DDL}; {ORDERS_DDL}");
+    println!("view (created after the load): {SALES_VIEW_DDL}");
+    println!("each batch, one statement per kind, autocommit, on one tokio-postgres connection:");
+    for sql in batches.first().map(|b| &b.statements[..]).unwrap_or(&[]) {
+        println!("  {}", abbreviate(sql, 110));
+    }
+    println!("  then on PostgreSQL only: {SALES_REFRESH}");
+    println!("(servers run one at a time; each is stopped before the next starts)");
+    let postgres = refresh_side(env, ServerKind::Postgres, args, &batches)?;
+    let eddy = refresh_side(env, ServerKind::Eddydb, args, &batches)?;
+    print_refresh_sides(&postgres, &eddy);
+    if postgres.check.rows != eddy.check.rows {
+        bail!(
+            "the engines end with different views\n  PostgreSQL: {:?}\n  EddyDB:     {:?}",
+            postgres.check.rows,
+            eddy.check.rows
+        );
+    }
+    println!(
+        "view check           both end with the same sales ({} rows, {} orders), \
+         each equal to its ad-hoc query",
+        eddy.check.rows.len(),
+        sales_order_count(&eddy.check.rows)
+    );
+    Ok(())
+}
+
+fn print_refresh_sides(postgres: &RefreshSide, eddy: &RefreshSide) {
+    println!();
+    println!("== view-refresh result");
+    println!(
+        "  {:<22} {:>10} {:>10}   {:>10} {:>10}",
+        "per batch, ms", "PG p50", "PG p99", "Eddy p50", "Eddy p99"
+    );
+    let ms = |us: u64| us as f64 / 1e3;
+    let row = |name: &str, pg: &[u64], eddy: Option<&[u64]>| {
+        let (pg, eddy) = (
+            Percentiles::new(pg.to_vec()),
+            eddy.map(|e| Percentiles::new(e.to_vec())),
+        );
+        let eddy_cell = |q: f64| {
+            eddy.as_ref()
+                .map_or("-".into(), |e| format!("{:.2}", ms(e.at(q))))
+        };
+        println!(
+            "  {name:<22} {:>10.2} {:>10.2}   {:>10} {:>10}",
+            ms(pg.at(0.5)),
+            ms(pg.at(0.99)),
+            eddy_cell(0.5),
+            eddy_cell(0.99)
+        );
+    };
+    row(
+        "whole batch",
+        &postgres.times.total_us,
+        Some(&eddy.times.total_us),
+    );
+    let names = ["INSERT", "UPDATE", "DELETE", "REFRESH"];
+    for (i, name) in names.iter().enumerate() {
+        let eddy_part = (i < 3).then_some(&eddy.times.parts_us[i][..]);
+        row(name, &postgres.times.parts_us[i], eddy_part);
+    }
+    let whole = |side: &RefreshSide, q: f64| Percentiles::new(side.times.total_us.clone()).at(q);
+    let ratio = |q: f64| whole(postgres, q) as f64 / whole(eddy, q).max(1) as f64;
+    println!(
+        "ratio PostgreSQL/EddyDB per-batch time: p50 {:.2}, p99 {:.2}",
+        ratio(0.5),
+        ratio(0.99)
+    );
+    for side in [postgres, eddy] {
+        println!(
+            "-- {}: load {:.2} s, CREATE MATERIALIZED VIEW {:.2} s, final view read {:.1} ms, \
+             ad-hoc query {:.2} s",
+            side.kind.name(),
+            side.load_s,
+            side.create_s,
+            1e3 * side.check.view_read_s,
+            side.check.adhoc_s
+        );
+        side.rss.print();
+        side.usage
+            .print("psql", available_cores(), side.kind == ServerKind::Eddydb);
+        let batches = side.times.total_us.len().max(1) as f64;
+        println!(
+            "  per batch: server {:.1} ms cpu",
+            1e3 * side.usage.server_s / batches
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1827,6 +2895,76 @@ mod tests {
         assert_eq!(fields[0], "42");
         assert_eq!(fields[1], account_balance(42).to_string());
         assert_eq!(fields[2].len(), 84);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let p = Percentiles::new((1..=100).rev().collect());
+        assert_eq!(
+            (p.at(0.5), p.at(0.9), p.at(0.99), p.max()),
+            (50, 90, 99, 100)
+        );
+        assert_eq!(Percentiles::new(vec![7]).at(0.01), 7);
+        assert_eq!(Percentiles::new(Vec::new()).at(0.5), 0);
+    }
+
+    #[test]
+    fn keyed_rows_agree_with_the_model() {
+        let mut out = Vec::new();
+        KeyedRows { keys: 10 }.write_row(4, b'\t', &mut out);
+        let line = String::from_utf8(out).expect("ascii");
+        let fields: Vec<i64> = line
+            .trim_end()
+            .split('\t')
+            .map(|f| f.parse().unwrap())
+            .collect();
+        let mut model = KeyModel::of_rows(5, 10);
+        let (k, v) = (fields[1] as i32, fields[2] as i32);
+        assert_eq!(fields[0], 5);
+        assert!((0..10).contains(&k) && (0..1_000).contains(&v));
+        let before = model.0[k as usize];
+        assert_eq!(model.add(k, v), (before.0 + 1, before.1 + i64::from(v)));
+        assert_eq!(model.0.iter().map(|g| g.0).sum::<i64>(), 6);
+    }
+
+    #[test]
+    fn order_and_customer_rows_are_well_formed() {
+        let mut out = Vec::new();
+        CustomerRows.write_row(0, b'\t', &mut out);
+        OrderRows {
+            customers: 3,
+            first_id: 11,
+        }
+        .write_row(1, b'\t', &mut out);
+        let text = String::from_utf8(out).expect("ascii");
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+        assert_eq!(lines[0][0], "1");
+        assert!(lines[0][1].starts_with("region-") && lines[0][1].len() == 9);
+        assert_eq!(lines[1][0], "12");
+        assert!((1..=3).contains(&lines[1][1].parse::<u64>().unwrap()));
+        assert!((1..=1_000).contains(&lines[1][2].parse::<u64>().unwrap()));
+    }
+
+    #[test]
+    fn change_plan_touches_only_live_rows() {
+        let mut plan = ChangePlan::new(50, 5);
+        let first = plan.batch(1, 20);
+        assert_eq!(first.counts, [8, 6, 6]);
+        assert!(first.statements[0].starts_with("INSERT INTO orders VALUES (51, "));
+        for number in 2..=30 {
+            let batch = plan.batch(number, 20);
+            let deleted = batch.statements[2]
+                .trim_start_matches("DELETE FROM orders WHERE id IN (")
+                .trim_end_matches(')');
+            for id in deleted.split(", ").map(|id| id.parse::<u64>().unwrap()) {
+                assert!(!plan.live.contains(&id), "{id} deleted but still live");
+            }
+        }
+        assert_eq!(plan.live.len(), 50 + 30 * (8 - 6));
+        let mut live = plan.live.clone();
+        live.sort_unstable();
+        live.dedup();
+        assert_eq!(live.len(), plan.live.len());
     }
 
     #[test]

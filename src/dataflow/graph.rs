@@ -56,6 +56,10 @@ impl Graph {
         self.nodes.len() - 1
     }
 
+    pub fn schema_of(&self, node: usize) -> SchemaRef {
+        Arc::clone(&self.nodes[node].schema)
+    }
+
     pub fn output(&self) -> usize {
         self.nodes.len() - 1
     }

@@ -154,7 +154,7 @@ impl Lowering {
                 }
                 let (input, key) = self.lower(&f.input)?;
                 let predicate = physical(&f.predicate, f.input.schema())?;
-                let schema = self.graph.nodes[input].schema.clone();
+                let schema = self.graph.schema_of(input);
                 let node = self.graph.add(
                     NodeKind::Filter(Filter::new(predicate)),
                     vec![input],
@@ -244,7 +244,7 @@ impl Lowering {
                     .expect("filters are not empty"),
                 &qualified,
             )?;
-            let schema = self.graph.nodes[node].schema.clone();
+            let schema = self.graph.schema_of(node);
             node = self
                 .graph
                 .add(NodeKind::Filter(Filter::new(predicate)), vec![node], schema);
@@ -277,7 +277,7 @@ impl Lowering {
     }
 
     fn exchange(&mut self, input: usize, keys: Vec<Arc<dyn PhysicalExpr>>) -> usize {
-        let schema = self.graph.nodes[input].schema.clone();
+        let schema = self.graph.schema_of(input);
         self.graph
             .add(NodeKind::Exchange { keys }, vec![input], schema)
     }
@@ -357,8 +357,8 @@ impl Lowering {
             right_keys,
             filter,
             null_equals_null: j.null_equality == NullEquality::NullEqualsNull,
-            left_schema: self.graph.nodes[left].schema.clone(),
-            right_schema: self.graph.nodes[right].schema.clone(),
+            left_schema: self.graph.schema_of(left),
+            right_schema: self.graph.schema_of(right),
             output_schema: Arc::clone(&schema),
         };
         Ok((
@@ -469,7 +469,7 @@ impl Lowering {
         };
         let mut node = self
             .graph
-            .add(NodeKind::TopN(spec), vec![exchanged], schema.clone());
+            .add(NodeKind::TopN(spec), vec![exchanged], Arc::clone(&schema));
         if let Some(rest) = datafusion::logical_expr::utils::conjunction(rest) {
             let predicate = physical(&rest, &w.schema)?;
             node = self
@@ -614,9 +614,12 @@ fn agg_call(expr: &Expr, input: &DFSchema) -> Result<AggCall> {
     })
 }
 
+/// Positions kept by a ROW_NUMBER filter: first (1-based) and last, inclusive.
+type RowRange = (i64, Option<i64>);
+
 /// Splits a filter over a ROW_NUMBER column into the position range it
 /// keeps (1-based, inclusive; `None` = unbounded) and the other conjuncts.
-fn split_row_number_bounds(filter: &Expr, rn: &str) -> Result<((i64, Option<i64>), Vec<Expr>)> {
+fn split_row_number_bounds(filter: &Expr, rn: &str) -> Result<(RowRange, Vec<Expr>)> {
     let mut first = 1i64;
     let mut last: Option<i64> = None;
     let mut rest = Vec::new();

@@ -63,9 +63,10 @@ impl SchemaProvider for TablesSchema {
             ViewEntry::Materialized(view) => {
                 Arc::new(ViewProvider(Arc::clone(view))) as Arc<dyn TableProvider>
             }
-            ViewEntry::Plain { def, plan } => {
-                Arc::new(ViewTable::new(plan.clone(), Some(def.query.clone())))
-            }
+            ViewEntry::Plain { def, plan } => Arc::new(ViewTable::new(
+                plan.as_ref().clone(),
+                Some(def.query.clone()),
+            )),
         }))
     }
 

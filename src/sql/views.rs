@@ -98,7 +98,10 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
         depends_on,
     };
     if !def.materialized {
-        return Ok(ViewEntry::Plain { def, plan });
+        return Ok(ViewEntry::Plain {
+            def,
+            plan: Box::new(plan),
+        });
     }
     check_maintainable(&plan)?;
     let schema = crate::dataflow::batch::nullable_schema(plan.schema().as_arrow());
