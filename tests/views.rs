@@ -15,7 +15,11 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 /// Every row of a query as text, sorted: a multiset fingerprint.
 async fn rows(client: &Client, sql: &str) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
-    for message in client.simple_query(sql).await.with_context(|| sql.to_string())? {
+    for message in client
+        .simple_query(sql)
+        .await
+        .with_context(|| sql.to_string())?
+    {
         if let SimpleQueryMessage::Row(row) = message {
             let cells: Vec<String> = (0..row.len())
                 .map(|i| row.get(i).unwrap_or("NULL").to_string())
@@ -92,7 +96,9 @@ async fn views_survive_kill9_with_identical_contents() -> anyhow::Result<()> {
         assert_eq!(&rows(&client, query).await?, expected, "view {name}");
     }
     // Still maintained after the restart.
-    client.batch_execute("INSERT INTO t VALUES (5000, 3, 1)").await?;
+    client
+        .batch_execute("INSERT INTO t VALUES (5000, 3, 1)")
+        .await?;
     let n = rows(&client, "SELECT n FROM per_key WHERE k = 3").await?;
     let direct = rows(&client, "SELECT count(*) FROM t WHERE k = 3").await?;
     assert_eq!(n, direct);
@@ -118,7 +124,11 @@ async fn queries_see_one_epoch_across_views_and_tables() -> anyhow::Result<()> {
     let write = tokio::spawn(async move {
         for i in 0..300i64 {
             let sql = match i % 3 {
-                0 => format!("INSERT INTO t VALUES ({i}, {}, {i}), ({}, 1, 1)", i % 4, i + 100_000),
+                0 => format!(
+                    "INSERT INTO t VALUES ({i}, {}, {i}), ({}, 1, 1)",
+                    i % 4,
+                    i + 100_000
+                ),
                 1 => format!("UPDATE t SET k = k + 1 WHERE id = {}", i - 1),
                 _ => format!("DELETE FROM t WHERE id = {}", i + 99_998),
             };
@@ -138,8 +148,13 @@ async fn queries_see_one_epoch_across_views_and_tables() -> anyhow::Result<()> {
     }
     let writer = write.await??;
     // Read-your-writes, from another connection too.
-    writer.batch_execute("INSERT INTO t VALUES (-1, 42, 7)").await?;
-    assert_eq!(rows(&reader, "SELECT n, s FROM per_key WHERE k = 42").await?, ["1|7"]);
+    writer
+        .batch_execute("INSERT INTO t VALUES (-1, 42, 7)")
+        .await?;
+    assert_eq!(
+        rows(&reader, "SELECT n, s FROM per_key WHERE k = 42").await?,
+        ["1|7"]
+    );
     Ok(())
 }
 
@@ -151,7 +166,9 @@ async fn prepared_key_lookup_on_a_view() -> anyhow::Result<()> {
     client
         .batch_execute("INSERT INTO t VALUES (1, 1, 10), (2, 1, 20), (3, 2, 5)")
         .await?;
-    let lookup = client.prepare("SELECT n, s FROM per_key WHERE k = $1").await?;
+    let lookup = client
+        .prepare("SELECT n, s FROM per_key WHERE k = $1")
+        .await?;
     let row = client.query_one(&lookup, &[&1i32]).await?;
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2, 30));
     client.execute("DELETE FROM t WHERE id = 2", &[]).await?;
@@ -174,7 +191,10 @@ async fn bad_rows_and_bad_views_do_not_stop_the_server() -> anyhow::Result<()> {
     client
         .batch_execute("INSERT INTO t VALUES (1, 0, 0), (2, 0, 4)")
         .await?;
-    assert_eq!(rows(&client, "SELECT * FROM ratio").await?, ["1|NULL", "2|25"]);
+    assert_eq!(
+        rows(&client, "SELECT * FROM ratio").await?,
+        ["1|NULL", "2|25"]
+    );
     assert_eq!(rows(&client, "SELECT n FROM per_key").await?, ["2"]);
     let err = client
         .batch_execute("CREATE MATERIALIZED VIEW nope AS SELECT id FROM t ORDER BY id")
@@ -187,6 +207,9 @@ async fn bad_rows_and_bad_views_do_not_stop_the_server() -> anyhow::Result<()> {
         .expect_err("views depend on t");
     assert_eq!(err.code().map(|c| c.code()), Some("2BP01"));
     client.batch_execute("DROP TABLE t CASCADE").await?;
-    assert_eq!(rows(&client, "SHOW MATERIALIZED VIEWS").await?, Vec::<String>::new());
+    assert_eq!(
+        rows(&client, "SHOW MATERIALIZED VIEWS").await?,
+        Vec::<String>::new()
+    );
     Ok(())
 }
