@@ -291,31 +291,25 @@ impl Catalog {
         cascade: bool,
     ) -> Result<bool> {
         let _ddl = self.ddl.lock().expect("ddl lock");
+        let not_a = || {
+            let kind = if materialized {
+                "materialized view"
+            } else {
+                "view"
+            };
+            Error::WrongObjectType(format!("\"{name}\" is not a {kind}"))
+        };
         let Some(entry) = self.view(name) else {
-            if if_exists && self.table(name).is_none() {
-                return Ok(false);
-            }
             if self.table(name).is_some() {
-                return Err(Error::WrongObjectType(format!(
-                    "\"{name}\" is not a {}",
-                    if materialized {
-                        "materialized view"
-                    } else {
-                        "view"
-                    }
-                )));
+                return Err(not_a());
+            }
+            if if_exists {
+                return Ok(false);
             }
             return Err(Error::UndefinedTableToDrop(name.to_string()));
         };
         if entry.def().materialized != materialized {
-            return Err(Error::WrongObjectType(format!(
-                "\"{name}\" is not a {}",
-                if materialized {
-                    "materialized view"
-                } else {
-                    "view"
-                }
-            )));
+            return Err(not_a());
         }
         self.drop_dependents(name, entry.def().kind_name(), cascade)?;
         self.remove_view(&entry)?;

@@ -29,6 +29,22 @@ struct ViewSpec {
     materialized: bool,
 }
 
+impl ViewSpec {
+    fn of(id: u64, name: String, create: CreateView) -> ViewSpec {
+        ViewSpec {
+            id,
+            name,
+            query: *create.query,
+            column_names: create
+                .columns
+                .iter()
+                .map(|c| names::normalize(&c.name))
+                .collect(),
+            materialized: create.materialized,
+        }
+    }
+}
+
 pub async fn create_view(
     catalog: &Arc<Catalog>,
     query: &QueryContext,
@@ -49,27 +65,15 @@ pub async fn create_view(
     if catalog.relation_exists(&name) {
         return Err(Error::DuplicateTable(name));
     }
-    let spec = ViewSpec {
-        id: catalog.next_relation_id()?,
-        name,
-        query: *create.query,
-        column_names: create
-            .columns
-            .iter()
-            .map(|c| names::normalize(&c.name))
-            .collect(),
-        materialized: create.materialized,
-    };
+    let (if_not_exists, materialized) = (create.if_not_exists, create.materialized);
+    let spec = ViewSpec::of(catalog.next_relation_id()?, name, create);
     let entry = build_view(query, spec).await?;
     let catalog = Arc::clone(catalog);
-    let if_not_exists = create.if_not_exists;
     // A backfill reads whole tables: off the async runtime.
     tokio::task::spawn_blocking(move || catalog.add_view(entry, if_not_exists, true))
         .await
         .map_err(|e| Error::Internal(format!("view creation task failed: {e}")))??;
-    Ok(Output::Command(CommandTag::new(create_tag(
-        create.materialized,
-    ))))
+    Ok(Output::Command(CommandTag::new(create_tag(materialized))))
 }
 
 fn create_tag(materialized: bool) -> &'static str {
@@ -195,17 +199,7 @@ pub async fn explain_create(
             "A plain view runs no dataflow; EXPLAIN a query that reads it instead.",
         ));
     }
-    let spec = ViewSpec {
-        id: 0,
-        name: names::relation_name(&create.name)?,
-        query: *create.query,
-        column_names: create
-            .columns
-            .iter()
-            .map(|c| names::normalize(&c.name))
-            .collect(),
-        materialized: true,
-    };
+    let spec = ViewSpec::of(0, names::relation_name(&create.name)?, create);
     match build_view(ctx, spec).await? {
         ViewEntry::Materialized(view) => Ok(plan_rows(explain_lines(
             &view,
