@@ -40,7 +40,8 @@ pub struct Config {
     /// close the connection with 54000.
     #[arg(long, env = "EDDYDB_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,
-    /// Worker threads for query execution (default: number of cores).
+    /// Dataflow worker threads that maintain views, and the parallelism of
+    /// ad-hoc queries (default: number of cores).
     #[arg(long, env = "EDDYDB_WORKERS")]
     pub workers: Option<usize>,
     /// Log filter, e.g. `info`, `debug`, `eddydb=debug`.
