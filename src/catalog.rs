@@ -250,7 +250,7 @@ impl Catalog {
         let _ddl = self.ddl.lock().expect("ddl lock");
         let name = entry.def().name.clone();
         if self.relation_exists(&name) {
-            return if if_not_exists && self.view(&name).is_some() {
+            return if if_not_exists {
                 Ok(false)
             } else {
                 Err(Error::DuplicateTable(name))
@@ -306,7 +306,14 @@ impl Catalog {
             if if_exists {
                 return Ok(false);
             }
-            return Err(Error::UndefinedTableToDrop(name.to_string()));
+            return Err(Error::UndefinedViewToDrop {
+                kind: if materialized {
+                    "materialized view"
+                } else {
+                    "view"
+                },
+                name: name.to_string(),
+            });
         };
         if entry.def().materialized != materialized {
             return Err(not_a());

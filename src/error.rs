@@ -27,6 +27,9 @@ pub enum Error {
     /// DROP TABLE of a table that is not there.
     #[error("table \"{0}\" does not exist")]
     UndefinedTableToDrop(String),
+    /// DROP [MATERIALIZED] VIEW of a view that is not there.
+    #[error("{kind} \"{name}\" does not exist")]
+    UndefinedViewToDrop { kind: &'static str, name: String },
     #[error("relation \"{0}\" already exists")]
     DuplicateTable(String),
     #[error("{0}")]
@@ -116,7 +119,9 @@ impl Error {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             Error::Syntax { .. } => "42601",
-            Error::UndefinedTable(_) | Error::UndefinedTableToDrop(_) => "42P01",
+            Error::UndefinedTable(_)
+            | Error::UndefinedTableToDrop(_)
+            | Error::UndefinedViewToDrop { .. } => "42P01",
             Error::UndefinedColumn(_) => "42703",
             Error::DuplicateTable(_) => "42P07",
             Error::DuplicateColumn(_) => "42701",

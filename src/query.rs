@@ -130,6 +130,10 @@ impl QueryContext {
         Ok(QueryContext { ctx, catalog })
     }
 
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
     pub fn session(&self) -> &SessionContext {
         &self.ctx
     }

@@ -327,6 +327,20 @@ impl Session {
     async fn describe(&mut self, prepared: &mut Prepared) -> Result<()> {
         let statement = prepared.statement.clone();
         let inferred = match &statement {
+            Statement::Explain { statement, .. }
+                if matches!(statement.as_ref(), Statement::CreateView(_)) =>
+            {
+                prepared.result_schema = Some(views::text_schema("QUERY PLAN"));
+                Vec::new()
+            }
+            Statement::ExplainTable { .. } => {
+                prepared.result_schema = Some(views::text_schema("QUERY PLAN"));
+                Vec::new()
+            }
+            Statement::ShowViews { .. } => {
+                prepared.result_schema = Some(views::text_schema("Name"));
+                Vec::new()
+            }
             Statement::Query(_) | Statement::Explain { .. } => {
                 check_query(&statement)?;
                 let mut rewritten = statement.clone();

@@ -149,8 +149,8 @@ impl Lowering {
                 ))
             }
             LogicalPlan::Filter(f) => {
-                if let LogicalPlan::Window(w) = f.input.as_ref() {
-                    return self.lower_ranked(w, Some(&f.predicate), plan);
+                if let Some(ranked) = self.lower_ranked_filter(f)? {
+                    return Ok(ranked);
                 }
                 let (input, key) = self.lower(&f.input)?;
                 let predicate = physical(&f.predicate, f.input.schema())?;
@@ -184,7 +184,7 @@ impl Lowering {
                 )),
             },
             LogicalPlan::Limit(l) => self.lower_limit(l, plan),
-            LogicalPlan::Window(w) => self.lower_ranked(w, None, plan),
+            LogicalPlan::Window(w) => Ok((self.lower_ranked(w, (1, None))?, None)),
             LogicalPlan::Values(v) => self.lower_values(&v.values, plan),
             LogicalPlan::EmptyRelation(e) => {
                 let rows = usize::from(e.produce_one_row);
@@ -422,14 +422,57 @@ impl Lowering {
         ))
     }
 
-    /// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)`, optionally under a
-    /// filter on the row number that bounds it (`rn <= N`).
+    /// A filter over a ROW_NUMBER() window, directly or through the
+    /// projection and alias of a subquery (`SELECT … FROM (SELECT …,
+    /// ROW_NUMBER() OVER (…) AS rn FROM t) r WHERE rn <= 3`): the bound on
+    /// the row number becomes the top-N's limit. `None` if `f` is not one.
+    fn lower_ranked_filter(
+        &mut self,
+        f: &datafusion::logical_expr::Filter,
+    ) -> Result<Option<Lowered>> {
+        let (projection, window) = match strip_aliases(&f.input) {
+            LogicalPlan::Window(w) => (None, w),
+            LogicalPlan::Projection(p) => match strip_aliases(&p.input) {
+                LogicalPlan::Window(w) => (Some(p), w),
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        let window_rn = window.schema.field(window.schema.fields().len() - 1).name();
+        let rn = match projection {
+            None => window_rn.clone(),
+            Some(p) => match p.expr.iter().position(|e| is_column_named(e, window_rn)) {
+                Some(j) => p.schema.field(j).name().clone(),
+                None => return Ok(None),
+            },
+        };
+        let (range, rest) = split_row_number_bounds(&f.predicate, &rn)?;
+        let mut node = self.lower_ranked(window, range)?;
+        if let Some(p) = projection {
+            let exprs = physical_all(&p.expr, p.input.schema())?;
+            let schema = nullable_schema(p.schema.as_arrow());
+            let project = Project::new(exprs, Arc::clone(&schema));
+            node = self
+                .graph
+                .add(NodeKind::Project(project), vec![node], schema);
+        }
+        if let Some(rest) = datafusion::logical_expr::utils::conjunction(rest) {
+            let predicate = physical(&rest, f.input.schema())?;
+            let schema = self.graph.schema_of(node);
+            node = self
+                .graph
+                .add(NodeKind::Filter(Filter::new(predicate)), vec![node], schema);
+        }
+        Ok(Some((node, None)))
+    }
+
+    /// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)` keeping the rows at
+    /// positions `range` of each partition.
     fn lower_ranked(
         &mut self,
         w: &datafusion::logical_expr::Window,
-        filter: Option<&Expr>,
-        plan: &LogicalPlan,
-    ) -> Result<Lowered> {
+        range: RowRange,
+    ) -> Result<usize> {
         let not_row_number = || {
             refuse(
                 "window functions other than ROW_NUMBER()",
@@ -447,18 +490,12 @@ impl Lowering {
         if fun.name() != "row_number" {
             return Err(not_row_number());
         }
-        let rn_column = w.schema.fields().len() - 1;
-        let rn_name = w.schema.qualified_field(rn_column);
-        let (bounds, rest) = match filter {
-            Some(f) => split_row_number_bounds(f, rn_name.1.name())?,
-            None => ((1, None), Vec::new()),
-        };
         let (input, _) = self.lower(&w.input)?;
         let partition_exprs = physical_all(&params.partition_by, w.input.schema())?;
         let order = sort_keys(&params.order_by, w.input.schema())?;
         let exchanged = self.exchange(input, partition_exprs.clone());
         let schema = nullable_schema(w.schema.as_arrow());
-        let (first, last) = bounds;
+        let (first, last) = range;
         let spec = TopNSpec {
             partition_exprs,
             order,
@@ -467,17 +504,9 @@ impl Lowering {
             row_number: true,
             output_schema: Arc::clone(&schema),
         };
-        let mut node = self
+        Ok(self
             .graph
-            .add(NodeKind::TopN(spec), vec![exchanged], Arc::clone(&schema));
-        if let Some(rest) = datafusion::logical_expr::utils::conjunction(rest) {
-            let predicate = physical(&rest, &w.schema)?;
-            node = self
-                .graph
-                .add(NodeKind::Filter(Filter::new(predicate)), vec![node], schema);
-        }
-        let _ = plan;
-        Ok((node, None))
+            .add(NodeKind::TopN(spec), vec![exchanged], schema))
     }
 
     fn lower_values(&mut self, values: &[Vec<Expr>], plan: &LogicalPlan) -> Result<Lowered> {
@@ -517,6 +546,23 @@ fn strip_alias(expr: &Expr) -> &Expr {
     match expr {
         Expr::Alias(a) => strip_alias(&a.expr),
         other => other,
+    }
+}
+
+fn strip_aliases(plan: &LogicalPlan) -> &LogicalPlan {
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => strip_aliases(&a.input),
+        other => other,
+    }
+}
+
+/// `name`, or `name` under casts and aliases.
+fn is_column_named(expr: &Expr, name: &str) -> bool {
+    match strip_alias(expr) {
+        Expr::Column(c) => c.name == name,
+        Expr::Cast(c) => is_column_named(&c.expr, name),
+        Expr::TryCast(c) => is_column_named(&c.expr, name),
+        _ => false,
     }
 }
 

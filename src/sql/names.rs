@@ -36,8 +36,15 @@ pub fn relation_name(name: &ObjectName) -> Result<String> {
     }
 }
 
+/// The table a statement writes to (or copies). A view is not one.
 pub fn resolve_table(catalog: &Catalog, name: &ObjectName) -> Result<Arc<Table>> {
     let relation = relation_name(name)?;
+    if let Some(view) = catalog.view(&relation) {
+        return Err(Error::WrongObjectType(format!(
+            "cannot change {} \"{relation}\"",
+            view.def().kind_name()
+        )));
+    }
     catalog
         .table(&relation)
         .ok_or(Error::UndefinedTable(relation))

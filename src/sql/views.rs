@@ -57,7 +57,8 @@ pub async fn create_view(
         ));
     }
     let name = names::relation_name(&create.name)?;
-    if create.if_not_exists && catalog.view(&name).is_some() {
+    if create.if_not_exists && catalog.relation_exists(&name) {
+        tracing::info!(relation = %name, "relation already exists, skipping");
         return Ok(Output::Command(CommandTag::new(create_tag(
             create.materialized,
         ))));
@@ -91,7 +92,17 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
     let mut rewritten = stmt.clone();
     ctx.rewrite(&mut rewritten);
     let plan = ctx.plan(rewritten).await?;
-    let depends_on = relations_read(&plan)?;
+    let mut depends_on = relations_read(&plan)?;
+    // Plain views are inlined while planning, so only the query text still
+    // names them.
+    let _ = datafusion::sql::sqlparser::ast::visit_relations(&stmt, |name| {
+        if let Ok(name) = names::relation_name(name) {
+            if ctx.catalog().view(&name).is_some() && !depends_on.contains(&name) {
+                depends_on.push(name);
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
     let plan = with_column_names(&stmt, plan, &spec.column_names)?;
     let def = ViewDef {
         id: spec.id,
@@ -152,7 +163,7 @@ fn with_column_names(stmt: &Statement, plan: LogicalPlan, given: &[String]) -> R
     let pg = colnames::pg_schema(stmt, &arrow);
     if given.len() > pg.fields().len() {
         return Err(Error::Syntax {
-            message: "CREATE VIEW specifies more column names than columns".into(),
+            message: "too many column names were specified".into(),
             line_col: None,
             position: None,
         });
@@ -165,7 +176,9 @@ fn with_column_names(stmt: &Statement, plan: LogicalPlan, given: &[String]) -> R
         .collect();
     for (i, name) in wanted.iter().enumerate() {
         if wanted[..i].contains(name) {
-            return Err(Error::DuplicateColumn(name.clone()));
+            return Err(Error::DuplicateColumn(format!(
+                "column \"{name}\" specified more than once"
+            )));
         }
     }
     let unchanged = plan
@@ -279,8 +292,13 @@ fn plan_rows(lines: Vec<String>) -> Output {
     text_rows("QUERY PLAN", lines)
 }
 
+/// The result of EXPLAIN (`QUERY PLAN`) and SHOW … VIEWS (`Name`).
+pub fn text_schema(column: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]))
+}
+
 fn text_rows(column: &str, values: Vec<String>) -> Output {
-    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new(column, DataType::Utf8, false)]));
+    let schema = text_schema(column);
     let batch = RecordBatch::try_new(
         Arc::clone(&schema),
         vec![Arc::new(StringArray::from(values))],

@@ -69,6 +69,8 @@ impl Drop for TempDir {
 pub struct ServerOptions {
     pub max_connections: Option<u32>,
     pub max_message_bytes: Option<u64>,
+    /// `--workers N`: dataflow and query worker threads.
+    pub workers: Option<usize>,
 }
 
 impl ServerOptions {
@@ -79,6 +81,9 @@ impl ServerOptions {
         }
         if let Some(n) = self.max_message_bytes {
             args.extend(["--max-message-bytes".to_string(), n.to_string()]);
+        }
+        if let Some(n) = self.workers {
+            args.extend(["--workers".to_string(), n.to_string()]);
         }
         args
     }
