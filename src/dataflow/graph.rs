@@ -97,7 +97,36 @@ impl Graph {
     }
 }
 
+/// One node's EXPLAIN line, with DataFusion's internal column names made
+/// readable: `count(Int64(1))` is `count(*)`, and a window column named
+/// after its whole `OVER (…)` clause is `row_number()`.
 pub fn describe(kind: &NodeKind) -> String {
+    readable(&describe_raw(kind))
+}
+
+fn readable(text: &str) -> String {
+    let text = text.replace("count(Int64(1))", "count(*)");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("row_number() ") {
+        let (head, tail) = rest.split_at(at + "row_number()".len());
+        out.push_str(head);
+        let frame_end = ["CURRENT ROW", "UNBOUNDED FOLLOWING"]
+            .iter()
+            .filter_map(|end| tail.find(end).map(|i| i + end.len()))
+            .min();
+        match frame_end {
+            Some(end) if tail.starts_with(" PARTITION BY") || tail.starts_with(" ORDER BY") => {
+                rest = &tail[end..];
+            }
+            _ => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn describe_raw(kind: &NodeKind) -> String {
     match kind {
         NodeKind::Source { relation } => format!("Source: {relation}"),
         NodeKind::Exchange { keys } if keys.is_empty() => "Exchange: single worker".into(),
@@ -131,4 +160,18 @@ pub fn instantiate(kind: &NodeKind) -> Result<Option<Box<dyn Operator>>> {
         NodeKind::Join(spec) => spec.instantiate()?,
         NodeKind::TopN(spec) => spec.instantiate()?,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+
+    #[test]
+    fn internal_names_read_as_sql() {
+        assert_eq!(
+            readable("Project: count(Int64(1))@1 AS n, CAST(row_number() PARTITION BY [t.k] ORDER BY [t.v ASC NULLS LAST] RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW@3 AS Int64) AS rn"),
+            "Project: count(*)@1 AS n, CAST(row_number()@3 AS Int64) AS rn"
+        );
+        assert_eq!(readable("Filter: x@0 > 1"), "Filter: x@0 > 1");
+    }
 }
