@@ -63,22 +63,26 @@ pub async fn insert(
     };
     let rows = conform_all(session, &table, &columns, batches).await?;
     let count: usize = rows.iter().map(RecordBatch::num_rows).sum();
-    let catalog = Arc::clone(session.catalog());
-    catalog
-        .commit(
-            &table,
-            Change {
-                deletes: Vec::new(),
-                inserts: rows.clone(),
-            },
-        )
-        .await?;
+    commit(
+        session,
+        &table,
+        Change {
+            deletes: Vec::new(),
+            inserts: rows.clone(),
+        },
+    )
+    .await?;
     match &insert.returning {
         Some(items) => returning(table.def(), &table.def().name, rows, items).await,
         None => Ok(Output::Command(
             CommandTag::new("INSERT").with_oid(0).with_rows(count),
         )),
     }
+}
+
+/// Commits a statement's change and every view's change to it, as one epoch.
+async fn commit(session: &Session, table: &Arc<Table>, change: Change) -> Result<u64> {
+    Arc::clone(session.catalog()).commit(table, change).await
 }
 
 /// Conforms and commits rows supplied for `columns` (COPY).
@@ -89,16 +93,15 @@ pub async fn insert_batches(
     batches: Vec<RecordBatch>,
 ) -> Result<u64> {
     let rows = conform_all(session, table, columns, batches).await?;
-    let catalog = Arc::clone(session.catalog());
-    catalog
-        .commit(
-            table,
-            Change {
-                deletes: Vec::new(),
-                inserts: rows,
-            },
-        )
-        .await
+    commit(
+        session,
+        table,
+        Change {
+            deletes: Vec::new(),
+            inserts: rows,
+        },
+    )
+    .await
 }
 
 pub async fn describe_insert(
@@ -615,16 +618,15 @@ pub async fn update(
         .map(|b| conform(&target.table, &all, b, &no_defaults))
         .collect::<Result<Vec<_>>>()?;
     let count = ids.len();
-    let catalog = Arc::clone(session.catalog());
-    catalog
-        .commit(
-            &target.table,
-            Change {
-                deletes: ids,
-                inserts: rows.clone(),
-            },
-        )
-        .await?;
+    commit(
+        session,
+        &target.table,
+        Change {
+            deletes: ids,
+            inserts: rows.clone(),
+        },
+    )
+    .await?;
     match &update.returning {
         Some(items) => returning(target.table.def(), &target.alias, rows, items).await,
         None => Ok(Output::Command(CommandTag::new("UPDATE").with_rows(count))),
@@ -640,16 +642,15 @@ pub async fn delete(
     let _writer = target.table.write_lock().await;
     let (ids, old_rows) = matched_rows(session, &sql, params).await?;
     let count = ids.len();
-    let catalog = Arc::clone(session.catalog());
-    catalog
-        .commit(
-            &target.table,
-            Change {
-                deletes: ids,
-                inserts: Vec::new(),
-            },
-        )
-        .await?;
+    commit(
+        session,
+        &target.table,
+        Change {
+            deletes: ids,
+            inserts: Vec::new(),
+        },
+    )
+    .await?;
     match &delete.returning {
         Some(items) => {
             let schema = target.table.schema();
@@ -706,16 +707,15 @@ pub async fn truncate(session: &mut Session, truncate: ast::Truncate) -> Result<
                 .ok_or_else(|| Error::Internal("row id column type".into()))?;
             ids.extend(col.values().iter().copied());
         }
-        let catalog = Arc::clone(session.catalog());
-        catalog
-            .commit(
-                &table,
-                Change {
-                    deletes: ids,
-                    inserts: Vec::new(),
-                },
-            )
-            .await?;
+        commit(
+            session,
+            &table,
+            Change {
+                deletes: ids,
+                inserts: Vec::new(),
+            },
+        )
+        .await?;
     }
     Ok(Output::Command(CommandTag::new("TRUNCATE TABLE")))
 }
