@@ -166,6 +166,10 @@ impl MaterializedView {
     }
 }
 
+/// Rows of a change from which the table's own apply runs beside the
+/// dataflow instead of after it.
+const PARALLEL_APPLY_ROWS: usize = 65_536;
+
 /// Views in creation order: a view is created after everything it reads,
 /// so this order is a topological order of the dependency graph.
 type ViewsById = BTreeMap<u64, Arc<MaterializedView>>;
@@ -225,12 +229,32 @@ impl Engine {
         let inserted = prepared.inserted_rows();
         let epoch = self.epoch() + 1;
         let delta = table_delta(table, &prepared)?;
-        let outputs = match delta {
-            Some(delta) => self.propagate(&views, &table.def().name, delta, epoch),
-            None => Vec::new(),
-        };
+        let rows: usize = delta.iter().map(ChangeBatch::len).sum();
+        let relation = table.def().name.as_str();
+        if rows < PARALLEL_APPLY_ROWS {
+            let outputs = self.propagate(&views, relation, delta, epoch);
+            let _gate = self.gate.blocking_write();
+            table.apply(prepared)?;
+            self.publish(outputs, epoch);
+            return Ok(inserted);
+        }
+        // A large change: the table indexes its rows while the dataflow
+        // works, both behind the gate so neither shows before the other.
         let _gate = self.gate.blocking_write();
-        table.apply(prepared)?;
+        let (applied, outputs) = std::thread::scope(|scope| {
+            let apply = std::thread::Builder::new()
+                .name("eddydb-apply".into())
+                .spawn_scoped(scope, || table.apply(prepared));
+            let outputs = self.propagate(&views, relation, delta, epoch);
+            let applied = match apply {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Internal("table apply panicked".into()))),
+                Err(e) => Err(Error::Internal(format!("cannot start a thread: {e}"))),
+            };
+            (applied, outputs)
+        });
+        applied?;
         self.publish(outputs, epoch);
         Ok(inserted)
     }
@@ -242,10 +266,13 @@ impl Engine {
         &self,
         views: &ViewsById,
         relation: &str,
-        delta: ChangeBatch,
+        delta: Vec<ChangeBatch>,
         epoch: u64,
     ) -> Vec<(Arc<MaterializedView>, ChangeBatch)> {
-        let mut changed: HashMap<String, ChangeBatch> =
+        if delta.is_empty() {
+            return Vec::new();
+        }
+        let mut changed: HashMap<String, Vec<ChangeBatch>> =
             HashMap::from([(relation.to_string(), delta)]);
         let mut outputs = Vec::new();
         for view in views.values() {
@@ -266,7 +293,7 @@ impl Engine {
             {
                 Ok(out) if out.is_empty() => {}
                 Ok(out) => {
-                    changed.insert(view.def.name.clone(), out.clone());
+                    changed.insert(view.def.name.clone(), vec![out.clone()]);
                     outputs.push((Arc::clone(view), out));
                 }
                 Err(e) => view.fail(e.to_string()),
@@ -327,9 +354,9 @@ impl Engine {
     }
 }
 
-/// The change batch a prepared table change feeds the dataflow: deleted
-/// rows retracted, inserted rows added. `None` when nothing changed.
-fn table_delta(table: &Table, prepared: &PreparedChange) -> Result<Option<ChangeBatch>> {
+/// The change batches a prepared table change feeds the dataflow: deleted
+/// rows retracted, inserted rows added. Empty when nothing changed.
+fn table_delta(table: &Table, prepared: &PreparedChange) -> Result<Vec<ChangeBatch>> {
     let schema = table.schema();
     let mut parts = Vec::new();
     if prepared.deleted().num_rows() > 0 {
@@ -343,17 +370,14 @@ fn table_delta(table: &Table, prepared: &PreparedChange) -> Result<Option<Change
             )?));
         }
     }
-    if parts.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(ChangeBatch::concat(&schema, &parts)?))
+    Ok(parts)
 }
 
 /// The changes of `graph`'s source relations, in each source's schema.
-fn source_inputs(graph: &Graph, changed: &HashMap<String, ChangeBatch>) -> Result<StepInput> {
+fn source_inputs(graph: &Graph, changed: &HashMap<String, Vec<ChangeBatch>>) -> Result<StepInput> {
     let mut inputs = Vec::new();
     for (node, relation) in graph.sources() {
-        if let Some(delta) = changed.get(relation) {
+        for delta in changed.get(relation).into_iter().flatten() {
             let schema = graph.schema_of(node);
             inputs.push((node, delta.clone().with_schema(schema)?));
         }

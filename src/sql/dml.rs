@@ -12,7 +12,7 @@ use datafusion::arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, StringArray, UInt64Array,
 };
 use datafusion::arrow::compute::{cast_with_options, CastOptions};
-use datafusion::arrow::datatypes::{DataType, UInt64Type};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, UInt64Type};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -42,14 +42,17 @@ pub async fn insert(
     let (columns, explicit) = insert_columns(table.def(), &insert)?;
     let batches = match &insert.source {
         None => vec![empty_rows(1)?],
-        Some(query) => {
-            let mut query = query.clone();
-            replace_default_items(&mut query, table.def(), &columns)?;
-            type_string_literals(&mut query, table.def(), &columns);
-            let stmt = with_param_types(Statement::Query(query), params)?;
-            let plan = session.query.plan(stmt).await?;
-            session.query.collect(plan, params).await?.1
-        }
+        Some(query) => match parameter_rows(query, params) {
+            Some(rows) => vec![rows],
+            None => {
+                let mut query = query.clone();
+                replace_default_items(&mut query, table.def(), &columns)?;
+                type_string_literals(&mut query, table.def(), &columns);
+                let stmt = with_param_types(Statement::Query(query), params)?;
+                let plan = session.query.plan(stmt).await?;
+                session.query.collect(plan, params).await?.1
+            }
+        },
     };
     let supplied = batches.first().map_or(columns.len(), |b| b.num_columns());
     let columns = match supplied.cmp(&columns.len()) {
@@ -224,6 +227,45 @@ fn number_text(expr: &ast::Expr) -> Option<String> {
         } => number_text(expr).map(|n| format!("-{n}")),
         _ => None,
     }
+}
+
+/// The rows of `VALUES ($1, $2), ($3, $4)` straight from the bound
+/// parameters, without planning: a prepared INSERT's usual form. `None`
+/// when the query is anything else (then it is planned), including
+/// parameters of one column with different types.
+fn parameter_rows(query: &ast::Query, params: &[ScalarValue]) -> Option<RecordBatch> {
+    let plain = query.with.is_none()
+        && query.order_by.is_none()
+        && query.limit_clause.is_none()
+        && query.fetch.is_none();
+    let ast::SetExpr::Values(values) = query.body.as_ref() else {
+        return None;
+    };
+    let width = values.rows.first()?.len();
+    if !plain || width == 0 {
+        return None;
+    }
+    let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(values.rows.len()); width];
+    for row in &values.rows {
+        if row.len() != width {
+            return None;
+        }
+        for (column, expr) in columns.iter_mut().zip(row.iter()) {
+            column.push(params.get(placeholder_index(expr)? - 1)?.clone());
+        }
+    }
+    let mut fields = Vec::with_capacity(width);
+    let mut arrays = Vec::with_capacity(width);
+    for (i, column) in columns.into_iter().enumerate() {
+        let array = ScalarValue::iter_to_array(column).ok()?;
+        fields.push(Field::new(
+            format!("column{}", i + 1),
+            array.data_type().clone(),
+            true,
+        ));
+        arrays.push(array);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).ok()
 }
 
 fn placeholder_index(expr: &ast::Expr) -> Option<usize> {

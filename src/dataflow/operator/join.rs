@@ -43,18 +43,13 @@ use crate::dataflow::expr::{evaluate, evaluate_all};
 use crate::dataflow::row::RowCodec;
 use crate::error::{Error, Result};
 
+mod side;
+
+use side::{Presence, Side};
+
 /// Joined rows per output batch, so a key with many rows on both sides
 /// does not make one giant batch.
 const OUTPUT_BATCH_ROWS: usize = 8192;
-
-/// Rows a key holds on one side before its bucket becomes a map.
-const FEW_ROWS: usize = 16;
-
-/// Estimated bytes a key costs beyond its encoding (map slot, bucket).
-const KEY_OVERHEAD_BYTES: usize = 64;
-
-/// Estimated bytes a stored row costs beyond its encoding (box, counts).
-const ROW_OVERHEAD_BYTES: usize = 40;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {
@@ -321,13 +316,7 @@ impl Join {
             if !matchable.at(i) {
                 continue;
             }
-            let Some(bucket) = self.sides[1 - port].buckets.get(keys.get(i)) else {
-                if !filtered {
-                    probed.unmatched.push(i as u32);
-                }
-                continue;
-            };
-            bucket.try_for_each(|row, counts| {
+            let held = self.sides[1 - port].for_each(keys.get(i), |row, counts| {
                 pairs.probe.push(i as u32);
                 pairs.stored.push(row);
                 pairs.weights.push(counts.weight);
@@ -336,6 +325,9 @@ impl Join {
                 }
                 Ok(())
             })?;
+            if !held && !filtered {
+                probed.unmatched.push(i as u32);
+            }
         }
         self.flush(port, batch, &mut pairs, &mut probed, out)?;
         if filtered {
@@ -460,9 +452,7 @@ impl Join {
         let mut diffs = Vec::new();
         for t in touched.into_values() {
             let counts = self.sides[other]
-                .buckets
-                .get_mut(keys.get(t.probe_row as usize))
-                .and_then(|b| b.get_mut(&t.row))
+                .counts_mut(keys.get(t.probe_row as usize), &t.row)
                 .ok_or_else(|| Error::Internal("join: a matched row left its side".into()))?;
             let was_padded = counts.matches == 0;
             counts.matches += t.delta;
@@ -509,17 +499,15 @@ impl Join {
         let mut stored: Vec<&[u8]> = Vec::new();
         let mut diffs = Vec::new();
         for (key, was_present) in flipped {
-            if self.sides[port].buckets.contains_key(key) == was_present {
+            if self.sides[port].holds(key) == was_present {
                 continue;
             }
             let sign = if was_present { 1 } else { -1 };
-            if let Some(bucket) = self.sides[1 - port].buckets.get(key) {
-                bucket.try_for_each(|row, counts| {
-                    stored.push(row);
-                    diffs.push(sign * counts.weight);
-                    Ok(())
-                })?;
-            }
+            self.sides[1 - port].for_each(key, |row, counts| {
+                stored.push(row);
+                diffs.push(sign * counts.weight);
+                Ok(())
+            })?;
         }
         let padded = self.padded_stored(1 - port, &stored, &diffs)?;
         self.padding.extend(padded);
@@ -679,187 +667,6 @@ impl Encoded {
         match self {
             Encoded::Rows(rows) => rows.row(row).data(),
             Encoded::Empty => &[0],
-        }
-    }
-}
-
-/// The rows of one input, with multiplicities, indexed by encoded key.
-#[derive(Debug)]
-struct Side {
-    schema: SchemaRef,
-    /// `None` for an input without columns.
-    codec: Option<RowCodec>,
-    buckets: FastMap<Box<[u8]>, Bucket>,
-    bytes: usize,
-}
-
-/// How an update changed whether its key is held.
-enum Presence {
-    Created,
-    Removed,
-    Same,
-}
-
-impl Side {
-    fn new(schema: SchemaRef) -> Result<Side> {
-        let codec = match schema.fields().is_empty() {
-            true => None,
-            false => Some(RowCodec::new(
-                schema.fields().iter().map(|f| f.data_type()),
-            )?),
-        };
-        Ok(Side {
-            schema,
-            codec,
-            buckets: FastMap::default(),
-            bytes: 0,
-        })
-    }
-
-    fn encode(&self, data: &RecordBatch) -> Result<Encoded> {
-        Ok(match &self.codec {
-            Some(codec) => Encoded::Rows(codec.encode(data.columns())?),
-            None => Encoded::Empty,
-        })
-    }
-
-    /// Decodes stored rows into columns. A row repeated in `rows` (one
-    /// stored row joined with many probe rows) is decoded once.
-    fn decode(&self, rows: &[&[u8]]) -> Result<Vec<ArrayRef>> {
-        let Some(codec) = &self.codec else {
-            return Ok(Vec::new());
-        };
-        let mut slots: FastMap<usize, u32> = FastMap::default();
-        let mut unique: Vec<&[u8]> = Vec::new();
-        let indices: Vec<u32> = rows
-            .iter()
-            .map(|row| {
-                *slots.entry(row.as_ptr() as usize).or_insert_with(|| {
-                    unique.push(row);
-                    (unique.len() - 1) as u32
-                })
-            })
-            .collect();
-        let columns = codec.decode(unique.iter().copied())?;
-        if unique.len() == rows.len() {
-            return Ok(columns);
-        }
-        take_columns(&columns, &UInt32Array::from(indices))
-    }
-
-    /// Adds `diff` to `row` under `key`; `matches` is the row's match count
-    /// if it is new.
-    fn update(&mut self, key: &[u8], row: &[u8], diff: i64, matches: i64) -> Presence {
-        if diff == 0 {
-            return Presence::Same;
-        }
-        let mut presence = Presence::Same;
-        let bucket = match self.buckets.get_mut(key) {
-            Some(bucket) => bucket,
-            None => {
-                presence = Presence::Created;
-                self.bytes += key.len() + KEY_OVERHEAD_BYTES;
-                self.buckets.entry(key.into()).or_default()
-            }
-        };
-        match bucket.add(row, diff, matches) {
-            Change::New => self.bytes += row.len() + ROW_OVERHEAD_BYTES,
-            Change::Removed => self.bytes -= row.len() + ROW_OVERHEAD_BYTES,
-            Change::Kept => {}
-        }
-        if bucket.is_empty() {
-            self.buckets.remove(key);
-            self.bytes -= key.len() + KEY_OVERHEAD_BYTES;
-            presence = Presence::Removed;
-        }
-        presence
-    }
-}
-
-/// A stored row's multiplicity and, with a filter, the weighted count of
-/// other-side rows it matches.
-#[derive(Debug, Clone, Copy)]
-struct Counts {
-    weight: i64,
-    matches: i64,
-}
-
-/// Rows under one key: a short list, or a map once the key holds many.
-#[derive(Debug)]
-enum Bucket {
-    Few(Vec<(Box<[u8]>, Counts)>),
-    Many(FastMap<Box<[u8]>, Counts>),
-}
-
-enum Change {
-    New,
-    Removed,
-    Kept,
-}
-
-impl Default for Bucket {
-    fn default() -> Bucket {
-        Bucket::Few(Vec::new())
-    }
-}
-
-impl Bucket {
-    fn add(&mut self, row: &[u8], diff: i64, matches: i64) -> Change {
-        let Some(counts) = self.get_mut(row) else {
-            let counts = Counts {
-                weight: diff,
-                matches,
-            };
-            match self {
-                Bucket::Few(entries) if entries.len() < FEW_ROWS => {
-                    entries.push((row.into(), counts))
-                }
-                Bucket::Few(entries) => {
-                    let mut map: FastMap<Box<[u8]>, Counts> =
-                        std::mem::take(entries).into_iter().collect();
-                    map.insert(row.into(), counts);
-                    *self = Bucket::Many(map);
-                }
-                Bucket::Many(map) => {
-                    map.insert(row.into(), counts);
-                }
-            }
-            return Change::New;
-        };
-        counts.weight += diff;
-        if counts.weight != 0 {
-            return Change::Kept;
-        }
-        match self {
-            Bucket::Few(entries) => entries.retain(|(r, _)| r.as_ref() != row),
-            Bucket::Many(map) => {
-                map.remove(row);
-            }
-        }
-        Change::Removed
-    }
-
-    fn get_mut(&mut self, row: &[u8]) -> Option<&mut Counts> {
-        match self {
-            Bucket::Few(entries) => entries
-                .iter_mut()
-                .find(|(r, _)| r.as_ref() == row)
-                .map(|(_, c)| c),
-            Bucket::Many(map) => map.get_mut(row),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        match self {
-            Bucket::Few(entries) => entries.is_empty(),
-            Bucket::Many(map) => map.is_empty(),
-        }
-    }
-
-    fn try_for_each<'a>(&'a self, mut f: impl FnMut(&'a [u8], Counts) -> Result<()>) -> Result<()> {
-        match self {
-            Bucket::Few(entries) => entries.iter().try_for_each(|(r, c)| f(r, *c)),
-            Bucket::Many(map) => map.iter().try_for_each(|(r, c)| f(r, *c)),
         }
     }
 }
