@@ -13,6 +13,8 @@
 //!   arrangements, worker threads, and the planner from DataFusion plans.
 //! - [`engine`]   — materialized views and the commit path that publishes a
 //!   table change and every view's change to it as one epoch.
+//! - [`source`]   — streams from outside: the source DDL, payload decoders and
+//!   the built-in generator (not yet run by the server).
 //! - [`catalog`]  — relations and their definitions.
 //! - [`storage`]  — durable table state: in-memory Arrow chunks backed by a sled log.
 //! - [`types`]    — the SQL types EddyDB stores and their Arrow representation.
@@ -26,6 +28,7 @@ pub mod error;
 pub mod protocol;
 pub mod query;
 pub mod server;
+pub mod source;
 pub mod sql;
 pub mod storage;
 pub mod types;

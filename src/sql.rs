@@ -5,9 +5,9 @@
 
 mod colnames;
 pub mod copy_format;
-mod ddl;
+pub(crate) mod ddl;
 mod dml;
-mod names;
+pub(crate) mod names;
 mod point_lookup;
 mod settings;
 mod views;

@@ -28,9 +28,30 @@ pub async fn create_table(
         ));
     }
     let name = names::relation_name(&create.name)?;
-    let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len());
+    let (columns, primary_key) = column_defs(&create.columns, &create.constraints)?;
+    for column in &columns {
+        if let Some(default) = &column.default {
+            check_default(query, column, default).await?;
+        }
+    }
+    let created = catalog.create_table(&name, columns, primary_key, create.if_not_exists)?;
+    if created.is_none() {
+        tracing::info!(table = %name, "CREATE TABLE IF NOT EXISTS: already exists, skipping");
+    }
+    Ok(Output::Command(CommandTag::new("CREATE TABLE")))
+}
+
+/// The columns and primary key (indexes into the columns) of a column list:
+/// names folded, types mapped, duplicates refused, key columns made NOT
+/// NULL. DEFAULT expressions are kept as text and not checked here. Shared
+/// by CREATE TABLE and the connector DDL in `crate::source::def`.
+pub(crate) fn column_defs(
+    ast_columns: &[ast::ColumnDef],
+    constraints: &[TableConstraint],
+) -> Result<(Vec<ColumnDef>, Vec<usize>)> {
+    let mut columns: Vec<ColumnDef> = Vec::with_capacity(ast_columns.len());
     let mut primary_key = Vec::new();
-    for column in &create.columns {
+    for column in ast_columns {
         let col_name = names::normalize(&column.name);
         if columns.iter().any(|c| c.name == col_name) {
             return Err(Error::DuplicateColumn(format!(
@@ -48,23 +69,16 @@ pub async fn create_table(
                 set_primary_key(&mut primary_key, vec![columns.len()])?;
             }
         }
-        if let Some(default) = &def.default {
-            check_default(query, &def, default).await?;
-        }
         columns.push(def);
     }
-    for constraint in &create.constraints {
+    for constraint in constraints {
         let key = table_constraint(&columns, constraint)?;
         set_primary_key(&mut primary_key, key)?;
     }
     for i in &primary_key {
         columns[*i].not_null = true;
     }
-    let created = catalog.create_table(&name, columns, primary_key, create.if_not_exists)?;
-    if created.is_none() {
-        tracing::info!(table = %name, "CREATE TABLE IF NOT EXISTS: already exists, skipping");
-    }
-    Ok(Output::Command(CommandTag::new("CREATE TABLE")))
+    Ok((columns, primary_key))
 }
 
 /// Applies one column option; `true` if it makes the column the primary key.
