@@ -8,6 +8,8 @@
 //!   schema, with bad records set aside and explained.
 //! - [`datagen`]   — the built-in `datagen` connector: per-column sequence,
 //!   random and choice generators, deterministic in (seed, column, row).
+//! - [`reader`]    — the [`reader::Reader`] trait connectors implement: polls of
+//!   decoded rows with per-partition positions and bad messages.
 //! - [`scenarios`] — named generators (`generator = 'logins'`, ...) for the
 //!   stories in `shared/SCENARIOS.md`.
 //!
@@ -18,4 +20,5 @@
 pub mod datagen;
 pub mod decode;
 pub mod def;
+pub mod reader;
 pub mod scenarios;
