@@ -107,6 +107,13 @@ pub enum Error {
     WrongObjectType(String),
     #[error("materialized view \"{name}\" has failed: {reason}")]
     ViewFailed { name: String, reason: String },
+    /// An external system a source reads from cannot be reached or used
+    /// (broker down, topic missing).
+    #[error("{message}")]
+    SourceUnavailable { message: String, hint: String },
+    /// A source cannot be read like a table.
+    #[error("{message}")]
+    SourceNotQueryable { message: String, hint: String },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("internal error: {0}. This is a bug in EddyDB; please report it")]
@@ -154,6 +161,8 @@ impl Error {
             Error::DependentObjects { .. } => "2BP01",
             Error::WrongObjectType(_) => "42809",
             Error::ViewFailed { .. } => "55000",
+            Error::SourceUnavailable { .. } => "08001",
+            Error::SourceNotQueryable { .. } => "42809",
             Error::Storage(_) => "58030",
             Error::Internal(_) => "XX000",
         }
@@ -173,6 +182,9 @@ impl Error {
                 Some("Another statement changed these rows meanwhile; retry.".to_string())
             }
             Error::DependentObjects { cascade_hint, .. } => Some(cascade_hint.clone()),
+            Error::SourceUnavailable { hint, .. } | Error::SourceNotQueryable { hint, .. } => {
+                Some(hint.clone())
+            }
             Error::ViewFailed { name, .. } => Some(format!(
                 "DROP MATERIALIZED VIEW {name} and create it again once the cause is fixed."
             )),
