@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::storage::{Change, Store, Table};
 use crate::types::SqlType;
 
+mod sources;
+pub use sources::SourceEntry;
+
 /// Name of the hidden row-id column every stored batch ends with.
 pub const ROW_ID: &str = "__eddy_row_id";
 /// Object ids of user relations start here, as in PostgreSQL.
@@ -81,7 +84,13 @@ pub struct Catalog {
     store: Store,
     tables: RwLock<BTreeMap<String, Arc<Table>>>,
     views: RwLock<BTreeMap<String, Arc<ViewEntry>>>,
-    engine: Engine,
+    /// Stream sources and the source side of connector-fed tables.
+    sources: RwLock<BTreeMap<String, Arc<SourceEntry>>>,
+    /// Every running source reader.
+    readers: Mutex<Vec<crate::source::runner::RunningReader>>,
+    /// Bad records the readers set apart.
+    errors: crate::source::status::ErrorLog,
+    engine: Arc<Engine>,
     /// Serialises DDL so ids and names are decided one at a time.
     ddl: Mutex<()>,
     /// Bumped by every DDL statement; prepared plans older than it are re-planned.
@@ -97,11 +106,20 @@ impl Catalog {
             tables.insert(table.def().name.clone(), Arc::new(table));
         }
         store.drop_orphan_trees(tables.values().map(|t| t.def().id))?;
+        let sources = store
+            .source_defs::<SourceEntry>()?
+            .into_iter()
+            .map(|s| (s.def.name.clone(), Arc::new(s)))
+            .collect();
+        let errors = crate::source::status::ErrorLog::new(store.tree("source_errors")?);
         Ok(Catalog {
             store,
             tables: RwLock::new(tables),
             views: RwLock::new(BTreeMap::new()),
-            engine: Engine::new(workers)?,
+            sources: RwLock::new(sources),
+            readers: Mutex::new(Vec::new()),
+            errors,
+            engine: Arc::new(Engine::new(workers)?),
             ddl: Mutex::new(()),
             version: AtomicU64::new(1),
         })
@@ -183,6 +201,7 @@ impl Catalog {
             };
         };
         self.drop_dependents(name, "table", cascade)?;
+        self.forget_table_source(table.def().id, name)?;
         // The definition goes first: a crash after it leaves an orphan tree,
         // which the next start removes.
         self.store.delete_table_def(table.def())?;
@@ -229,7 +248,7 @@ impl Catalog {
     }
 
     pub fn relation_exists(&self, name: &str) -> bool {
-        self.table(name).is_some() || self.view(name).is_some()
+        self.table(name).is_some() || self.view(name).is_some() || self.source(name).is_some()
     }
 
     /// Stored view definitions, oldest first (the order to create them in).
@@ -261,13 +280,22 @@ impl Catalog {
                 return Err(Error::UndefinedTable(dependency.clone()));
             }
         }
+        let mut stored = entry.def().clone();
         if let ViewEntry::Materialized(view) = &entry {
             self.engine
                 .create_view(Arc::clone(view), &CatalogReader(self))?;
+            match self.start_view_readers(&view.def) {
+                Ok(starts) => stored.stream_starts = starts,
+                Err(e) => {
+                    self.engine.drop_view(view.def.id);
+                    return Err(e);
+                }
+            }
         }
         if persist {
-            if let Err(e) = self.store.put_view_def(entry.def()) {
+            if let Err(e) = self.store.put_view_def(&stored) {
                 if let ViewEntry::Materialized(view) = &entry {
+                    self.stop_readers_of(view.def.id);
                     self.engine.drop_view(view.def.id);
                 }
                 return Err(e);
@@ -328,6 +356,7 @@ impl Catalog {
         self.store.delete_view_def(def)?;
         self.views.write().expect("catalog lock").remove(&def.name);
         if let ViewEntry::Materialized(view) = entry {
+            self.stop_readers_of(view.def.id);
             self.engine.drop_view(view.def.id);
         }
         self.version.fetch_add(1, Ordering::AcqRel);
@@ -422,6 +451,10 @@ impl RelationReader for CatalogReader<'_> {
                 .iter()
                 .map(|b| Ok(b.project(&user)?))
                 .collect();
+        }
+        if self.0.stream_source(relation).is_some() {
+            // A stream keeps no rows: a new view reads it from its start.
+            return Ok(Vec::new());
         }
         match self.0.materialized_view(relation) {
             Some(view) => view.scan(),

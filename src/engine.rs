@@ -42,8 +42,13 @@ pub struct ViewDef {
     #[serde(default)]
     pub column_names: Vec<String>,
     pub materialized: bool,
-    /// Tables and views the query reads.
+    /// Tables, views and sources the query reads.
     pub depends_on: Vec<String>,
+    /// Per stream source the view reads: where its reader started, resolved
+    /// when the view was created. At start the view is rebuilt by reading
+    /// from there again.
+    #[serde(default)]
+    pub stream_starts: BTreeMap<String, crate::source::reader::Offsets>,
 }
 
 impl ViewDef {
@@ -224,15 +229,27 @@ impl Engine {
     /// Commits a table change and every view's change to it, as one epoch.
     /// Blocking: call it off the async runtime.
     pub fn commit(&self, table: &Table, change: Change) -> Result<u64> {
+        self.commit_with_positions(table, change, None)
+    }
+
+    /// [`Engine::commit`] for a table fed by a source: `positions` (the
+    /// source's encoded read positions after this change) are made durable
+    /// atomically with the change.
+    pub fn commit_with_positions(
+        &self,
+        table: &Table,
+        change: Change,
+        positions: Option<&[u8]>,
+    ) -> Result<u64> {
         let views = self.views.lock().expect("commit lock");
-        let prepared = table.prepare(change)?;
+        let prepared = table.prepare(change, positions)?;
         let inserted = prepared.inserted_rows();
         let epoch = self.epoch() + 1;
         let delta = table_delta(table, &prepared)?;
         let rows: usize = delta.iter().map(ChangeBatch::len).sum();
         let relation = table.def().name.as_str();
         if rows < PARALLEL_APPLY_ROWS {
-            let outputs = self.propagate(&views, relation, delta, epoch);
+            let outputs = self.propagate(&views, Changed::new(relation, delta), epoch);
             let _gate = self.gate.blocking_write();
             table.apply(prepared)?;
             self.publish(outputs, epoch);
@@ -245,7 +262,7 @@ impl Engine {
             let apply = std::thread::Builder::new()
                 .name("eddydb-apply".into())
                 .spawn_scoped(scope, || table.apply(prepared));
-            let outputs = self.propagate(&views, relation, delta, epoch);
+            let outputs = self.propagate(&views, Changed::new(relation, delta), epoch);
             let applied = match apply {
                 Ok(handle) => handle
                     .join()
@@ -259,27 +276,60 @@ impl Engine {
         Ok(inserted)
     }
 
-    /// Runs `delta` of `relation` through every view that depends on it,
-    /// directly or through other views. A view whose dataflow fails is
-    /// marked failed; the others and the commit go on.
+    /// Commits rows a stream source produced for one view, as one epoch:
+    /// they run through `view_id`'s dataflow only (every view reading a
+    /// stream has a reader of its own), then through the views over that
+    /// view. Returns the epoch. Blocking.
+    pub fn commit_stream(&self, view_id: u64, source: &str, rows: RecordBatch) -> Result<u64> {
+        // (A view that is gone: UndefinedTable, which ends its reader.)
+        let views = self.views.lock().expect("commit lock");
+        if !views.contains_key(&view_id) {
+            return Err(Error::UndefinedTable(format!(
+                "materialized view with id {view_id}"
+            )));
+        }
+        let epoch = self.epoch() + 1;
+        let delta = if rows.num_rows() == 0 {
+            Vec::new()
+        } else {
+            vec![ChangeBatch::inserts(rows)]
+        };
+        let mut changed = Changed::new(source, delta);
+        changed.reader = Some(view_id);
+        let outputs = self.propagate(&views, changed, epoch);
+        let _gate = self.gate.blocking_write();
+        self.publish(outputs, epoch);
+        Ok(epoch)
+    }
+
+    /// Runs a change through every view that depends on it, directly or
+    /// through other views. A view whose dataflow fails is marked failed;
+    /// the others and the commit go on.
     fn propagate(
         &self,
         views: &ViewsById,
-        relation: &str,
-        delta: Vec<ChangeBatch>,
+        changed: Changed,
         epoch: u64,
     ) -> Vec<(Arc<MaterializedView>, ChangeBatch)> {
-        if delta.is_empty() {
+        if changed.batches.values().all(Vec::is_empty) {
             return Vec::new();
         }
-        let mut changed: HashMap<String, Vec<ChangeBatch>> =
-            HashMap::from([(relation.to_string(), delta)]);
+        let Changed {
+            mut batches,
+            origin,
+            reader,
+        } = changed;
         let mut outputs = Vec::new();
         for view in views.values() {
             if view.failure().is_some() {
                 continue;
             }
-            let inputs = match source_inputs(&view.graph, &changed) {
+            // A stream's rows reach only the view whose reader read them.
+            let hidden = match reader {
+                Some(id) if id != view.def.id => Some(origin.as_str()),
+                _ => None,
+            };
+            let inputs = match source_inputs(&view.graph, &batches, hidden) {
                 Ok(inputs) if inputs.is_empty() => continue,
                 Ok(inputs) => inputs,
                 Err(e) => {
@@ -293,7 +343,7 @@ impl Engine {
             {
                 Ok(out) if out.is_empty() => {}
                 Ok(out) => {
-                    changed.insert(view.def.name.clone(), vec![out.clone()]);
+                    batches.insert(view.def.name.clone(), vec![out.clone()]);
                     outputs.push((Arc::clone(view), out));
                 }
                 Err(e) => view.fail(e.to_string()),
@@ -373,10 +423,37 @@ fn table_delta(table: &Table, prepared: &PreparedChange) -> Result<Vec<ChangeBat
     Ok(parts)
 }
 
-/// The changes of `graph`'s source relations, in each source's schema.
-fn source_inputs(graph: &Graph, changed: &HashMap<String, Vec<ChangeBatch>>) -> Result<StepInput> {
+/// What changed in an epoch, by relation.
+struct Changed {
+    batches: HashMap<String, Vec<ChangeBatch>>,
+    /// The relation the epoch started from.
+    origin: String,
+    /// For a stream: the one view whose reader produced the rows.
+    reader: Option<u64>,
+}
+
+impl Changed {
+    fn new(relation: &str, delta: Vec<ChangeBatch>) -> Changed {
+        Changed {
+            batches: HashMap::from([(relation.to_string(), delta)]),
+            origin: relation.to_string(),
+            reader: None,
+        }
+    }
+}
+
+/// The changes of `graph`'s source relations, in each source's schema;
+/// `hidden` is a relation whose changes are not this graph's to see.
+fn source_inputs(
+    graph: &Graph,
+    changed: &HashMap<String, Vec<ChangeBatch>>,
+    hidden: Option<&str>,
+) -> Result<StepInput> {
     let mut inputs = Vec::new();
     for (node, relation) in graph.sources() {
+        if hidden == Some(relation) {
+            continue;
+        }
         for delta in changed.get(relation).into_iter().flatten() {
             let schema = graph.schema_of(node);
             inputs.push((node, delta.clone().with_schema(schema)?));

@@ -4,6 +4,7 @@
 //! tables with their row ids exposed (used by UPDATE and DELETE).
 
 mod catalog_source;
+mod eddy_catalog;
 pub mod pg_catalog;
 mod provider;
 
@@ -124,6 +125,10 @@ impl QueryContext {
         schemas.register_schema(
             "information_schema",
             pg_catalog::information_schema(Arc::clone(&source)),
+        )?;
+        schemas.register_schema(
+            eddy_catalog::SCHEMA,
+            Arc::new(eddy_catalog::EddyCatalog(Arc::clone(&catalog))),
         )?;
         ctx.register_catalog(CATALOG_NAME, Arc::new(schemas));
         pg_catalog::register_functions(&ctx, source, user, backend_pid);

@@ -35,6 +35,7 @@ pub async fn run(
             "views restored"
         );
     }
+    catalog.start_table_readers()?;
     let handler = Arc::new(Handler::new(Arc::clone(&catalog), config.worker_count()));
     let addr = listener
         .local_addr()
@@ -77,6 +78,8 @@ pub async fn run(
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    let stopping = Arc::clone(&catalog);
+    let _ = tokio::task::spawn_blocking(move || stopping.stop_all_readers()).await;
     catalog.flush()?;
     tracing::info!("stopped");
     Ok(())

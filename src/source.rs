@@ -10,15 +10,25 @@
 //!   random and choice generators, deterministic in (seed, column, row).
 //! - [`reader`]    — the [`reader::Reader`] trait connectors implement: polls of
 //!   decoded rows with per-partition positions and bad messages.
+//! - [`kafka`]     — the Kafka connector's [`reader::Reader`]: startup offsets,
+//!   a consumer with every partition assigned, payloads and keys into rows.
+//! - [`generated`] — the datagen connector's [`reader::Reader`], paced in
+//!   wall-clock time.
 //! - [`scenarios`] — named generators (`generator = 'logins'`, ...) for the
 //!   stories in `shared/SCENARIOS.md`.
-//!
-//! Not wired into the server yet: the statements are parsed and checked, and
-//! the decoders and generators are tested on their own. Running sources
-//! (Kafka consumers, offsets, watermarks, feeding views) comes next.
+//! - [`connect`]   — a stored definition → start positions and a reader.
+//! - [`runner`]    — one thread per reader: poll, commit through the engine
+//!   (rows into one view, or rows plus positions into a table), watermarks.
+//! - [`status`]    — per-partition status and the durable bad-record log
+//!   behind `eddy_catalog.source_partitions` / `source_errors`.
 
+pub mod connect;
 pub mod datagen;
 pub mod decode;
 pub mod def;
+pub mod generated;
+pub mod kafka;
 pub mod reader;
+pub mod runner;
 pub mod scenarios;
+pub mod status;

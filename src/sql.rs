@@ -10,6 +10,7 @@ mod dml;
 pub(crate) mod names;
 mod point_lookup;
 mod settings;
+mod sources;
 mod views;
 
 pub use views::restore_views;
@@ -32,6 +33,7 @@ pub use settings::Settings;
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::query::QueryContext;
+use crate::source::def::SourceStatement;
 use crate::storage::Table;
 
 /// What a statement gives back to the client.
@@ -102,11 +104,119 @@ impl CopyIn {
     }
 }
 
+/// A parsed statement: sqlparser's, or one of the source statements
+/// sqlparser does not know (`CREATE SOURCE`, `SHOW SOURCES`, ...).
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // sqlparser's Statement, as everywhere
+pub enum Parsed {
+    Sql(Statement),
+    Source(SourceStatement),
+}
+
+/// Parses `sql` if it is a source statement (see
+/// [`crate::source::def::parse_source_statement`]).
+pub fn parse_source(sql: &str) -> Result<Option<SourceStatement>> {
+    crate::source::def::parse_source_statement(sql)
+}
+
+/// Parses a simple-query string of one or more statements. Source
+/// statements are recognised statement by statement; a script without any
+/// is parsed by sqlparser as a whole, as before.
+pub fn parse_script(sql: &str) -> Result<Vec<Parsed>> {
+    let pieces = split_statements(sql);
+    let mut any_source = false;
+    let mut sources = Vec::with_capacity(pieces.len());
+    for piece in &pieces {
+        let source = parse_source(piece)?;
+        any_source |= source.is_some();
+        sources.push(source);
+    }
+    if !any_source {
+        return Ok(parse(sql)?.into_iter().map(Parsed::Sql).collect());
+    }
+    let mut out = Vec::new();
+    for (piece, source) in pieces.iter().zip(sources) {
+        match source {
+            Some(source) => out.push(Parsed::Source(source)),
+            None => out.extend(parse(piece)?.into_iter().map(Parsed::Sql)),
+        }
+    }
+    Ok(out)
+}
+
+/// Cuts a script at its top-level semicolons (not those inside quotes,
+/// dollar quotes or comments). Pieces keep their text; empty ones are left
+/// out.
+pub fn split_statements(sql: &str) -> Vec<&str> {
+    let bytes = sql.as_bytes();
+    let mut pieces = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' | b'"' => {
+                let quote = bytes[i];
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == quote {
+                        // A doubled quote is a quote inside the string.
+                        if bytes.get(i + 1) == Some(&quote) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'$' => {
+                // `$tag$ ... $tag$` (a `$1` parameter has no closing `$`).
+                let tag_end = bytes[i + 1..]
+                    .iter()
+                    .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                    .map(|n| i + 1 + n);
+                if let Some(end) = tag_end.filter(|e| bytes[*e] == b'$') {
+                    let tag = &sql[i..=end];
+                    match sql[end + 1..].find(tag) {
+                        Some(close) => i = end + 1 + close + tag.len() - 1,
+                        None => i = bytes.len(),
+                    }
+                }
+            }
+            b';' => {
+                let piece = sql[start..i].trim();
+                if !piece.is_empty() {
+                    pieces.push(piece);
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let piece = sql.get(start..).unwrap_or("").trim();
+    if !piece.is_empty() {
+        pieces.push(piece);
+    }
+    pieces
+}
+
 /// A statement parsed once and executed many times (extended protocol).
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub sql: String,
-    pub statement: Statement,
+    pub statement: Parsed,
     /// Types of `$1..$n`; `None` where neither the client nor inference says.
     pub param_types: Vec<Option<DataType>>,
     /// The SQL types of parameters where the statement says them (a cast
@@ -300,6 +410,17 @@ impl Session {
         sql: &str,
         declared: &[Option<DataType>],
     ) -> Result<Option<Prepared>> {
+        if let Some(source) = parse_source(sql)? {
+            return Ok(Some(Prepared {
+                sql: sql.to_string(),
+                result_schema: sources::result_schema(&source),
+                statement: Parsed::Source(source),
+                param_types: declared.to_vec(),
+                param_sql_types: Vec::new(),
+                plan: None,
+                lookup: None,
+            }));
+        }
         let mut statements = parse(sql)?;
         if statements.len() > 1 {
             return Err(Error::Syntax {
@@ -313,7 +434,7 @@ impl Session {
         };
         let mut prepared = Prepared {
             sql: sql.to_string(),
-            statement,
+            statement: Parsed::Sql(statement),
             param_types: declared.to_vec(),
             param_sql_types: Vec::new(),
             result_schema: None,
@@ -325,7 +446,9 @@ impl Session {
     }
 
     async fn describe(&mut self, prepared: &mut Prepared) -> Result<()> {
-        let statement = prepared.statement.clone();
+        let Parsed::Sql(statement) = prepared.statement.clone() else {
+            return Ok(());
+        };
         let inferred = match &statement {
             Statement::Explain { statement, .. }
                 if matches!(statement.as_ref(), Statement::CreateView(_)) =>
@@ -410,7 +533,15 @@ impl Session {
                 return Ok(Output::Rows(colnames::rename_stream(stream, schema)));
             }
         }
-        self.execute(prepared.statement.clone(), params).await
+        match &prepared.statement {
+            Parsed::Sql(statement) => self.execute(statement.clone(), params).await,
+            Parsed::Source(statement) => self.execute_source(statement.clone()).await,
+        }
+    }
+
+    /// Runs a source statement.
+    pub async fn execute_source(&mut self, statement: SourceStatement) -> Result<Output> {
+        sources::execute(&self.catalog, statement).await
     }
 
     async fn copy(
@@ -629,4 +760,23 @@ fn unsupported_statement(stmt: &Statement) -> Error {
         format!("statement {}", words.join(" ")),
         "See docs/sql.md for the statements EddyDB supports.",
     )
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::split_statements;
+
+    #[test]
+    fn cuts_at_top_level_semicolons_only() {
+        assert_eq!(
+            split_statements("SELECT 'a;b'; SELECT \"x;\" -- c;\n; /* ; */ SELECT $q$;$q$, $1;"),
+            vec![
+                "SELECT 'a;b'",
+                "SELECT \"x;\" -- c;",
+                "/* ; */ SELECT $q$;$q$, $1"
+            ]
+        );
+        assert_eq!(split_statements(" ; ;"), Vec::<&str>::new());
+        assert_eq!(split_statements("SELECT 'it''s;'"), vec!["SELECT 'it''s;'"]);
+    }
 }

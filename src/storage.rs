@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 
 const TABLE_DEF_PREFIX: &str = "table/";
 const VIEW_DEF_PREFIX: &str = "view/";
+const SOURCE_DEF_PREFIX: &str = "source/";
 const NEXT_TABLE_ID: &str = "next_table_id";
 const ROWS_TREE_PREFIX: &str = "rows/";
 
@@ -111,6 +112,36 @@ impl Store {
     pub fn delete_view_def(&self, def: &crate::engine::ViewDef) -> Result<()> {
         self.meta.remove(format!("{VIEW_DEF_PREFIX}{}", def.name))?;
         self.flush()
+    }
+
+    /// Stored source definitions (JSON values of the caller's type).
+    pub fn source_defs<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>> {
+        let mut defs = Vec::new();
+        for entry in self.meta.scan_prefix(SOURCE_DEF_PREFIX) {
+            let (_, value) = entry?;
+            defs.push(
+                serde_json::from_slice(&value)
+                    .map_err(|e| Error::Storage(format!("corrupt source definition: {e}")))?,
+            );
+        }
+        Ok(defs)
+    }
+
+    pub fn put_source_def<T: serde::Serialize>(&self, name: &str, def: &T) -> Result<()> {
+        let json = serde_json::to_vec(def).map_err(|e| Error::Internal(e.to_string()))?;
+        self.meta
+            .insert(format!("{SOURCE_DEF_PREFIX}{name}"), json)?;
+        self.flush()
+    }
+
+    pub fn delete_source_def(&self, name: &str) -> Result<()> {
+        self.meta.remove(format!("{SOURCE_DEF_PREFIX}{name}"))?;
+        self.flush()
+    }
+
+    /// A tree of the database by name (created when missing).
+    pub fn tree(&self, name: &str) -> Result<sled::Tree> {
+        Ok(self.db.open_tree(name)?)
     }
 
     pub fn open_table(&self, def: TableDef) -> Result<Table> {

@@ -5,31 +5,15 @@
 //! prepared key lookups on a view; and a failing view leaves the server and
 //! the other views running.
 
+#[path = "support/query.rs"]
+mod query;
 #[path = "support/server.rs"]
 mod server;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+use query::rows;
 use server::TestServer;
-use tokio_postgres::{Client, SimpleQueryMessage};
-
-/// Every row of a query as text, sorted: a multiset fingerprint.
-async fn rows(client: &Client, sql: &str) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for message in client
-        .simple_query(sql)
-        .await
-        .with_context(|| sql.to_string())?
-    {
-        if let SimpleQueryMessage::Row(row) = message {
-            let cells: Vec<String> = (0..row.len())
-                .map(|i| row.get(i).unwrap_or("NULL").to_string())
-                .collect();
-            out.push(cells.join("|"));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
+use tokio_postgres::Client;
 
 const VIEWS: &[(&str, &str)] = &[
     (

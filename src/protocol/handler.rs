@@ -316,9 +316,25 @@ impl SimpleQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let handle = session_of(client)?;
-        let statements = sql::parse(query).map_err(to_pg_error)?;
+        let statements = sql::parse_script(query).map_err(to_pg_error)?;
         let mut responses = Vec::with_capacity(statements.len());
-        for stmt in statements {
+        for parsed in statements {
+            let stmt = match parsed {
+                sql::Parsed::Sql(stmt) => stmt,
+                sql::Parsed::Source(source) => {
+                    let result = handle.session.lock().await.execute_source(source).await;
+                    match result {
+                        Ok(output) => responses.push(respond(&handle, output, None).await?),
+                        Err(e) => {
+                            responses.push(Response::Error(Box::new(error_info(
+                                e.with_statement_text(query),
+                            ))));
+                            break;
+                        }
+                    }
+                    continue;
+                }
+            };
             // Drivers free their protocol-level prepared statements with SQL.
             if let sql::Statement::Deallocate { name, .. } = &stmt {
                 let tag = if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {

@@ -13,11 +13,34 @@ impl CatalogSource for LiveCatalog {
     fn relations(&self) -> Vec<RelationInfo> {
         let mut relations = self.tables();
         relations.extend(self.views());
+        relations.extend(self.sources());
         relations
     }
 }
 
 impl LiveCatalog {
+    /// Stream sources (connector-fed tables are tables).
+    fn sources(&self) -> Vec<RelationInfo> {
+        self.0
+            .sources()
+            .iter()
+            .filter(|s| s.def.kind == crate::source::def::SourceKind::Source)
+            .map(|source| {
+                let columns = columns_of(&source.def.arrow_schema(), |f| !f.is_nullable());
+                RelationInfo {
+                    oid: source.oid(),
+                    schema: super::PUBLIC_SCHEMA.to_string(),
+                    name: source.def.name.clone(),
+                    kind: RelationKind::Source,
+                    columns,
+                    primary_key: Vec::new(),
+                    pk_index_oid: 0,
+                    view_sql: None,
+                }
+            })
+            .collect()
+    }
+
     fn views(&self) -> Vec<RelationInfo> {
         self.0
             .views()
@@ -28,21 +51,7 @@ impl LiveCatalog {
                     ViewEntry::Materialized(v) => Arc::clone(&v.schema),
                     ViewEntry::Plain { plan, .. } => Arc::new(plan.schema().as_arrow().clone()),
                 };
-                let columns = schema
-                    .fields()
-                    .iter()
-                    .map(|field| {
-                        let pg = pg_type(field);
-                        ColumnInfo {
-                            name: field.name().clone(),
-                            type_oid: pg.oid(),
-                            type_name: pg.name().to_string(),
-                            typmod: type_modifier(field),
-                            not_null: false,
-                            default_sql: None,
-                        }
-                    })
-                    .collect();
+                let columns = columns_of(&schema, |_| false);
                 RelationInfo {
                     oid: def.oid(),
                     schema: super::PUBLIC_SCHEMA.to_string(),
@@ -94,4 +103,26 @@ impl LiveCatalog {
             })
             .collect()
     }
+}
+
+/// The columns of a relation known by its Arrow schema.
+fn columns_of(
+    schema: &datafusion::arrow::datatypes::Schema,
+    not_null: impl Fn(&datafusion::arrow::datatypes::Field) -> bool,
+) -> Vec<ColumnInfo> {
+    schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let pg = pg_type(field);
+            ColumnInfo {
+                name: field.name().clone(),
+                type_oid: pg.oid(),
+                type_name: pg.name().to_string(),
+                typmod: type_modifier(field),
+                not_null: not_null(field),
+                default_sql: None,
+            }
+        })
+        .collect()
 }

@@ -45,6 +45,13 @@ impl SchemaProvider for TablesSchema {
         let mut names = self.catalog.table_names();
         if !self.with_row_id {
             names.extend(self.catalog.views().iter().map(|v| v.def().name.clone()));
+            names.extend(
+                self.catalog
+                    .sources()
+                    .iter()
+                    .filter(|s| self.catalog.stream_source(&s.def.name).is_some())
+                    .map(|s| s.def.name.clone()),
+            );
         }
         names
     }
@@ -59,6 +66,12 @@ impl SchemaProvider for TablesSchema {
         if self.with_row_id {
             return Ok(None);
         }
+        if let Some(source) = self.catalog.stream_source(name) {
+            return Ok(Some(Arc::new(StreamProvider {
+                name: name.to_string(),
+                schema: crate::dataflow::batch::nullable_schema(&source.def.arrow_schema()),
+            })));
+        }
         Ok(self.catalog.view(name).map(|view| match view.as_ref() {
             ViewEntry::Materialized(view) => {
                 Arc::new(ViewProvider(Arc::clone(view))) as Arc<dyn TableProvider>
@@ -72,7 +85,9 @@ impl SchemaProvider for TablesSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.catalog.table(name).is_some()
-            || (!self.with_row_id && self.catalog.view(name).is_some())
+            || (!self.with_row_id
+                && (self.catalog.view(name).is_some()
+                    || self.catalog.stream_source(name).is_some()))
     }
 }
 
@@ -274,5 +289,46 @@ impl TableProvider for ViewProvider {
             Arc::clone(&view.schema),
             projection.cloned(),
         )?)
+    }
+}
+
+/// A stream source as DataFusion sees it: a schema to plan views against.
+/// It keeps no rows, so scanning it (a `SELECT` straight from it) is refused
+/// with a hint.
+#[derive(Debug)]
+pub struct StreamProvider {
+    name: String,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for StreamProvider {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Err(external(crate::Error::SourceNotQueryable {
+            message: format!(
+                "source \"{}\" is a stream: it keeps no rows to select from",
+                self.name
+            ),
+            hint: format!(
+                "Create a materialized view over it (CREATE MATERIALIZED VIEW v AS SELECT ... FROM {}) \
+                 and query the view, or create the source as a table (CREATE TABLE ... WITH \
+                 (connector = ...)) to keep its rows.",
+                self.name
+            ),
+        }))
     }
 }

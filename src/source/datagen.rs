@@ -981,6 +981,13 @@ impl Datagen {
             Datagen::Scenario(g) => g.end(),
         }
     }
+
+    pub fn clock(&self) -> EventClock {
+        match self {
+            Datagen::Fields(g) => g.clock(),
+            Datagen::Scenario(g) => g.clock(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -196,6 +196,84 @@ pub struct SourceDef {
     pub connector: Connector,
     /// `None` only for datagen without `FORMAT`: the generator makes typed rows.
     pub format: Option<SourceFormat>,
+    /// How the source runs, whatever its connector.
+    #[serde(default)]
+    pub run: RunOptions,
+}
+
+/// What a source does with bad records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BadRecordAction {
+    /// Count it, keep it in `eddy_catalog.source_errors`, go on.
+    #[default]
+    Skip,
+    /// Stop the source at the first bad record (its reader reports why).
+    Stop,
+}
+
+/// Options every connector takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// `bad.record.action = 'skip' | 'stop'`.
+    pub bad_records: BadRecordAction,
+    /// `watermark.idle.timeout.ms`: a partition silent this long stops
+    /// holding the source's watermark back.
+    pub idle_timeout_ms: u64,
+    /// `max.message.bytes`: larger payloads are bad records.
+    pub max_message_bytes: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            bad_records: BadRecordAction::Skip,
+            idle_timeout_ms: 5_000,
+            max_message_bytes: crate::source::decode::DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// The option keys [`RunOptions`] reads.
+const RUN_OPTIONS: [&str; 3] = [
+    "bad.record.action",
+    "watermark.idle.timeout.ms",
+    "max.message.bytes",
+];
+
+impl RunOptions {
+    fn parse(options: &BTreeMap<String, String>) -> Result<RunOptions> {
+        let mut run = RunOptions::default();
+        if let Some(v) = options.get("bad.record.action") {
+            run.bad_records = match v.to_ascii_lowercase().as_str() {
+                "skip" => BadRecordAction::Skip,
+                "stop" => BadRecordAction::Stop,
+                _ => {
+                    return Err(Error::InvalidParameter(format!(
+                        "invalid value for option \"bad.record.action\": \"{v}\" (expected skip or stop)"
+                    )))
+                }
+            };
+        }
+        let positive = |key: &str, v: &str| -> Result<u64> {
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    Error::InvalidParameter(format!(
+                        "invalid value for option \"{key}\": \"{v}\" (expected a positive integer)"
+                    ))
+                })
+        };
+        if let Some(v) = options.get("watermark.idle.timeout.ms") {
+            run.idle_timeout_ms = positive("watermark.idle.timeout.ms", v)?;
+        }
+        if let Some(v) = options.get("max.message.bytes") {
+            run.max_message_bytes =
+                usize::try_from(positive("max.message.bytes", v)?).unwrap_or(usize::MAX);
+        }
+        Ok(run)
+    }
 }
 
 /// Options a Kafka source knows besides `properties.*`.
@@ -691,7 +769,9 @@ impl CreateSource {
                 "A field missing from a message reads as NULL.",
             ));
         }
-        let options: BTreeMap<String, String> = self.options.iter().cloned().collect();
+        let mut options: BTreeMap<String, String> = self.options.iter().cloned().collect();
+        let run = RunOptions::parse(&options)?;
+        options.retain(|k, _| !RUN_OPTIONS.contains(&k.as_str()));
         let connector = connector(&options)?;
         self.check_column_list(&connector)?;
         let includes = self.includes(&connector, &columns)?;
@@ -707,6 +787,7 @@ impl CreateSource {
             includes,
             connector,
             format,
+            run,
         })
     }
 

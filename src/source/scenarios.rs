@@ -110,7 +110,8 @@ impl Scenario {
         }
     }
 
-    fn columns(self) -> &'static [(&'static str, SqlType)] {
+    /// The columns, by name and type.
+    pub fn columns(self) -> &'static [(&'static str, SqlType)] {
         const V: SqlType = SqlType::Varchar(None);
         const TS: SqlType = SqlType::Timestamptz;
         match self {

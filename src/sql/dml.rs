@@ -711,11 +711,11 @@ pub async fn describe_update_delete(
     prepared: &mut Prepared,
 ) -> Result<Vec<Option<DataType>>> {
     let (sql, returning_items, target) = match &prepared.statement {
-        Statement::Update(u) => {
+        super::Parsed::Sql(Statement::Update(u)) => {
             let (t, sql) = update_query(session, u)?;
             (sql, u.returning.clone(), t)
         }
-        Statement::Delete(d) => {
+        super::Parsed::Sql(Statement::Delete(d)) => {
             let (t, sql) = delete_query(session, d)?;
             (sql, d.returning.clone(), t)
         }

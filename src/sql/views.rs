@@ -27,6 +27,8 @@ struct ViewSpec {
     query: Query,
     column_names: Vec<String>,
     materialized: bool,
+    /// Stored start positions of the view's stream readers (at restore).
+    stream_starts: std::collections::BTreeMap<String, crate::source::reader::Offsets>,
 }
 
 impl ViewSpec {
@@ -41,6 +43,7 @@ impl ViewSpec {
                 .map(|c| names::normalize(&c.name))
                 .collect(),
             materialized: create.materialized,
+            stream_starts: Default::default(),
         }
     }
 }
@@ -111,6 +114,7 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
         column_names: spec.column_names,
         materialized: spec.materialized,
         depends_on,
+        stream_starts: spec.stream_starts,
     };
     if !def.materialized {
         return Ok(ViewEntry::Plain {
@@ -342,6 +346,7 @@ pub async fn restore_views(catalog: &Arc<Catalog>, ctx: &QueryContext) -> Result
             query,
             column_names: def.column_names.clone(),
             materialized: def.materialized,
+            stream_starts: def.stream_starts.clone(),
         };
         let restored = match build_view(ctx, spec).await {
             Ok(entry) => {

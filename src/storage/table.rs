@@ -24,6 +24,9 @@ use crate::error::{Error, Result};
 const CHUNK_ROWS: usize = 8192;
 /// Rewrite the log once it holds this many deleted rows more than live ones.
 const LOG_COMPACT_SLACK: u64 = 100_000;
+/// The key, in a table's log tree, of the read positions of the source that
+/// feeds the table (log records have 8-byte keys, so it cannot clash).
+const SOURCE_POSITIONS_KEY: &[u8] = b"source_positions";
 
 /// A statement's effect on one table, committed atomically.
 #[derive(Debug, Default)]
@@ -192,6 +195,17 @@ impl Table {
         Arc::clone(&self.storage_schema)
     }
 
+    /// The read positions stored by the source feeding this table with its
+    /// last change (see [`Table::prepare`]).
+    pub fn source_positions(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree.get(SOURCE_POSITIONS_KEY)?.map(|v| v.to_vec()))
+    }
+
+    /// [`Table::write_lock`] for a thread outside the async runtime.
+    pub fn write_lock_blocking(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.blocking_lock()
+    }
+
     /// Serialises writing statements on this table (see `writer`).
     pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writer.lock().await
@@ -225,10 +239,25 @@ impl Table {
         Ok(Some(state.chunks[c].batch.slice(r, 1)))
     }
 
+    /// The row ids of the rows whose primary keys are `keys` (columns of
+    /// the key, in key order), `None` where no row has that key.
+    pub fn row_ids_by_key(&self, keys: &[ArrayRef]) -> Result<Vec<Option<u64>>> {
+        let state = self.state.read().expect("table lock");
+        let pk = state
+            .pk
+            .as_ref()
+            .ok_or_else(|| Error::Internal("key lookup on a table without primary key".into()))?;
+        let rows = pk.converter.convert_columns(keys)?;
+        Ok(rows
+            .iter()
+            .map(|row| pk.map.get(row.as_ref()).copied())
+            .collect())
+    }
+
     /// Commits a change: checks keys, writes it to the log, flushes, then
     /// makes it visible. Returns the number of rows inserted.
     pub fn commit(&self, change: Change) -> Result<u64> {
-        let prepared = self.prepare(change)?;
+        let prepared = self.prepare(change, None)?;
         let inserted = prepared.inserted_rows();
         self.apply(prepared)?;
         Ok(inserted)
@@ -238,7 +267,11 @@ impl Table {
     /// not yet visible. The caller must `apply` it before preparing another
     /// change of this table (the engine's commit lock sees to that), so the
     /// table cannot change in between.
-    pub fn prepare(&self, change: Change) -> Result<PreparedChange> {
+    ///
+    /// `positions`, for a table fed by a source, are the source's read
+    /// positions after this change: written in the same atomic sled batch as
+    /// the change, so a restart resumes exactly after the rows it kept.
+    pub fn prepare(&self, change: Change, positions: Option<&[u8]>) -> Result<PreparedChange> {
         let state = self.state.read().expect("table lock");
         // Rows are matched before this lock is taken; a concurrent statement
         // may have deleted one since. Checked before logging, so the log
@@ -280,9 +313,15 @@ impl Table {
         let seq = state.next_log_seq;
         drop(state);
         let empty = record.deletes.is_empty() && inserted == 0;
-        if !empty {
-            let encoded = record.encode()?;
-            self.tree.insert(seq.to_be_bytes(), encoded)?;
+        if !empty || positions.is_some() {
+            let mut batch = sled::Batch::default();
+            if !empty {
+                batch.insert(&seq.to_be_bytes(), record.encode()?);
+            }
+            if let Some(positions) = positions {
+                batch.insert(SOURCE_POSITIONS_KEY, positions);
+            }
+            self.tree.apply_batch(batch)?;
             self.db.flush()?;
         }
         tracing::debug!(
@@ -327,8 +366,15 @@ impl Table {
         let mut state = self.state.write().expect("table lock");
         for entry in self.tree.iter() {
             let (key, value) = entry?;
+            if key.as_ref() == SOURCE_POSITIONS_KEY {
+                continue;
+            }
             let seq = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| {
-                Error::Storage(format!("corrupt log key in table {}", self.def.name))
+                Error::Storage(format!(
+                    "corrupt log key {:02x?} in table {}",
+                    key.as_ref(),
+                    self.def.name
+                ))
             })?);
             let record = LogRecord::decode(&value)?;
             state.dead_rows_in_log += record.deletes.len() as u64;
@@ -345,7 +391,10 @@ impl Table {
     fn compact_log(&self, state: &mut TableState) -> Result<()> {
         let mut batch = sled::Batch::default();
         for key in self.tree.iter().keys() {
-            batch.remove(key?);
+            let key = key?;
+            if key.as_ref() != SOURCE_POSITIONS_KEY {
+                batch.remove(key);
+            }
         }
         for chunk in &state.chunks {
             let record = LogRecord {

@@ -1,0 +1,157 @@
+//! The `eddy_catalog` schema: EddyDB's own system relations, built from
+//! the live catalog each time a query plans them.
+//!
+//! - `source_partitions`: per source reader and partition, where it stands.
+//! - `source_errors`: the bad records readers set apart.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result as DfResult};
+
+use crate::catalog::Catalog;
+
+pub const SCHEMA: &str = "eddy_catalog";
+
+const RELATIONS: [&str; 2] = ["source_partitions", "source_errors"];
+
+#[derive(Debug)]
+pub struct EddyCatalog(pub Arc<Catalog>);
+
+#[async_trait]
+impl SchemaProvider for EddyCatalog {
+    fn table_names(&self) -> Vec<String> {
+        RELATIONS.iter().map(|s| s.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let batch = match name {
+            "source_partitions" => source_partitions(&self.0),
+            "source_errors" => source_errors(&self.0),
+            _ => return Ok(None),
+        }?;
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        Ok(Some(Arc::new(table)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        RELATIONS.contains(&name)
+    }
+}
+
+fn timestamptz() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(crate::types::UTC.into()))
+}
+
+fn source_partitions(catalog: &Catalog) -> DfResult<RecordBatch> {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("feeds", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new("high_watermark", DataType::Int64, true),
+        Field::new("lag", DataType::Int64, true),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("events_per_second", DataType::Float64, false),
+        Field::new("bad_records", DataType::Int64, false),
+        Field::new("watermark", timestamptz(), true),
+        Field::new("source_watermark", timestamptz(), true),
+        Field::new("idle", DataType::Boolean, false),
+        Field::new("last_error", DataType::Utf8, true),
+        Field::new("status", DataType::Utf8, false),
+    ]));
+    let mut rows = Vec::new();
+    for status in catalog.reader_statuses() {
+        let source_watermark = status.watermark_us();
+        rows.extend(status.rows().into_iter().map(|r| (r, source_watermark)));
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(r, _)| &r.source),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(r, _)| &r.feeds),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.partition),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.offset),
+        )),
+        Arc::new(Int64Array::from_iter(
+            rows.iter().map(|(r, _)| r.high_watermark),
+        )),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|(r, _)| r.lag))),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.rows as i64),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.events_per_second),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|(r, _)| r.bad_records as i64),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(rows.iter().map(|(r, _)| r.watermark_us))
+                .with_timezone(crate::types::UTC),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(rows.iter().map(|(_, w)| *w))
+                .with_timezone(crate::types::UTC),
+        ),
+        Arc::new(BooleanArray::from_iter(
+            rows.iter().map(|(r, _)| Some(r.idle)),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|(r, _)| r.last_error.clone()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(r, _)| &r.status),
+        )),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+fn source_errors(catalog: &Catalog) -> DfResult<RecordBatch> {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("feeds", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("payload", DataType::Utf8, true),
+        Field::new("at", timestamptz(), false),
+    ]));
+    let rows = catalog
+        .source_errors()
+        .rows()
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.source),
+        )),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.feeds))),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.partition),
+        )),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.reason),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.payload.clone()),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.at_us))
+                .with_timezone(crate::types::UTC),
+        ),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}

@@ -1,0 +1,288 @@
+//! Running a source: one thread per reader, polling its connector and
+//! committing each poll through the engine as one epoch.
+//!
+//! A reader feeds one target. A materialized view over a stream source
+//! has a reader of its own, started at the positions resolved when the view
+//! was created (so two views over one source each see the whole stream, as
+//! in RisingWave); its rows go through that view's dataflow only
+//! ([`Engine::commit_stream`]). A connector-fed table has one reader; its
+//! positions are written in the same sled batch as the rows they produced
+//! ([`Engine::commit_with_positions`]), so a restart resumes exactly after
+//! the last stored row: nothing lost, nothing twice.
+//!
+//! Per poll the runner also keeps the status relations current: positions,
+//! rates and per-partition watermarks ([`ReaderStatus`]) and bad records
+//! ([`ErrorLog`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
+use datafusion::arrow::compute::{cast, max};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+
+use super::def::{BadRecordAction, SourceDef};
+use super::reader::{Offsets, Polled, Reader};
+use super::status::{ErrorLog, ReaderStatus};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::storage::{Change, Table};
+
+/// Messages per poll, at most: one epoch's worth.
+const POLL_ROWS: usize = 32_768;
+/// How long a poll waits for a first message before the loop looks at its
+/// stop flag again.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Where a reader's rows go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A materialized view reading the source (its id).
+    View { id: u64 },
+    /// A connector-fed table.
+    Table(Arc<Table>),
+}
+
+/// A running reader; stopping it joins its thread.
+#[derive(Debug)]
+pub struct RunningReader {
+    /// The view or table id: names the reader in the error log.
+    pub id: u64,
+    pub status: Arc<ReaderStatus>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RunningReader {
+    /// Stops the reader and waits for its thread (at most a poll and a commit).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!(source = %self.status.source, "source reader thread panicked");
+            }
+        }
+    }
+}
+
+/// Everything a reader thread needs.
+pub struct ReaderTask {
+    pub id: u64,
+    pub def: SourceDef,
+    pub reader: Box<dyn Reader>,
+    pub target: Target,
+    pub engine: Arc<Engine>,
+    pub errors: ErrorLog,
+    pub status: Arc<ReaderStatus>,
+}
+
+impl ReaderTask {
+    /// Starts the reader's thread.
+    pub fn spawn(self) -> Result<RunningReader> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (id, status) = (self.id, Arc::clone(&self.status));
+        let flag = Arc::clone(&stop);
+        let watermark = Watermark::of(&self.def)?;
+        let thread = std::thread::Builder::new()
+            .name(format!("src-{}", self.def.name))
+            .spawn(move || self.run(&flag, watermark))
+            .map_err(|e| Error::Internal(format!("cannot start a source thread: {e}")))?;
+        Ok(RunningReader {
+            id,
+            status,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(mut self, stop: &AtomicBool, watermark: Option<Watermark>) {
+        tracing::info!(source = %self.def.name, feeds = %self.status.feeds, "source reader started");
+        while !stop.load(Ordering::Acquire) {
+            if let Err(e) = self.step(watermark.as_ref()) {
+                // A dropped view ends its reader quietly.
+                if !matches!(e, Error::UndefinedTable(_)) {
+                    self.status.stop(e.to_string());
+                }
+                return;
+            }
+            if self.status.state() != super::status::ReaderState::Running {
+                return;
+            }
+        }
+    }
+
+    /// One poll, committed.
+    fn step(&mut self, watermark: Option<&Watermark>) -> Result<()> {
+        let polled = self.reader.poll(POLL_ROWS, POLL_TIMEOUT)?;
+        self.status
+            .observe(self.reader.partitions(), self.reader.status());
+        if polled.is_empty() {
+            // Partitions go idle as time passes: the source watermark moves.
+            self.status.watermark_us();
+            return Ok(());
+        }
+        if !polled.bad.is_empty() {
+            self.errors.record(self.id, &self.status, &polled.bad)?;
+            if self.def.run.bad_records == BadRecordAction::Stop {
+                let first = &polled.bad[0];
+                self.status.advance(
+                    &Polled {
+                        rows: RecordBatch::new_empty(polled.rows.schema()),
+                        deletes: None,
+                        partitions: Vec::new(),
+                        bad: polled.bad.clone(),
+                    },
+                    &BTreeMap::new(),
+                );
+                self.status.stop(format!(
+                    "bad record at partition {} offset {}: {} (bad.record.action = 'stop')",
+                    first.partition, first.offset, first.reason
+                ));
+                return Ok(());
+            }
+        }
+        let watermarks = match watermark {
+            Some(w) => w.per_partition(&polled)?,
+            None => BTreeMap::new(),
+        };
+        match &self.target {
+            Target::View { id } => {
+                self.engine
+                    .commit_stream(*id, &self.def.name, polled.rows.clone())?;
+            }
+            Target::Table(table) => {
+                let mut positions = self.status.positions();
+                for p in &polled.partitions {
+                    positions.insert(p.partition, p.next_offset);
+                }
+                let encoded = encode_positions(&positions)?;
+                let _writer = table.write_lock_blocking();
+                let change = table_change(table, &self.def, &polled)?;
+                self.engine
+                    .commit_with_positions(table, change, Some(&encoded))?;
+            }
+        }
+        self.status.advance(&polled, &watermarks);
+        self.status.watermark_us();
+        Ok(())
+    }
+}
+
+/// The table change of one poll: appended rows, or for `FORMAT UPSERT`
+/// each key's previous row replaced (or deleted by a tombstone).
+fn table_change(table: &Table, def: &SourceDef, polled: &Polled) -> Result<Change> {
+    let rows = RecordBatch::try_new(table.schema(), polled.rows.columns().to_vec())?;
+    if !def.is_upsert() {
+        return Ok(Change {
+            deletes: Vec::new(),
+            inserts: vec![rows],
+        });
+    }
+    let key_columns = |batch: &RecordBatch, positions: &[usize]| -> Vec<ArrayRef> {
+        positions
+            .iter()
+            .map(|c| Arc::clone(batch.column(*c)))
+            .collect()
+    };
+    let mut deletes: Vec<u64> = table
+        .row_ids_by_key(&key_columns(&rows, &def.primary_key))?
+        .into_iter()
+        .flatten()
+        .collect();
+    if let Some(gone) = &polled.deletes {
+        let all: Vec<usize> = (0..gone.num_columns()).collect();
+        deletes.extend(
+            table
+                .row_ids_by_key(&key_columns(gone, &all))?
+                .into_iter()
+                .flatten(),
+        );
+    }
+    Ok(Change {
+        deletes,
+        inserts: vec![rows],
+    })
+}
+
+/// Positions as stored beside a table's rows.
+pub fn encode_positions(positions: &Offsets) -> Result<Vec<u8>> {
+    serde_json::to_vec(positions).map_err(|e| Error::Internal(e.to_string()))
+}
+
+pub fn decode_positions(bytes: &[u8]) -> Result<Offsets> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Storage(format!("corrupt source positions: {e}")))
+}
+
+/// A source's `WATERMARK FOR col AS expr`, evaluated on polled rows.
+#[derive(Debug)]
+pub struct Watermark {
+    expr: Arc<dyn PhysicalExpr>,
+}
+
+impl Watermark {
+    /// Plans the watermark expression of `def`, if it has one; a bad
+    /// expression is refused here (42P16), at CREATE.
+    pub fn of(def: &SourceDef) -> Result<Option<Watermark>> {
+        let Some(wm) = &def.watermark else {
+            return Ok(None);
+        };
+        let schema = DFSchema::try_from(def.arrow_schema().as_ref().clone())?;
+        let ctx = SessionContext::new();
+        let refuse = |e: String| {
+            Error::InvalidDefinition(format!("invalid watermark expression \"{}\": {e}", wm.expr))
+        };
+        let logical = ctx
+            .parse_sql_expr(&wm.expr, &schema)
+            .map_err(|e| refuse(e.to_string()))?;
+        let expr = ctx
+            .create_physical_expr(logical, &schema)
+            .map_err(|e| refuse(e.to_string()))?;
+        let out = expr
+            .data_type(def.arrow_schema().as_ref())
+            .map_err(|e| refuse(e.to_string()))?;
+        if !matches!(out, DataType::Timestamp(_, _)) {
+            return Err(refuse(format!("it gives {out}, not a timestamp")));
+        }
+        Ok(Some(Watermark { expr }))
+    }
+
+    /// The largest watermark value per partition in a poll, in
+    /// microseconds since the epoch.
+    pub fn per_partition(&self, polled: &Polled) -> Result<BTreeMap<i32, i64>> {
+        let mut out = BTreeMap::new();
+        if polled.rows.num_rows() == 0 {
+            return Ok(out);
+        }
+        let values = self
+            .expr
+            .evaluate(&polled.rows)?
+            .into_array(polled.rows.num_rows())?;
+        let micros = cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        let micros = cast(&micros, &DataType::Int64)?;
+        let micros = micros
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| Error::Internal("watermark cast to int64".into()))?;
+        for p in &polled.partitions {
+            if p.rows.is_empty() || p.rows.end > micros.len() {
+                continue;
+            }
+            let slice = micros.slice(p.rows.start, p.rows.len());
+            if slice.null_count() == slice.len() {
+                continue;
+            }
+            if let Some(m) = max(&slice) {
+                out.insert(p.partition, m);
+            }
+        }
+        Ok(out)
+    }
+}

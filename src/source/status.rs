@@ -1,0 +1,312 @@
+//! What a running source reader shows of itself: per-partition progress
+//! (`eddy_catalog.source_partitions`) and the bad records it set apart
+//! (`eddy_catalog.source_errors`, durable in sled).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::reader::{BadMessage, Offsets, PartitionInfo, Polled};
+use crate::error::{Error, Result};
+
+/// The rate of a partition is measured over windows of this length.
+const RATE_WINDOW_SECS: f64 = 1.0;
+
+/// How a reader stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReaderState {
+    Running,
+    /// Stopped for good: the reason (a bad record with `bad.record.action =
+    /// 'stop'`, an unrecoverable connector error, a failed view).
+    Stopped(String),
+}
+
+/// One reader's live status: one reader feeds one view or one table.
+#[derive(Debug)]
+pub struct ReaderStatus {
+    pub source: String,
+    /// The view or table the reader feeds.
+    pub feeds: String,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: ReaderState,
+    /// The connector's own complaint (e.g. a broker unreachable, retrying).
+    connection: Option<String>,
+    partitions: BTreeMap<i32, PartitionStats>,
+    idle_timeout_ms: u64,
+    /// The source's watermark as last computed (see `watermark_us`).
+    source_watermark_us: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionStats {
+    next_offset: i64,
+    high_watermark: Option<i64>,
+    rows: u64,
+    bad: u64,
+    last_error: Option<String>,
+    /// Microseconds since the epoch; never goes back.
+    watermark_us: Option<i64>,
+    last_message: Option<Instant>,
+    window_start: Option<Instant>,
+    window_rows: u64,
+    rate: f64,
+}
+
+/// One row of `eddy_catalog.source_partitions`.
+#[derive(Debug, Clone)]
+pub struct PartitionRow {
+    pub source: String,
+    pub feeds: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub high_watermark: Option<i64>,
+    pub lag: Option<i64>,
+    pub rows: u64,
+    pub events_per_second: f64,
+    pub bad_records: u64,
+    pub watermark_us: Option<i64>,
+    pub idle: bool,
+    pub last_error: Option<String>,
+    /// `running`, or `stopped: <reason>`.
+    pub status: String,
+}
+
+impl ReaderStatus {
+    pub fn new(source: &str, feeds: &str, start: &Offsets, idle_timeout_ms: u64) -> ReaderStatus {
+        let partitions = start
+            .iter()
+            .map(|(p, o)| {
+                (
+                    *p,
+                    PartitionStats {
+                        next_offset: *o,
+                        ..PartitionStats::default()
+                    },
+                )
+            })
+            .collect();
+        ReaderStatus {
+            source: source.to_string(),
+            feeds: feeds.to_string(),
+            inner: Mutex::new(Inner {
+                state: ReaderState::Running,
+                connection: None,
+                partitions,
+                idle_timeout_ms,
+                source_watermark_us: None,
+            }),
+        }
+    }
+
+    pub fn state(&self) -> ReaderState {
+        self.inner.lock().expect("status lock").state.clone()
+    }
+
+    pub fn stop(&self, reason: String) {
+        tracing::error!(source = %self.source, feeds = %self.feeds, %reason, "source reader stopped");
+        self.inner.lock().expect("status lock").state = ReaderState::Stopped(reason);
+    }
+
+    /// Takes in what the connector says of its partitions and connection.
+    pub fn observe(&self, partitions: Vec<PartitionInfo>, connection: Option<String>) {
+        let mut inner = self.inner.lock().expect("status lock");
+        inner.connection = connection;
+        for info in partitions {
+            let stats = inner.partitions.entry(info.partition).or_default();
+            stats.high_watermark = info.high_watermark;
+            stats.last_error = info.last_error;
+            stats.next_offset = stats.next_offset.max(info.next_offset);
+        }
+    }
+
+    /// Records a committed poll: positions, counts, rates and per-partition
+    /// watermarks (`watermarks`: the poll's largest watermark value per
+    /// partition).
+    pub fn advance(&self, polled: &Polled, watermarks: &BTreeMap<i32, i64>) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().expect("status lock");
+        for progress in &polled.partitions {
+            let stats = inner.partitions.entry(progress.partition).or_default();
+            stats.next_offset = progress.next_offset;
+            let rows = progress.rows.len() as u64;
+            stats.rows += rows;
+            stats.last_message = Some(now);
+            stats.window_rows += rows;
+            let start = *stats.window_start.get_or_insert(now);
+            let secs = now.duration_since(start).as_secs_f64();
+            if secs >= RATE_WINDOW_SECS {
+                stats.rate = stats.window_rows as f64 / secs;
+                stats.window_rows = 0;
+                stats.window_start = Some(now);
+            }
+            if let Some(w) = watermarks.get(&progress.partition) {
+                stats.watermark_us = Some(stats.watermark_us.map_or(*w, |old| old.max(*w)));
+            }
+        }
+        for bad in &polled.bad {
+            inner.partitions.entry(bad.partition).or_default().bad += 1;
+        }
+    }
+
+    /// Where every partition stands: the positions to store.
+    pub fn positions(&self) -> Offsets {
+        let inner = self.inner.lock().expect("status lock");
+        inner
+            .partitions
+            .iter()
+            .map(|(p, s)| (*p, s.next_offset))
+            .collect()
+    }
+
+    /// The source's watermark: the least partition watermark among the
+    /// partitions heard from within the idle timeout. It never goes back:
+    /// while every partition is idle it stays where it was. `None` before
+    /// any watermark.
+    pub fn watermark_us(&self) -> Option<i64> {
+        let mut inner = self.inner.lock().expect("status lock");
+        let now = Instant::now();
+        let active = inner
+            .partitions
+            .values()
+            .filter(|s| !is_idle(s, now, inner.idle_timeout_ms))
+            .filter_map(|s| s.watermark_us)
+            .min();
+        inner.source_watermark_us = match (inner.source_watermark_us, active) {
+            (Some(old), Some(new)) => Some(old.max(new)),
+            (old, new) => old.or(new),
+        };
+        inner.source_watermark_us
+    }
+
+    pub fn rows(&self) -> Vec<PartitionRow> {
+        let inner = self.inner.lock().expect("status lock");
+        let now = Instant::now();
+        let status = match (&inner.state, &inner.connection) {
+            (ReaderState::Stopped(reason), _) => format!("stopped: {reason}"),
+            (ReaderState::Running, Some(problem)) => format!("retrying: {problem}"),
+            (ReaderState::Running, None) => "running".to_string(),
+        };
+        inner
+            .partitions
+            .iter()
+            .map(|(p, s)| {
+                // The rate decays to zero once messages stop.
+                let quiet = s
+                    .last_message
+                    .is_none_or(|t| now.duration_since(t).as_secs_f64() > 2.0 * RATE_WINDOW_SECS);
+                PartitionRow {
+                    source: self.source.clone(),
+                    feeds: self.feeds.clone(),
+                    partition: *p,
+                    offset: s.next_offset,
+                    high_watermark: s.high_watermark,
+                    lag: s.high_watermark.map(|h| (h - s.next_offset).max(0)),
+                    rows: s.rows,
+                    events_per_second: if quiet { 0.0 } else { s.rate },
+                    bad_records: s.bad,
+                    watermark_us: s.watermark_us,
+                    idle: is_idle(s, now, inner.idle_timeout_ms),
+                    last_error: s.last_error.clone(),
+                    status: status.clone(),
+                }
+            })
+            .collect()
+    }
+}
+
+fn is_idle(stats: &PartitionStats, now: Instant, idle_timeout_ms: u64) -> bool {
+    stats
+        .last_message
+        .is_none_or(|t| now.duration_since(t).as_millis() > u128::from(idle_timeout_ms))
+}
+
+/// One bad record, as `eddy_catalog.source_errors` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRow {
+    pub source: String,
+    pub feeds: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+    /// The payload as text (invalid UTF-8 replaced); `None` for a tombstone.
+    pub payload: Option<String>,
+    /// When it was set apart, microseconds since the epoch.
+    pub at_us: i64,
+}
+
+/// The bad records of every reader, in sled: key = reader id, then a
+/// sequence number (both big-endian).
+#[derive(Debug, Clone)]
+pub struct ErrorLog {
+    tree: sled::Tree,
+}
+
+impl ErrorLog {
+    pub fn new(tree: sled::Tree) -> ErrorLog {
+        ErrorLog { tree }
+    }
+
+    /// Keeps `bad`, set apart by reader `reader` of `status`.
+    pub fn record(&self, reader: u64, status: &ReaderStatus, bad: &[BadMessage]) -> Result<()> {
+        let at_us = chrono::Utc::now().timestamp_micros();
+        let prefix = reader.to_be_bytes();
+        let next = match self.tree.scan_prefix(prefix).next_back() {
+            Some(entry) => {
+                let (key, _) = entry?;
+                key.get(8..16)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, |b| u64::from_be_bytes(b) + 1)
+            }
+            None => 0,
+        };
+        let mut batch = sled::Batch::default();
+        for (seq, message) in (next..).zip(bad) {
+            let row = ErrorRow {
+                source: status.source.clone(),
+                feeds: status.feeds.clone(),
+                partition: message.partition,
+                offset: message.offset,
+                reason: message.reason.clone(),
+                payload: message
+                    .payload
+                    .as_ref()
+                    .map(|p| String::from_utf8_lossy(p).into_owned()),
+                at_us,
+            };
+            let mut key = prefix.to_vec();
+            key.extend_from_slice(&seq.to_be_bytes());
+            let value = serde_json::to_vec(&row).map_err(|e| Error::Internal(e.to_string()))?;
+            batch.insert(key, value);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Every bad record kept, by reader then in arrival order.
+    pub fn rows(&self) -> Result<Vec<ErrorRow>> {
+        self.tree
+            .iter()
+            .values()
+            .map(|v| {
+                serde_json::from_slice(&v?)
+                    .map_err(|e| Error::Storage(format!("corrupt source error record: {e}")))
+            })
+            .collect()
+    }
+
+    /// Forgets the bad records of a reader that is gone.
+    pub fn forget(&self, reader: u64) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for key in self.tree.scan_prefix(reader.to_be_bytes()).keys() {
+            batch.remove(key?);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
