@@ -281,12 +281,19 @@ impl Engine {
     /// stream has a reader of its own), then through the views over that
     /// view. Returns the epoch. Blocking.
     pub fn commit_stream(&self, view_id: u64, source: &str, rows: RecordBatch) -> Result<u64> {
-        // (A view that is gone: UndefinedTable, which ends its reader.)
+        // A view that is gone: UndefinedTable, which ends its reader.
         let views = self.views.lock().expect("commit lock");
-        if !views.contains_key(&view_id) {
+        let Some(view) = views.get(&view_id) else {
             return Err(Error::UndefinedTable(format!(
                 "materialized view with id {view_id}"
             )));
+        };
+        // A failed view reads no more: its reader stops, saying why.
+        if let Some(reason) = view.failure() {
+            return Err(Error::ViewFailed {
+                name: view.def.name.clone(),
+                reason,
+            });
         }
         let epoch = self.epoch() + 1;
         let delta = if rows.num_rows() == 0 {

@@ -179,6 +179,7 @@ impl Catalog {
             engine: Arc::clone(&self.engine),
             errors: self.errors.clone(),
             status,
+            start,
         }
         .spawn()?;
         self.readers.lock().expect("readers lock").push(running);

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
 use datafusion::arrow::compute::{cast, max};
@@ -35,8 +35,15 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::storage::{Change, Table};
 
-/// Messages per poll, at most: one epoch's worth.
-const POLL_ROWS: usize = 32_768;
+/// Messages per poll, at most: one epoch's worth. Large, because a backlog
+/// is read in full polls, and the bigger the epoch the more of its changes
+/// to a view's groups fold into one (the output applied per event falls).
+const POLL_ROWS: usize = 262_144;
+/// After a poll that was not full (the reader has caught up), the next one
+/// waits until this long after it: a trickle of events is committed in
+/// epochs of a few milliseconds' worth instead of one epoch per handful of
+/// rows. It bounds the staleness this adds.
+const MIN_EPOCH_GAP: Duration = Duration::from_millis(5);
 /// How long a poll waits for a first message before the loop looks at its
 /// stop flag again.
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
@@ -81,6 +88,8 @@ pub struct ReaderTask {
     pub engine: Arc<Engine>,
     pub errors: ErrorLog,
     pub status: Arc<ReaderStatus>,
+    /// Where the reader was opened: the committed positions so far.
+    pub start: Offsets,
 }
 
 impl ReaderTask {
@@ -102,32 +111,101 @@ impl ReaderTask {
         })
     }
 
-    fn run(mut self, stop: &AtomicBool, watermark: Option<Watermark>) {
-        tracing::info!(source = %self.def.name, feeds = %self.status.feeds, "source reader started");
-        while !stop.load(Ordering::Acquire) {
-            if let Err(e) = self.step(watermark.as_ref()) {
-                // A dropped view ends its reader quietly.
-                if !matches!(e, Error::UndefinedTable(_)) {
-                    self.status.stop(e.to_string());
+    /// Polls on one thread and commits on this one, so decoding the next
+    /// poll overlaps committing the last. Commits happen in poll order.
+    fn run(self, stop: &AtomicBool, watermark: Option<Watermark>) {
+        let ReaderTask {
+            id,
+            def,
+            mut reader,
+            target,
+            engine,
+            errors,
+            status,
+            start,
+        } = self;
+        tracing::info!(source = %def.name, feeds = %status.feeds, "source reader started");
+        // One poll in flight while one commits: memory stays bounded.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Polled>>(1);
+        let poller_status = Arc::clone(&status);
+        let poll = move || {
+            let mut caught_up_at: Option<Instant> = None;
+            while !stop.load(Ordering::Acquire) {
+                if let Some(at) = caught_up_at.take() {
+                    // Batching, not synchronisation: let a trickle accumulate.
+                    std::thread::sleep(MIN_EPOCH_GAP.saturating_sub(at.elapsed()));
                 }
+                let polled = reader.poll(POLL_ROWS, POLL_TIMEOUT);
+                poller_status.observe(reader.partitions(), reader.status());
+                if let Ok(p) = &polled {
+                    if p.is_empty() {
+                        // Partitions go idle as time passes: the watermark moves.
+                        poller_status.watermark_us();
+                        continue;
+                    }
+                    if p.rows.num_rows() + p.bad.len() < POLL_ROWS {
+                        caught_up_at = Some(Instant::now());
+                    }
+                }
+                let failed = polled.is_err();
+                // The committer is gone (it stopped): so is the poller.
+                if sender.send(polled).is_err() || failed {
+                    return;
+                }
+            }
+        };
+        let mut committer = Committer {
+            id,
+            def,
+            target,
+            engine,
+            errors,
+            status,
+            committed: start,
+        };
+        std::thread::scope(|scope| {
+            let poller = std::thread::Builder::new()
+                .name(format!("poll-{}", committer.def.name))
+                .spawn_scoped(scope, poll);
+            if let Err(e) = poller {
+                committer
+                    .status
+                    .stop(format!("cannot start a polling thread: {e}"));
                 return;
             }
-            if self.status.state() != super::status::ReaderState::Running {
-                return;
+            for polled in receiver.iter() {
+                if let Err(e) = polled.and_then(|p| committer.commit(p, watermark.as_ref())) {
+                    // A dropped view ends its reader quietly.
+                    if !matches!(e, Error::UndefinedTable(_)) {
+                        committer.status.stop(e.to_string());
+                    }
+                    break;
+                }
+                if committer.status.state() != super::status::ReaderState::Running {
+                    break;
+                }
             }
-        }
+            // Dropping the receiver ends the poller at its next send.
+            drop(receiver);
+        });
     }
+}
 
-    /// One poll, committed.
-    fn step(&mut self, watermark: Option<&Watermark>) -> Result<()> {
-        let polled = self.reader.poll(POLL_ROWS, POLL_TIMEOUT)?;
-        self.status
-            .observe(self.reader.partitions(), self.reader.status());
-        if polled.is_empty() {
-            // Partitions go idle as time passes: the source watermark moves.
-            self.status.watermark_us();
-            return Ok(());
-        }
+/// The committing side of a reader.
+struct Committer {
+    id: u64,
+    def: SourceDef,
+    target: Target,
+    engine: Arc<Engine>,
+    errors: ErrorLog,
+    status: Arc<ReaderStatus>,
+    /// The positions up to which rows are committed (for a table: stored).
+    committed: Offsets,
+}
+
+impl Committer {
+    /// Commits one poll as one epoch.
+    fn commit(&mut self, polled: Polled, watermark: Option<&Watermark>) -> Result<()> {
         if !polled.bad.is_empty() {
             self.errors.record(self.id, &self.status, &polled.bad)?;
             if self.def.run.bad_records == BadRecordAction::Stop {
@@ -152,16 +230,16 @@ impl ReaderTask {
             Some(w) => w.per_partition(&polled)?,
             None => BTreeMap::new(),
         };
+        let mut positions = self.committed.clone();
+        for p in &polled.partitions {
+            positions.insert(p.partition, p.next_offset);
+        }
         match &self.target {
             Target::View { id } => {
                 self.engine
                     .commit_stream(*id, &self.def.name, polled.rows.clone())?;
             }
             Target::Table(table) => {
-                let mut positions = self.status.positions();
-                for p in &polled.partitions {
-                    positions.insert(p.partition, p.next_offset);
-                }
                 let encoded = encode_positions(&positions)?;
                 let _writer = table.write_lock_blocking();
                 let change = table_change(table, &self.def, &polled)?;
@@ -169,6 +247,7 @@ impl ReaderTask {
                     .commit_with_positions(table, change, Some(&encoded))?;
             }
         }
+        self.committed = positions;
         self.status.advance(&polled, &watermarks);
         self.status.watermark_us();
         Ok(())

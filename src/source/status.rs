@@ -118,10 +118,17 @@ impl ReaderStatus {
         let mut inner = self.inner.lock().expect("status lock");
         inner.connection = connection;
         for info in partitions {
-            let stats = inner.partitions.entry(info.partition).or_default();
+            // A partition found later shows from where it will be read;
+            // otherwise `next_offset` is what is committed (see `advance`).
+            let stats = inner
+                .partitions
+                .entry(info.partition)
+                .or_insert_with(|| PartitionStats {
+                    next_offset: info.next_offset,
+                    ..PartitionStats::default()
+                });
             stats.high_watermark = info.high_watermark;
             stats.last_error = info.last_error;
-            stats.next_offset = stats.next_offset.max(info.next_offset);
         }
     }
 
@@ -152,16 +159,6 @@ impl ReaderStatus {
         for bad in &polled.bad {
             inner.partitions.entry(bad.partition).or_default().bad += 1;
         }
-    }
-
-    /// Where every partition stands: the positions to store.
-    pub fn positions(&self) -> Offsets {
-        let inner = self.inner.lock().expect("status lock");
-        inner
-            .partitions
-            .iter()
-            .map(|(p, s)| (*p, s.next_offset))
-            .collect()
     }
 
     /// The source's watermark: the least partition watermark among the
