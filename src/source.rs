@@ -17,7 +17,7 @@
 //! - [`scenarios`] — named generators (`generator = 'logins'`, ...) for the
 //!   stories in `shared/SCENARIOS.md`.
 //! - [`connect`]   — a stored definition → start positions and a reader.
-//! - [`runner`]    — one thread per reader: poll, commit through the engine
+//! - [`runner`]    — per reader, a polling and a committing thread: commit through the engine
 //!   (rows into one view, or rows plus positions into a table), watermarks.
 //! - [`status`]    — per-partition status and the durable bad-record log
 //!   behind `eddy_catalog.source_partitions` / `source_errors`.

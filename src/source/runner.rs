@@ -1,5 +1,6 @@
-//! Running a source: one thread per reader, polling its connector and
-//! committing each poll through the engine as one epoch.
+//! Running a source: per reader, one thread polls its connector while
+//! another commits the previous poll through the engine, as one epoch, in
+//! poll order.
 //!
 //! A reader feeds one target. A materialized view over a stream source
 //! has a reader of its own, started at the positions resolved when the view
