@@ -13,7 +13,7 @@ use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap as FastMap;
 
 use super::batch::ChangeBatch;
-use super::row::RowCodec;
+use super::row::{KeyBytes, RowCodec};
 use crate::error::{Error, Result};
 
 /// Rows per batch when an arrangement is read out.
@@ -25,7 +25,7 @@ const SCAN_BATCH_ROWS: usize = 8192;
 pub struct Arrangement {
     schema: SchemaRef,
     codec: RowCodec,
-    map: FastMap<Box<[u8]>, Bucket>,
+    map: FastMap<KeyBytes, Bucket>,
     distinct_rows: usize,
     bytes: usize,
 }
@@ -58,8 +58,15 @@ impl Arrangement {
         key: impl Fn(usize) -> &'k [u8],
     ) -> Result<()> {
         let rows = self.encode_rows(&batch.data)?;
-        for (i, diff) in batch.diffs.iter().enumerate() {
-            self.update_row(key(i), rows.row(i).data(), *diff);
+        // Retractions before additions: when a change replaces the one row
+        // under a key, the bucket goes from one inline row to none and back,
+        // instead of through a list of two.
+        for additions in [false, true] {
+            for (i, diff) in batch.diffs.iter().enumerate() {
+                if (*diff > 0) == additions {
+                    self.update_row(key(i), rows.row(i).data(), *diff);
+                }
+            }
         }
         Ok(())
     }
@@ -73,7 +80,7 @@ impl Arrangement {
             Some(bucket) => bucket,
             None => {
                 self.bytes += key.len() + 48;
-                self.map.entry(key.into()).or_default()
+                self.map.entry(KeyBytes::new(key)).or_default()
             }
         };
         match bucket.add(row, diff) {
@@ -103,7 +110,7 @@ impl Arrangement {
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.map.keys().map(|k| k.as_ref())
+        self.map.keys().map(KeyBytes::as_slice)
     }
 
     /// Decodes encoded rows into a batch of this arrangement's schema.
@@ -173,12 +180,16 @@ pub fn expand<'a>(
     entries.flat_map(|(row, n)| std::iter::repeat_n(row, n.max(0) as usize))
 }
 
-/// Rows under one key: a short list, or a map once the key holds many rows
-/// (a stream joined on a key with a large fan-in).
-#[derive(Debug)]
+/// Rows under one key: the one row most keys hold (inline, no allocation),
+/// a short list, or a map once the key holds many rows (a stream joined on a
+/// key with a large fan-in).
+#[derive(Debug, Default)]
 enum Bucket {
-    Few(Vec<(Box<[u8]>, i64)>),
-    Many(FastMap<Box<[u8]>, i64>),
+    #[default]
+    Empty,
+    One(KeyBytes, i64),
+    Few(Vec<(KeyBytes, i64)>),
+    Many(FastMap<KeyBytes, i64>),
 }
 
 /// Rows a key holds before its bucket becomes a map.
@@ -190,16 +201,29 @@ enum Added {
     Changed,
 }
 
-impl Default for Bucket {
-    fn default() -> Bucket {
-        Bucket::Few(Vec::new())
-    }
-}
-
 impl Bucket {
     fn add(&mut self, row: &[u8], diff: i64) -> Added {
         match self {
-            Bucket::Few(entries) => match entries.iter().position(|(r, _)| r.as_ref() == row) {
+            Bucket::Empty => {
+                *self = Bucket::One(KeyBytes::new(row), diff);
+                Added::New
+            }
+            Bucket::One(r, n) if r.as_slice() == row => {
+                *n += diff;
+                if *n == 0 {
+                    *self = Bucket::Empty;
+                    return Added::Removed;
+                }
+                Added::Changed
+            }
+            Bucket::One(..) => {
+                let Bucket::One(r, n) = std::mem::take(self) else {
+                    unreachable!("matched above")
+                };
+                *self = Bucket::Few(vec![(r, n), (KeyBytes::new(row), diff)]);
+                Added::New
+            }
+            Bucket::Few(entries) => match entries.iter().position(|(r, _)| r.as_slice() == row) {
                 Some(pos) => {
                     entries[pos].1 += diff;
                     if entries[pos].1 == 0 {
@@ -209,7 +233,7 @@ impl Bucket {
                     Added::Changed
                 }
                 None => {
-                    entries.push((row.into(), diff));
+                    entries.push((KeyBytes::new(row), diff));
                     if entries.len() > FEW_ROWS {
                         *self = Bucket::Many(std::mem::take(entries).into_iter().collect());
                     }
@@ -226,7 +250,7 @@ impl Bucket {
                     Added::Changed
                 }
                 None => {
-                    map.insert(row.into(), diff);
+                    map.insert(KeyBytes::new(row), diff);
                     Added::New
                 }
             },
@@ -235,6 +259,8 @@ impl Bucket {
 
     fn is_empty(&self) -> bool {
         match self {
+            Bucket::Empty => true,
+            Bucket::One(..) => false,
             Bucket::Few(entries) => entries.is_empty(),
             Bucket::Many(map) => map.is_empty(),
         }
@@ -242,8 +268,10 @@ impl Bucket {
 
     fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], i64)> + '_> {
         match self {
-            Bucket::Few(entries) => Box::new(entries.iter().map(|(r, n)| (r.as_ref(), *n))),
-            Bucket::Many(map) => Box::new(map.iter().map(|(r, n)| (r.as_ref(), *n))),
+            Bucket::Empty => Box::new(std::iter::empty()),
+            Bucket::One(r, n) => Box::new(std::iter::once((r.as_slice(), *n))),
+            Bucket::Few(entries) => Box::new(entries.iter().map(|(r, n)| (r.as_slice(), *n))),
+            Bucket::Many(map) => Box::new(map.iter().map(|(r, n)| (r.as_slice(), *n))),
         }
     }
 }
@@ -277,5 +305,40 @@ mod tests {
         let one = arr.lookup(keys.row(0).data()).unwrap();
         assert_eq!(ChangeBatch::inserts(one).to_lines(), vec!["+1 1, b"]);
         assert_eq!(arr.row_count(), 3);
+    }
+
+    /// One key taken from one row through a list and a map of rows and back
+    /// to none, with a long row (held on the heap) among them.
+    #[test]
+    fn a_key_grows_and_shrinks_through_every_bucket_shape() {
+        let schema = ChangeBatch::from_pretty(" I T\n + 1 a").unwrap().schema();
+        let mut arr = Arrangement::new(schema).unwrap();
+        let key = b"k".as_slice();
+        let long = vec![7u8; 40];
+        let rows: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 3]).chain([long]).collect();
+        for (i, row) in rows.iter().enumerate() {
+            arr.update_row(key, row, 2);
+            assert_eq!(arr.get(key).count(), i + 1);
+        }
+        assert_eq!(arr.distinct_rows(), rows.len());
+        let mut held: Vec<(Vec<u8>, i64)> = arr.get(key).map(|(r, n)| (r.to_vec(), n)).collect();
+        held.sort();
+        let mut expected: Vec<(Vec<u8>, i64)> = rows.iter().map(|r| (r.clone(), 2)).collect();
+        expected.sort();
+        assert_eq!(held, expected);
+        for row in rows.iter().rev() {
+            arr.update_row(key, row, -1);
+            arr.update_row(key, row, -1);
+        }
+        assert!(!arr.contains_key(key));
+        assert_eq!(arr.distinct_rows(), 0);
+        assert_eq!(arr.state_bytes(), 0);
+        arr.update_row(key, &rows[0], 1);
+        arr.update_row(key, &rows[1], 1);
+        arr.update_row(key, &rows[0], -1);
+        assert_eq!(
+            arr.get(key).collect::<Vec<_>>(),
+            vec![(rows[1].as_slice(), 1)]
+        );
     }
 }

@@ -76,3 +76,73 @@ pub fn shard_of_rows(keys: &[ArrayRef], num_rows: usize, shards: usize) -> Resul
 pub fn shard_of_empty_key(_shards: usize) -> usize {
     0
 }
+
+/// Encoded key or row bytes; short ones (integers, short text, small rows)
+/// live inline, so a hash map holding them allocates nothing per entry and a
+/// probe touches one place in memory instead of two.
+#[derive(Debug, Clone)]
+pub enum KeyBytes {
+    Inline(u8, [u8; 22]),
+    Heap(Box<[u8]>),
+}
+
+impl KeyBytes {
+    pub fn new(bytes: &[u8]) -> KeyBytes {
+        if bytes.len() <= 22 {
+            let mut inline = [0u8; 22];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            KeyBytes::Inline(bytes.len() as u8, inline)
+        } else {
+            KeyBytes::Heap(bytes.into())
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            KeyBytes::Inline(len, bytes) => &bytes[..*len as usize],
+            KeyBytes::Heap(bytes) => bytes,
+        }
+    }
+}
+
+// Hash and equality are those of the byte slice, so the map can be probed
+// with a borrowed `&[u8]`.
+impl std::hash::Hash for KeyBytes {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl PartialEq for KeyBytes {
+    fn eq(&self, other: &KeyBytes) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for KeyBytes {}
+
+impl std::borrow::Borrow<[u8]> for KeyBytes {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl Default for KeyBytes {
+    fn default() -> KeyBytes {
+        KeyBytes::Inline(0, [0; 22])
+    }
+}
+
+impl std::ops::Deref for KeyBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl From<&[u8]> for KeyBytes {
+    fn from(bytes: &[u8]) -> KeyBytes {
+        KeyBytes::new(bytes)
+    }
+}

@@ -18,6 +18,7 @@ use datafusion::arrow::util::display::array_value_to_string;
 
 use super::log::LogRecord;
 use crate::catalog::TableDef;
+use crate::dataflow::row::KeyBytes;
 use crate::error::{Error, Result};
 
 /// Rows per chunk: small inserts are merged into the last chunk up to this.
@@ -106,55 +107,6 @@ struct PkIndex {
     columns: Vec<usize>,
     converter: RowConverter,
     map: FastMap<KeyBytes, u64>,
-}
-
-/// An encoded primary key; short keys (integers, short text) live inline,
-/// so indexing a COPY allocates nothing per row.
-#[derive(Debug, Clone)]
-enum KeyBytes {
-    Inline(u8, [u8; 22]),
-    Heap(Box<[u8]>),
-}
-
-impl KeyBytes {
-    fn new(bytes: &[u8]) -> KeyBytes {
-        if bytes.len() <= 22 {
-            let mut inline = [0u8; 22];
-            inline[..bytes.len()].copy_from_slice(bytes);
-            KeyBytes::Inline(bytes.len() as u8, inline)
-        } else {
-            KeyBytes::Heap(bytes.into())
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            KeyBytes::Inline(len, bytes) => &bytes[..*len as usize],
-            KeyBytes::Heap(bytes) => bytes,
-        }
-    }
-}
-
-// Hash and equality are those of the byte slice, so the map can be probed
-// with a borrowed `&[u8]`.
-impl std::hash::Hash for KeyBytes {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state);
-    }
-}
-
-impl PartialEq for KeyBytes {
-    fn eq(&self, other: &KeyBytes) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for KeyBytes {}
-
-impl std::borrow::Borrow<[u8]> for KeyBytes {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
 }
 
 impl Table {

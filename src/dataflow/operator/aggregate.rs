@@ -32,7 +32,7 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use super::{ChangeBatch, Operator, Shard};
 use crate::dataflow::expr::{evaluate, evaluate_all};
-use crate::dataflow::row::{shard_of_empty_key, RowCodec};
+use crate::dataflow::row::{shard_of_empty_key, KeyBytes, RowCodec};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +236,7 @@ impl Operator for Aggregate {
             .map(|c| c.finalize(&live_slots))
             .collect::<Result<Vec<_>>>()?;
         let mut encoded = self.encode_outputs(&columns, live_slots.len())?.into_iter();
-        let mut retracted: Vec<(u32, Box<[u8]>)> = Vec::new();
+        let mut retracted: Vec<(u32, KeyBytes)> = Vec::new();
         let mut inserted: Vec<u32> = Vec::new();
         for (slot, is_live) in touched.iter().zip(&live) {
             let new = if *is_live { encoded.next() } else { None };
@@ -333,9 +333,9 @@ impl Aggregate {
     }
 
     /// The aggregate columns of `rows` output rows, encoded row by row.
-    fn encode_outputs(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Box<[u8]>>> {
+    fn encode_outputs(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<KeyBytes>> {
         let Some(codec) = &self.out_codec else {
-            return Ok(vec![Box::default(); rows]);
+            return Ok(vec![KeyBytes::default(); rows]);
         };
         let encoded = codec.encode(columns)?;
         Ok(encoded.iter().map(|r| r.data().into()).collect())
@@ -343,11 +343,7 @@ impl Aggregate {
 
     /// Retractions of the given previous rows, then insertions of the rows
     /// now emitted for `inserted`.
-    fn build_output(
-        &self,
-        retracted: &[(u32, Box<[u8]>)],
-        inserted: &[u32],
-    ) -> Result<ChangeBatch> {
+    fn build_output(&self, retracted: &[(u32, KeyBytes)], inserted: &[u32]) -> Result<ChangeBatch> {
         let slots: Vec<u32> = retracted
             .iter()
             .map(|(s, _)| *s)
@@ -392,13 +388,13 @@ impl Aggregate {
 /// Slots of emptied groups are reused.
 #[derive(Default)]
 struct Groups {
-    index: FastMap<Box<[u8]>, u32>,
-    keys: Vec<Box<[u8]>>,
+    index: FastMap<KeyBytes, u32>,
+    keys: Vec<KeyBytes>,
     /// Sum of the weights of the group's input rows.
     weights: Vec<i64>,
     /// The aggregate columns of the row last emitted for the group,
     /// encoded; `None` while the group has no row in the output.
-    emitted: Vec<Option<Box<[u8]>>>,
+    emitted: Vec<Option<KeyBytes>>,
     touched: Vec<bool>,
     touched_slots: Vec<u32>,
     free: Vec<u32>,
@@ -443,7 +439,7 @@ impl Groups {
     fn release(&mut self, slot: u32) {
         let s = slot as usize;
         self.index.remove(&self.keys[s]);
-        self.keys[s] = Box::default();
+        self.keys[s] = KeyBytes::default();
         self.weights[s] = 0;
         self.emitted[s] = None;
         self.free.push(slot);
