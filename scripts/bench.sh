@@ -26,3 +26,8 @@ run view-latency-1m view-latency --rows 1000000 --keys 10000 --samples 2000 "$@"
 run view-latency-10m view-latency --rows 10000000 --keys 10000 --samples 2000 "$@"
 run view-copy view-copy --rows 10000000 --customers 100000 --copies 1 "$@"
 run view-refresh view-refresh --rows 1000000 --customers 100000 --batches 50 --batch-size 1000 "$@"
+# Sources: datagen throughput (JSON and typed) and freshness, then Kafka
+# against a bare consumer. The Kafka run needs a tansu broker binary
+# (EDDYDB_TANSU, or target/tools/bin/tansu, which scripts/test.sh builds).
+run source-ingest source-ingest --rows 5000000 --rate 100000 --seconds 20 "$@"
+run kafka-ingest kafka-ingest --rows 1000000 "$@"

@@ -12,9 +12,16 @@
 //!   the same COPY with no view.
 //! - `view-refresh`: batches of INSERT/UPDATE/DELETE with the view maintained
 //!   by EddyDB, beside PostgreSQL's `REFRESH MATERIALIZED VIEW` after each.
+//! - `source-ingest`: ~100-byte events of a `datagen` source into a per-key
+//!   view: events/s and CPU from a backlog, with and without the JSON
+//!   decode, then the view's staleness behind a paced stream.
+//! - `kafka-ingest`: the same events produced to a 4-partition topic of a
+//!   local tansu broker, drained by a bare rdkafka consumer and by EddyDB
+//!   into the per-key view, in the same run: EddyDB's rate as a ratio of
+//!   the bare consumer's.
 //!
-//! This file owns starting and stopping the servers it measures (always by
-//! PID, also on failure or Ctrl-C), the data generators, and the CPU
+//! This file owns starting and stopping the servers it measures, and the
+//! Kafka broker (always by PID, also on failure or Ctrl-C), the data generators, and the CPU
 //! accounting read from `/proc`. It talks to servers only through the real
 //! clients (`psql`, `pgbench`, and `tokio-postgres` where a single statement
 //! is timed), so it measures what a user would see; the server itself is not
@@ -86,6 +93,10 @@ enum BenchCommand {
     ViewCopy(ViewCopyArgs),
     /// Batches of changes: EddyDB's maintained view beside PostgreSQL's REFRESH.
     ViewRefresh(ViewRefreshArgs),
+    /// Datagen events into a per-key view: backlog throughput, then freshness.
+    SourceIngest(SourceIngestArgs),
+    /// Kafka events into the per-key view, against a bare rdkafka consumer.
+    KafkaIngest(KafkaIngestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +183,83 @@ struct ViewRefreshArgs {
     batch_size: u32,
 }
 
+#[derive(Debug, Args)]
+struct SourceIngestArgs {
+    /// Events in the backlog of each throughput run.
+    #[arg(long, default_value_t = 5_000_000)]
+    rows: u64,
+    /// Dataflow workers of the server (`eddydb serve --workers`; default:
+    /// the server's own, one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Events per second of the paced source of the freshness run.
+    #[arg(long, default_value_t = 100_000)]
+    rate: u64,
+    /// Length of the freshness run's measured window.
+    #[arg(long, default_value_t = 20)]
+    seconds: u32,
+    /// Pause between two reads of a view, in both parts.
+    #[arg(long, default_value_t = 20)]
+    poll_ms: u64,
+    /// What the backlog runs poll to see the last event arrive.
+    #[arg(long, value_enum, default_value_t = IngestWatch::Status)]
+    watch: IngestWatch,
+    /// Parts to run, comma-separated; each gets a fresh server.
+    #[arg(long, value_enum, value_delimiter = ',',
+          default_values_t = [IngestPart::Json, IngestPart::Typed, IngestPart::Freshness])]
+    parts: Vec<IngestPart>,
+}
+
+#[derive(Debug, Args)]
+struct KafkaIngestArgs {
+    /// Events produced to the topic; every run reads all of them.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Partitions of the topic; events go to them in turn.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// The tansu broker binary.
+    #[arg(long, env = "EDDYDB_TANSU", default_value = "target/tools/bin/tansu")]
+    tansu: PathBuf,
+    /// tansu's storage engine.
+    #[arg(long, value_enum, default_value_t = BrokerStorage::Memory)]
+    storage: BrokerStorage,
+    /// Dataflow workers of the server (`eddydb serve --workers`).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Pause between two reads of the reader's row count.
+    #[arg(long, default_value_t = 20)]
+    poll_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BrokerStorage {
+    /// `memory://`: fast; exact when each partition is read from its start.
+    Memory,
+    /// `sqlite://`: durable and exact, about 10x slower.
+    Sqlite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IngestWatch {
+    /// `sum(n)` of the view: a scan of all its groups per read.
+    View,
+    /// The view's reader's row count in `eddy_catalog.source_partitions`,
+    /// which counts a poll once its commit has made it visible; the view's
+    /// `sum(n)` is then checked once.
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IngestPart {
+    /// Backlog through `FORMAT PLAIN ENCODE JSON`: generate, encode, decode, count.
+    Json,
+    /// The same backlog as typed rows: generate and count only.
+    Typed,
+    /// A paced source: how far the view's newest event trails the clock.
+    Freshness,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum CopyFormat {
     Text,
@@ -202,6 +290,19 @@ impl ServerKind {
     }
 }
 
+/// `error`, with whether the child `name` still runs and the end of its log.
+fn explain_child(name: &str, child: &mut Child, log: &Path, error: anyhow::Error) -> anyhow::Error {
+    let state = match child.try_wait() {
+        Ok(Some(status)) => format!("{name} has exited ({status})"),
+        Ok(None) => format!("{name} is still running"),
+        Err(e) => format!("{name} state unknown: {e}"),
+    };
+    let log = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n    ");
+    anyhow!("{error:#}\n  {state}; last lines of its log:\n    {tail}")
+}
+
 fn main() {
     let cli = Cli::parse();
     let cleanup = Cleanup::default();
@@ -223,6 +324,8 @@ fn run(cli: &Cli, cleanup: &Cleanup) -> Result<()> {
         BenchCommand::ViewLatency(args) => view_latency_benchmark(&env, args),
         BenchCommand::ViewCopy(args) => view_copy_benchmark(&env, args),
         BenchCommand::ViewRefresh(args) => view_refresh_benchmark(&env, args),
+        BenchCommand::SourceIngest(args) => source_ingest_benchmark(&env, args),
+        BenchCommand::KafkaIngest(args) => kafka_ingest_benchmark(&env, args),
     }
 }
 
@@ -843,6 +946,11 @@ struct EddyServer {
 
 impl EddyServer {
     fn start(env: &BenchEnv) -> Result<EddyServer> {
+        EddyServer::start_with(env, &[])
+    }
+
+    /// `extra` goes to `eddydb serve` after the listen address and data folder.
+    fn start_with(env: &BenchEnv, extra: &[String]) -> Result<EddyServer> {
         let started = env.eddy_servers.get();
         env.eddy_servers.set(started + 1);
         let suffix = match started {
@@ -856,6 +964,7 @@ impl EddyServer {
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
+            .args(extra)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -889,15 +998,7 @@ impl EddyServer {
 
     /// Adds the server's state and the end of its log to a failure.
     fn explain(&mut self, error: anyhow::Error) -> anyhow::Error {
-        let state = match self.child.try_wait() {
-            Ok(Some(status)) => format!("eddydb has exited ({status})"),
-            Ok(None) => "eddydb is still running".to_string(),
-            Err(e) => format!("eddydb state unknown: {e}"),
-        };
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n    ");
-        anyhow!("{error:#}\n  {state}; last lines of its log:\n    {tail}")
+        explain_child("eddydb", &mut self.child, &self.log, error)
     }
 
     /// SIGTERM and wait; a non-zero exit is reported, not hidden.
@@ -2860,6 +2961,1105 @@ fn print_refresh_sides(postgres: &RefreshSide, eddy: &RefreshSide) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// source-ingest: datagen events into a per-key view, from a backlog
+// (throughput) and from a paced stream (freshness)
+// ---------------------------------------------------------------------------
+
+/// The events of every part; `ts` has no kind, so it follows the event
+/// clock (row i at start.time + i / rows.per.second).
+const EVENT_COLUMNS: &str =
+    "user_id bigint, event_type varchar, amount numeric(10,2), page varchar, ts timestamptz";
+const EVENT_FIELDS: &str = "fields.user_id.kind = 'random', fields.user_id.min = '1', \
+     fields.user_id.max = '100000', fields.event_type.kind = 'choice', \
+     fields.event_type.values = 'view,click,cart,buy', fields.amount.kind = 'random', \
+     fields.amount.min = '0', fields.amount.max = '1000', fields.page.kind = 'random', \
+     fields.page.length = '8', datagen.seed = '7'";
+/// The JSON keys, in column order, as arrow-json writes them.
+const EVENT_NAMES: [&str; 5] = ["user_id", "event_type", "amount", "page", "ts"];
+const PER_USER_VIEW: &str = "CREATE MATERIALIZED VIEW per_user AS \
+     SELECT user_id, count(*) AS n FROM events GROUP BY user_id";
+const PER_USER_TOTAL: &str = "SELECT sum(n) FROM per_user";
+const LATEST_VIEW: &str = "CREATE MATERIALIZED VIEW latest AS \
+     SELECT event_type AS k, count(*) AS n, max(ts) AS last FROM events GROUP BY event_type";
+const LATEST_READ: &str = "SELECT max(last), sum(n) FROM latest";
+const PER_USER_READER_ROWS: &str = "SELECT sum(rows) FROM eddy_catalog.source_partitions \
+     WHERE source = 'events' AND feeds = 'per_user'";
+const EVENTS_STATUS: &str = "SELECT \"offset\", rows, events_per_second, bad_records, status \
+     FROM eddy_catalog.source_partitions WHERE source = 'events'";
+/// The backlog's event clock: with a start a day back, 86.4 G rows are due,
+/// so all of `--rows` is due at once and replayed at full speed.
+const BACKLOG_ROWS_PER_SECOND: u64 = 1_000_000;
+/// Leading rows of the stream read back to size its JSON messages.
+const PROBE_ROWS: u64 = 10_000;
+/// Give up on a view that has not reached its count by then.
+const INGEST_TIMEOUT: Duration = Duration::from_secs(1_800);
+/// Unmeasured seconds of the paced stream before the freshness window.
+const FRESHNESS_WARMUP: Duration = Duration::from_secs(2);
+
+/// `CREATE SOURCE name` of the events, with the part's own `options`.
+fn events_source_ddl(name: &str, options: &str, json: bool) -> String {
+    let format = if json {
+        " FORMAT PLAIN ENCODE JSON"
+    } else {
+        ""
+    };
+    format!(
+        "CREATE SOURCE {name} ({EVENT_COLUMNS}) \
+         WITH (connector = 'datagen', {EVENT_FIELDS}, {options}){format}"
+    )
+}
+
+/// `datagen.start.time` a day before now, so the whole backlog is due.
+fn backlog_options(rows: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut start = Vec::new();
+    push_timestamp(&mut start, now - 86_400);
+    format!(
+        "datagen.rows = '{rows}', datagen.rows.per.second = '{BACKLOG_ROWS_PER_SECOND}', \
+         datagen.start.time = '{}+00'",
+        String::from_utf8_lossy(&start)
+    )
+}
+
+/// Bytes of the JSON message arrow-json's `LineDelimitedWriter` makes of
+/// one event, from the row's PostgreSQL text: bigint and numeric(10,2) are
+/// written with the same digits, the strings are letters (quoted, nothing
+/// escaped), and the timestamp is RFC 3339 with `Z` and 0, 3 or 6 fraction
+/// digits.
+fn event_json_len(row: &[String]) -> usize {
+    let mut len = 2 + EVENT_NAMES.len() - 1;
+    for (name, value) in EVENT_NAMES.iter().zip(row) {
+        len += name.len() + 3;
+        len += match *name {
+            "event_type" | "page" => value.len() + 2,
+            "ts" => rfc3339_len(value) + 2,
+            _ => value.len(),
+        };
+    }
+    len
+}
+
+/// Length of `YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z` for PostgreSQL's text of
+/// the same instant, which drops trailing zeros of the fraction.
+fn rfc3339_len(pg_text: &str) -> usize {
+    let digits = pg_text.find('.').map_or(0, |dot| {
+        pg_text[dot + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count()
+    });
+    let fraction = match digits {
+        0 => 0,
+        1..=3 => 4,
+        _ => 7,
+    };
+    19 + fraction + 1
+}
+
+/// Microseconds since the epoch of a timestamptz in PostgreSQL's text form.
+fn parse_timestamptz_us(text: &str) -> Result<i64> {
+    chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
+        .map(|t| t.timestamp_micros())
+        .with_context(|| format!("cannot parse the timestamptz `{text}`"))
+}
+
+fn unix_now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The first integer of a one-row answer, NULL as 0.
+fn first_count(client: &SqlClient, sql: &str) -> Result<u64> {
+    let rows = client.text_rows(sql)?;
+    let cell = rows.first().and_then(|r| r.first()).map_or("NULL", |c| c);
+    match cell {
+        "NULL" => Ok(0),
+        n => n
+            .parse()
+            .with_context(|| format!("`{sql}` gave `{n}`, not a count")),
+    }
+}
+
+/// Reads `sql` every `poll` until it counts `rows`; returns the reads made.
+fn wait_for_count(client: &SqlClient, sql: &str, rows: u64, poll: Duration) -> Result<u32> {
+    let deadline = Instant::now() + INGEST_TIMEOUT;
+    let mut reads = 0;
+    loop {
+        let got = first_count(client, sql)?;
+        reads += 1;
+        if got == rows {
+            return Ok(reads);
+        }
+        if got > rows || Instant::now() > deadline {
+            bail!("`{sql}` counts {got} after {reads} reads; expected {rows}");
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// Average JSON message of the first [`PROBE_ROWS`] events, read back
+/// through a throwaway source and view with the same options, then dropped.
+fn probe_event_bytes(client: &SqlClient, args: &SourceIngestArgs) -> Result<f64> {
+    let rows = PROBE_ROWS.min(args.rows).max(1);
+    client.command(&events_source_ddl("probe", &backlog_options(rows), true))?;
+    let names = EVENT_NAMES.join(", ");
+    client.command(&format!(
+        "CREATE MATERIALIZED VIEW probe_rows AS SELECT {names} FROM probe"
+    ))?;
+    let poll = Duration::from_millis(args.poll_ms);
+    wait_for_count(client, "SELECT count(*) FROM probe_rows", rows, poll)?;
+    let sample = client.text_rows(&format!("SELECT {names} FROM probe_rows"))?;
+    client.command("DROP SOURCE probe CASCADE")?;
+    let bytes: usize = sample.iter().map(|row| event_json_len(row)).sum();
+    if let Some(row) = sample.first() {
+        println!("   first probe row: {}", row.join(" | "));
+    }
+    Ok(bytes as f64 / sample.len().max(1) as f64)
+}
+
+/// One backlog run: from CREATE MATERIALIZED VIEW until the view counts
+/// every event.
+struct IngestRun {
+    json: bool,
+    rows: u64,
+    reads: u32,
+    usage: CpuUsage,
+    /// Server CPU in the second before the view, and in the second after
+    /// the stream ended (a reader at rest should use none).
+    idle_before: CpuUsage,
+    idle_after: CpuUsage,
+    /// One read of the full view, timed after the run.
+    read_us: Percentiles,
+    status: Vec<Vec<String>>,
+    rss: RssMarks,
+    event_bytes: Option<f64>,
+}
+
+impl IngestRun {
+    fn name(&self) -> &'static str {
+        match self.json {
+            true => "ENCODE JSON",
+            false => "typed rows",
+        }
+    }
+
+    fn events_per_s(&self) -> f64 {
+        self.rows as f64 / self.usage.wall_s.max(1e-9)
+    }
+
+    fn events_per_cpu_s(&self) -> f64 {
+        self.rows as f64 / self.usage.server_s.max(1e-9)
+    }
+}
+
+/// Server CPU over the next second, with nothing asked of it.
+fn idle_second(env: &BenchEnv, pid: u32) -> CpuUsage {
+    let before = CpuSnapshot::take(pid, None);
+    std::thread::sleep(Duration::from_secs(1));
+    CpuSnapshot::take(pid, None).usage_since(&before, env.clock_ticks_per_s)
+}
+
+fn ingest_run(
+    env: &BenchEnv,
+    target: &Target,
+    args: &SourceIngestArgs,
+    json: bool,
+) -> Result<IngestRun> {
+    let pid = target.server_pid;
+    let client = SqlClient::connect(target)?;
+    let event_bytes = match json {
+        true => Some(probe_event_bytes(&client, args)?),
+        false => None,
+    };
+    client.command(&events_source_ddl(
+        "events",
+        &backlog_options(args.rows),
+        json,
+    ))?;
+    let mut rss = RssMarks::default();
+    rss.mark(pid, "before the view");
+    let idle_before = idle_second(env, pid);
+    let before = CpuSnapshot::take(pid, None);
+    client.command(PER_USER_VIEW)?;
+    let poll = Duration::from_millis(args.poll_ms);
+    let watched = match args.watch {
+        IngestWatch::View => PER_USER_TOTAL,
+        IngestWatch::Status => PER_USER_READER_ROWS,
+    };
+    let reads = wait_for_count(&client, watched, args.rows, poll)?;
+    let usage = CpuSnapshot::take(pid, None).usage_since(&before, env.clock_ticks_per_s);
+    rss.mark(pid, "at the end");
+    let total = first_count(&client, PER_USER_TOTAL)?;
+    if total != args.rows {
+        bail!(
+            "the reader counts {} events but the view sums to {total}",
+            args.rows
+        );
+    }
+    let idle_after = idle_second(env, pid);
+    let mut read_us = Vec::new();
+    for _ in 0..20 {
+        let started = Instant::now();
+        client.text_rows(PER_USER_TOTAL)?;
+        read_us.push(micros(started, Instant::now()));
+    }
+    Ok(IngestRun {
+        json,
+        rows: args.rows,
+        reads,
+        usage,
+        idle_before,
+        idle_after,
+        read_us: Percentiles::new(read_us),
+        status: client.text_rows(EVENTS_STATUS)?,
+        rss,
+        event_bytes,
+    })
+}
+
+/// The view's staleness, sampled on the client clock.
+struct Freshness {
+    /// now − max(last), taken when each answer arrived: an upper bound.
+    lag_us: Vec<u64>,
+    /// The same with now taken when the read was sent: a lower bound
+    /// (negative ones count as 0).
+    lag_at_send_us: Vec<u64>,
+    /// Round trip of each read of the view.
+    read_us: Vec<u64>,
+    /// Events the view counted over the window.
+    counted: u64,
+    usage: CpuUsage,
+    status: Vec<Vec<String>>,
+    rss: RssMarks,
+}
+
+/// One read of `latest`: (max(last) in µs since the epoch, sum(n)).
+fn read_latest(client: &SqlClient) -> Result<Option<(i64, u64)>> {
+    let rows = client.text_rows(LATEST_READ)?;
+    match rows.first().map(Vec::as_slice) {
+        Some([last, n]) if last != "NULL" => Ok(Some((parse_timestamptz_us(last)?, n.parse()?))),
+        _ => Ok(None),
+    }
+}
+
+fn freshness_run(env: &BenchEnv, target: &Target, args: &SourceIngestArgs) -> Result<Freshness> {
+    let pid = target.server_pid;
+    let client = SqlClient::connect(target)?;
+    let paced = format!("datagen.rows.per.second = '{}'", args.rate);
+    client.command(&events_source_ddl("events", &paced, true))?;
+    client.command(LATEST_VIEW)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_latest(&client)?.is_none() {
+        if Instant::now() > deadline {
+            bail!("view latest is still empty a minute after its creation");
+        }
+        std::thread::sleep(Duration::from_millis(args.poll_ms));
+    }
+    std::thread::sleep(FRESHNESS_WARMUP);
+    let mut rss = RssMarks::default();
+    rss.mark(pid, "after the warm-up");
+    let (mut lag_us, mut lag_at_send_us) = (Vec::new(), Vec::new());
+    let (mut read_us, mut counts) = (Vec::new(), Vec::new());
+    let before = CpuSnapshot::take(pid, None);
+    let window = Duration::from_secs(u64::from(args.seconds));
+    while before.at.elapsed() < window {
+        let (sent_us, sent) = (unix_now_us(), Instant::now());
+        let latest = read_latest(&client)?;
+        let (now_us, answered) = (unix_now_us(), Instant::now());
+        let (last_us, n) = latest.ok_or_else(|| anyhow!("view latest became empty"))?;
+        lag_us.push(u64::try_from(now_us - last_us).unwrap_or(0));
+        lag_at_send_us.push(u64::try_from(sent_us - last_us).unwrap_or(0));
+        read_us.push(micros(sent, answered));
+        counts.push(n);
+        std::thread::sleep(Duration::from_millis(args.poll_ms));
+    }
+    let usage = CpuSnapshot::take(pid, None).usage_since(&before, env.clock_ticks_per_s);
+    rss.mark(pid, "at the end");
+    let counted = match (counts.first(), counts.last()) {
+        (Some(first), Some(last)) => last - first,
+        _ => 0,
+    };
+    Ok(Freshness {
+        lag_us,
+        lag_at_send_us,
+        read_us,
+        counted,
+        usage,
+        status: client.text_rows(EVENTS_STATUS)?,
+        rss,
+    })
+}
+
+/// A fresh server for one part, started with `--workers` if given.
+fn ingest_server(env: &BenchEnv, args: &SourceIngestArgs, part: &str) -> Result<EddyServer> {
+    let extra = match args.workers {
+        Some(n) => vec!["--workers".to_string(), n.to_string()],
+        None => Vec::new(),
+    };
+    let server = EddyServer::start_with(env, &extra)?;
+    println!("-- {part}: server up on port {}", server.port);
+    Ok(server)
+}
+
+fn source_ingest_benchmark(env: &BenchEnv, args: &SourceIngestArgs) -> Result<()> {
+    if args.rows == 0 || args.rate == 0 || args.seconds == 0 {
+        bail!("--rows, --rate and --seconds must be at least 1");
+    }
+    let workers = args
+        .workers
+        .map_or("the server's default".to_string(), |n| n.to_string());
+    println!(
+        "== source-ingest benchmark: {} events of backlog, freshness at {} events/s for {} s, \
+         workers: {workers}, reads every {} ms",
+        args.rows, args.rate, args.seconds, args.poll_ms
+    );
+    println!(
+        "source: {}",
+        events_source_ddl("events", "<part's options>", true)
+    );
+    println!("backlog: {}", backlog_options(args.rows));
+    println!("throughput view: {PER_USER_VIEW}");
+    println!(
+        "until the last event: every {} ms `{}`",
+        args.poll_ms,
+        match args.watch {
+            IngestWatch::View => PER_USER_TOTAL,
+            IngestWatch::Status => PER_USER_READER_ROWS,
+        }
+    );
+    println!("freshness view:  {LATEST_VIEW}; read: {LATEST_READ}");
+    let mut runs = Vec::new();
+    for json in [true, false] {
+        let part = if json {
+            IngestPart::Json
+        } else {
+            IngestPart::Typed
+        };
+        if args.parts.contains(&part) {
+            let mut server = ingest_server(env, args, &format!("{part:?} backlog"))?;
+            let run = ingest_run(env, &server.target(), args, json);
+            runs.push(run.map_err(|e| server.explain(e))?);
+            server.stop()?;
+        }
+    }
+    let freshness = match args.parts.contains(&IngestPart::Freshness) {
+        true => {
+            let mut server = ingest_server(env, args, "freshness")?;
+            let run = freshness_run(env, &server.target(), args);
+            let run = run.map_err(|e| server.explain(e))?;
+            server.stop()?;
+            Some(run)
+        }
+        false => None,
+    };
+    print_ingest_runs(&runs);
+    if let Some(freshness) = &freshness {
+        print_freshness(args, freshness);
+    }
+    Ok(())
+}
+
+fn print_ingest_runs(runs: &[IngestRun]) {
+    for run in runs {
+        println!();
+        println!("== source-ingest backlog result ({})", run.name());
+        if let Some(bytes) = run.event_bytes {
+            println!(
+                "JSON message size    {bytes:.1} bytes on average (first {PROBE_ROWS} events)"
+            );
+        }
+        println!(
+            "events               {} in {:.2} s (CREATE MATERIALIZED VIEW until all {} \
+             visible; {} polls)",
+            run.rows, run.usage.wall_s, run.rows, run.reads
+        );
+        println!("throughput           {:.0} events/s", run.events_per_s());
+        println!(
+            "server CPU           {:.2} s: {:.0} events per CPU-second   \
+             (target >= 1000000 per core for JSON decode + count)",
+            run.usage.server_s,
+            run.events_per_cpu_s()
+        );
+        println!(
+            "one read of the view {} us p50, {} us max (after the run, 20 reads)",
+            run.read_us.at(0.5),
+            run.read_us.max()
+        );
+        let share = |usage: &CpuUsage| 100.0 * usage.server_s / usage.wall_s.max(1e-9);
+        let busiest = run.idle_after.server_threads_s.first();
+        println!(
+            "server idle          {:.1}% of a core the second before the view, \
+             {:.1}% the second after the last event (busiest thread: {})",
+            share(&run.idle_before),
+            share(&run.idle_after),
+            busiest.map_or("none".to_string(), |(name, s)| format!("{name} {s:.2} s"))
+        );
+        for row in &run.status {
+            println!(
+                "source_partitions    offset, rows, events/s, bad, status: {}",
+                row.join(", ")
+            );
+        }
+        run.rss.print();
+        run.usage.print("clients", available_cores(), true);
+    }
+    if let (Some(json), Some(typed)) = (runs.iter().find(|r| r.json), runs.iter().find(|r| !r.json))
+    {
+        let per_event = |run: &IngestRun| run.usage.server_s / run.rows as f64;
+        println!(
+            "JSON encode + decode: {:.0}% of the server CPU per event \
+             ({:.2} us with JSON, {:.2} us typed)",
+            100.0 * (1.0 - per_event(typed) / per_event(json).max(1e-12)),
+            1e6 * per_event(json),
+            1e6 * per_event(typed)
+        );
+    }
+}
+
+fn print_freshness(args: &SourceIngestArgs, run: &Freshness) {
+    println!();
+    println!("== source-ingest freshness result (ENCODE JSON, paced)");
+    println!(
+        "paced source         {} events/s; the view counted {} events in the {:.1} s window \
+         ({:.0} events/s)",
+        args.rate,
+        run.counted,
+        run.usage.wall_s,
+        run.counted as f64 / run.usage.wall_s.max(1e-9)
+    );
+    println!(
+        "samples              {}, one read every {} ms",
+        run.lag_us.len(),
+        args.poll_ms
+    );
+    print_percentile_header("us");
+    Percentiles::new(run.lag_us.clone()).print_row("now - max(last)");
+    Percentiles::new(run.lag_at_send_us.clone()).print_row("  with now at the send");
+    Percentiles::new(run.read_us.clone()).print_row("read round trip");
+    println!("  (staleness of the view: the newest visible event's time against the client's");
+    println!("  clock when the answer arrived; event time = due time, so it includes pacing,");
+    println!("  the reader's poll, the commit and the read)");
+    for row in &run.status {
+        println!(
+            "source_partitions    offset, rows, events/s, bad, status: {}",
+            row.join(", ")
+        );
+    }
+    run.rss.print();
+    run.usage.print("clients", available_cores(), true);
+}
+
+// ---------------------------------------------------------------------------
+// kafka-ingest: the same events through a local tansu broker, read by a bare
+// rdkafka consumer and by EddyDB into the per-key view, in the same run
+// ---------------------------------------------------------------------------
+
+/// How long the broker may take to answer its first metadata request (a
+/// debug build on a loaded machine is slow to start).
+const BROKER_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout of one admin or metadata request to the broker.
+const BROKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A drain that sees no message for this long has lost some: give up.
+const DRAIN_STALL: Duration = Duration::from_secs(30);
+/// Producing waits at most this long for the last delivery reports.
+const PRODUCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(600);
+const KAFKA_TOPIC: &str = "events";
+/// librdkafka producer settings: a 50 ms linger fills batches of up to
+/// 10,000 events (~1 MB) per partition; the queue holds 500,000 events.
+const PRODUCER_SETTINGS: [(&str, &str); 4] = [
+    ("linger.ms", "50"),
+    ("batch.num.messages", "10000"),
+    ("queue.buffering.max.messages", "500000"),
+    ("compression.type", "none"),
+];
+const KAFKA_STATUS: &str = "SELECT partition, \"offset\", high_watermark, rows, bad_records, \
+     status FROM eddy_catalog.source_partitions WHERE source = 'events' ORDER BY partition";
+
+/// A tansu broker on a free loopback port, in a folder of the scratch dir.
+struct Broker {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    token: Token,
+    cleanup: Cleanup,
+}
+
+impl Broker {
+    fn start(env: &BenchEnv, tansu: &Path, storage: BrokerStorage) -> Result<Broker> {
+        if !tansu.is_file() {
+            bail!(
+                "no tansu broker at {} (use --tansu or EDDYDB_TANSU)",
+                tansu.display()
+            );
+        }
+        let dir = env.scratch.path.join("tansu");
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let log = dir.join("broker.log");
+        let port = free_loopback_port()?;
+        let url = format!("tcp://127.0.0.1:{port}");
+        let engine = match storage {
+            BrokerStorage::Memory => "memory://tansu/",
+            BrokerStorage::Sqlite => "sqlite://tansu.db",
+        };
+        let child = Command::new(tansu)
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", engine])
+            .current_dir(&dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).context("cannot create the broker log")?)
+            .stderr(Stdio::from(File::options().append(true).open(&log)?))
+            .spawn()
+            .with_context(|| format!("cannot start {}", tansu.display()))?;
+        let token = env.cleanup.register(Action::Terminate { pid: child.id() });
+        let mut broker = Broker {
+            child,
+            port,
+            log,
+            token,
+            cleanup: env.cleanup.clone(),
+        };
+        broker.wait_until_ready().map_err(|e| broker.explain(e))?;
+        Ok(broker)
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap());
+        config
+    }
+
+    /// Until a metadata request lists the broker; a TCP connect comes first
+    /// so librdkafka's reconnect back-off never delays the answer.
+    fn wait_until_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + BROKER_STARTUP_TIMEOUT;
+        let address = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut last_error = "not polled".to_string();
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("tansu exited during startup ({status})");
+            }
+            match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
+                Ok(_) => match self.broker_count() {
+                    Ok(n) if n > 0 => return Ok(()),
+                    Ok(_) => last_error = "metadata lists no broker".to_string(),
+                    Err(e) => last_error = format!("metadata request: {e:#}"),
+                },
+                Err(e) => last_error = format!("connect {address}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("tansu not ready within {BROKER_STARTUP_TIMEOUT:?}: {last_error}")
+    }
+
+    fn admin(&self) -> Result<rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>> {
+        self.client_config()
+            .create()
+            .context("cannot create a Kafka admin client")
+    }
+
+    fn broker_count(&self) -> Result<usize> {
+        let metadata = self
+            .admin()?
+            .inner()
+            .fetch_metadata(None, BROKER_REQUEST_TIMEOUT)?;
+        Ok(metadata.brokers().len())
+    }
+
+    /// CreateTopics through the admin API, then waits until every partition
+    /// has a leader.
+    fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+        let admin = self.admin()?;
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new()
+            .request_timeout(Some(BROKER_REQUEST_TIMEOUT))
+            .operation_timeout(Some(BROKER_REQUEST_TIMEOUT));
+        let results = futures::executor::block_on(admin.create_topics([&topic], &options))
+            .with_context(|| format!("CreateTopics {name}"))?;
+        for result in results {
+            if let Err((topic, code)) = result {
+                bail!("cannot create topic {topic}: {code}");
+            }
+        }
+        let deadline = Instant::now() + BROKER_REQUEST_TIMEOUT;
+        loop {
+            let metadata = admin
+                .inner()
+                .fetch_metadata(Some(name), BROKER_REQUEST_TIMEOUT)?;
+            let ready = metadata.topics().iter().any(|t| {
+                t.name() == name
+                    && t.error().is_none()
+                    && t.partitions().len() == partitions as usize
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+            });
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("topic {name} has no {partitions} led partitions after {BROKER_REQUEST_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn explain(&mut self, error: anyhow::Error) -> anyhow::Error {
+        explain_child("tansu", &mut self.child, &self.log, error)
+    }
+
+    /// SIGTERM (SIGKILL after the grace period) and reap.
+    fn stop(mut self) -> Result<()> {
+        self.cleanup.run(self.token);
+        self.child.wait().context("cannot reap tansu")?;
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.cleanup.run(self.token);
+        let _ = self.child.wait();
+    }
+}
+
+/// Appends event `index` as one JSON message of the shape the datagen
+/// source's `ENCODE JSON` writes (about 105 bytes), with `ts` one
+/// microsecond after the previous event's, from `start_us`.
+fn push_event_json(index: u64, start_us: i64, out: &mut Vec<u8>) {
+    const TYPES: [&str; 4] = ["view", "click", "cart", "buy"];
+    const LETTERS: &[u8; 52] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let r1 = splitmix64(index ^ 0x5eed);
+    let r2 = splitmix64(r1);
+    out.extend_from_slice(b"{\"user_id\":");
+    push_u64(out, 1 + r1 % 100_000);
+    out.extend_from_slice(b",\"event_type\":\"");
+    out.extend_from_slice(TYPES[(r1 >> 20) as usize % TYPES.len()].as_bytes());
+    out.extend_from_slice(b"\",\"amount\":");
+    let cents = (r1 >> 24) % 100_001;
+    push_u64(out, cents / 100);
+    out.push(b'.');
+    push_two_digits(out, cents % 100);
+    out.extend_from_slice(b",\"page\":\"");
+    for i in 0..8 {
+        out.push(LETTERS[((r2 >> (i * 6)) % 52) as usize]);
+    }
+    out.extend_from_slice(b"\",\"ts\":\"");
+    let ts_us = start_us + index as i64;
+    let at = out.len();
+    push_timestamp(out, ts_us.div_euclid(1_000_000));
+    if let Some(space) = out[at..].iter().position(|b| *b == b' ') {
+        out[at + space] = b'T';
+    }
+    out.push(b'.');
+    let fraction = ts_us.rem_euclid(1_000_000) as u64;
+    for divisor in [100_000, 10_000, 1_000, 100, 10, 1] {
+        out.push(b'0' + (fraction / divisor % 10) as u8);
+    }
+    out.extend_from_slice(b"Z\"}");
+}
+
+/// Counts delivery reports; the first failure is kept for the message.
+#[derive(Default)]
+struct DeliveryCount {
+    delivered: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for DeliveryCount {}
+
+impl rdkafka::producer::ProducerContext for DeliveryCount {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match result {
+            Ok(_) => self.delivered.fetch_add(1, Relaxed),
+            Err((error, _)) => {
+                let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert_with(|| error.to_string());
+                self.failed.fetch_add(1, Relaxed)
+            }
+        };
+    }
+}
+
+/// One pass over the topic: producing it, or draining it.
+struct KafkaPass {
+    name: String,
+    rows: u64,
+    bytes: u64,
+    wall_s: f64,
+    /// The producer or consumer: this program, or the EddyDB server.
+    client_s: f64,
+    broker_s: f64,
+    machine_s: f64,
+    load: String,
+}
+
+impl KafkaPass {
+    fn events_per_s(&self) -> f64 {
+        self.rows as f64 / self.wall_s.max(1e-9)
+    }
+}
+
+/// CPU ticks of this program, the broker and the machine, now.
+struct KafkaClock {
+    at: Instant,
+    own: u64,
+    broker: u64,
+    machine: u64,
+}
+
+impl KafkaClock {
+    fn start(broker: &Broker) -> KafkaClock {
+        KafkaClock {
+            at: Instant::now(),
+            own: proc_times("self").map_or(0, |(_, own, _)| own),
+            broker: tree_ticks(broker.pid()),
+            machine: machine_busy_ticks(),
+        }
+    }
+
+    /// The pass since `start`; the client is this program unless
+    /// `client_s` (the server's, measured apart) is given.
+    fn pass(&self, env: &BenchEnv, broker: &Broker, name: &str, rows: u64) -> KafkaPass {
+        let now = KafkaClock::start(broker);
+        let secs = |end: u64, begin: u64| end.saturating_sub(begin) as f64 / env.clock_ticks_per_s;
+        KafkaPass {
+            name: name.to_string(),
+            rows,
+            bytes: 0,
+            wall_s: now.at.duration_since(self.at).as_secs_f64(),
+            client_s: secs(now.own, self.own),
+            broker_s: secs(now.broker, self.broker),
+            machine_s: secs(now.machine, self.machine),
+            load: load_average(),
+        }
+    }
+}
+
+fn load_average() -> String {
+    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Produces `rows` events, partition `i % partitions` for event `i`, and
+/// returns once the broker has acknowledged every one.
+fn produce_events(env: &BenchEnv, broker: &Broker, args: &KafkaIngestArgs) -> Result<KafkaPass> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let mut config = broker.client_config();
+    for (key, value) in PRODUCER_SETTINGS {
+        config.set(key, value);
+    }
+    let clock = KafkaClock::start(broker);
+    let producer: BaseProducer<DeliveryCount> = config
+        .create_with_context(DeliveryCount::default())
+        .context("cannot create the Kafka producer")?;
+    let start_us = unix_now_us() - 86_400_000_000;
+    let (mut event, mut bytes) = (Vec::with_capacity(256), 0u64);
+    for index in 0..args.rows {
+        event.clear();
+        push_event_json(index, start_us, &mut event);
+        bytes += event.len() as u64;
+        if index == 0 {
+            println!("   first event: {}", String::from_utf8_lossy(&event));
+        }
+        let partition = (index % args.partitions as u64) as i32;
+        loop {
+            let record = BaseRecord::<(), [u8]>::to(KAFKA_TOPIC)
+                .partition(partition)
+                .payload(event.as_slice());
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((error, _)) => bail!("cannot produce event {index}: {error}"),
+            }
+        }
+        if index % 1_000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer
+        .flush(PRODUCE_FLUSH_TIMEOUT)
+        .context("the producer's flush did not finish")?;
+    let mut pass = clock.pass(env, broker, "produce (rdkafka BaseProducer)", args.rows);
+    pass.bytes = bytes;
+    let counts = producer.context();
+    let delivered = counts.delivered.load(std::sync::atomic::Ordering::Relaxed);
+    let failed = counts.failed.load(std::sync::atomic::Ordering::Relaxed);
+    if delivered != args.rows {
+        let first = counts.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        bail!(
+            "{delivered} of {} events delivered, {failed} failed (first: {})",
+            args.rows,
+            first.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(pass)
+}
+
+/// A bare rdkafka consumer: every partition assigned from its beginning,
+/// nothing committed, drained until it has read every event. Each offset
+/// must follow the previous one of its partition (tansu's memory engine
+/// skips the rest of a batch when a fetch starts inside it).
+fn drain_bare(
+    env: &BenchEnv,
+    broker: &Broker,
+    args: &KafkaIngestArgs,
+    run: u32,
+) -> Result<KafkaPass> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let mut config = broker.client_config();
+    config
+        .set("group.id", "eddydb-bench-bare")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let clock = KafkaClock::start(broker);
+    let consumer: BaseConsumer = config.create().context("cannot create the consumer")?;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in 0..args.partitions {
+        assignment.add_partition_offset(KAFKA_TOPIC, partition, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut next_offset = vec![0i64; args.partitions as usize];
+    let (mut read, mut bytes, mut last_message) = (0u64, 0u64, Instant::now());
+    while read < args.rows {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let expected = &mut next_offset[message.partition() as usize];
+                if message.offset() != *expected {
+                    bail!(
+                        "partition {} jumped from offset {} to {}",
+                        message.partition(),
+                        *expected,
+                        message.offset()
+                    );
+                }
+                *expected += 1;
+                bytes += message.payload().map_or(0, |p| p.len() as u64);
+                read += 1;
+                last_message = Instant::now();
+            }
+            Some(Err(error)) => bail!("the bare consumer failed: {error}"),
+            None if last_message.elapsed() > DRAIN_STALL => {
+                bail!(
+                    "the bare consumer read {read} of {} events, then nothing for {DRAIN_STALL:?}",
+                    args.rows
+                )
+            }
+            None => {}
+        }
+    }
+    let mut pass = clock.pass(env, broker, &format!("bare rdkafka consumer #{run}"), read);
+    pass.bytes = std::hint::black_box(bytes);
+    Ok(pass)
+}
+
+fn kafka_source_ddl(broker: &Broker) -> String {
+    format!(
+        "CREATE SOURCE events ({EVENT_COLUMNS}) WITH (connector = 'kafka', \
+         topic = '{KAFKA_TOPIC}', properties.bootstrap.server = '{}', \
+         scan.startup.mode = 'earliest') FORMAT PLAIN ENCODE JSON",
+        broker.bootstrap()
+    )
+}
+
+/// EddyDB's run: a fresh server, the source, then the clock from CREATE
+/// MATERIALIZED VIEW until the view's reader has read every event.
+struct KafkaEddyRun {
+    pass: KafkaPass,
+    usage: CpuUsage,
+    reads: u32,
+    status: Vec<Vec<String>>,
+    rss: RssMarks,
+}
+
+fn drain_eddy(env: &BenchEnv, broker: &Broker, args: &KafkaIngestArgs) -> Result<KafkaEddyRun> {
+    let extra = match args.workers {
+        Some(n) => vec!["--workers".to_string(), n.to_string()],
+        None => Vec::new(),
+    };
+    let mut server = EddyServer::start_with(env, &extra)?;
+    println!("-- EddyDB: server up on port {}", server.port);
+    let run = drain_eddy_started(env, broker, args, &server.target());
+    let run = run.map_err(|e| server.explain(e))?;
+    server.stop()?;
+    Ok(run)
+}
+
+fn drain_eddy_started(
+    env: &BenchEnv,
+    broker: &Broker,
+    args: &KafkaIngestArgs,
+    target: &Target,
+) -> Result<KafkaEddyRun> {
+    let pid = target.server_pid;
+    let client = SqlClient::connect(target)?;
+    client.command(&kafka_source_ddl(broker))?;
+    let mut rss = RssMarks::default();
+    rss.mark(pid, "before the view");
+    let before = CpuSnapshot::take(pid, None);
+    let clock = KafkaClock::start(broker);
+    client.command(PER_USER_VIEW)?;
+    let poll = Duration::from_millis(args.poll_ms);
+    let reads = wait_for_count(&client, PER_USER_READER_ROWS, args.rows, poll)?;
+    let usage = CpuSnapshot::take(pid, None).usage_since(&before, env.clock_ticks_per_s);
+    let mut pass = clock.pass(env, broker, "EddyDB into per_user", args.rows);
+    pass.client_s = usage.server_s;
+    rss.mark(pid, "at the end");
+    let total = first_count(&client, PER_USER_TOTAL)?;
+    if total != args.rows {
+        bail!(
+            "the reader counts {} events but the view sums to {total}",
+            args.rows
+        );
+    }
+    Ok(KafkaEddyRun {
+        pass,
+        usage,
+        reads,
+        status: client.text_rows(KAFKA_STATUS)?,
+        rss,
+    })
+}
+
+fn kafka_ingest_benchmark(env: &BenchEnv, args: &KafkaIngestArgs) -> Result<()> {
+    if args.rows == 0 || args.partitions < 1 {
+        bail!("--rows and --partitions must be at least 1");
+    }
+    println!(
+        "== kafka-ingest benchmark: {} events over {} partitions, tansu {} ({:?} storage)",
+        args.rows,
+        args.partitions,
+        args.tansu.display(),
+        args.storage
+    );
+    let mut broker = Broker::start(env, &args.tansu, args.storage)?;
+    println!(
+        "broker up on {} (pid {}); topic `{KAFKA_TOPIC}`",
+        broker.bootstrap(),
+        broker.pid()
+    );
+    let passes = kafka_passes(env, &broker, args).map_err(|e| broker.explain(e));
+    let (produced, drains, eddy) = passes?;
+    broker.stop()?;
+    print_kafka_result(args, &produced, &drains, &eddy);
+    Ok(())
+}
+
+/// Produce, then bare / EddyDB / bare over the same topic.
+fn kafka_passes(
+    env: &BenchEnv,
+    broker: &Broker,
+    args: &KafkaIngestArgs,
+) -> Result<(KafkaPass, Vec<KafkaPass>, KafkaEddyRun)> {
+    broker.create_topic(KAFKA_TOPIC, args.partitions)?;
+    let settings: Vec<String> = PRODUCER_SETTINGS
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!("producing ({}, acks=all)", settings.join(", "));
+    let produced = produce_events(env, broker, args)?;
+    println!(
+        "   {} events in {:.2} s; bare consumer #1",
+        produced.rows, produced.wall_s
+    );
+    let first = drain_bare(env, broker, args, 1)?;
+    println!("   {:.2} s; EddyDB", first.wall_s);
+    println!("source: {}", kafka_source_ddl(broker));
+    println!("view:   {PER_USER_VIEW}");
+    println!(
+        "until the last event: every {} ms `{PER_USER_READER_ROWS}`",
+        args.poll_ms
+    );
+    let eddy = drain_eddy(env, broker, args)?;
+    println!("   {:.2} s; bare consumer #2", eddy.pass.wall_s);
+    let second = drain_bare(env, broker, args, 2)?;
+    Ok((produced, vec![first, second], eddy))
+}
+
+fn print_kafka_result(
+    args: &KafkaIngestArgs,
+    produced: &KafkaPass,
+    drains: &[KafkaPass],
+    eddy: &KafkaEddyRun,
+) {
+    println!();
+    println!("== kafka-ingest result");
+    println!(
+        "JSON message size    {:.1} bytes on average ({} events, {:.1} MiB)",
+        produced.bytes as f64 / produced.rows.max(1) as f64,
+        produced.rows,
+        mib(produced.bytes)
+    );
+    println!(
+        "  {:<32} {:>8} {:>10} {:>9} {:>9} {:>9}  load",
+        "pass (in run order)", "wall s", "events/s", "client s", "broker s", "machine s"
+    );
+    let row = |pass: &KafkaPass| {
+        println!(
+            "  {:<32} {:>8.2} {:>10.0} {:>9.2} {:>9.2} {:>9.2}  {}",
+            pass.name,
+            pass.wall_s,
+            pass.events_per_s(),
+            pass.client_s,
+            pass.broker_s,
+            pass.machine_s,
+            pass.load
+        );
+    };
+    row(produced);
+    if let Some((first, rest)) = drains.split_first() {
+        row(first);
+        row(&eddy.pass);
+        rest.iter().for_each(row);
+    }
+    println!("  (client: the producer or bare consumer is this program, EddyDB is its server)");
+    let bare = drains.iter().map(KafkaPass::events_per_s).sum::<f64>() / drains.len().max(1) as f64;
+    let ratio = eddy.pass.events_per_s() / bare.max(1e-9);
+    println!(
+        "ratio EddyDB / mean(bare) = {:.0} / {:.0} = {ratio:.2}   (target >= 0.9: {})",
+        eddy.pass.events_per_s(),
+        bare,
+        if ratio >= 0.9 { "met" } else { "missed" }
+    );
+    println!(
+        "EddyDB server CPU    {:.2} s: {:.0} events per CPU-second; {} polls of the count",
+        eddy.usage.server_s,
+        args.rows as f64 / eddy.usage.server_s.max(1e-9),
+        eddy.reads
+    );
+    for row in &eddy.status {
+        println!(
+            "source_partitions    partition, offset, high watermark, rows, bad, status: {}",
+            row.join(", ")
+        );
+    }
+    eddy.rss.print();
+    eddy.usage.print("clients", available_cores(), true);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2965,6 +4165,93 @@ mod tests {
         live.sort_unstable();
         live.dedup();
         assert_eq!(live.len(), plan.live.len());
+    }
+
+    /// The size estimate against arrow-json's writer, the encoder the
+    /// server's datagen reader uses for `ENCODE JSON`.
+    #[test]
+    fn event_json_len_matches_arrow_json() {
+        use datafusion::arrow::array::{
+            ArrayRef, Decimal128Array, Int64Array, StringArray, TimestampMicrosecondArray,
+        };
+        use datafusion::arrow::json::LineDelimitedWriter;
+        use datafusion::arrow::record_batch::RecordBatch;
+        let ts_text = [
+            "2026-11-22 16:54:16+00",
+            "2026-11-22 16:54:16.12+00",
+            "2026-11-22 16:54:16.000001+00",
+        ];
+        let ts: Vec<i64> = ts_text
+            .iter()
+            .map(|t| parse_timestamptz_us(t).unwrap())
+            .collect();
+        assert_eq!(ts[2] - ts[0], 1);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![1, 99_999, 100_000])),
+            Arc::new(StringArray::from(vec!["view", "click", "buy"])),
+            Arc::new(
+                Decimal128Array::from(vec![0, 52_312, 100_000])
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+            ),
+            Arc::new(StringArray::from(vec!["abcdefgh", "ABCDEFGH", "xYzxYzxY"])),
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+        ];
+        let batch = RecordBatch::try_from_iter(EVENT_NAMES.iter().zip(columns)).unwrap();
+        let mut out = Vec::new();
+        let mut writer = LineDelimitedWriter::new(&mut out);
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        let lines: Vec<&[u8]> = out
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let text = [
+            ["1", "view", "0.00", "abcdefgh", ts_text[0]],
+            ["99999", "click", "523.12", "ABCDEFGH", ts_text[1]],
+            ["100000", "buy", "1000.00", "xYzxYzxY", ts_text[2]],
+        ];
+        for (line, row) in lines.iter().zip(text) {
+            let row: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+            assert_eq!(
+                event_json_len(&row),
+                line.len(),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    /// The Kafka events are JSON of the datagen source's columns, about
+    /// 100 bytes, with an RFC 3339 `ts` one microsecond apart.
+    #[test]
+    fn kafka_events_are_json_of_the_event_columns() {
+        let start_us = parse_timestamptz_us("2026-11-22 16:54:16.999999+00").unwrap();
+        let mut sizes = Vec::new();
+        for index in 0..1_000u64 {
+            let mut out = Vec::new();
+            push_event_json(index, start_us, &mut out);
+            let value: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+            let object = value.as_object().expect("an object");
+            assert_eq!(object.len(), EVENT_NAMES.len());
+            assert!(EVENT_NAMES.iter().all(|name| object.contains_key(*name)));
+            let user_id = object["user_id"].as_u64().unwrap();
+            assert!((1..=100_000).contains(&user_id));
+            let amount = object["amount"].as_f64().unwrap();
+            assert!((0.0..=1000.0).contains(&amount));
+            assert_eq!(object["page"].as_str().unwrap().len(), 8);
+            let ts = object["ts"].as_str().unwrap();
+            let parsed = chrono::DateTime::parse_from_rfc3339(ts).unwrap();
+            assert_eq!(parsed.timestamp_micros(), start_us + index as i64);
+            sizes.push(out.len());
+        }
+        let mut first = Vec::new();
+        push_event_json(1, start_us, &mut first);
+        assert!(String::from_utf8(first)
+            .unwrap()
+            .contains("\"ts\":\"2026-11-22T16:54:17.000000Z\""));
+        let average = sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
+        assert!((95.0..115.0).contains(&average), "{average}");
     }
 
     #[test]
