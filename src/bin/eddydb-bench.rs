@@ -3398,14 +3398,7 @@ fn print_ingest_runs(runs: &[IngestRun]) {
             share(&run.idle_after),
             busiest.map_or("none".to_string(), |(name, s)| format!("{name} {s:.2} s"))
         );
-        for row in &run.status {
-            println!(
-                "source_partitions    offset, rows, events/s, bad, status: {}",
-                row.join(", ")
-            );
-        }
-        run.rss.print();
-        run.usage.print("clients", available_cores(), true);
+        print_run_tail(&run.status, &run.rss, &run.usage);
     }
     if let (Some(json), Some(typed)) = (runs.iter().find(|r| r.json), runs.iter().find(|r| !r.json))
     {
@@ -3418,6 +3411,18 @@ fn print_ingest_runs(runs: &[IngestRun]) {
             1e6 * per_event(typed)
         );
     }
+}
+
+/// The source's status rows, the server's peak RSS and the CPU of a run.
+fn print_run_tail(status: &[Vec<String>], rss: &RssMarks, usage: &CpuUsage) {
+    for row in status {
+        println!(
+            "source_partitions    offset, rows, events/s, bad, status: {}",
+            row.join(", ")
+        );
+    }
+    rss.print();
+    usage.print("clients", available_cores(), true);
 }
 
 fn print_freshness(args: &SourceIngestArgs, run: &Freshness) {
@@ -3443,14 +3448,7 @@ fn print_freshness(args: &SourceIngestArgs, run: &Freshness) {
     println!("  (staleness of the view: the newest visible event's time against the client's");
     println!("  clock when the answer arrived; event time = due time, so it includes pacing,");
     println!("  the reader's poll, the commit and the read)");
-    for row in &run.status {
-        println!(
-            "source_partitions    offset, rows, events/s, bad, status: {}",
-            row.join(", ")
-        );
-    }
-    run.rss.print();
-    run.usage.print("clients", available_cores(), true);
+    print_run_tail(&run.status, &run.rss, &run.usage);
 }
 
 // ---------------------------------------------------------------------------
