@@ -207,7 +207,10 @@ enum Kind {
     Int64,
     Float32,
     Float64,
-    Decimal,
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     /// `text`, `varchar`, `varchar(n)` (the limit in characters).
     Text(Option<usize>),
     /// `json` / `jsonb`: any JSON value, stored as its compact JSON text.
@@ -262,7 +265,7 @@ impl Column {
             Kind::Bool => "boolean",
             Kind::Int16 | Kind::Int32 | Kind::Int64 => "integer",
             Kind::Float32 | Kind::Float64 => "number",
-            Kind::Decimal => "number or numeric string",
+            Kind::Decimal { .. } => "number or numeric string",
             Kind::Text(_) => "string",
             Kind::Json => "JSON value",
             Kind::Date => "date string",
@@ -295,7 +298,12 @@ impl Column {
             Kind::Int32 => i32::try_from(value).is_ok(),
             Kind::Int64 => true,
             Kind::Float32 | Kind::Float64 => return Staged::Float(value as f64),
-            Kind::Decimal => return self.stage_number_text(format_args!("{value}"), scratch),
+            Kind::Decimal { precision, scale } => {
+                return match exact_decimal(value as f64, precision, scale) {
+                    Some(v) if value.unsigned_abs() < 1 << 53 => Staged::Decimal(v),
+                    _ => self.stage_number_text(format_args!("{value}"), scratch),
+                }
+            }
             // Integers are epoch milliseconds.
             Kind::Timestamp => {
                 return match value.checked_mul(1_000) {
@@ -320,7 +328,7 @@ impl Column {
                     self.out_of_range(value)
                 }
                 Kind::Float32 | Kind::Float64 => Staged::Float(value as f64),
-                Kind::Decimal => self.stage_number_text(format_args!("{value}"), scratch),
+                Kind::Decimal { .. } => self.stage_number_text(format_args!("{value}"), scratch),
                 _ => self.mismatch(Found::Int(i128::from(value))),
             },
         }
@@ -331,7 +339,10 @@ impl Column {
             Kind::Float64 => Staged::Float(value),
             Kind::Float32 if (value as f32).is_finite() => Staged::Float(value),
             Kind::Float32 => self.out_of_range(value),
-            Kind::Decimal => self.stage_number_text(format_args!("{value}"), scratch),
+            Kind::Decimal { precision, scale } => match exact_decimal(value, precision, scale) {
+                Some(v) => Staged::Decimal(v),
+                None => self.stage_number_text(format_args!("{value}"), scratch),
+            },
             // serde_json gives integers beyond u64 as floats.
             Kind::Int16 | Kind::Int32 | Kind::Int64 if value.fract() == 0.0 => {
                 self.out_of_range(value)
@@ -364,7 +375,9 @@ impl Column {
                     Err(e) => self.invalid(&e),
                 }
             }
-            Kind::Decimal | Kind::Date | Kind::Timestamp | Kind::Interval => self.parse(value),
+            Kind::Decimal { .. } | Kind::Date | Kind::Timestamp | Kind::Interval => {
+                self.parse(value)
+            }
             _ => self.mismatch(Found::Str(value)),
         }
     }
@@ -395,6 +408,29 @@ impl Column {
     }
 }
 
+/// A JSON number as a `numeric(precision, scale)` value, straight from its
+/// f64 when that is exact: the value times 10^scale lies within 10^-3 of an
+/// integer and below 10^12 (where the f64's own error is under 10^-3), so
+/// reading the number's text would round to the same integer. Anything else
+/// (more digits than the scale, half-way cases, huge values, overflow of the
+/// precision) is `None` and goes through PostgreSQL's numeric input, which
+/// rounds and reports the same way COPY does.
+fn exact_decimal(value: f64, precision: u8, scale: i8) -> Option<i128> {
+    if !(0..=12).contains(&scale) {
+        return None;
+    }
+    let scaled = value * 10f64.powi(i32::from(scale));
+    if !scaled.is_finite() || scaled.abs() >= 1e12 {
+        return None;
+    }
+    let rounded = scaled.round();
+    if (scaled - rounded).abs() >= 1e-3 {
+        return None;
+    }
+    let v = rounded as i128;
+    (v.unsigned_abs() < 10u128.pow(u32::from(precision))).then_some(v)
+}
+
 fn kind_of(field: &Field, sql_type: Option<&SqlType>) -> Option<Kind> {
     Some(match field.data_type() {
         DataType::Boolean => Kind::Bool,
@@ -403,7 +439,10 @@ fn kind_of(field: &Field, sql_type: Option<&SqlType>) -> Option<Kind> {
         DataType::Int64 => Kind::Int64,
         DataType::Float32 => Kind::Float32,
         DataType::Float64 => Kind::Float64,
-        DataType::Decimal128(_, _) => Kind::Decimal,
+        DataType::Decimal128(precision, scale) => Kind::Decimal {
+            precision: *precision,
+            scale: *scale,
+        },
         DataType::Utf8 => match sql_type {
             Some(SqlType::Json | SqlType::Jsonb) => Kind::Json,
             Some(SqlType::Varchar(Some(n))) => Kind::Text(Some(*n as usize)),
@@ -799,7 +838,7 @@ impl Builder {
             Kind::Int64 => Builder::Int64(Int64Builder::with_capacity(capacity)),
             Kind::Float32 => Builder::Float32(Float32Builder::with_capacity(capacity)),
             Kind::Float64 => Builder::Float64(Float64Builder::with_capacity(capacity)),
-            Kind::Decimal => Builder::Decimal(
+            Kind::Decimal { .. } => Builder::Decimal(
                 Decimal128Builder::with_capacity(capacity).with_data_type(data_type),
             ),
             Kind::Text(_) | Kind::Json => Builder::Text(StringBuilder::with_capacity(
@@ -1131,6 +1170,62 @@ mod tests {
             vec![Some("hé".to_string()), Some(String::new())]
         );
         assert_eq!(b.schema(), d.schema());
+    }
+
+    /// JSON numbers read straight from their f64 give what the number's
+    /// text gives through PostgreSQL's numeric input, including rounding to
+    /// the scale and overflow of the precision.
+    #[test]
+    fn json_numbers_as_numeric_match_their_text() {
+        let d = decoder(&[(
+            "n",
+            SqlType::Numeric {
+                precision: 8,
+                scale: 2,
+            },
+        )]);
+        let texts: Vec<String> = [
+            "0",
+            "-0",
+            "12",
+            "-7",
+            "0.1",
+            "83.81",
+            "-83.81",
+            "999999.99",
+            "1000000",
+            "-999999.99",
+            "0.005",
+            "-0.005",
+            "1.005",
+            "2.675",
+            "0.015",
+            "83.8100049",
+            "83.81499999",
+            "123456.784999",
+            "0.0001",
+            "1e3",
+            "1.5e-3",
+            "1e300",
+            "99999999",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .chain((0..2000).map(|i| format!("{}.{:02}", (i * 7919) % 1_000_000, (i * 31) % 100)))
+        .chain((0..500).map(|i| format!("-{}.{:03}", i * 13, (i * 37) % 1000)))
+        .collect();
+        let numbers: Vec<String> = texts.iter().map(|t| format!(r#"{{"n": {t}}}"#)).collect();
+        let strings: Vec<String> = texts.iter().map(|t| format!(r#"{{"n": "{t}"}}"#)).collect();
+        let from_numbers = run(&d, &numbers.iter().map(String::as_str).collect::<Vec<_>>());
+        let from_strings = run(&d, &strings.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(from_numbers.rows, from_strings.rows);
+        assert_eq!(from_numbers.batch, from_strings.batch);
+        let bad = |o: &Decoded| o.bad.iter().map(|b| b.index).collect::<Vec<_>>();
+        assert_eq!(bad(&from_numbers), bad(&from_strings));
+        assert!(
+            !from_numbers.bad.is_empty(),
+            "the overflowing values are bad"
+        );
     }
 
     #[test]
