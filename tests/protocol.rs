@@ -185,6 +185,36 @@ fn db_code(err: &tokio_postgres::Error) -> Option<&str> {
     err.code().map(SqlState::code)
 }
 
+/// On Linux with glibc the server re-executes itself with huge pages for
+/// its heap: the process the test started (same PID) serves queries and
+/// carries the tunable, unless the environment already chose one.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_server_runs_with_a_huge_page_heap_under_its_own_pid() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let pid = server.pid().context("server has no pid")?;
+    let mut conn = RawConn::connect(server.addr())?;
+    conn.send_startup(&[("user", "eddy"), ("database", "eddy")])?;
+    conn.read_until_ready()?;
+    let reply = conn.query("SELECT 40 + 2")?;
+    assert_eq!(data_rows(&reply), vec![vec![Some("42".to_string())]]);
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
+    let tunables: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .filter_map(|v| v.strip_prefix("GLIBC_TUNABLES="))
+        .map(str::to_string)
+        .collect();
+    let expected = match std::env::var("GLIBC_TUNABLES") {
+        Ok(ours) if ours.contains("glibc.malloc.hugetlb") => ours,
+        Ok(ours) if !ours.is_empty() => format!("{ours}:glibc.malloc.hugetlb=1"),
+        _ => "glibc.malloc.hugetlb=1".to_string(),
+    };
+    assert_eq!(tunables, vec![expected]);
+    conn.send(b'X', &[])?;
+    Ok(())
+}
+
 #[test]
 fn ssl_request_is_declined_then_startup_works() -> anyhow::Result<()> {
     let server = TestServer::start()?;

@@ -16,7 +16,7 @@ use datafusion::common::HashMap as FastMap;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::{take_columns, Encoded};
-use crate::dataflow::row::RowCodec;
+use crate::dataflow::row::{KeyBytes, RowCodec};
 use crate::error::Result;
 
 /// Rows a key holds before its rows get a hash index.
@@ -38,7 +38,7 @@ pub(super) struct Side {
     pub(super) schema: SchemaRef,
     /// `None` for an input without columns.
     codec: Option<RowCodec>,
-    buckets: FastMap<Box<[u8]>, Bucket>,
+    buckets: FastMap<KeyBytes, Bucket>,
     hasher: DefaultHashBuilder,
     pub(super) bytes: usize,
 }
@@ -145,7 +145,7 @@ impl Side {
             None => {
                 presence = Presence::Created;
                 self.bytes += key.len() + KEY_OVERHEAD_BYTES;
-                self.buckets.entry(key.into()).or_default()
+                self.buckets.entry(KeyBytes::new(key)).or_default()
             }
         };
         match bucket.add(hash, row, diff, matches) {
