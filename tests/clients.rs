@@ -230,6 +230,38 @@ async fn copy_rows(
     Ok(sink.finish().await?)
 }
 
+/// COPY checks a column's declared type the way INSERT does: invalid JSON
+/// for `jsonb` (22P02) and an over-long `varchar(n)` value (22001) fail the
+/// whole COPY, which stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_checks_json_and_varchar_columns() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute("CREATE TABLE docs (id bigint PRIMARY KEY, tag varchar(3), body jsonb)")
+        .await?;
+    let statement = "COPY docs FROM STDIN";
+    for (data, sqlstate) in [
+        ("1\tok\t{\"a\": 1}\n2\tok\t{bad\n", "22P02"),
+        ("1\tok\t{}\n2\ttoo long\t{}\n", "22001"),
+    ] {
+        let error = copy_rows(&client, statement, data.as_bytes().to_vec())
+            .await
+            .expect_err("the COPY must fail");
+        let db = error
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::as_db_error)
+            .with_context(|| format!("not a database error: {error:#}"))?;
+        assert_eq!(db.code().code(), sqlstate, "{db:?}");
+    }
+    let stored = copy_rows(&client, statement, b"3\tok\t[1, 2]\n".to_vec()).await?;
+    assert_eq!(stored, 1);
+    let rows = client.query("SELECT id, body::text FROM docs", &[]).await?;
+    let rows: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, vec![(3, "[1, 2]".to_string())]);
+    Ok(())
+}
+
 /// (count, sum of id) of a table, the fingerprint the crash tests compare.
 async fn fingerprint(client: &tokio_postgres::Client, table: &str) -> anyhow::Result<(i64, i64)> {
     let row = client

@@ -23,6 +23,8 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
 
+use crate::types::SqlType;
+
 /// Field metadata key naming the PostgreSQL type behind an Arrow `Utf8`
 /// column: `json`, `jsonb` or `varchar(N)`.
 pub const PG_TYPE_METADATA_KEY: &str = "eddy.pg_type";
@@ -1045,6 +1047,13 @@ enum TextKind {
 
 impl TextKind {
     fn of(field: &Field) -> TextKind {
+        // A table's columns carry their SQL type (`eddy.sql_type`); other
+        // callers may name a PostgreSQL type instead (`eddy.pg_type`).
+        match SqlType::of_field(field) {
+            Some(SqlType::Json | SqlType::Jsonb) => return TextKind::Json,
+            Some(SqlType::Varchar(Some(n))) => return TextKind::Varchar(n as usize),
+            _ => {}
+        }
         let Some(pg_type) = field.metadata().get(PG_TYPE_METADATA_KEY) else {
             return TextKind::Plain;
         };
