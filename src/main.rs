@@ -5,6 +5,8 @@ use eddydb::config::{Cli, Command};
 
 /// The glibc tunable that backs malloc's heap with transparent huge pages.
 const HUGE_PAGE_TUNABLE: &str = "glibc.malloc.hugetlb";
+/// Set on the server's one re-execution of itself.
+const REEXECUTED: &str = "EDDYDB_REEXECUTED";
 
 fn main() -> anyhow::Result<()> {
     use_huge_page_heap();
@@ -38,31 +40,35 @@ fn main() -> anyhow::Result<()> {
 /// Operator state is large hash tables probed at random (group tables,
 /// arrangements, join sides, primary-key indexes); with 4 KiB pages nearly
 /// every probe also misses the TLB. glibc reads its malloc tunables only when
-/// a process starts, so unless `GLIBC_TUNABLES` already says something about
-/// huge pages (which is how an operator opts out: `glibc.malloc.hugetlb=0`),
-/// the server executes itself again, same PID and arguments, with
-/// `glibc.malloc.hugetlb=1`. Elsewhere, or if that fails, it runs on as it is.
+/// a process starts, so the server executes itself again, same PID, file and
+/// arguments, with `glibc.malloc.hugetlb=1` added to `GLIBC_TUNABLES` and
+/// `EDDYDB_REEXECUTED` set. It does not when `EDDYDB_REEXECUTED` is already
+/// set (so it never loops, even where glibc strips the tunables of a
+/// privileged process), nor when `GLIBC_TUNABLES` already names the tunable
+/// (how an operator opts out: `glibc.malloc.hugetlb=0`). Elsewhere, or if the
+/// exec fails, it runs on as it is.
 fn use_huge_page_heap() {
-    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) || std::env::var_os(REEXECUTED).is_some()
+    {
         return;
     }
-    let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-    if current.contains(HUGE_PAGE_TUNABLE) {
+    let mut tunables = std::env::var_os("GLIBC_TUNABLES").unwrap_or_default();
+    if tunables.to_string_lossy().contains(HUGE_PAGE_TUNABLE) {
         return;
     }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let tunables = match current.as_str() {
-        "" => format!("{HUGE_PAGE_TUNABLE}=1"),
-        other => format!("{other}:{HUGE_PAGE_TUNABLE}=1"),
-    };
+    if !tunables.is_empty() {
+        tunables.push(":");
+    }
+    tunables.push(format!("{HUGE_PAGE_TUNABLE}=1"));
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
-        let error = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
+        let mut args = std::env::args_os();
+        let error = std::process::Command::new("/proc/self/exe")
+            .arg0(args.next().unwrap_or_default())
+            .args(args)
             .env("GLIBC_TUNABLES", tunables)
+            .env(REEXECUTED, "1")
             .exec();
         // `exec` returns only when it failed.
         eprintln!("eddydb: running without huge pages for the heap: {error}");

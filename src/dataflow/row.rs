@@ -80,27 +80,39 @@ pub fn shard_of_empty_key(_shards: usize) -> usize {
 /// Encoded key or row bytes; short ones (integers, short text, small rows)
 /// live inline, so a hash map holding them allocates nothing per entry and a
 /// probe touches one place in memory instead of two.
+#[derive(Debug, Clone, Default)]
+pub struct KeyBytes(Repr);
+
 #[derive(Debug, Clone)]
-pub enum KeyBytes {
-    Inline(u8, [u8; 22]),
+enum Repr {
+    Inline(u8, [u8; INLINE_BYTES]),
     Heap(Box<[u8]>),
+}
+
+/// Bytes held without an allocation.
+const INLINE_BYTES: usize = 22;
+
+impl Default for Repr {
+    fn default() -> Repr {
+        Repr::Inline(0, [0; INLINE_BYTES])
+    }
 }
 
 impl KeyBytes {
     pub fn new(bytes: &[u8]) -> KeyBytes {
-        if bytes.len() <= 22 {
-            let mut inline = [0u8; 22];
+        KeyBytes(if bytes.len() <= INLINE_BYTES {
+            let mut inline = [0u8; INLINE_BYTES];
             inline[..bytes.len()].copy_from_slice(bytes);
-            KeyBytes::Inline(bytes.len() as u8, inline)
+            Repr::Inline(bytes.len() as u8, inline)
         } else {
-            KeyBytes::Heap(bytes.into())
-        }
+            Repr::Heap(bytes.into())
+        })
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        match self {
-            KeyBytes::Inline(len, bytes) => &bytes[..*len as usize],
-            KeyBytes::Heap(bytes) => bytes,
+        match &self.0 {
+            Repr::Inline(len, bytes) => &bytes[..*len as usize],
+            Repr::Heap(bytes) => bytes,
         }
     }
 }
@@ -124,12 +136,6 @@ impl Eq for KeyBytes {}
 impl std::borrow::Borrow<[u8]> for KeyBytes {
     fn borrow(&self) -> &[u8] {
         self.as_slice()
-    }
-}
-
-impl Default for KeyBytes {
-    fn default() -> KeyBytes {
-        KeyBytes::Inline(0, [0; 22])
     }
 }
 
