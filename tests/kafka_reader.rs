@@ -20,9 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context};
 use datafusion::arrow::array::{
-    Array, AsArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, AsArray, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, Int32Type, Int64Type, TimeUnit};
 use eddydb::error::Error;
 use eddydb::source::def::{parse_source_statement, SourceDef, SourceStatement};
 use eddydb::source::kafka::{KafkaOptions, KafkaReader};
@@ -157,22 +157,24 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a dyn Arra
     Ok(batch.column(index).as_ref())
 }
 
-fn column_i64(batch: &RecordBatch, name: &str) -> anyhow::Result<Vec<i64>> {
+/// The values of a primitive column of Arrow type `T`.
+fn column_values<T: ArrowPrimitiveType>(
+    batch: &RecordBatch,
+    name: &str,
+) -> anyhow::Result<Vec<T::Native>> {
     let array = column(batch, name)?;
     let array = array
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .context("not int8")?;
+        .as_primitive_opt::<T>()
+        .with_context(|| format!("column {name} is not {}", T::DATA_TYPE))?;
     Ok(array.values().to_vec())
 }
 
+fn column_i64(batch: &RecordBatch, name: &str) -> anyhow::Result<Vec<i64>> {
+    column_values::<Int64Type>(batch, name)
+}
+
 fn column_i32(batch: &RecordBatch, name: &str) -> anyhow::Result<Vec<i32>> {
-    let array = column(batch, name)?;
-    let array = array
-        .as_any()
-        .downcast_ref::<Int32Array>()
-        .context("not int4")?;
-    Ok(array.values().to_vec())
+    column_values::<Int32Type>(batch, name)
 }
 
 fn column_text(batch: &RecordBatch, name: &str) -> anyhow::Result<Vec<Option<String>>> {

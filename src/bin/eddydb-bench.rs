@@ -3193,13 +3193,7 @@ fn ingest_run(
     let reads = wait_for_count(&client, watched, args.rows, poll)?;
     let usage = CpuSnapshot::take(pid, None).usage_since(&before, env.clock_ticks_per_s);
     rss.mark(pid, "at the end");
-    let total = first_count(&client, PER_USER_TOTAL)?;
-    if total != args.rows {
-        bail!(
-            "the reader counts {} events but the view sums to {total}",
-            args.rows
-        );
-    }
+    check_view_total(&client, args.rows)?;
     let idle_after = idle_second(env, pid);
     let mut read_us = Vec::new();
     for _ in 0..20 {
@@ -3411,6 +3405,16 @@ fn print_ingest_runs(runs: &[IngestRun]) {
             1e6 * per_event(typed)
         );
     }
+}
+
+/// Fails unless `sum(n)` of the per-user view equals the `rows` its reader
+/// counted.
+fn check_view_total(client: &SqlClient, rows: u64) -> Result<()> {
+    let total = first_count(client, PER_USER_TOTAL)?;
+    if total != rows {
+        bail!("the reader counts {rows} events but the view sums to {total}");
+    }
+    Ok(())
 }
 
 /// The source's status rows, the server's peak RSS and the CPU of a run.
@@ -3926,13 +3930,7 @@ fn drain_eddy_started(
     let mut pass = clock.pass(env, broker, "EddyDB into per_user", args.rows);
     pass.client_s = usage.server_s;
     rss.mark(pid, "at the end");
-    let total = first_count(&client, PER_USER_TOTAL)?;
-    if total != args.rows {
-        bail!(
-            "the reader counts {} events but the view sums to {total}",
-            args.rows
-        );
-    }
+    check_view_total(&client, args.rows)?;
     Ok(KafkaEddyRun {
         pass,
         usage,
