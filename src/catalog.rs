@@ -78,6 +78,9 @@ impl TableDef {
     }
 }
 
+/// Per stream source, where a restored view's reader resumes.
+type ResumePositions = BTreeMap<String, crate::source::reader::Offsets>;
+
 /// Every relation of the database, durable.
 #[derive(Debug)]
 pub struct Catalog {
@@ -88,6 +91,10 @@ pub struct Catalog {
     sources: RwLock<BTreeMap<String, Arc<SourceEntry>>>,
     /// Every running source reader.
     readers: Mutex<Vec<crate::source::runner::RunningReader>>,
+    /// Views restored at start whose readers wait until every view is
+    /// back: a reader started early would move its view past the epoch
+    /// the views over it are restored at. With where each resumes.
+    deferred_readers: Mutex<Vec<(ViewDef, Option<ResumePositions>)>>,
     /// Bad records the readers set apart.
     errors: crate::source::status::ErrorLog,
     engine: Arc<Engine>,
@@ -98,7 +105,13 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn open(data_dir: &std::path::Path, workers: usize) -> Result<Catalog> {
+    /// Opens the database under `data_dir`; views over streams are
+    /// checkpointed every `checkpoint_interval` (never with `None`).
+    pub fn open(
+        data_dir: &std::path::Path,
+        workers: usize,
+        checkpoint_interval: Option<std::time::Duration>,
+    ) -> Result<Catalog> {
         let store = Store::open(data_dir)?;
         let mut tables = BTreeMap::new();
         for def in store.table_defs()? {
@@ -112,14 +125,16 @@ impl Catalog {
             .map(|s| (s.def.name.clone(), Arc::new(s)))
             .collect();
         let errors = crate::source::status::ErrorLog::new(store.tree("source_errors")?);
+        let engine = Arc::new(Engine::new(workers, &store, checkpoint_interval)?);
         Ok(Catalog {
             store,
             tables: RwLock::new(tables),
             views: RwLock::new(BTreeMap::new()),
             sources: RwLock::new(sources),
             readers: Mutex::new(Vec::new()),
+            deferred_readers: Mutex::new(Vec::new()),
             errors,
-            engine: Arc::new(Engine::new(workers)?),
+            engine,
             ddl: Mutex::new(()),
             version: AtomicU64::new(1),
         })
@@ -282,13 +297,22 @@ impl Catalog {
         }
         let mut stored = entry.def().clone();
         if let ViewEntry::Materialized(view) = &entry {
-            self.engine
+            let resume = self
+                .engine
                 .create_view(Arc::clone(view), &CatalogReader(self))?;
-            match self.start_view_readers(&view.def) {
-                Ok(starts) => stored.stream_starts = starts,
-                Err(e) => {
-                    self.engine.drop_view(view.def.id);
-                    return Err(e);
+            if !persist {
+                // Restoring at start: readers start once all views are back.
+                self.deferred_readers
+                    .lock()
+                    .expect("readers lock")
+                    .push((view.def.clone(), resume));
+            } else {
+                match self.start_view_readers(&view.def, resume.as_ref()) {
+                    Ok(starts) => stored.stream_starts = starts,
+                    Err(e) => {
+                        self.engine.drop_view(view.def.id);
+                        return Err(e);
+                    }
                 }
             }
         }
@@ -307,6 +331,18 @@ impl Catalog {
             .insert(name, Arc::new(entry));
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(true)
+    }
+
+    /// Starts the readers of the views restored at start (see
+    /// `deferred_readers`). A view whose reader cannot start is marked in
+    /// the log; the others go on.
+    pub fn start_restored_view_readers(&self) {
+        let deferred = std::mem::take(&mut *self.deferred_readers.lock().expect("readers lock"));
+        for (def, resume) in deferred {
+            if let Err(e) = self.start_view_readers(&def, resume.as_ref()) {
+                tracing::error!(view = %def.name, error = %e, "cannot start the view's source readers");
+            }
+        }
     }
 
     /// Drops a view. `materialized` says which statement asked: DROP VIEW
@@ -460,5 +496,9 @@ impl RelationReader for CatalogReader<'_> {
             Some(view) => view.scan(),
             None => Err(Error::UndefinedTable(relation.to_string())),
         }
+    }
+
+    fn is_stream(&self, relation: &str) -> bool {
+        self.0.stream_source(relation).is_some()
     }
 }

@@ -47,6 +47,30 @@ pub struct Config {
     /// Log filter, e.g. `info`, `debug`, `eddydb=debug`.
     #[arg(long, env = "EDDYDB_LOG", default_value = "info")]
     pub log: String,
+    /// How often views over streams are checkpointed: `1s`, `500ms`, `2m`;
+    /// `0` turns checkpoints off (a restart then reads the streams again
+    /// from where each view started).
+    #[arg(long, env = "EDDYDB_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    pub checkpoint_interval: std::time::Duration,
+}
+
+/// `500ms`, `1s`, `2m`, or a bare number of milliseconds.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 1s or 2m"))?;
+    let millis = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" | "min" => n.saturating_mul(60_000),
+        other => return Err(format!("unknown unit {other:?}: use ms, s or m")),
+    };
+    Ok(std::time::Duration::from_millis(millis))
 }
 
 impl Config {
@@ -59,7 +83,13 @@ impl Config {
             max_message_bytes: 64 * 1024 * 1024,
             workers: None,
             log: "info".to_string(),
+            checkpoint_interval: std::time::Duration::from_secs(1),
         }
+    }
+
+    /// `None` when checkpoints are off.
+    pub fn checkpoint_interval(&self) -> Option<std::time::Duration> {
+        Some(self.checkpoint_interval).filter(|d| !d.is_zero())
     }
 
     pub fn worker_count(&self) -> usize {

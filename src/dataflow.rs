@@ -22,5 +22,6 @@ pub mod operator;
 pub mod planner;
 pub mod row;
 pub mod runtime;
+pub mod state;
 
 pub use batch::ChangeBatch;

@@ -14,9 +14,12 @@
 //! two epochs' publications: table rows and view rows of an epoch are
 //! published together, behind the gate.
 
-use std::collections::{BTreeMap, HashMap};
+mod checkpoint;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -27,9 +30,14 @@ use crate::dataflow::arrangement::Arrangement;
 use crate::dataflow::graph::Graph;
 use crate::dataflow::row::RowCodec;
 use crate::dataflow::runtime::{Runtime, StepInput};
+use crate::dataflow::state::{checksum, StateReader, StateWriter};
 use crate::dataflow::ChangeBatch;
 use crate::error::{Error, Result};
-use crate::storage::{Change, PreparedChange, Table};
+use crate::source::reader::Offsets;
+use crate::storage::{Change, PreparedChange, Store, Table};
+
+pub use checkpoint::CheckpointInfo;
+use checkpoint::{Checkpoints, Manifest, StateRef, ViewEntry};
 
 /// A view as stored in the catalog: enough to plan it again at start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,6 +177,33 @@ impl MaterializedView {
     pub fn output_bytes(&self) -> usize {
         self.state.read().expect("view lock").output.state_bytes()
     }
+
+    fn checkpoint_output(&self, state: &mut StateWriter) {
+        self.state
+            .read()
+            .expect("view lock")
+            .output
+            .checkpoint(state);
+    }
+
+    /// Replaces the output with what a checkpoint holds.
+    fn restore_output(&self, state: &mut StateReader<'_>) -> Result<()> {
+        let mut output = Arrangement::new(Arc::clone(&self.schema))?;
+        output.restore(state)?;
+        self.state.write().expect("view lock").output = output;
+        Ok(())
+    }
+
+    /// Identifies the dataflow a checkpoint of this view was taken from.
+    fn fingerprint(&self) -> u64 {
+        let text: Vec<String> = self
+            .graph
+            .explain_nodes()
+            .into_iter()
+            .map(|(_, depth, line)| format!("{depth} {line}"))
+            .collect();
+        checksum(text.join("\n").as_bytes())
+    }
 }
 
 /// Rows of a change from which the table's own apply runs beside the
@@ -179,12 +214,30 @@ const PARALLEL_APPLY_ROWS: usize = 65_536;
 /// so this order is a topological order of the dependency graph.
 type ViewsById = BTreeMap<u64, Arc<MaterializedView>>;
 
+/// What the commit lock guards: the views, and what checkpoints need to
+/// know of them between epochs.
+struct Dataflows {
+    views: ViewsById,
+    /// Views checkpoints keep: fed only by stream sources, directly or
+    /// through other such views (views over tables are rebuilt from them).
+    checkpointed: BTreeSet<u64>,
+    /// Per checkpointed view and stream source, the next positions its
+    /// reader has not committed, as of the last epoch.
+    positions: BTreeMap<u64, BTreeMap<String, Offsets>>,
+    /// Views whose state changed since the last checkpoint.
+    dirty: BTreeSet<u64>,
+    /// Where each checkpointed view's latest stored state is.
+    stored: BTreeMap<u64, StateRef>,
+    last_checkpoint: Instant,
+}
+
 pub struct Engine {
     runtime: Runtime,
     /// The commit lock: held while an epoch is computed and published.
-    views: Mutex<ViewsById>,
+    views: Mutex<Dataflows>,
     gate: tokio::sync::RwLock<()>,
     epoch: AtomicU64,
+    checkpoints: Checkpoints,
 }
 
 impl std::fmt::Debug for Engine {
@@ -200,15 +253,42 @@ impl std::fmt::Debug for Engine {
 pub trait RelationReader {
     /// The current rows of a table or materialized view.
     fn read(&self, relation: &str) -> Result<Vec<RecordBatch>>;
+
+    /// Whether `relation` is a stream source.
+    fn is_stream(&self, relation: &str) -> bool;
 }
 
 impl Engine {
-    pub fn new(workers: usize) -> Result<Engine> {
+    /// An engine whose checkpoints live in `store`, taken every
+    /// `checkpoint_interval` (never with `None`). Finds the checkpoint a
+    /// restart recovers from; views are restored from it as they are
+    /// created again.
+    pub fn new(
+        workers: usize,
+        store: &Store,
+        checkpoint_interval: Option<Duration>,
+    ) -> Result<Engine> {
+        let runtime = Runtime::new(workers)?;
+        let checkpoints = Checkpoints::open(store, checkpoint_interval, runtime.worker_count())?;
+        let epoch = checkpoints
+            .recovery
+            .lock()
+            .expect("checkpoint lock")
+            .as_ref()
+            .map_or(0, |r| r.manifest.epoch);
         Ok(Engine {
-            runtime: Runtime::new(workers)?,
-            views: Mutex::new(BTreeMap::new()),
+            runtime,
+            views: Mutex::new(Dataflows {
+                views: BTreeMap::new(),
+                checkpointed: BTreeSet::new(),
+                positions: BTreeMap::new(),
+                dirty: BTreeSet::new(),
+                stored: BTreeMap::new(),
+                last_checkpoint: Instant::now(),
+            }),
             gate: tokio::sync::RwLock::new(()),
-            epoch: AtomicU64::new(0),
+            epoch: AtomicU64::new(epoch),
+            checkpoints,
         })
     }
 
@@ -241,7 +321,8 @@ impl Engine {
         change: Change,
         positions: Option<&[u8]>,
     ) -> Result<u64> {
-        let views = self.views.lock().expect("commit lock");
+        let mut df = self.views.lock().expect("commit lock");
+        let df = &mut *df;
         let prepared = table.prepare(change, positions)?;
         let inserted = prepared.inserted_rows();
         let epoch = self.epoch() + 1;
@@ -249,7 +330,7 @@ impl Engine {
         let rows: usize = delta.iter().map(ChangeBatch::len).sum();
         let relation = table.def().name.as_str();
         if rows < PARALLEL_APPLY_ROWS {
-            let outputs = self.propagate(&views, Changed::new(relation, delta), epoch);
+            let outputs = self.propagate(df, Changed::new(relation, delta), epoch);
             let _gate = self.gate.blocking_write();
             table.apply(prepared)?;
             self.publish(outputs, epoch);
@@ -262,7 +343,7 @@ impl Engine {
             let apply = std::thread::Builder::new()
                 .name("eddydb-apply".into())
                 .spawn_scoped(scope, || table.apply(prepared));
-            let outputs = self.propagate(&views, Changed::new(relation, delta), epoch);
+            let outputs = self.propagate(df, Changed::new(relation, delta), epoch);
             let applied = match apply {
                 Ok(handle) => handle
                     .join()
@@ -279,11 +360,20 @@ impl Engine {
     /// Commits rows a stream source produced for one view, as one epoch:
     /// they run through `view_id`'s dataflow only (every view reading a
     /// stream has a reader of its own), then through the views over that
-    /// view. Returns the epoch. Blocking.
-    pub fn commit_stream(&self, view_id: u64, source: &str, rows: RecordBatch) -> Result<u64> {
+    /// view. `positions` are the reader's next positions after these rows:
+    /// a checkpoint stores them with the state they led to. Returns the
+    /// epoch. Blocking.
+    pub fn commit_stream(
+        &self,
+        view_id: u64,
+        source: &str,
+        rows: RecordBatch,
+        positions: &Offsets,
+    ) -> Result<u64> {
         // A view that is gone: UndefinedTable, which ends its reader.
-        let views = self.views.lock().expect("commit lock");
-        let Some(view) = views.get(&view_id) else {
+        let mut df = self.views.lock().expect("commit lock");
+        let df = &mut *df;
+        let Some(view) = df.views.get(&view_id) else {
             return Err(Error::UndefinedTable(format!(
                 "materialized view with id {view_id}"
             )));
@@ -303,9 +393,18 @@ impl Engine {
         };
         let mut changed = Changed::new(source, delta);
         changed.reader = Some(view_id);
-        let outputs = self.propagate(&views, changed, epoch);
-        let _gate = self.gate.blocking_write();
-        self.publish(outputs, epoch);
+        let outputs = self.propagate(df, changed, epoch);
+        {
+            let _gate = self.gate.blocking_write();
+            self.publish(outputs, epoch);
+        }
+        df.positions
+            .entry(view_id)
+            .or_default()
+            .insert(source.to_string(), positions.clone());
+        if self.checkpoint_due(df) {
+            self.checkpoint(df);
+        }
         Ok(epoch)
     }
 
@@ -314,7 +413,7 @@ impl Engine {
     /// the others and the commit go on.
     fn propagate(
         &self,
-        views: &ViewsById,
+        df: &mut Dataflows,
         changed: Changed,
         epoch: u64,
     ) -> Vec<(Arc<MaterializedView>, ChangeBatch)> {
@@ -327,7 +426,7 @@ impl Engine {
             reader,
         } = changed;
         let mut outputs = Vec::new();
-        for view in views.values() {
+        for view in df.views.values() {
             if view.failure().is_some() {
                 continue;
             }
@@ -344,6 +443,7 @@ impl Engine {
                     continue;
                 }
             };
+            df.dirty.insert(view.def.id);
             match self
                 .runtime
                 .step(view.def.id, &view.graph, epoch, false, inputs)
@@ -370,13 +470,39 @@ impl Engine {
     }
 
     /// Installs a view's dataflow and fills it from the current contents of
-    /// what it reads, then starts maintaining it. Blocking.
+    /// what it reads, then starts maintaining it. At a restart, a view over
+    /// streams that the recovered checkpoint holds is restored from it
+    /// instead: the positions its readers resume from are returned. Blocking.
     pub fn create_view(
         &self,
         view: Arc<MaterializedView>,
         reader: &dyn RelationReader,
-    ) -> Result<()> {
-        let mut views = self.views.lock().expect("commit lock");
+    ) -> Result<Option<BTreeMap<String, Offsets>>> {
+        let mut df = self.views.lock().expect("commit lock");
+        let df = &mut *df;
+        let by_name = |name: &str| {
+            df.views
+                .values()
+                .find(|v| v.def.name == name)
+                .map(|v| v.def.id)
+        };
+        let inputs_views: Vec<Option<u64>> =
+            view.graph.sources().map(|(_, r)| by_name(r)).collect();
+        let checkpointed = view
+            .graph
+            .sources()
+            .zip(&inputs_views)
+            .all(|((_, relation), input)| match input {
+                Some(id) => df.checkpointed.contains(id),
+                None => reader.is_stream(relation),
+            });
+        let id = view.def.id;
+        if checkpointed {
+            let inputs: Vec<u64> = inputs_views.into_iter().flatten().collect();
+            if let Some(positions) = self.restore_view(df, &view, &inputs) {
+                return Ok(Some(positions));
+            }
+        }
         let mut inputs: StepInput = Vec::new();
         for (node, relation) in view.graph.sources() {
             let schema = view.graph.schema_of(node);
@@ -385,24 +511,221 @@ impl Engine {
                 inputs.push((node, batch));
             }
         }
-        self.runtime.install(view.def.id, Arc::clone(&view.graph))?;
+        self.runtime.install(id, Arc::clone(&view.graph))?;
         let epoch = self.epoch() + 1;
         let initial = self
             .runtime
-            .step(view.def.id, &view.graph, epoch, true, inputs)
-            .inspect_err(|_| self.runtime.remove(view.def.id))?;
+            .step(id, &view.graph, epoch, true, inputs)
+            .inspect_err(|_| self.runtime.remove(id))?;
         let _gate = self.gate.blocking_write();
         view.apply(&initial)?;
-        views.insert(view.def.id, view);
+        df.views.insert(id, view);
+        if checkpointed {
+            df.checkpointed.insert(id);
+            df.dirty.insert(id);
+        }
         self.epoch.store(epoch, Ordering::Release);
+        Ok(None)
+    }
+
+    /// Restores a view from the recovered checkpoint, if it holds the view
+    /// as planned now and every view it reads was restored too (a view
+    /// over one rebuilt from scratch is backfilled from it instead).
+    /// Returns its readers' positions; `None` when the view is not
+    /// restored, with a log line if that is because of damage.
+    fn restore_view(
+        &self,
+        df: &mut Dataflows,
+        view: &Arc<MaterializedView>,
+        inputs: &[u64],
+    ) -> Option<BTreeMap<String, Offsets>> {
+        let mut recovery = self.checkpoints.recovery.lock().expect("checkpoint lock");
+        let recovery = recovery.as_mut()?;
+        let id = view.def.id;
+        let entry = recovery.entry(id)?.clone();
+        if entry.graph != view.fingerprint() {
+            tracing::warn!(view = %view.def.name, "view plans differently than when checkpointed; rebuilding it");
+            return None;
+        }
+        if !inputs.iter().all(|i| recovery.restored.contains(i)) {
+            return None;
+        }
+        let restored = self
+            .checkpoints
+            .store()
+            .read_state(id, &entry.state)
+            .and_then(|bytes| self.load_view_state(view, &bytes));
+        if let Err(e) = restored {
+            self.runtime.remove(id);
+            tracing::error!(view = %view.def.name, error = %e, "cannot restore view from its checkpoint; rebuilding it");
+            return None;
+        }
+        recovery.restored.insert(id);
+        df.views.insert(id, Arc::clone(view));
+        df.checkpointed.insert(id);
+        df.positions.insert(id, entry.positions.clone());
+        df.stored.insert(id, entry.state);
+        Some(entry.positions)
+    }
+
+    /// Installs a view's dataflow with the operator states and output a
+    /// checkpoint holds (see [`Engine::view_state`]).
+    fn load_view_state(&self, view: &MaterializedView, bytes: &[u8]) -> Result<()> {
+        let mut state = StateReader::new(bytes);
+        let workers = state.count(8)?;
+        let mut parts = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            parts.push(state.bytes()?.to_vec());
+        }
+        self.runtime.install(view.def.id, Arc::clone(&view.graph))?;
+        self.runtime.restore(view.def.id, parts)?;
+        let mut output = StateReader::new(state.bytes()?);
+        view.restore_output(&mut output)?;
+        output.finish()?;
+        state.finish()
+    }
+
+    /// A view's checkpointed state: every worker's operator states, then
+    /// the output arrangement.
+    fn view_state(&self, view: &MaterializedView) -> Result<Vec<u8>> {
+        let parts = self.runtime.checkpoint(view.def.id)?;
+        let mut state = StateWriter::new();
+        state.len(parts.len());
+        for part in &parts {
+            state.bytes(part);
+        }
+        let mut output = StateWriter::new();
+        view.checkpoint_output(&mut output);
+        state.bytes(&output.into_bytes());
+        Ok(state.into_bytes())
+    }
+
+    /// Called once every stored view has been created again at start: logs
+    /// what recovery did and lets go of the recovered checkpoint.
+    pub fn finish_recovery(&self) {
+        let Some(recovery) = self
+            .checkpoints
+            .recovery
+            .lock()
+            .expect("checkpoint lock")
+            .take()
+        else {
+            return;
+        };
+        tracing::info!(
+            checkpoint = recovery.manifest.id,
+            epoch = recovery.manifest.epoch,
+            views = recovery.restored.len(),
+            ms = recovery.started.elapsed().as_millis() as u64,
+            "recovered from checkpoint"
+        );
+    }
+
+    fn checkpoint_due(&self, df: &Dataflows) -> bool {
+        self.checkpoints
+            .interval
+            .is_some_and(|every| df.last_checkpoint.elapsed() >= every)
+            && !df.checkpointed.is_empty()
+            && !self.checkpoints.is_busy()
+    }
+
+    /// Takes a checkpoint of every checkpointed view as of the epoch just
+    /// published, and hands it to the writer. Under the commit lock, so
+    /// states and positions are of one epoch. A failure is logged: the
+    /// views go on, and the next checkpoint tries again.
+    fn checkpoint(&self, df: &mut Dataflows) {
+        df.last_checkpoint = Instant::now();
+        if let Err(e) = self.take_checkpoint(df) {
+            tracing::error!(error = %e, "checkpoint not taken");
+        }
+    }
+
+    fn take_checkpoint(&self, df: &mut Dataflows) -> Result<()> {
+        let started = Instant::now();
+        if self.checkpoints.failed.swap(false, Ordering::AcqRel) {
+            df.stored.clear();
+        }
+        let id = self.checkpoints.next_id();
+        let mut entries = Vec::new();
+        let mut states = Vec::new();
+        let mut stored = Vec::new();
+        for vid in &df.checkpointed {
+            let Some(view) = df.views.get(vid) else {
+                continue;
+            };
+            if view.failure().is_some() {
+                continue;
+            }
+            let state = match df.stored.get(vid) {
+                Some(state) if !df.dirty.contains(vid) => *state,
+                _ => {
+                    let bytes = self.view_state(view)?;
+                    let state = StateRef {
+                        blob: id,
+                        len: bytes.len() as u64,
+                        checksum: checksum(&bytes),
+                    };
+                    states.push((*vid, bytes));
+                    stored.push((*vid, state));
+                    state
+                }
+            };
+            entries.push(ViewEntry {
+                view: *vid,
+                graph: view.fingerprint(),
+                state,
+                positions: df.positions.get(vid).cloned().unwrap_or_default(),
+            });
+        }
+        let manifest = Manifest {
+            id,
+            epoch: self.epoch(),
+            taken_at_ms: chrono::Utc::now().timestamp_millis(),
+            snapshot_ms: started.elapsed().as_secs_f64() * 1e3,
+            duration_ms: 0.0,
+            bytes_written: 0,
+            workers: self.runtime.worker_count(),
+            views: entries,
+        };
+        self.checkpoints.submit(manifest, states, started)?;
+        df.stored.extend(stored);
+        df.dirty.clear();
         Ok(())
     }
 
+    /// Takes a last checkpoint of what changed and waits until it is
+    /// written (a clean shutdown, after the readers stopped), so the next
+    /// start reads nothing again.
+    pub fn checkpoint_and_wait(&self) {
+        if self.checkpoints.interval.is_none() {
+            return;
+        }
+        self.checkpoints.wait_idle();
+        {
+            let mut df = self.views.lock().expect("commit lock");
+            let df = &mut *df;
+            let changed = df.checkpointed.iter().any(|v| df.dirty.contains(v));
+            if changed {
+                self.checkpoint(df);
+            }
+        }
+        self.checkpoints.wait_idle();
+    }
+
+    /// Recent checkpoints, oldest first.
+    pub fn checkpoint_history(&self) -> Vec<CheckpointInfo> {
+        self.checkpoints.history()
+    }
+
     pub fn drop_view(&self, id: u64) {
-        let mut views = self.views.lock().expect("commit lock");
-        if views.remove(&id).is_some() {
+        let mut df = self.views.lock().expect("commit lock");
+        if df.views.remove(&id).is_some() {
             self.runtime.remove(id);
         }
+        df.checkpointed.remove(&id);
+        df.positions.remove(&id);
+        df.dirty.remove(&id);
+        df.stored.remove(&id);
     }
 
     /// State bytes per operator of a view, summed over workers.

@@ -23,11 +23,17 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> crate::Result<()> {
-    let catalog = Arc::new(Catalog::open(&config.data_dir, config.worker_count())?);
+    let catalog = Arc::new(Catalog::open(
+        &config.data_dir,
+        config.worker_count(),
+        config.checkpoint_interval(),
+    )?);
     let started = std::time::Instant::now();
     let restore_ctx =
         crate::query::QueryContext::new(Arc::clone(&catalog), config.worker_count(), "eddydb", 0)?;
     crate::sql::restore_views(&catalog, &restore_ctx).await?;
+    catalog.engine().finish_recovery();
+    catalog.start_restored_view_readers();
     if !catalog.views().is_empty() {
         tracing::info!(
             views = catalog.views().len(),
@@ -79,7 +85,11 @@ pub async fn run(
     })
     .await;
     let stopping = Arc::clone(&catalog);
-    let _ = tokio::task::spawn_blocking(move || stopping.stop_all_readers()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        stopping.stop_all_readers();
+        stopping.engine().checkpoint_and_wait();
+    })
+    .await;
     catalog.flush()?;
     tracing::info!("stopped");
     Ok(())

@@ -19,6 +19,10 @@
 //!   local tansu broker, drained by a bare rdkafka consumer and by EddyDB
 //!   into the per-key view, in the same run: EddyDB's rate as a ratio of
 //!   the bare consumer's.
+//! - `checkpoints`: the same backlog into a per-key view with checkpoints
+//!   every second and with none (the cost), then views of growing state:
+//!   checkpoint duration and bytes, and the time from a restart to the view
+//!   serving again.
 //!
 //! This file owns starting and stopping the servers it measures, and the
 //! Kafka broker (always by PID, also on failure or Ctrl-C), the data generators, and the CPU
@@ -97,6 +101,31 @@ enum BenchCommand {
     SourceIngest(SourceIngestArgs),
     /// Kafka events into the per-key view, against a bare rdkafka consumer.
     KafkaIngest(KafkaIngestArgs),
+    /// Checkpoints: their cost on ingest, their size and duration, restart time.
+    Checkpoints(CheckpointArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckpointArgs {
+    /// Events of each ingest run's backlog (with and without checkpoints).
+    #[arg(long, default_value_t = 5_000_000)]
+    rows: u64,
+    /// Distinct keys of the ingest runs' per-key view.
+    #[arg(long, default_value_t = 100_000)]
+    ingest_keys: u64,
+    /// Checkpoint interval of the run with checkpoints.
+    #[arg(long, default_value = "1s")]
+    interval: String,
+    /// Groups of each state-size run (one event per group), comma-separated;
+    /// `0` skips them.
+    #[arg(long, value_delimiter = ',', default_values_t = [4_000_000u64, 16_000_000])]
+    state_keys: Vec<u64>,
+    /// Dataflow workers of the server (`eddydb serve --workers`).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Pause between two reads of the reader's progress.
+    #[arg(long, default_value_t = 20)]
+    poll_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -326,6 +355,7 @@ fn run(cli: &Cli, cleanup: &Cleanup) -> Result<()> {
         BenchCommand::ViewRefresh(args) => view_refresh_benchmark(&env, args),
         BenchCommand::SourceIngest(args) => source_ingest_benchmark(&env, args),
         BenchCommand::KafkaIngest(args) => kafka_ingest_benchmark(&env, args),
+        BenchCommand::Checkpoints(args) => checkpoint_benchmark(&env, args),
     }
 }
 
@@ -952,13 +982,19 @@ impl EddyServer {
     /// `extra` goes to `eddydb serve` after the listen address and data folder.
     fn start_with(env: &BenchEnv, extra: &[String]) -> Result<EddyServer> {
         let started = env.eddy_servers.get();
-        env.eddy_servers.set(started + 1);
         let suffix = match started {
             0 => String::new(),
             n => format!("-{}", n + 1),
         };
         let data = env.scratch.path.join(format!("eddydb-data{suffix}"));
-        let log = env.scratch.path.join(format!("eddydb{suffix}.log"));
+        EddyServer::start_in(env, data, extra)
+    }
+
+    /// A server on the data folder `data` (a restart when it exists).
+    fn start_in(env: &BenchEnv, data: PathBuf, extra: &[String]) -> Result<EddyServer> {
+        let started = env.eddy_servers.get();
+        env.eddy_servers.set(started + 1);
+        let log = env.scratch.path.join(format!("eddydb-{}.log", started + 1));
         let log_file = File::create(&log).context("cannot create the server log")?;
         let mut child = Command::new(&env.eddydb)
             .arg("serve")
@@ -4054,6 +4090,209 @@ fn print_kafka_result(
     }
     eddy.rss.print();
     eddy.usage.print("clients", available_cores(), true);
+}
+
+// ---------------------------------------------------------------------------
+// checkpoints: the cost of checkpoints on ingest, and checkpoint and restart
+// figures by state size
+// ---------------------------------------------------------------------------
+
+/// Datagen events over `keys` users, typed (no JSON), with `options`.
+fn keyed_events_ddl(keys: u64, kind: &str, options: &str) -> String {
+    format!(
+        "CREATE SOURCE events (user_id bigint, amount numeric(10,2), ts timestamptz) \
+         WITH (connector = 'datagen', fields.user_id.kind = '{kind}', \
+               fields.user_id.min = '1', fields.user_id.max = '{keys}', \
+               fields.user_id.start = '1', fields.user_id.end = '{keys}', \
+               fields.amount.kind = 'random', fields.amount.min = '0', \
+               fields.amount.max = '1000', datagen.seed = '7', {options})"
+    )
+}
+
+const KEYED_VIEW: &str = "CREATE MATERIALIZED VIEW per_user AS \
+     SELECT user_id, count(*) AS n, sum(amount) AS s FROM events GROUP BY user_id";
+const KEYED_READER_ROWS: &str = "SELECT sum(rows) FROM eddy_catalog.source_partitions \
+     WHERE feeds = 'per_user'";
+const CHECKPOINT_FIGURES: &str = "SELECT count(*), coalesce(avg(snapshot_ms), 0), \
+     coalesce(max(snapshot_ms), 0), coalesce(avg(duration_ms), 0), \
+     coalesce(max(duration_ms), 0), coalesce(sum(bytes_written), 0), \
+     coalesce(max(state_bytes), 0) FROM eddy_catalog.checkpoints";
+const LAST_CHECKPOINT: &str = "SELECT checkpoint_id, snapshot_ms, duration_ms, bytes_written, \
+     state_bytes FROM eddy_catalog.checkpoints ORDER BY checkpoint_id DESC LIMIT 1";
+
+fn checkpoint_server_args(args: &CheckpointArgs, interval: &str) -> Vec<String> {
+    let mut extra = vec!["--checkpoint-interval".to_string(), interval.to_string()];
+    if let Some(n) = args.workers {
+        extra.extend(["--workers".to_string(), n.to_string()]);
+    }
+    extra
+}
+
+fn checkpoint_benchmark(env: &BenchEnv, args: &CheckpointArgs) -> Result<()> {
+    if args.rows == 0 || args.ingest_keys == 0 {
+        bail!("--rows and --ingest-keys must be at least 1");
+    }
+    println!(
+        "== checkpoints benchmark: {} events over {} keys, with checkpoints every {} and \
+         with none; state runs of {:?} groups",
+        args.rows, args.ingest_keys, args.interval, args.state_keys
+    );
+    println!(
+        "source: {}",
+        keyed_events_ddl(args.ingest_keys, "random", &backlog_options(args.rows))
+    );
+    println!("view:   {KEYED_VIEW}");
+    let poll = Duration::from_millis(args.poll_ms);
+    for interval in ["0", args.interval.as_str()] {
+        let mut server = EddyServer::start_with(env, &checkpoint_server_args(args, interval))?;
+        let run = checkpoint_ingest_run(env, &server, args, interval, poll);
+        run.map_err(|e| server.explain(e))?;
+        server.stop()?;
+    }
+    for keys in args.state_keys.iter().copied().filter(|k| *k > 0) {
+        checkpoint_state_run(env, args, keys, poll)?;
+    }
+    Ok(())
+}
+
+/// One backlog through the per-key view; prints rate, CPU and checkpoints.
+fn checkpoint_ingest_run(
+    env: &BenchEnv,
+    server: &EddyServer,
+    args: &CheckpointArgs,
+    interval: &str,
+    poll: Duration,
+) -> Result<()> {
+    let target = server.target();
+    let client = SqlClient::connect(&target)?;
+    client.command(&keyed_events_ddl(
+        args.ingest_keys,
+        "random",
+        &backlog_options(args.rows),
+    ))?;
+    let before = CpuSnapshot::take(target.server_pid, None);
+    client.command(KEYED_VIEW)?;
+    wait_for_count(&client, KEYED_READER_ROWS, args.rows, poll)?;
+    let usage =
+        CpuSnapshot::take(target.server_pid, None).usage_since(&before, env.clock_ticks_per_s);
+    let total = first_count(&client, "SELECT sum(n) FROM per_user")?;
+    if total != args.rows {
+        bail!("per_user counts {total} events, expected {}", args.rows);
+    }
+    let figures = client.text_rows(CHECKPOINT_FIGURES)?;
+    let f = figures.first().context("no checkpoint figures")?;
+    println!();
+    println!("== checkpoints ingest result (--checkpoint-interval {interval})");
+    println!(
+        "events/s             {:.0} (wall {:.2} s)",
+        args.rows as f64 / usage.wall_s.max(1e-9),
+        usage.wall_s
+    );
+    println!(
+        "events per CPU-s     {:.0} (server CPU {:.2} s)",
+        args.rows as f64 / usage.server_s.max(1e-9),
+        usage.server_s
+    );
+    println!(
+        "checkpoints          {} taken; snapshot avg {:.1} ms max {:.1} ms; \
+         written in avg {:.1} ms max {:.1} ms; {:.1} MiB written; largest state {:.1} MiB",
+        f[0],
+        f[1].parse::<f64>().unwrap_or(0.0),
+        f[2].parse::<f64>().unwrap_or(0.0),
+        f[3].parse::<f64>().unwrap_or(0.0),
+        f[4].parse::<f64>().unwrap_or(0.0),
+        mib(f[5].parse().unwrap_or(0)),
+        mib(f[6].parse().unwrap_or(0)),
+    );
+    Ok(())
+}
+
+/// A view of `keys` groups: the checkpoint a clean shutdown writes, then the
+/// time from starting the server again until the view answers in full.
+fn checkpoint_state_run(
+    env: &BenchEnv,
+    args: &CheckpointArgs,
+    keys: u64,
+    poll: Duration,
+) -> Result<()> {
+    let extra = checkpoint_server_args(args, &args.interval);
+    let mut server = EddyServer::start_with(env, &extra)?;
+    let target = server.target();
+    let data = server.data.clone();
+    let ingest = || -> Result<(f64, u64)> {
+        let client = SqlClient::connect(&target)?;
+        client.command(&keyed_events_ddl(keys, "sequence", &backlog_options(keys)))?;
+        let started = Instant::now();
+        client.command(KEYED_VIEW)?;
+        wait_for_count(&client, KEYED_READER_ROWS, keys, poll)?;
+        Ok((
+            started.elapsed().as_secs_f64(),
+            vm_hwm_bytes(target.server_pid).unwrap_or(0),
+        ))
+    };
+    let (ingest_s, peak) = ingest().map_err(|e| server.explain(e))?;
+    // SIGTERM: readers stop, and the server writes a last checkpoint.
+    let stopping = Instant::now();
+    server.stop()?;
+    let stop_s = stopping.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut server = EddyServer::start_in(env, data.clone(), &extra)?;
+    let listening_s = started.elapsed().as_secs_f64();
+    let target = server.target();
+    let serve = || -> Result<(u64, Vec<String>)> {
+        let client = SqlClient::connect(&target)?;
+        let count = first_count(&client, "SELECT count(*) FROM per_user")?;
+        let last = client.text_rows(LAST_CHECKPOINT)?;
+        Ok((count, last.into_iter().next().unwrap_or_default()))
+    };
+    let (count, last) = serve().map_err(|e| server.explain(e))?;
+    let serving_s = started.elapsed().as_secs_f64();
+    let rss = vm_hwm_bytes(target.server_pid).unwrap_or(0);
+    server.stop()?;
+    if count != keys {
+        bail!("per_user has {count} groups after the restart, expected {keys}");
+    }
+    let number = |i: usize| {
+        last.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    println!();
+    println!("== checkpoints state result ({keys} groups)");
+    println!(
+        "ingest               {ingest_s:.2} s; server peak RSS {:.1} MiB",
+        mib(peak)
+    );
+    println!(
+        "last checkpoint      #{} at shutdown: state {:.1} MiB, snapshot {:.0} ms, \
+         written in {:.0} ms ({:.1} MiB written); SIGTERM to exit {stop_s:.2} s",
+        last.first().map_or("?", String::as_str),
+        number(4) / (1u64 << 20) as f64,
+        number(1),
+        number(2),
+        number(3) / (1u64 << 20) as f64,
+    );
+    println!(
+        "restart              listening after {listening_s:.2} s, view answering in full \
+         after {serving_s:.2} s; peak RSS after restart {:.1} MiB",
+        mib(rss)
+    );
+    println!("data folder          {:.1} MiB", mib(dir_bytes(&data)));
+    Ok(())
+}
+
+/// Bytes of the files under `path`.
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 #[cfg(test)]

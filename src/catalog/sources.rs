@@ -186,21 +186,28 @@ impl Catalog {
         Ok(())
     }
 
-    /// Starts the readers of a materialized view over stream sources, at
-    /// the stored positions, or at positions resolved now (a new view).
-    /// Returns the positions per source, to store with the view.
+    /// Starts the readers of a materialized view over stream sources: at
+    /// the positions its restored checkpoint holds (`resume`), else at the
+    /// positions stored with the view, else at positions resolved now (a
+    /// new view). Returns the start positions per source, to store with a
+    /// new view.
     pub(super) fn start_view_readers(
         &self,
         view: &crate::engine::ViewDef,
+        resume: Option<&std::collections::BTreeMap<String, Offsets>>,
     ) -> Result<std::collections::BTreeMap<String, Offsets>> {
         let mut starts = std::collections::BTreeMap::new();
         for name in &view.depends_on {
             let Some(source) = self.stream_source(name) else {
                 continue;
             };
-            let start = match view.stream_starts.get(name) {
-                Some(stored) => stored.clone(),
-                None => connect::resolve_start(&source.def)?,
+            let start = match (
+                resume.and_then(|r| r.get(name)),
+                view.stream_starts.get(name),
+            ) {
+                (Some(resumed), _) => resumed.clone(),
+                (None, Some(stored)) => stored.clone(),
+                (None, None) => connect::resolve_start(&source.def)?,
             };
             starts.insert(name.clone(), start.clone());
             if let Err(e) = self.start_reader(

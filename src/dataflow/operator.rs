@@ -19,7 +19,10 @@ pub use top_n::{SortKey, TopNSpec};
 pub use union::Union;
 pub use values::Values;
 
+use datafusion::arrow::datatypes::SchemaRef;
+
 use super::batch::ChangeBatch;
+use super::state::{StateReader, StateWriter};
 use crate::error::Result;
 
 /// Which worker an operator instance runs on, out of how many.
@@ -59,4 +62,38 @@ pub trait Operator: Send {
     fn state_bytes(&self) -> usize {
         0
     }
+
+    /// Writes the operator's state as of the barrier just passed, for a
+    /// checkpoint. Required of every operator, so none can be added that a
+    /// checkpoint silently leaves out; a stateless one writes nothing.
+    fn checkpoint(&self, state: &mut StateWriter) -> Result<()>;
+
+    /// Loads what [`Operator::checkpoint`] wrote into a fresh instance on
+    /// the same shard, in place of `on_start` (whose output the checkpoint
+    /// already reflects). `inputs` are the schemas of the input ports.
+    fn restore(
+        &mut self,
+        shard: Shard,
+        inputs: &[SchemaRef],
+        state: &mut StateReader<'_>,
+    ) -> Result<()>;
+}
+
+/// `checkpoint` and `restore` of an operator that holds no state.
+#[macro_export]
+macro_rules! stateless_operator {
+    () => {
+        fn checkpoint(&self, _state: &mut $crate::dataflow::state::StateWriter) -> Result<()> {
+            Ok(())
+        }
+
+        fn restore(
+            &mut self,
+            _shard: $crate::dataflow::operator::Shard,
+            _inputs: &[datafusion::arrow::datatypes::SchemaRef],
+            _state: &mut $crate::dataflow::state::StateReader<'_>,
+        ) -> Result<()> {
+            Ok(())
+        }
+    };
 }

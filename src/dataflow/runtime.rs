@@ -20,6 +20,7 @@ use super::expr::evaluate_all;
 use super::graph::{instantiate, Graph, NodeKind};
 use super::operator::{Operator, Shard};
 use super::row::shard_of_rows;
+use super::state::{corrupt, StateReader, StateWriter};
 use crate::error::{Error, Result};
 
 pub type DataflowId = u64;
@@ -46,6 +47,15 @@ enum Command {
     StateBytes {
         id: DataflowId,
         reply: Sender<Vec<usize>>,
+    },
+    Checkpoint {
+        id: DataflowId,
+        reply: Sender<Result<Vec<u8>>>,
+    },
+    Restore {
+        id: DataflowId,
+        state: Vec<u8>,
+        reply: Sender<Result<()>>,
     },
 }
 
@@ -180,6 +190,37 @@ impl Runtime {
         Ok(total)
     }
 
+    /// Every worker's operator states of dataflow `id`, as of the last
+    /// step, in worker order.
+    pub fn checkpoint(&self, id: DataflowId) -> Result<Vec<Vec<u8>>> {
+        let _step = self.step_lock.lock().expect("step lock");
+        self.broadcast(|reply| Command::Checkpoint { id, reply })?
+            .into_iter()
+            .collect()
+    }
+
+    /// Loads states [`Runtime::checkpoint`] returned into the freshly
+    /// installed dataflow `id`, one per worker; the dataflow then goes on
+    /// without its start step.
+    pub fn restore(&self, id: DataflowId, states: Vec<Vec<u8>>) -> Result<()> {
+        if states.len() != self.workers.len() {
+            return Err(Error::Internal(format!(
+                "a checkpoint of {} workers cannot be restored on {}",
+                states.len(),
+                self.workers.len()
+            )));
+        }
+        let _step = self.step_lock.lock().expect("step lock");
+        let mut states = states.into_iter();
+        self.broadcast(|reply| Command::Restore {
+            id,
+            state: states.next().unwrap_or_default(),
+            reply,
+        })?
+        .into_iter()
+        .collect()
+    }
+
     fn broadcast<T>(&self, mut command: impl FnMut(Sender<T>) -> Command) -> Result<Vec<T>> {
         let mut waiting = Vec::with_capacity(self.workers.len());
         for worker in &self.workers {
@@ -250,6 +291,12 @@ impl Worker {
                     });
                     let _ = reply.send(bytes);
                 }
+                Command::Checkpoint { id, reply } => {
+                    let _ = reply.send(self.checkpoint(id));
+                }
+                Command::Restore { id, state, reply } => {
+                    let _ = reply.send(self.restore(id, &state));
+                }
             }
         }
     }
@@ -262,6 +309,58 @@ impl Worker {
             .collect::<Result<Vec<_>>>()?;
         self.dataflows.insert(id, Installed { graph, operators });
         Ok(())
+    }
+
+    /// Each node's operator state, length-prefixed, in node order (empty
+    /// for sources and exchanges).
+    fn checkpoint(&self, id: DataflowId) -> Result<Vec<u8>> {
+        let dataflow = self.installed(id)?;
+        let mut state = StateWriter::new();
+        state.len(dataflow.operators.len());
+        for op in &dataflow.operators {
+            let mut node = StateWriter::new();
+            if let Some(op) = op {
+                op.checkpoint(&mut node)?;
+            }
+            state.bytes(&node.into_bytes());
+        }
+        Ok(state.into_bytes())
+    }
+
+    fn restore(&mut self, id: DataflowId, bytes: &[u8]) -> Result<()> {
+        let shard = self.shard;
+        let dataflow = self
+            .dataflows
+            .get_mut(&id)
+            .ok_or_else(|| Error::Internal(format!("dataflow {id} is not installed")))?;
+        let mut state = StateReader::new(bytes);
+        let nodes = state.count(8)?;
+        if nodes != dataflow.operators.len() {
+            return Err(corrupt(format!(
+                "{nodes} operators in the checkpoint, {} in the dataflow",
+                dataflow.operators.len()
+            )));
+        }
+        for (i, op) in dataflow.operators.iter_mut().enumerate() {
+            let mut node = StateReader::new(state.bytes()?);
+            if let Some(op) = op {
+                let graph = &dataflow.graph;
+                let inputs: Vec<_> = graph.nodes[i]
+                    .inputs
+                    .iter()
+                    .map(|n| graph.schema_of(*n))
+                    .collect();
+                op.restore(shard, &inputs, &mut node)?;
+            }
+            node.finish()?;
+        }
+        state.finish()
+    }
+
+    fn installed(&self, id: DataflowId) -> Result<&Installed> {
+        self.dataflows
+            .get(&id)
+            .ok_or_else(|| Error::Internal(format!("dataflow {id} is not installed")))
     }
 
     /// Runs every node in order. After a failure the worker still takes its

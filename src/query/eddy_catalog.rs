@@ -3,6 +3,7 @@
 //!
 //! - `source_partitions`: per source reader and partition, where it stands.
 //! - `source_errors`: the bad records readers set apart.
+//! - `checkpoints`: recent checkpoints of the views over streams.
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use crate::catalog::Catalog;
 
 pub const SCHEMA: &str = "eddy_catalog";
 
-const RELATIONS: [&str; 2] = ["source_partitions", "source_errors"];
+const RELATIONS: [&str; 3] = ["source_partitions", "source_errors", "checkpoints"];
 
 #[derive(Debug)]
 pub struct EddyCatalog(pub Arc<Catalog>);
@@ -35,6 +36,7 @@ impl SchemaProvider for EddyCatalog {
         let batch = match name {
             "source_partitions" => source_partitions(&self.0),
             "source_errors" => source_errors(&self.0),
+            "checkpoints" => checkpoints(&self.0),
             _ => return Ok(None),
         }?;
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -152,6 +154,44 @@ fn source_errors(catalog: &Catalog) -> DfResult<RecordBatch> {
             TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.at_us))
                 .with_timezone(crate::types::UTC),
         ),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+fn checkpoints(catalog: &Catalog) -> DfResult<RecordBatch> {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("checkpoint_id", DataType::Int64, false),
+        Field::new("epoch", DataType::Int64, false),
+        Field::new("taken_at", timestamptz(), false),
+        Field::new("snapshot_ms", DataType::Float64, false),
+        Field::new("duration_ms", DataType::Float64, false),
+        Field::new("bytes_written", DataType::Int64, false),
+        Field::new("state_bytes", DataType::Int64, false),
+        Field::new("views", DataType::Int32, false),
+    ]));
+    let rows = catalog.engine().checkpoint_history();
+    let int64 = |f: fn(&crate::engine::CheckpointInfo) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(f)))
+    };
+    let float64 = |f: fn(&crate::engine::CheckpointInfo) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(f)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        int64(|r| r.id as i64),
+        int64(|r| r.epoch as i64),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| r.taken_at_ms.saturating_mul(1000)),
+            )
+            .with_timezone(crate::types::UTC),
+        ),
+        float64(|r| r.snapshot_ms),
+        float64(|r| r.duration_ms),
+        int64(|r| r.bytes_written as i64),
+        int64(|r| r.state_bytes as i64),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.views as i32),
+        )),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

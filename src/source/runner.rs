@@ -238,7 +238,7 @@ impl Committer {
         match &self.target {
             Target::View { id } => {
                 self.engine
-                    .commit_stream(*id, &self.def.name, polled.rows.clone())?;
+                    .commit_stream(*id, &self.def.name, polled.rows.clone(), &positions)?;
             }
             Target::Table(table) => {
                 let encoded = encode_positions(&positions)?;

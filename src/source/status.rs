@@ -237,8 +237,10 @@ pub struct ErrorRow {
     pub at_us: i64,
 }
 
-/// The bad records of every reader, in sled: key = reader id, then a
-/// sequence number (both big-endian).
+/// The bad records of every reader, in sled: key = reader id, a hash of
+/// the source name, the partition and the offset (big-endian, sign bits
+/// flipped so they sort). A record read again after a restart (a view
+/// resuming from its checkpoint) lands on its own key: kept once.
 #[derive(Debug, Clone)]
 pub struct ErrorLog {
     tree: sled::Tree,
@@ -252,18 +254,9 @@ impl ErrorLog {
     /// Keeps `bad`, set apart by reader `reader` of `status`.
     pub fn record(&self, reader: u64, status: &ReaderStatus, bad: &[BadMessage]) -> Result<()> {
         let at_us = chrono::Utc::now().timestamp_micros();
-        let prefix = reader.to_be_bytes();
-        let next = match self.tree.scan_prefix(prefix).next_back() {
-            Some(entry) => {
-                let (key, _) = entry?;
-                key.get(8..16)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map_or(0, |b| u64::from_be_bytes(b) + 1)
-            }
-            None => 0,
-        };
+        let source = crate::dataflow::state::checksum(status.source.as_bytes());
         let mut batch = sled::Batch::default();
-        for (seq, message) in (next..).zip(bad) {
+        for message in bad {
             let row = ErrorRow {
                 source: status.source.clone(),
                 feeds: status.feeds.clone(),
@@ -276,8 +269,10 @@ impl ErrorLog {
                     .map(|p| String::from_utf8_lossy(p).into_owned()),
                 at_us,
             };
-            let mut key = prefix.to_vec();
-            key.extend_from_slice(&seq.to_be_bytes());
+            let mut key = reader.to_be_bytes().to_vec();
+            key.extend_from_slice(&source.to_be_bytes());
+            key.extend_from_slice(&((message.partition as u32) ^ (1 << 31)).to_be_bytes());
+            key.extend_from_slice(&((message.offset as u64) ^ (1 << 63)).to_be_bytes());
             let value = serde_json::to_vec(&row).map_err(|e| Error::Internal(e.to_string()))?;
             batch.insert(key, value);
         }
@@ -285,7 +280,7 @@ impl ErrorLog {
         Ok(())
     }
 
-    /// Every bad record kept, by reader then in arrival order.
+    /// Every bad record kept, by reader, source, partition and offset.
     pub fn rows(&self) -> Result<Vec<ErrorRow>> {
         self.tree
             .iter()

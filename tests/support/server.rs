@@ -71,6 +71,10 @@ pub struct ServerOptions {
     pub max_message_bytes: Option<u64>,
     /// `--workers N`: dataflow and query worker threads.
     pub workers: Option<usize>,
+    /// `--checkpoint-interval`, e.g. `100ms`.
+    pub checkpoint_interval: Option<String>,
+    /// Extra environment variables of the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -84,6 +88,9 @@ impl ServerOptions {
         }
         if let Some(n) = self.workers {
             args.extend(["--workers".to_string(), n.to_string()]);
+        }
+        if let Some(every) = &self.checkpoint_interval {
+            args.extend(["--checkpoint-interval".to_string(), every.clone()]);
         }
         args
     }
@@ -189,6 +196,7 @@ impl TestServer {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(self.options.args())
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             // The log is a file read by people on failure: no colour codes.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -247,6 +255,33 @@ impl TestServer {
         child.kill()?;
         child.wait()?;
         Ok(())
+    }
+
+    /// Waits for a server that is to exit by itself (a failpoint aborts
+    /// it), at most [`SHUTDOWN_TIMEOUT`] after `within`; returns its status.
+    pub fn wait_exit(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = std::time::Instant::now() + within + SHUTDOWN_TIMEOUT;
+        let child = self.child.as_mut().context("server is not running")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("server did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Options for the next [`TestServer::restart`].
+    pub fn options_mut(&mut self) -> &mut ServerOptions {
+        &mut self.options
+    }
+
+    /// The server's whole stderr log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Starts the server again on the same data directory (on a new port).

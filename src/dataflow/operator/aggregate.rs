@@ -33,6 +33,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use super::{ChangeBatch, Operator, Shard};
 use crate::dataflow::expr::{evaluate, evaluate_all};
 use crate::dataflow::row::{shard_of_empty_key, KeyBytes, RowCodec};
+use crate::dataflow::state::{corrupt, StateReader, StateWriter};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +202,7 @@ impl Operator for Aggregate {
         if !self.is_global() {
             return Ok(());
         }
-        self.global_owner = shard.index == shard_of_empty_key(shard.count);
+        self.global_owner = self.owns_global_row(shard);
         if !self.global_owner || self.groups.emitted[0].is_some() {
             return Ok(());
         }
@@ -265,11 +266,64 @@ impl Operator for Aggregate {
     fn state_bytes(&self) -> usize {
         self.groups.bytes() + self.calls.iter().map(|c| c.acc.bytes()).sum::<usize>()
     }
+
+    /// Whether the calls were initialised, the global row's owner, the
+    /// groups, then per call its accumulator and separator. The calls'
+    /// types are not written: restoring rebuilds them from the input schema.
+    fn checkpoint(&self, state: &mut StateWriter) -> Result<()> {
+        state.bool(self.initialized);
+        state.bool(self.global_owner);
+        self.groups.write(state)?;
+        for call in &self.calls {
+            call.acc.write(state);
+            state.str(&call.separator);
+        }
+        Ok(())
+    }
+
+    fn restore(
+        &mut self,
+        shard: Shard,
+        inputs: &[SchemaRef],
+        state: &mut StateReader<'_>,
+    ) -> Result<()> {
+        let initialized = state.bool()?;
+        // What `on_start` would have decided; a checkpoint saying otherwise
+        // was taken on another shard.
+        self.global_owner = self.owns_global_row(shard);
+        if state.bool()? != self.global_owner {
+            return Err(corrupt(format!(
+                "aggregate state of another shard than {shard:?}"
+            )));
+        }
+        self.groups = Groups::read(state)?;
+        if self.is_global() && self.groups.index.get([].as_slice()) != Some(&0) {
+            return Err(corrupt("global aggregate without its group".into()));
+        }
+        if !initialized {
+            return Ok(());
+        }
+        let input = inputs
+            .first()
+            .ok_or_else(|| Error::Internal("aggregate restored without its input".into()))?;
+        self.init(input)?;
+        let groups = self.groups.capacity();
+        for call in &mut self.calls {
+            call.acc.read(state, groups)?;
+            call.separator = state.str()?.to_string();
+        }
+        Ok(())
+    }
 }
 
 impl Aggregate {
     fn is_global(&self) -> bool {
         self.spec.group_exprs.is_empty()
+    }
+
+    /// Whether this worker owns the empty key, so emits the global row.
+    fn owns_global_row(&self, shard: Shard) -> bool {
+        self.is_global() && shard.index == shard_of_empty_key(shard.count)
     }
 
     /// Whether the group has a row in the output.
@@ -448,6 +502,64 @@ impl Groups {
     /// Slots allocated, used or free: the length accumulators must have.
     fn capacity(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Every slot (key, weight, emitted row), then the free slots. Touched
+    /// slots are per epoch, so none are left at a barrier.
+    fn write(&self, state: &mut StateWriter) -> Result<()> {
+        if !self.touched_slots.is_empty() {
+            return Err(Error::Internal(
+                "aggregate checkpointed with groups touched since the barrier".into(),
+            ));
+        }
+        state.len(self.keys.len());
+        for ((key, weight), emitted) in self.keys.iter().zip(&self.weights).zip(&self.emitted) {
+            state.bytes(key);
+            state.i64(*weight);
+            state.bool(emitted.is_some());
+            if let Some(row) = emitted {
+                state.bytes(row);
+            }
+        }
+        write_vec(state, &self.free, |state, slot| state.u64(u64::from(slot)));
+        Ok(())
+    }
+
+    /// What `write` wrote; the index is rebuilt from the slots in use.
+    fn read(state: &mut StateReader<'_>) -> Result<Groups> {
+        // A key's length, a weight and a flag.
+        let slots = state.count(17)?;
+        let mut groups = Groups {
+            keys: Vec::with_capacity(slots),
+            weights: Vec::with_capacity(slots),
+            emitted: Vec::with_capacity(slots),
+            touched: vec![false; slots],
+            ..Groups::default()
+        };
+        for _ in 0..slots {
+            groups.keys.push(state.bytes()?.into());
+            groups.weights.push(state.i64()?);
+            let emitted = match state.bool()? {
+                true => Some(state.bytes()?.into()),
+                false => None,
+            };
+            groups.emitted.push(emitted);
+        }
+        let mut free = vec![false; slots];
+        for _ in 0..state.count(8)? {
+            let slot = state.u64()?;
+            match usize::try_from(slot).ok().and_then(|s| free.get_mut(s)) {
+                Some(is_free) if !*is_free => *is_free = true,
+                _ => return Err(corrupt(format!("free slot {slot} of {slots}"))),
+            }
+            groups.free.push(slot as u32);
+        }
+        for (slot, key) in groups.keys.iter().enumerate() {
+            if !free[slot] && groups.index.insert(key.clone(), slot as u32).is_some() {
+                return Err(corrupt("aggregate group held twice".into()));
+            }
+        }
+        Ok(groups)
     }
 
     fn bytes(&self) -> usize {
@@ -677,6 +789,62 @@ impl Acc {
         }
     }
 
+    /// The per-group vectors (and an exact sum's scale); the kind is not
+    /// written, it follows from the call and the input schema.
+    fn write(&self, state: &mut StateWriter) {
+        match self {
+            Acc::Count(counts) => write_vec(state, counts, StateWriter::i64),
+            Acc::Exact {
+                sums,
+                counts,
+                scale,
+            } => {
+                state.i64(i64::from(*scale));
+                write_vec(state, sums, StateWriter::i128);
+                write_vec(state, counts, StateWriter::i64);
+            }
+            Acc::Float { sums, counts } => {
+                write_vec(state, sums, StateWriter::f64);
+                write_vec(state, counts, StateWriter::i64);
+            }
+            Acc::Bools { trues, falses } => {
+                write_vec(state, trues, StateWriter::i64);
+                write_vec(state, falses, StateWriter::i64);
+            }
+            Acc::Values(set) => set.write(state),
+        }
+    }
+
+    /// Fills an accumulator `init` made for `groups` slots with what
+    /// `write` wrote.
+    fn read(&mut self, state: &mut StateReader<'_>, groups: usize) -> Result<()> {
+        match self {
+            Acc::Count(counts) => *counts = read_vec(state, groups, StateReader::i64)?,
+            Acc::Exact {
+                sums,
+                counts,
+                scale,
+            } => {
+                let written = state.i64()?;
+                if written != i64::from(*scale) {
+                    return Err(corrupt(format!("a sum at scale {written}, not {scale}")));
+                }
+                *sums = read_vec(state, groups, StateReader::i128)?;
+                *counts = read_vec(state, groups, StateReader::i64)?;
+            }
+            Acc::Float { sums, counts } => {
+                *sums = read_vec(state, groups, StateReader::f64)?;
+                *counts = read_vec(state, groups, StateReader::i64)?;
+            }
+            Acc::Bools { trues, falses } => {
+                *trues = read_vec(state, groups, StateReader::i64)?;
+                *falses = read_vec(state, groups, StateReader::i64)?;
+            }
+            Acc::Values(set) => set.read(state, groups)?,
+        }
+        Ok(())
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Acc::Count(counts) => 8 * counts.len(),
@@ -772,6 +940,34 @@ impl Acc {
             }
             Acc::Values(set) => set.finalize(out, slots)?,
         })
+    }
+}
+
+/// A vector of state, length first.
+fn write_vec<T: Copy>(state: &mut StateWriter, values: &[T], write: impl Fn(&mut StateWriter, T)) {
+    state.len(values.len());
+    values.iter().for_each(|v| write(state, *v));
+}
+
+/// A vector `write_vec` wrote, which must hold one value per group slot.
+fn read_vec<'a, T>(
+    state: &mut StateReader<'a>,
+    groups: usize,
+    read: impl Fn(&mut StateReader<'a>) -> Result<T>,
+) -> Result<Vec<T>> {
+    (0..group_count(state, groups)?)
+        .map(|_| read(state))
+        .collect()
+}
+
+/// A count of per-group items, which must be one per group slot (each
+/// takes at least 8 bytes).
+fn group_count(state: &mut StateReader<'_>, groups: usize) -> Result<usize> {
+    match state.count(8)? {
+        n if n == groups => Ok(n),
+        n => Err(corrupt(format!(
+            "{n} accumulator slots for {groups} groups"
+        ))),
     }
 }
 
@@ -934,6 +1130,37 @@ impl Multiset {
 
     fn bytes(&self) -> usize {
         self.bytes + 24 * self.sets.len()
+    }
+
+    /// Per group, its values with their weights.
+    fn write(&self, state: &mut StateWriter) {
+        state.len(self.sets.len());
+        for set in &self.sets {
+            state.len(set.len());
+            for (value, n) in set {
+                state.bytes(value);
+                state.i64(*n);
+            }
+        }
+    }
+
+    /// What `write` wrote, accounting its bytes as `update` does.
+    fn read(&mut self, state: &mut StateReader<'_>, groups: usize) -> Result<()> {
+        self.sets = Vec::with_capacity(group_count(state, groups)?);
+        self.bytes = 0;
+        for _ in 0..groups {
+            let mut set = BTreeMap::new();
+            // A value's length and its weight.
+            for _ in 0..state.count(16)? {
+                let value = state.bytes()?;
+                self.bytes += entry_bytes(value);
+                if set.insert(value.into(), state.i64()?).is_some() {
+                    return Err(corrupt("a value held twice in a group".into()));
+                }
+            }
+            self.sets.push(set);
+        }
+        Ok(())
     }
 
     fn update(
@@ -1144,7 +1371,7 @@ mod tests {
 
     use super::*;
     use datafusion::logical_expr::Operator as Op;
-    use datafusion::physical_expr::expressions::{binary, col, lit};
+    use datafusion::physical_expr::expressions::{binary, cast, col, lit};
 
     fn call(func: AggFunc, args: Vec<Arc<dyn PhysicalExpr>>) -> AggCall {
         AggCall {
@@ -1676,5 +1903,189 @@ mod tests {
         for seed in [3, 8, 555] {
             oracle(seed, false);
         }
+    }
+
+    /// Every kind of accumulator over `(c0, c1)`: counts (filtered too),
+    /// integer, decimal and float sums and averages, extremes, booleans,
+    /// `string_agg` with a separator that changes from batch to batch,
+    /// `array_agg`, and distinct counts, sums and `string_agg`.
+    fn every_accumulator(grouped: bool) -> AggregateSpec {
+        let s = input(" I I");
+        let v = || c("c1", &s);
+        let as_type = |t: DataType| cast(v(), &s, t).unwrap();
+        let text = || as_type(DataType::Utf8);
+        let separator = || cast(c("c0", &s), &s, DataType::Utf8).unwrap();
+        let big = || binary(v(), Op::Gt, lit(3i64), &s).unwrap();
+        let decimal = DataType::Decimal128(10, 2);
+        let list = DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true)));
+        let mut filtered = call(AggFunc::Count, vec![]);
+        filtered.filter = Some(big());
+        let (calls, types) = [
+            (call(AggFunc::Count, vec![]), DataType::Int64),
+            (call(AggFunc::Count, vec![v()]), DataType::Int64),
+            (filtered, DataType::Int64),
+            (call(AggFunc::Sum, vec![v()]), DataType::Int64),
+            (
+                call(AggFunc::Sum, vec![as_type(decimal.clone())]),
+                DataType::Decimal128(20, 2),
+            ),
+            (
+                call(AggFunc::Sum, vec![as_type(DataType::Float64)]),
+                DataType::Float64,
+            ),
+            (call(AggFunc::Avg, vec![v()]), DataType::Float64),
+            (
+                call(AggFunc::Avg, vec![as_type(decimal)]),
+                DataType::Decimal128(14, 6),
+            ),
+            (call(AggFunc::Min, vec![v()]), DataType::Int64),
+            (call(AggFunc::Max, vec![text()]), DataType::Utf8),
+            (call(AggFunc::BoolAnd, vec![big()]), DataType::Boolean),
+            (call(AggFunc::BoolOr, vec![big()]), DataType::Boolean),
+            (
+                call(AggFunc::StringAgg, vec![text(), separator()]),
+                DataType::Utf8,
+            ),
+            (
+                distinct(call(AggFunc::StringAgg, vec![text(), lit("|")])),
+                DataType::Utf8,
+            ),
+            (call(AggFunc::ArrayAgg, vec![v()]), list),
+            (distinct(call(AggFunc::Count, vec![v()])), DataType::Int64),
+            (distinct(call(AggFunc::Sum, vec![v()])), DataType::Int64),
+        ]
+        .into_iter()
+        .unzip();
+        let groups: &[&str] = if grouped { &["c0"] } else { &[] };
+        spec(&s, groups, calls, types)
+    }
+
+    /// Checkpoints `op` and restores a fresh instance of `spec` from it on
+    /// `shard`, checking that it holds as many bytes, checkpoints to the
+    /// same bytes again, and that no cut-short checkpoint restores.
+    fn round_trip(spec: &AggregateSpec, op: &dyn Operator, shard: Shard) -> Box<dyn Operator> {
+        let mut state = StateWriter::new();
+        op.checkpoint(&mut state).unwrap();
+        let bytes = state.into_bytes();
+        let inputs = [input(" I I")];
+        let restore = |bytes: &[u8]| {
+            let mut restored = spec.instantiate().unwrap();
+            let mut reader = StateReader::new(bytes);
+            let restoring = restored.restore(shard, &inputs, &mut reader);
+            restoring.and_then(|()| reader.finish()).map(|()| restored)
+        };
+        let restored = restore(&bytes).unwrap();
+        assert_eq!(restored.state_bytes(), op.state_bytes());
+        let mut again = StateWriter::new();
+        restored.checkpoint(&mut again).unwrap();
+        assert!(again.into_bytes() == bytes, "the restored state differs");
+        for cut in 0..bytes.len() {
+            assert!(restore(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        restored
+    }
+
+    /// Retracts every row held.
+    fn retract_all(rows: &mut Rows) -> ChangeBatch {
+        let mut text = String::from(" I I\n");
+        for ((k, v), n) in std::mem::take(rows) {
+            let v = v.map_or(".".to_string(), |v| v.to_string());
+            text.push_str(&format!("{} {k} {v}\n", -n));
+        }
+        ChangeBatch::from_pretty(&text).unwrap()
+    }
+
+    /// Random epochs, a checkpoint after `before` of them, then the same
+    /// epochs (ending with every row retracted, then some inserted again)
+    /// fed to the original and the restored instance: their outputs must
+    /// agree at every epoch.
+    fn restored_runs_alike(seed: u64, grouped: bool, before: usize) {
+        let spec = every_accumulator(grouped);
+        let mut original = Harness::new(&spec);
+        let mut rng = XorShift(seed);
+        let mut rows = Rows::new();
+        let epoch = |rng: &mut XorShift, rows: &mut Rows| -> Vec<ChangeBatch> {
+            (0..=rng.next(2)).map(|_| random_batch(rng, rows)).collect()
+        };
+        for _ in 0..before {
+            original.step_batches(epoch(&mut rng, &mut rows));
+        }
+        // No `on_start`: the restored state already holds its output.
+        let mut restored = Harness {
+            op: round_trip(&spec, original.op.as_ref(), Shard { index: 0, count: 1 }),
+            schema: Arc::clone(&original.schema),
+            outputs: original.outputs.clone(),
+            epoch: original.epoch,
+        };
+        let mut epochs: Vec<Vec<ChangeBatch>> = vec![vec![]];
+        epochs.extend((0..30).map(|_| epoch(&mut rng, &mut rows)));
+        epochs.push(vec![retract_all(&mut rows)]);
+        epochs.extend((0..5).map(|_| epoch(&mut rng, &mut rows)));
+        for (n, batches) in epochs.into_iter().enumerate() {
+            let expected = original.step_batches(batches.clone());
+            let context = format!("seed {seed}, grouped {grouped}, epoch {n} after {before}");
+            assert_eq!(restored.step_batches(batches), expected, "{context}");
+            assert_eq!(
+                restored.op.state_bytes(),
+                original.op.state_bytes(),
+                "{context}"
+            );
+        }
+        assert_eq!(restored.view(), original.view());
+    }
+
+    #[test]
+    fn checkpoint_restores_a_grouped_aggregate_that_continues_alike() {
+        for (seed, before) in [(5, 0), (11, 1), (42, 20), (2024, 40)] {
+            restored_runs_alike(seed, true, before);
+        }
+    }
+
+    #[test]
+    fn checkpoint_restores_a_global_aggregate_without_its_initial_row_again() {
+        for (seed, before) in [(6, 0), (13, 3), (77, 30)] {
+            restored_runs_alike(seed, false, before);
+        }
+        // A worker not owning the global row restores as such, and a state
+        // of one that does is not restored on it.
+        let spec = every_accumulator(false);
+        let other = Shard { index: 1, count: 2 };
+        let mut op = spec.instantiate().unwrap();
+        let mut out = Vec::new();
+        op.on_start(other, &mut out).unwrap();
+        op.on_batch(
+            0,
+            ChangeBatch::from_pretty(" I I\n + 1 2").unwrap(),
+            &mut out,
+        )
+        .unwrap();
+        op.on_barrier(1, &mut out).unwrap();
+        assert!(out.is_empty());
+        let mut restored = round_trip(&spec, op.as_ref(), other);
+        restored
+            .on_batch(
+                0,
+                ChangeBatch::from_pretty(" I I\n + 1 3").unwrap(),
+                &mut out,
+            )
+            .unwrap();
+        restored.on_barrier(2, &mut out).unwrap();
+        assert!(out.is_empty());
+        let mut state = StateWriter::new();
+        op.checkpoint(&mut state).unwrap();
+        let state = state.into_bytes();
+        let mut owner = spec.instantiate().unwrap();
+        let inputs = [input(" I I")];
+        let restoring = owner.restore(Shard::SINGLE, &inputs, &mut StateReader::new(&state));
+        assert!(restoring.is_err());
+    }
+
+    #[test]
+    fn checkpoint_within_an_epoch_is_refused() {
+        let spec = every_accumulator(true);
+        let mut op = spec.instantiate().unwrap();
+        let batch = ChangeBatch::from_pretty(" I I\n + 1 2").unwrap();
+        op.on_batch(0, batch, &mut Vec::new()).unwrap();
+        assert!(op.checkpoint(&mut StateWriter::new()).is_err());
     }
 }

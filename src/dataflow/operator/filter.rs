@@ -38,6 +38,8 @@ impl Operator for Filter {
         }
         Ok(())
     }
+
+    crate::stateless_operator!();
 }
 
 /// The rows of `batch` for which `predicate` is true. A row whose predicate

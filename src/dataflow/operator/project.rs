@@ -50,6 +50,8 @@ impl Operator for Project {
         out.push(project(&self.exprs, &self.schema, batch)?);
         Ok(())
     }
+
+    crate::stateless_operator!();
 }
 
 pub fn project(

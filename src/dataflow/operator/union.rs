@@ -31,6 +31,8 @@ impl Operator for Union {
         out.push(batch.with_schema(std::sync::Arc::clone(&self.schema))?);
         Ok(())
     }
+
+    crate::stateless_operator!();
 }
 
 #[cfg(test)]

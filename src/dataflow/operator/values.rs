@@ -38,4 +38,6 @@ impl Operator for Values {
         }
         Ok(())
     }
+
+    crate::stateless_operator!();
 }

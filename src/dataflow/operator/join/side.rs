@@ -17,6 +17,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::{take_columns, Encoded};
 use crate::dataflow::row::{KeyBytes, RowCodec};
+use crate::dataflow::state::{corrupt, StateReader, StateWriter};
 use crate::error::Result;
 
 /// Rows a key holds before its rows get a hash index.
@@ -159,6 +160,42 @@ impl Side {
             presence = Presence::Removed;
         }
         presence
+    }
+
+    /// Every key with its rows (row, weight, match count).
+    pub(super) fn write(&self, state: &mut StateWriter) {
+        state.len(self.buckets.len());
+        for (key, bucket) in &self.buckets {
+            state.bytes(key);
+            state.len(bucket.entries.len());
+            for entry in &bucket.entries {
+                state.bytes(bucket.row(entry));
+                state.i64(entry.counts.weight);
+                state.i64(entry.counts.matches);
+            }
+        }
+    }
+
+    /// Adds what `write` wrote to an empty side, row by row as updates do,
+    /// so arenas, indexes and byte counts are rebuilt alike.
+    pub(super) fn read(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        // A key's length and its row count.
+        for _ in 0..state.count(16)? {
+            let key = state.bytes()?;
+            // A row's length, its weight and its match count.
+            for _ in 0..state.count(24)? {
+                let row = state.bytes()?;
+                let (weight, matches) = (state.i64()?, state.i64()?);
+                let before = self.bytes;
+                self.update(key, row, weight, matches);
+                // A new row always adds to the bytes; a zero weight or a row
+                // held twice would not.
+                if self.bytes <= before {
+                    return Err(corrupt("a join row of no weight or held twice".into()));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,243 @@
+//! Operator state as checkpoints store it: a plain little-endian byte
+//! layout each stateful operator writes with [`StateWriter`] and reads back
+//! with [`StateReader`], and the checksum that tells a whole checkpoint
+//! from a torn or corrupted one.
+//!
+//! The layout carries no field names or versions: state is written and
+//! read by the same build (a checkpoint records the graph it came from, and
+//! one whose graph differs is not restored). A reader never trusts a
+//! length: every count is checked against the bytes left, so a corrupt
+//! state is an error, never a giant allocation or a panic.
+
+use crate::error::{Error, Result};
+
+/// Appends state values to a byte buffer.
+#[derive(Debug, Default)]
+pub struct StateWriter {
+    buf: Vec<u8>,
+}
+
+impl StateWriter {
+    pub fn new() -> StateWriter {
+        StateWriter::default()
+    }
+
+    pub fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn i64(&mut self, v: i64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn i128(&mut self, v: i128) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn f64(&mut self, v: f64) {
+        self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+
+    pub fn bool(&mut self, v: bool) {
+        self.buf.push(u8::from(v));
+    }
+
+    /// A count or a length.
+    pub fn len(&mut self, n: usize) {
+        self.u64(n as u64);
+    }
+
+    /// A byte string, length first.
+    pub fn bytes(&mut self, v: &[u8]) {
+        self.len(v.len());
+        self.buf.extend_from_slice(v);
+    }
+
+    pub fn str(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Reads state values back, in the order they were written.
+#[derive(Debug)]
+pub struct StateReader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> StateReader<'a> {
+    pub fn new(data: &'a [u8]) -> StateReader<'a> {
+        StateReader { data, at: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.data.len() - self.at < n {
+            return Err(corrupt(format!(
+                "state ends after {} bytes, {n} more expected",
+                self.data.len()
+            )));
+        }
+        let taken = &self.data[self.at..self.at + n];
+        self.at += n;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    pub fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    pub fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    pub fn i128(&mut self) -> Result<i128> {
+        Ok(i128::from_le_bytes(self.array()?))
+    }
+
+    pub fn f64(&mut self) -> Result<f64> {
+        Ok(f64::from_bits(u64::from_le_bytes(self.array()?)))
+    }
+
+    pub fn bool(&mut self) -> Result<bool> {
+        match self.take(1)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(corrupt(format!("{other} is not a boolean"))),
+        }
+    }
+
+    /// A count of items that each take at least `min_item_bytes` bytes:
+    /// more than the bytes left can hold is corruption.
+    pub fn count(&mut self, min_item_bytes: usize) -> Result<usize> {
+        let n = self.u64()?;
+        let left = (self.data.len() - self.at) as u64;
+        if n.saturating_mul(min_item_bytes.max(1) as u64) > left {
+            return Err(corrupt(format!(
+                "a count of {n} does not fit in the {left} bytes left"
+            )));
+        }
+        Ok(n as usize)
+    }
+
+    pub fn bytes(&mut self) -> Result<&'a [u8]> {
+        let n = self.count(1)?;
+        self.take(n)
+    }
+
+    pub fn str(&mut self) -> Result<&'a str> {
+        std::str::from_utf8(self.bytes()?).map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// Checks that everything was read.
+    pub fn finish(&self) -> Result<()> {
+        match self.data.len() - self.at {
+            0 => Ok(()),
+            left => Err(corrupt(format!("{left} bytes of state left unread"))),
+        }
+    }
+}
+
+/// The error for state that does not read back.
+pub fn corrupt(detail: String) -> Error {
+    Error::Storage(format!("corrupt checkpoint state: {detail}"))
+}
+
+/// A 64-bit checksum of `data`. Each 8-byte word goes through a step that
+/// is a bijection of the running value for a fixed word and injective in
+/// the word for a fixed running value, so changing any one word always
+/// changes the result; the length is mixed in last.
+pub fn checksum(data: &[u8]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let step = |h: u64, w: u64| (h ^ w).wrapping_mul(PRIME).rotate_left(23);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut words = data.chunks_exact(8);
+    for word in &mut words {
+        h = step(h, u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        h = step(h, u64::from_le_bytes(last));
+    }
+    step(h, data.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_back_in_order() {
+        let mut w = StateWriter::new();
+        w.u64(7);
+        w.i64(-3);
+        w.i128(i128::MIN + 5);
+        w.f64(-0.25);
+        w.bool(true);
+        w.bytes(b"abc");
+        w.str("zé");
+        let bytes = w.into_bytes();
+        let mut r = StateReader::new(&bytes);
+        assert_eq!(r.u64().unwrap(), 7);
+        assert_eq!(r.i64().unwrap(), -3);
+        assert_eq!(r.i128().unwrap(), i128::MIN + 5);
+        assert_eq!(r.f64().unwrap(), -0.25);
+        assert!(r.bool().unwrap());
+        assert_eq!(r.bytes().unwrap(), b"abc");
+        assert_eq!(r.str().unwrap(), "zé");
+        r.finish().unwrap();
+    }
+
+    #[test]
+    fn truncated_or_oversized_state_is_an_error_not_a_panic() {
+        let mut w = StateWriter::new();
+        w.bytes(b"abcdef");
+        let bytes = w.into_bytes();
+        for cut in 0..bytes.len() {
+            assert!(
+                StateReader::new(&bytes[..cut]).bytes().is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut huge = StateWriter::new();
+        huge.u64(u64::MAX);
+        let huge = huge.into_bytes();
+        assert!(StateReader::new(&huge).count(8).is_err());
+        let mut r = StateReader::new(&bytes);
+        r.u64().unwrap();
+        assert!(r.finish().is_err());
+    }
+
+    #[test]
+    fn checksum_changes_with_any_flipped_bit_or_length() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let sum = checksum(&data);
+        for i in (0..data.len()).step_by(7) {
+            for bit in 0..8 {
+                let mut changed = data.clone();
+                changed[i] ^= 1 << bit;
+                assert_ne!(checksum(&changed), sum, "byte {i} bit {bit}");
+            }
+        }
+        assert_ne!(checksum(&data[..999]), sum);
+        let mut longer = data.clone();
+        longer.push(0);
+        assert_ne!(checksum(&longer), sum);
+    }
+}

@@ -1,0 +1,525 @@
+//! Checkpoints of the views that streams feed.
+//!
+//! A view over tables is rebuilt at start from the tables' durable rows. A
+//! view over a stream source cannot be: its input lives in Kafka (or a
+//! generator), and reading it all again costs as much as the stream is
+//! long. So every `--checkpoint-interval`, between two epochs, the engine
+//! snapshots such views (every worker's operator state and the output
+//! arrangement) together with the positions their readers had reached at
+//! that same epoch, and a writer thread stores the snapshot in sled while
+//! the dataflow goes on. After a crash the newest complete checkpoint is
+//! loaded, the readers resume at its positions, and each view ends up as if
+//! nothing had happened: every event after the positions is read again,
+//! every event before them is in the state exactly once.
+//!
+//! Layout in the `checkpoints` tree:
+//! - `m` + checkpoint id (big-endian): the manifest, JSON after its
+//!   checksum. It is written last, once every state it names is flushed,
+//!   so a manifest on disk means a complete checkpoint;
+//! - `b` + checkpoint id + view id + chunk number: a view's state, in
+//!   chunks. A view that did not change since the previous checkpoint is
+//!   not written again: its manifest entry names the older checkpoint
+//!   holding its state.
+//!
+//! The newest [`KEEP`] manifests are kept, and the states they name. A
+//! manifest or state that fails its checksum makes recovery use the
+//! checkpoint before it, saying so in the log.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataflow::state::{checksum, corrupt};
+use crate::error::{Error, Result};
+use crate::source::reader::Offsets;
+
+/// Manifests kept: the newest is used, the older ones stand in if it is
+/// damaged.
+const KEEP: usize = 3;
+
+/// Bytes of state per sled value.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// Checkpoints listed by `eddy_catalog.checkpoints`.
+const HISTORY: usize = 100;
+
+/// Set to `checkpoint-before-manifest:N` to abort the process once
+/// checkpoint N's states are written and before its manifest is: the crash
+/// a test needs to show that a half-written checkpoint is never used.
+const FAILPOINT_VAR: &str = "EDDYDB_FAILPOINT";
+
+/// The checkpoint id `EDDYDB_FAILPOINT` aborts in, if set.
+fn failpoint() -> Option<u64> {
+    let value = std::env::var(FAILPOINT_VAR).ok()?;
+    let id = value.strip_prefix("checkpoint-before-manifest")?;
+    match id.strip_prefix(':') {
+        Some(n) => n.parse().ok(),
+        None => Some(1),
+    }
+}
+
+/// Where a view's state is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct StateRef {
+    /// The checkpoint that wrote it.
+    pub blob: u64,
+    pub len: u64,
+    pub checksum: u64,
+}
+
+/// One view in a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ViewEntry {
+    pub view: u64,
+    /// Checksum of the view's dataflow as EXPLAIN describes it: a view that
+    /// plans differently now is not restored from it.
+    pub graph: u64,
+    pub state: StateRef,
+    /// Per stream source: the next offsets its reader had not yet
+    /// committed. A source missing here had committed nothing.
+    pub positions: BTreeMap<String, Offsets>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Manifest {
+    pub id: u64,
+    pub epoch: u64,
+    /// Unix milliseconds when the snapshot was taken.
+    pub taken_at_ms: i64,
+    /// How long the dataflow paused for the snapshot.
+    pub snapshot_ms: f64,
+    /// From the snapshot until the manifest was flushed.
+    pub duration_ms: f64,
+    pub bytes_written: u64,
+    pub workers: usize,
+    pub views: Vec<ViewEntry>,
+}
+
+/// A checkpoint as `eddy_catalog.checkpoints` shows it.
+#[derive(Debug, Clone)]
+pub struct CheckpointInfo {
+    pub id: u64,
+    pub epoch: u64,
+    pub taken_at_ms: i64,
+    pub snapshot_ms: f64,
+    pub duration_ms: f64,
+    pub bytes_written: u64,
+    /// Bytes of state of every view it covers, written now or before.
+    pub state_bytes: u64,
+    pub views: usize,
+}
+
+impl CheckpointInfo {
+    fn of(m: &Manifest) -> CheckpointInfo {
+        CheckpointInfo {
+            id: m.id,
+            epoch: m.epoch,
+            taken_at_ms: m.taken_at_ms,
+            snapshot_ms: m.snapshot_ms,
+            duration_ms: m.duration_ms,
+            bytes_written: m.bytes_written,
+            state_bytes: m.views.iter().map(|v| v.state.len).sum(),
+            views: m.views.len(),
+        }
+    }
+}
+
+/// The `checkpoints` tree.
+#[derive(Debug, Clone)]
+pub(super) struct CheckpointStore {
+    tree: sled::Tree,
+    db: crate::storage::Store,
+}
+
+fn manifest_key(id: u64) -> Vec<u8> {
+    let mut key = vec![b'm'];
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn state_prefix(blob: u64, view: u64) -> Vec<u8> {
+    let mut key = vec![b'b'];
+    key.extend_from_slice(&blob.to_be_bytes());
+    key.extend_from_slice(&view.to_be_bytes());
+    key
+}
+
+fn chunk_key(blob: u64, view: u64, chunk: usize) -> Vec<u8> {
+    let mut key = state_prefix(blob, view);
+    key.extend_from_slice(&(chunk as u32).to_be_bytes());
+    key
+}
+
+fn chunks_of(len: u64) -> usize {
+    (len as usize).div_ceil(CHUNK_BYTES)
+}
+
+impl CheckpointStore {
+    pub fn open(db: &crate::storage::Store) -> Result<CheckpointStore> {
+        Ok(CheckpointStore {
+            tree: db.tree("checkpoints")?,
+            db: db.clone(),
+        })
+    }
+
+    fn write_state(&self, blob: u64, view: u64, state: &[u8]) -> Result<()> {
+        for (i, chunk) in state.chunks(CHUNK_BYTES).enumerate() {
+            self.tree.insert(chunk_key(blob, view, i), chunk)?;
+        }
+        Ok(())
+    }
+
+    /// A view's state, checked against its length and checksum.
+    pub fn read_state(&self, view: u64, state: &StateRef) -> Result<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(state.len as usize);
+        for i in 0..chunks_of(state.len) {
+            match self.tree.get(chunk_key(state.blob, view, i))? {
+                Some(chunk) => bytes.extend_from_slice(&chunk),
+                None => {
+                    return Err(corrupt(format!(
+                        "chunk {i} of view {view}'s state in checkpoint {} is missing",
+                        state.blob
+                    )))
+                }
+            }
+        }
+        if bytes.len() as u64 != state.len || checksum(&bytes) != state.checksum {
+            return Err(corrupt(format!(
+                "view {view}'s state in checkpoint {} fails its checksum",
+                state.blob
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let json = serde_json::to_vec(manifest).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut value = checksum(&json).to_le_bytes().to_vec();
+        value.extend_from_slice(&json);
+        self.tree.insert(manifest_key(manifest.id), value)?;
+        self.db.flush()
+    }
+
+    /// Every stored manifest, newest first; a damaged one as an error.
+    fn manifests(&self) -> Result<Vec<(u64, Result<Manifest>)>> {
+        let mut out = Vec::new();
+        for entry in self.tree.scan_prefix(b"m").rev() {
+            let (key, value) = entry?;
+            let id = key
+                .get(1..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| corrupt("a manifest key is malformed".into()))?;
+            out.push((id, parse_manifest(&value)));
+        }
+        Ok(out)
+    }
+
+    /// Removes manifests beyond the newest [`KEEP`], the states only they
+    /// named, and states of checkpoints that never got a manifest.
+    fn collect_garbage(&self, next_id: u64) -> Result<()> {
+        let manifests = self.manifests()?;
+        let kept: Vec<&Manifest> = manifests
+            .iter()
+            .take(KEEP)
+            .filter_map(|(_, m)| m.as_ref().ok())
+            .collect();
+        let live: BTreeSet<(u64, u64)> = kept
+            .iter()
+            .flat_map(|m| m.views.iter().map(|v| (v.state.blob, v.view)))
+            .collect();
+        for (id, manifest) in manifests.iter().skip(KEEP) {
+            match manifest {
+                Ok(m) => {
+                    for v in m.views.iter().filter(|v| v.state.blob == m.id) {
+                        if !live.contains(&(m.id, v.view)) {
+                            for i in 0..chunks_of(v.state.len) {
+                                self.tree.remove(chunk_key(m.id, v.view, i))?;
+                            }
+                        }
+                    }
+                }
+                Err(_) => self.remove_states_of(*id, &live)?,
+            }
+            self.tree.remove(manifest_key(*id))?;
+        }
+        // States written by a checkpoint whose manifest never followed (a
+        // crash in between): their ids are at or beyond the next one.
+        let mut orphans = vec![b'b'];
+        orphans.extend_from_slice(&next_id.to_be_bytes());
+        for entry in self.tree.range(orphans..vec![b'c']) {
+            let (key, _) = entry?;
+            self.tree.remove(key)?;
+        }
+        Ok(())
+    }
+
+    fn remove_states_of(&self, blob: u64, live: &BTreeSet<(u64, u64)>) -> Result<()> {
+        let mut prefix = vec![b'b'];
+        prefix.extend_from_slice(&blob.to_be_bytes());
+        for entry in self.tree.scan_prefix(prefix) {
+            let (key, _) = entry?;
+            let view = key.get(9..17).and_then(|b| b.try_into().ok());
+            if !view.is_some_and(|v| live.contains(&(blob, u64::from_be_bytes(v)))) {
+                self.tree.remove(key)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_manifest(value: &[u8]) -> Result<Manifest> {
+    if value.len() < 8 {
+        return Err(corrupt("a manifest is truncated".into()));
+    }
+    let (sum, json) = value.split_at(8);
+    if sum != checksum(json).to_le_bytes() {
+        return Err(corrupt("the manifest fails its checksum".into()));
+    }
+    serde_json::from_slice(json).map_err(|e| corrupt(format!("the manifest does not parse: {e}")))
+}
+
+/// What a restart restores from: the newest complete checkpoint.
+#[derive(Debug)]
+pub(super) struct Recovery {
+    pub manifest: Manifest,
+    pub started: Instant,
+    /// Views restored from it so far.
+    pub restored: BTreeSet<u64>,
+}
+
+impl Recovery {
+    pub fn entry(&self, view: u64) -> Option<&ViewEntry> {
+        self.manifest.views.iter().find(|v| v.view == view)
+    }
+}
+
+/// Finds the newest checkpoint whose manifest and states all check out,
+/// logging each damaged one passed over.
+fn recover(store: &CheckpointStore, workers: usize) -> Result<(Option<Recovery>, Vec<Manifest>)> {
+    let started = Instant::now();
+    let mut chosen = None;
+    let mut valid = Vec::new();
+    for (id, manifest) in store.manifests()? {
+        // Only the checkpoint to be used has its states read; older ones
+        // are listed from their manifests.
+        let checked = match chosen {
+            Some(_) => manifest,
+            None => manifest.and_then(|m| {
+                for v in &m.views {
+                    store.read_state(v.view, &v.state)?;
+                }
+                Ok(m)
+            }),
+        };
+        match checked {
+            Ok(m) => {
+                if chosen.is_none() {
+                    chosen = Some(m.clone());
+                }
+                valid.push(m);
+            }
+            Err(e) if chosen.is_none() => tracing::warn!(
+                checkpoint = id,
+                error = %e,
+                "checkpoint is damaged; using the one before it"
+            ),
+            Err(_) => {}
+        }
+    }
+    let recovery = match chosen {
+        Some(m) if m.workers != workers => {
+            tracing::warn!(
+                checkpoint = m.id,
+                checkpoint_workers = m.workers,
+                workers,
+                "checkpoint was taken with another worker count; views over streams are rebuilt by reading their sources again"
+            );
+            None
+        }
+        Some(manifest) => Some(Recovery {
+            manifest,
+            started,
+            restored: BTreeSet::new(),
+        }),
+        None => None,
+    };
+    Ok((recovery, valid))
+}
+
+/// A snapshot on its way to sled.
+struct Job {
+    manifest: Manifest,
+    states: Vec<(u64, Vec<u8>)>,
+    started: Instant,
+}
+
+/// The checkpoint side of the engine: settings, the writer thread, the
+/// history, and the checkpoint a restart recovers from.
+#[derive(Debug)]
+pub(super) struct Checkpoints {
+    pub interval: Option<Duration>,
+    store: CheckpointStore,
+    writer: Mutex<Option<Sender<Job>>>,
+    /// Whether a checkpoint is being written; a new one waits its turn by
+    /// being skipped, so snapshots never queue up.
+    busy: Arc<(Mutex<bool>, Condvar)>,
+    /// Set when a write failed: the next checkpoint writes every view's
+    /// state again instead of naming states that may not be there.
+    pub failed: Arc<std::sync::atomic::AtomicBool>,
+    history: Arc<Mutex<VecDeque<CheckpointInfo>>>,
+    next_id: std::sync::atomic::AtomicU64,
+    pub recovery: Mutex<Option<Recovery>>,
+}
+
+impl Checkpoints {
+    pub fn open(
+        db: &crate::storage::Store,
+        interval: Option<Duration>,
+        workers: usize,
+    ) -> Result<Checkpoints> {
+        let store = CheckpointStore::open(db)?;
+        let newest = store.manifests()?.first().map_or(0, |(id, _)| *id);
+        store.collect_garbage(newest + 1)?;
+        let (recovery, valid) = recover(&store, workers)?;
+        let history = valid.iter().rev().map(CheckpointInfo::of).collect();
+        Ok(Checkpoints {
+            interval,
+            store,
+            writer: Mutex::new(None),
+            busy: Arc::new((Mutex::new(false), Condvar::new())),
+            failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            history: Arc::new(Mutex::new(history)),
+            next_id: std::sync::atomic::AtomicU64::new(newest + 1),
+            recovery: Mutex::new(recovery),
+        })
+    }
+
+    pub fn store(&self) -> &CheckpointStore {
+        &self.store
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    pub fn is_busy(&self) -> bool {
+        *self.busy.0.lock().expect("checkpoint lock")
+    }
+
+    /// Waits until no checkpoint is being written.
+    pub fn wait_idle(&self) {
+        let (lock, idle) = &*self.busy;
+        let mut busy = lock.lock().expect("checkpoint lock");
+        while *busy {
+            busy = idle.wait(busy).expect("checkpoint lock");
+        }
+    }
+
+    pub fn history(&self) -> Vec<CheckpointInfo> {
+        self.history
+            .lock()
+            .expect("checkpoint lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Hands a snapshot to the writer thread (started on first use).
+    pub fn submit(
+        &self,
+        manifest: Manifest,
+        states: Vec<(u64, Vec<u8>)>,
+        started: Instant,
+    ) -> Result<()> {
+        let mut writer = self.writer.lock().expect("checkpoint lock");
+        if writer.is_none() {
+            *writer = Some(self.spawn_writer()?);
+        }
+        *self.busy.0.lock().expect("checkpoint lock") = true;
+        let job = Job {
+            manifest,
+            states,
+            started,
+        };
+        if let Some(sender) = writer.as_ref() {
+            if sender.send(job).is_err() {
+                *self.busy.0.lock().expect("checkpoint lock") = false;
+                return Err(Error::Internal("the checkpoint writer has stopped".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_writer(&self) -> Result<Sender<Job>> {
+        let (sender, jobs) = channel::<Job>();
+        let store = self.store.clone();
+        let busy = Arc::clone(&self.busy);
+        let failed = Arc::clone(&self.failed);
+        let history = Arc::clone(&self.history);
+        let failpoint = failpoint();
+        std::thread::Builder::new()
+            .name("eddydb-checkpoint".into())
+            .spawn(move || {
+                for job in jobs {
+                    let id = job.manifest.id;
+                    match write(&store, job, failpoint) {
+                        Ok(manifest) => {
+                            let mut history = history.lock().expect("checkpoint lock");
+                            history.push_back(CheckpointInfo::of(&manifest));
+                            while history.len() > HISTORY {
+                                history.pop_front();
+                            }
+                        }
+                        Err(e) => {
+                            failed.store(true, std::sync::atomic::Ordering::Release);
+                            tracing::error!(checkpoint = id, error = %e, "checkpoint not written");
+                        }
+                    }
+                    let (lock, idle) = &*busy;
+                    *lock.lock().expect("checkpoint lock") = false;
+                    idle.notify_all();
+                }
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the checkpoint writer: {e}")))?;
+        Ok(sender)
+    }
+}
+
+/// Writes a checkpoint's states, flushes them, then writes its manifest.
+fn write(store: &CheckpointStore, job: Job, failpoint: Option<u64>) -> Result<Manifest> {
+    let Job {
+        mut manifest,
+        states,
+        started,
+    } = job;
+    let mut written = 0u64;
+    for (view, state) in &states {
+        store.write_state(manifest.id, *view, state)?;
+        written += state.len() as u64;
+    }
+    store.db.flush()?;
+    if failpoint == Some(manifest.id) {
+        tracing::error!(
+            checkpoint = manifest.id,
+            "failpoint checkpoint-before-manifest: aborting"
+        );
+        std::process::abort();
+    }
+    manifest.bytes_written = written;
+    manifest.duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    store.write_manifest(&manifest)?;
+    store.collect_garbage(manifest.id + 1)?;
+    tracing::debug!(
+        checkpoint = manifest.id,
+        epoch = manifest.epoch,
+        bytes = written,
+        ms = manifest.duration_ms,
+        "checkpoint written"
+    );
+    Ok(manifest)
+}

@@ -1,0 +1,267 @@
+//! Checkpoints through the real server process: views over streams survive
+//! `kill -9` at arbitrary moments, a damaged checkpoint is passed over for
+//! the one before it, and a crash while a checkpoint is written leaves the
+//! previous one in use. In every case each view must end up exactly equal
+//! to the same query maintained from scratch by a view created afterwards
+//! (the datagen stream is a pure function of its options, so a new view
+//! reads the very same events).
+//!
+//! The same crash test against a Kafka broker is in `kafka_sources.rs`.
+
+#[path = "support/query.rs"]
+mod query;
+#[path = "support/server.rs"]
+mod server;
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use query::{rows, value, wait_for, wait_until};
+use server::{ServerOptions, TestServer};
+use tokio_postgres::Client;
+
+/// The views under test, by name: aggregates of every accumulator kind, a
+/// global aggregate, top-N, a join of two sources and a view over a view.
+const VIEWS: [(&str, &str); 5] = [
+    ("totals", "SELECT count(*) AS n, sum(id) AS s FROM ev"),
+    (
+        "per_k",
+        "SELECT k, count(*) AS n, sum(v) AS sv, min(v) AS lo, max(v) AS hi, \
+         count(DISTINCT v) AS dv, avg(v) AS av, string_agg(DISTINCT tag, ',') AS tags \
+         FROM ev GROUP BY k",
+    ),
+    (
+        "top3",
+        "SELECT k, v, id FROM (SELECT k, v, id, row_number() OVER \
+         (PARTITION BY k ORDER BY v DESC, id) AS rn FROM ev) t WHERE rn <= 3",
+    ),
+    (
+        "labelled",
+        "SELECT d.label, count(*) AS n, max(e.id) AS last \
+         FROM ev e JOIN dim d ON e.k = d.k GROUP BY d.label",
+    ),
+    (
+        "busiest",
+        "SELECT max(n) AS most, sum(n) AS total FROM {per_k}",
+    ),
+];
+
+/// Creates the two sources (`rows` events at `rate` a second) and the views.
+async fn create(client: &Client, rows: u64, rate: u64) -> anyhow::Result<()> {
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE ev (id bigint, k int, v int, tag varchar) \
+             WITH (connector = 'datagen', fields.id.kind = 'sequence', \
+                   fields.k.min = '1', fields.k.max = '40', \
+                   fields.v.min = '1', fields.v.max = '1000', \
+                   fields.tag.kind = 'choice', fields.tag.values = 'a,b,c,d', \
+                   datagen.seed = '7', datagen.rows = '{rows}', \
+                   datagen.rows.per.second = '{rate}');
+             CREATE SOURCE dim (k int, label varchar) \
+             WITH (connector = 'datagen', fields.k.kind = 'sequence', \
+                   fields.k.start = '1', fields.k.end = '40', \
+                   fields.label.kind = 'choice', fields.label.values = 'x,y,z', \
+                   datagen.rows = '40');"
+        ))
+        .await?;
+    create_views(client, "").await
+}
+
+/// The views, their names prefixed by `prefix`.
+async fn create_views(client: &Client, prefix: &str) -> anyhow::Result<()> {
+    for (name, query) in VIEWS {
+        let query = query.replace("{per_k}", &format!("{prefix}per_k"));
+        client
+            .batch_execute(&format!(
+                "CREATE MATERIALIZED VIEW {prefix}{name} AS {query}"
+            ))
+            .await
+            .with_context(|| format!("creating {prefix}{name}"))?;
+    }
+    Ok(())
+}
+
+/// Waits until every event is in, builds the views again from scratch
+/// under `ref_` names, and checks that each view equals its reference
+/// exactly.
+async fn check_against_fresh_views(client: &Client, rows_total: u64) -> anyhow::Result<()> {
+    let total = rows_total.to_string();
+    wait_for(client, "SELECT n FROM totals", &total).await?;
+    wait_for(client, "SELECT total FROM busiest", &total).await?;
+    wait_for(client, "SELECT sum(n) FROM labelled", &total).await?;
+    create_views(client, "ref_").await?;
+    wait_for(client, "SELECT n FROM ref_totals", &total).await?;
+    wait_for(client, "SELECT total FROM ref_busiest", &total).await?;
+    wait_for(client, "SELECT sum(n) FROM ref_labelled", &total).await?;
+    for (name, _) in VIEWS {
+        let mut got = rows(client, &format!("SELECT * FROM {name}")).await?;
+        let mut expected = rows(client, &format!("SELECT * FROM ref_{name}")).await?;
+        got.sort();
+        expected.sort();
+        ensure!(!expected.is_empty(), "ref_{name} is empty");
+        ensure!(
+            got == expected,
+            "{name} differs from a view that never crashed:\n got {got:?}\n expected {expected:?}"
+        );
+    }
+    Ok(())
+}
+
+fn options(interval: &str) -> ServerOptions {
+    ServerOptions {
+        checkpoint_interval: Some(interval.to_string()),
+        ..ServerOptions::default()
+    }
+}
+
+/// A small xorshift generator: kill points differ from run to run, and the
+/// seed is printed so a failing run can be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_over_streams_are_exact_after_kill_9_at_random_moments() -> anyhow::Result<()> {
+    const ROWS: u64 = 400_000;
+    let seed = std::env::var("EDDYDB_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
+    eprintln!("kill points from EDDYDB_CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    let mut kill_at: Vec<u64> = (0..3)
+        .map(|_| ROWS / 10 + rng.below(ROWS * 8 / 10))
+        .collect();
+    kill_at.sort_unstable();
+
+    let mut server = TestServer::start_with(options("100ms"))?;
+    let client = server.connect().await?;
+    create(&client, ROWS, 80_000).await?;
+    drop(client);
+    for (i, at) in kill_at.iter().enumerate() {
+        let client = server.connect().await?;
+        wait_until(&client, "SELECT n FROM totals", |n| {
+            n.parse::<u64>().is_ok_and(|n| n >= *at)
+        })
+        .await
+        .with_context(|| format!("kill {i}"))?;
+        drop(client);
+        server.kill9()?;
+        server.restart()?;
+    }
+    let client = server.connect().await?;
+    check_against_fresh_views(&client, ROWS)
+        .await
+        .with_context(|| server.log_tail())?;
+    let log = server.log_text();
+    ensure!(
+        log.contains("recovered from checkpoint"),
+        "no restart recovered from a checkpoint:\n{}",
+        server.log_tail()
+    );
+    let taken: u64 = value(&client, "SELECT count(*) FROM eddy_catalog.checkpoints")
+        .await?
+        .parse()?;
+    ensure!(taken > 0, "eddy_catalog.checkpoints is empty");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_checkpoint_is_passed_over_for_the_one_before() -> anyhow::Result<()> {
+    const ROWS: u64 = 150_000;
+    let mut server = TestServer::start_with(options("50ms"))?;
+    let client = server.connect().await?;
+    create(&client, ROWS, 60_000).await?;
+    wait_for(&client, "SELECT n FROM totals", &ROWS.to_string()).await?;
+    wait_until(
+        &client,
+        "SELECT count(*) >= 3 FROM eddy_catalog.checkpoints",
+        |v| v == "t",
+    )
+    .await?;
+    drop(client);
+    server.kill9()?;
+
+    // Flip a byte in the newest state written: the newest checkpoint (and
+    // any after it naming the same state) no longer checks out.
+    {
+        let db = sled::open(server.data_dir().join("sled"))?;
+        let tree = db.open_tree("checkpoints")?;
+        let (key, value) = tree
+            .scan_prefix(b"b")
+            .next_back()
+            .context("no checkpoint state stored")??;
+        let mut damaged = value.to_vec();
+        let middle = damaged.len() / 2;
+        damaged[middle] ^= 0x5a;
+        tree.insert(key, damaged)?;
+        db.flush()?;
+    }
+    server.restart()?;
+    let client = server.connect().await?;
+    check_against_fresh_views(&client, ROWS)
+        .await
+        .with_context(|| server.log_tail())?;
+    let log = server.log_text();
+    ensure!(
+        log.contains("checkpoint is damaged; using the one before it"),
+        "the damage went unnoticed:\n{}",
+        server.log_tail()
+    );
+    ensure!(
+        log.contains("recovered from checkpoint"),
+        "no checkpoint was used after the damaged one:\n{}",
+        server.log_tail()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_a_checkpoint_is_written_leaves_the_one_before_in_use() -> anyhow::Result<()>
+{
+    const ROWS: u64 = 150_000;
+    let mut opts = options("50ms");
+    opts.env = vec![(
+        "EDDYDB_FAILPOINT".to_string(),
+        "checkpoint-before-manifest:12".to_string(),
+    )];
+    let mut server = TestServer::start_with(opts)?;
+    let client = server.connect().await?;
+    create(&client, ROWS, 30_000).await?;
+    drop(client);
+    // The failpoint aborts the server once checkpoint 12's states are
+    // flushed, before its manifest.
+    let status = server.wait_exit(Duration::from_secs(60))?;
+    ensure!(!status.success(), "the failpoint did not abort the server");
+    ensure!(server
+        .log_text()
+        .contains("failpoint checkpoint-before-manifest"));
+    server.options_mut().env.clear();
+    server.restart()?;
+    let client = server.connect().await?;
+    check_against_fresh_views(&client, ROWS)
+        .await
+        .with_context(|| server.log_tail())?;
+    let log = server.log_text();
+    let recovered = log
+        .lines()
+        .find(|l| l.contains("recovered from checkpoint"))
+        .context("no recovery line in the log")?;
+    ensure!(
+        recovered.contains("checkpoint=11"),
+        "expected recovery from checkpoint 11: {recovered}"
+    );
+    Ok(())
+}
