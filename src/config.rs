@@ -48,8 +48,8 @@ pub struct Config {
     #[arg(long, env = "EDDYDB_LOG", default_value = "info")]
     pub log: String,
     /// How often views over streams are checkpointed: `1s`, `500ms`, `2m`;
-    /// `0` turns checkpoints off (a restart then reads the streams again
-    /// from where each view started).
+    /// `0` takes none (checkpoints already stored are still used at start;
+    /// without one a view reads its streams again from where it started).
     #[arg(long, env = "EDDYDB_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub checkpoint_interval: std::time::Duration,
 }

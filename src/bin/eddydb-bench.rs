@@ -4097,15 +4097,24 @@ fn print_kafka_result(
 // figures by state size
 // ---------------------------------------------------------------------------
 
-/// Datagen events over `keys` users, typed (no JSON), with `options`.
-fn keyed_events_ddl(keys: u64, kind: &str, options: &str) -> String {
+/// Datagen events over `keys` users, typed (no JSON), with `options`:
+/// users drawn at random, or one new user per event (`sequential`).
+fn keyed_events_ddl(keys: u64, sequential: bool, options: &str) -> String {
+    let users = match sequential {
+        true => format!(
+            "fields.user_id.kind = 'sequence', fields.user_id.start = '1', \
+             fields.user_id.end = '{keys}'"
+        ),
+        false => format!(
+            "fields.user_id.kind = 'random', fields.user_id.min = '1', \
+             fields.user_id.max = '{keys}'"
+        ),
+    };
     format!(
         "CREATE SOURCE events (user_id bigint, amount numeric(10,2), ts timestamptz) \
-         WITH (connector = 'datagen', fields.user_id.kind = '{kind}', \
-               fields.user_id.min = '1', fields.user_id.max = '{keys}', \
-               fields.user_id.start = '1', fields.user_id.end = '{keys}', \
-               fields.amount.kind = 'random', fields.amount.min = '0', \
-               fields.amount.max = '1000', datagen.seed = '7', {options})"
+         WITH (connector = 'datagen', {users}, fields.amount.kind = 'random', \
+               fields.amount.min = '0', fields.amount.max = '1000', datagen.seed = '7', \
+               {options})"
     )
 }
 
@@ -4139,7 +4148,7 @@ fn checkpoint_benchmark(env: &BenchEnv, args: &CheckpointArgs) -> Result<()> {
     );
     println!(
         "source: {}",
-        keyed_events_ddl(args.ingest_keys, "random", &backlog_options(args.rows))
+        keyed_events_ddl(args.ingest_keys, false, &backlog_options(args.rows))
     );
     println!("view:   {KEYED_VIEW}");
     let poll = Duration::from_millis(args.poll_ms);
@@ -4167,7 +4176,7 @@ fn checkpoint_ingest_run(
     let client = SqlClient::connect(&target)?;
     client.command(&keyed_events_ddl(
         args.ingest_keys,
-        "random",
+        false,
         &backlog_options(args.rows),
     ))?;
     let before = CpuSnapshot::take(target.server_pid, None);
@@ -4221,7 +4230,7 @@ fn checkpoint_state_run(
     let data = server.data.clone();
     let ingest = || -> Result<(f64, u64)> {
         let client = SqlClient::connect(&target)?;
-        client.command(&keyed_events_ddl(keys, "sequence", &backlog_options(keys)))?;
+        client.command(&keyed_events_ddl(keys, true, &backlog_options(keys)))?;
         let started = Instant::now();
         client.command(KEYED_VIEW)?;
         wait_for_count(&client, KEYED_READER_ROWS, keys, poll)?;

@@ -23,7 +23,9 @@
 //!
 //! The newest [`KEEP`] manifests are kept, and the states they name. A
 //! manifest or state that fails its checksum makes recovery use the
-//! checkpoint before it, saying so in the log.
+//! checkpoint before it, saying so in the log. A state that did not change
+//! is shared by consecutive checkpoints, so damage to it rules them all
+//! out: views over streams are then rebuilt from their sources.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::mpsc::{channel, Sender};
@@ -36,8 +38,8 @@ use crate::dataflow::state::{checksum, corrupt};
 use crate::error::{Error, Result};
 use crate::source::reader::Offsets;
 
-/// Manifests kept: the newest is used, the older ones stand in if it is
-/// damaged.
+/// Manifests kept: the newest is used, the older ones stand in if it (or
+/// a state only it names) is damaged.
 const KEEP: usize = 3;
 
 /// Bytes of state per sled value.
@@ -54,11 +56,10 @@ const FAILPOINT_VAR: &str = "EDDYDB_FAILPOINT";
 /// The checkpoint id `EDDYDB_FAILPOINT` aborts in, if set.
 fn failpoint() -> Option<u64> {
     let value = std::env::var(FAILPOINT_VAR).ok()?;
-    let id = value.strip_prefix("checkpoint-before-manifest")?;
-    match id.strip_prefix(':') {
-        Some(n) => n.parse().ok(),
-        None => Some(1),
-    }
+    value
+        .strip_prefix("checkpoint-before-manifest:")?
+        .parse()
+        .ok()
 }
 
 /// Where a view's state is stored.
@@ -83,15 +84,30 @@ pub(super) struct ViewEntry {
     pub positions: BTreeMap<String, Offsets>,
 }
 
+/// What must match for a checkpoint's states to be read by this build:
+/// the version of the state layout and of EddyDB, and where keys go among
+/// workers (a probe of the key hash).
+pub(super) fn build_identity() -> String {
+    format!(
+        "state-v1 eddydb-{} shard-probe-{}",
+        env!("CARGO_PKG_VERSION"),
+        crate::dataflow::row::shard_probe()
+    )
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Manifest {
     pub id: u64,
+    /// [`build_identity`] of the build that wrote it.
+    #[serde(default)]
+    pub build: String,
     pub epoch: u64,
     /// Unix milliseconds when the snapshot was taken.
     pub taken_at_ms: i64,
     /// How long the dataflow paused for the snapshot.
     pub snapshot_ms: f64,
-    /// From the snapshot until the manifest was flushed.
+    /// From the snapshot until its states were flushed (the manifest, a
+    /// few hundred bytes, follows).
     pub duration_ms: f64,
     pub bytes_written: u64,
     pub workers: usize,
@@ -233,11 +249,14 @@ impl CheckpointStore {
             .collect();
         for (id, manifest) in manifests.iter().skip(KEEP) {
             match manifest {
+                // Every state is named by the manifest that wrote it and by
+                // later ones that reused it; whichever of them expires last
+                // removes it.
                 Ok(m) => {
-                    for v in m.views.iter().filter(|v| v.state.blob == m.id) {
-                        if !live.contains(&(m.id, v.view)) {
+                    for v in &m.views {
+                        if !live.contains(&(v.state.blob, v.view)) {
                             for i in 0..chunks_of(v.state.len) {
-                                self.tree.remove(chunk_key(m.id, v.view, i))?;
+                                self.tree.remove(chunk_key(v.state.blob, v.view, i))?;
                             }
                         }
                     }
@@ -331,6 +350,15 @@ fn recover(store: &CheckpointStore, workers: usize) -> Result<(Option<Recovery>,
         }
     }
     let recovery = match chosen {
+        Some(m) if m.build != build_identity() => {
+            tracing::warn!(
+                checkpoint = m.id,
+                written_by = %m.build,
+                this_build = %build_identity(),
+                "checkpoint was written by another build; views over streams are rebuilt by reading their sources again"
+            );
+            None
+        }
         Some(m) if m.workers != workers => {
             tracing::warn!(
                 checkpoint = m.id,
@@ -382,9 +410,22 @@ impl Checkpoints {
         workers: usize,
     ) -> Result<Checkpoints> {
         let store = CheckpointStore::open(db)?;
-        let newest = store.manifests()?.first().map_or(0, |(id, _)| *id);
-        store.collect_garbage(newest + 1)?;
-        let (recovery, valid) = recover(&store, workers)?;
+        // Trouble reading checkpoints is not a reason not to start: views
+        // over streams are then rebuilt from their sources.
+        let newest = match store.manifests() {
+            Ok(manifests) => manifests.first().map_or(0, |(id, _)| *id),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list checkpoints; none will be used");
+                0
+            }
+        };
+        if let Err(e) = store.collect_garbage(newest + 1) {
+            tracing::error!(error = %e, "cannot remove old checkpoints");
+        }
+        let (recovery, valid) = recover(&store, workers).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read checkpoints; none will be used");
+            (None, Vec::new())
+        });
         let history = valid.iter().rev().map(CheckpointInfo::of).collect();
         Ok(Checkpoints {
             interval,
@@ -467,7 +508,13 @@ impl Checkpoints {
             .spawn(move || {
                 for job in jobs {
                     let id = job.manifest.id;
-                    match write(&store, job, failpoint) {
+                    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        write(&store, job, failpoint)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(Error::Internal("the checkpoint writer panicked".into()))
+                    });
+                    match written {
                         Ok(manifest) => {
                             let mut history = history.lock().expect("checkpoint lock");
                             history.push_back(CheckpointInfo::of(&manifest));
@@ -522,4 +569,82 @@ fn write(store: &CheckpointStore, job: Job, failpoint: Option<u64>) -> Result<Ma
         "checkpoint written"
     );
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(view: u64, blob: u64, bytes: &[u8]) -> ViewEntry {
+        ViewEntry {
+            view,
+            graph: 0,
+            state: StateRef {
+                blob,
+                len: bytes.len() as u64,
+                checksum: checksum(bytes),
+            },
+            positions: BTreeMap::new(),
+        }
+    }
+
+    fn manifest(id: u64, views: Vec<ViewEntry>) -> Manifest {
+        Manifest {
+            id,
+            build: build_identity(),
+            epoch: id,
+            taken_at_ms: 0,
+            snapshot_ms: 0.0,
+            duration_ms: 0.0,
+            bytes_written: 0,
+            workers: 1,
+            views,
+        }
+    }
+
+    /// View 1 changes at checkpoints 1 and 5 only, view 2 at every one:
+    /// view 1's first state lives while a kept manifest names it, and goes
+    /// with the last of them; a state without a manifest goes at once.
+    #[test]
+    fn a_shared_state_goes_with_the_last_manifest_naming_it() {
+        let dir = std::env::temp_dir().join(format!("eddydb-checkpoint-gc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = crate::storage::Store::open(&dir).unwrap();
+        let store = CheckpointStore::open(&db).unwrap();
+        let quiet = |blob: u64| format!("view 1 as of {blob}").into_bytes();
+        let busy = |blob: u64| format!("view 2 as of {blob}").into_bytes();
+        let mut quiet_blob = 0;
+        for id in 1..=7 {
+            if id == 1 || id == 5 {
+                quiet_blob = id;
+                store.write_state(id, 1, &quiet(id)).unwrap();
+            }
+            store.write_state(id, 2, &busy(id)).unwrap();
+            let views = vec![
+                entry(1, quiet_blob, &quiet(quiet_blob)),
+                entry(2, id, &busy(id)),
+            ];
+            store.write_manifest(&manifest(id, views)).unwrap();
+            store.collect_garbage(id + 1).unwrap();
+            let first = store.read_state(1, &entry(1, 1, &quiet(1)).state);
+            // Checkpoints 1..=4 name the first state; it goes when 4 does.
+            assert_eq!(first.is_ok(), id < 7, "after checkpoint {id}");
+        }
+        let ids: Vec<u64> = store
+            .manifests()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(ids, vec![7, 6, 5]);
+        assert!(store.read_state(2, &entry(2, 4, &busy(4)).state).is_err());
+        assert!(store.read_state(1, &entry(1, 5, &quiet(5)).state).is_ok());
+        // A crash between states and manifest: the states are swept.
+        store.write_state(8, 2, &busy(8)).unwrap();
+        store.collect_garbage(8).unwrap();
+        assert!(store.read_state(2, &entry(2, 8, &busy(8)).state).is_err());
+        drop(store);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
