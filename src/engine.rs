@@ -596,14 +596,15 @@ impl Engine {
     /// the output arrangement.
     fn view_state(&self, view: &MaterializedView) -> Result<Vec<u8>> {
         let parts = self.runtime.checkpoint(view.def.id)?;
-        let mut state = StateWriter::new();
+        let size: usize = parts.iter().map(|p| p.len() + 8).sum();
+        let mut state = StateWriter::with_capacity(size + view.output_bytes() + 64);
         state.len(parts.len());
-        for part in &parts {
-            state.bytes(part);
+        for part in parts {
+            state.bytes(&part);
         }
-        let mut output = StateWriter::new();
-        view.checkpoint_output(&mut output);
-        state.bytes(&output.into_bytes());
+        let output = state.begin_section();
+        view.checkpoint_output(&mut state);
+        state.end_section(output);
         Ok(state.into_bytes())
     }
 

@@ -27,6 +27,7 @@ const ROWS_TREE_PREFIX: &str = "rows/";
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
+    dir: std::path::PathBuf,
 }
 
 impl Store {
@@ -50,7 +51,11 @@ impl Store {
                 ))
             })?;
         let meta = db.open_tree("meta")?;
-        Ok(Store { db, meta })
+        Ok(Store {
+            db,
+            meta,
+            dir: data_dir.to_path_buf(),
+        })
     }
 
     pub fn table_defs(&self) -> Result<Vec<TableDef>> {
@@ -137,6 +142,11 @@ impl Store {
     pub fn delete_source_def(&self, name: &str) -> Result<()> {
         self.meta.remove(format!("{SOURCE_DEF_PREFIX}{name}"))?;
         self.flush()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// A tree of the database by name (created when missing).

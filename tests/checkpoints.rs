@@ -191,23 +191,38 @@ async fn a_damaged_checkpoint_is_passed_over_for_the_one_before() -> anyhow::Res
         |v| v == "t",
     )
     .await?;
+    // The newest checkpoint complete before the kill (a later one may be
+    // half written: its states are not named by any manifest).
+    let complete: u64 = value(
+        &client,
+        "SELECT max(checkpoint_id) FROM eddy_catalog.checkpoints",
+    )
+    .await?
+    .parse()?;
     drop(client);
     server.kill9()?;
 
     // Flip a byte in the newest state written: the newest checkpoint (and
     // any after it naming the same state) no longer checks out.
     {
-        let db = sled::open(server.data_dir().join("sled"))?;
-        let tree = db.open_tree("checkpoints")?;
-        let (key, value) = tree
-            .scan_prefix(b"b")
-            .next_back()
-            .context("no checkpoint state stored")??;
-        let mut damaged = value.to_vec();
+        let folder = server.data_dir().join("checkpoints");
+        let mut states: Vec<_> = std::fs::read_dir(&folder)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        // Named `<checkpoint id>-<view id>.state`, in hex.
+        states.retain(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split('-').next())
+                .and_then(|id| u64::from_str_radix(id, 16).ok())
+                .is_some_and(|id| id <= complete)
+        });
+        states.sort();
+        let newest = states.last().context("no checkpoint state stored")?;
+        let mut damaged = std::fs::read(newest)?;
         let middle = damaged.len() / 2;
         damaged[middle] ^= 0x5a;
-        tree.insert(key, damaged)?;
-        db.flush()?;
+        std::fs::write(newest, damaged)?;
     }
     server.restart()?;
     let client = server.connect().await?;

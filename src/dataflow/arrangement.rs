@@ -167,9 +167,8 @@ impl Arrangement {
         state.len(self.map.len());
         for (key, bucket) in &self.map {
             state.bytes(key);
-            let rows: Vec<(&[u8], i64)> = bucket.iter().collect();
-            state.len(rows.len());
-            for (row, weight) in rows {
+            state.len(bucket.iter().count());
+            for (row, weight) in bucket.iter() {
                 state.bytes(row);
                 state.i64(weight);
             }

@@ -315,14 +315,20 @@ impl Worker {
     /// for sources and exchanges).
     fn checkpoint(&self, id: DataflowId) -> Result<Vec<u8>> {
         let dataflow = self.installed(id)?;
-        let mut state = StateWriter::new();
+        let estimate: usize = dataflow
+            .operators
+            .iter()
+            .flatten()
+            .map(|op| op.state_bytes() + 64)
+            .sum();
+        let mut state = StateWriter::with_capacity(estimate);
         state.len(dataflow.operators.len());
         for op in &dataflow.operators {
-            let mut node = StateWriter::new();
+            let section = state.begin_section();
             if let Some(op) = op {
-                op.checkpoint(&mut node)?;
+                op.checkpoint(&mut state)?;
             }
-            state.bytes(&node.into_bytes());
+            state.end_section(section);
         }
         Ok(state.into_bytes())
     }

@@ -22,6 +22,28 @@ impl StateWriter {
         StateWriter::default()
     }
 
+    /// A writer with room for about `bytes`: large states are written
+    /// without the buffer being copied as it grows.
+    pub fn with_capacity(bytes: usize) -> StateWriter {
+        StateWriter {
+            buf: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Starts a length-prefixed section written in place (read back with
+    /// [`StateReader::bytes`]); [`StateWriter::end_section`] fills in its
+    /// length.
+    pub fn begin_section(&mut self) -> usize {
+        let at = self.buf.len();
+        self.u64(0);
+        at
+    }
+
+    pub fn end_section(&mut self, at: usize) {
+        let len = (self.buf.len() - at - 8) as u64;
+        self.buf[at..at + 8].copy_from_slice(&len.to_le_bytes());
+    }
+
     pub fn u64(&mut self, v: u64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
@@ -192,6 +214,10 @@ mod tests {
         w.bool(true);
         w.bytes(b"abc");
         w.str("zé");
+        let section = w.begin_section();
+        w.u64(9);
+        w.bool(false);
+        w.end_section(section);
         let bytes = w.into_bytes();
         let mut r = StateReader::new(&bytes);
         assert_eq!(r.u64().unwrap(), 7);
@@ -201,6 +227,10 @@ mod tests {
         assert!(r.bool().unwrap());
         assert_eq!(r.bytes().unwrap(), b"abc");
         assert_eq!(r.str().unwrap(), "zé");
+        let mut section = StateReader::new(r.bytes().unwrap());
+        assert_eq!(section.u64().unwrap(), 9);
+        assert!(!section.bool().unwrap());
+        section.finish().unwrap();
         r.finish().unwrap();
     }
 

@@ -12,14 +12,17 @@
 //! nothing had happened: every event after the positions is read again,
 //! every event before them is in the state exactly once.
 //!
-//! Layout in the `checkpoints` tree:
-//! - `m` + checkpoint id (big-endian): the manifest, JSON after its
-//!   checksum. It is written last, once every state it names is flushed,
-//!   so a manifest on disk means a complete checkpoint;
-//! - `b` + checkpoint id + view id + chunk number: a view's state, in
-//!   chunks. A view that did not change since the previous checkpoint is
-//!   not written again: its manifest entry names the older checkpoint
-//!   holding its state.
+//! Layout:
+//! - in sled's `checkpoints` tree, `m` + checkpoint id (big-endian): the
+//!   manifest, JSON after its checksum. It is written last, once every
+//!   state it names is on disk, so a manifest means a complete checkpoint;
+//! - in `<data dir>/checkpoints/`, one file per view state,
+//!   `<checkpoint id>-<view id>.state` (hex), written and fsynced before
+//!   the manifest. States live beside sled rather than in it because sled
+//!   reads its whole log when it opens: gigabytes of state there would
+//!   slow every start. A view that did not change since the previous
+//!   checkpoint is not written again: its manifest entry names the older
+//!   checkpoint holding its state.
 //!
 //! The newest [`KEEP`] manifests are kept, and the states they name. A
 //! manifest or state that fails its checksum makes recovery use the
@@ -41,9 +44,6 @@ use crate::source::reader::Offsets;
 /// Manifests kept: the newest is used, the older ones stand in if it (or
 /// a state only it names) is damaged.
 const KEEP: usize = 3;
-
-/// Bytes of state per sled value.
-const CHUNK_BYTES: usize = 4 << 20;
 
 /// Checkpoints listed by `eddy_catalog.checkpoints`.
 const HISTORY: usize = 100;
@@ -143,11 +143,12 @@ impl CheckpointInfo {
     }
 }
 
-/// The `checkpoints` tree.
+/// The manifests' tree and the states' folder.
 #[derive(Debug, Clone)]
 pub(super) struct CheckpointStore {
     tree: sled::Tree,
     db: crate::storage::Store,
+    states: std::path::PathBuf,
 }
 
 fn manifest_key(id: u64) -> Vec<u8> {
@@ -156,52 +157,64 @@ fn manifest_key(id: u64) -> Vec<u8> {
     key
 }
 
-fn state_prefix(blob: u64, view: u64) -> Vec<u8> {
-    let mut key = vec![b'b'];
-    key.extend_from_slice(&blob.to_be_bytes());
-    key.extend_from_slice(&view.to_be_bytes());
-    key
+fn state_name(blob: u64, view: u64) -> String {
+    format!("{blob:016x}-{view:016x}.state")
 }
 
-fn chunk_key(blob: u64, view: u64, chunk: usize) -> Vec<u8> {
-    let mut key = state_prefix(blob, view);
-    key.extend_from_slice(&(chunk as u32).to_be_bytes());
-    key
+/// The (checkpoint, view) of a state file's name.
+fn parse_state_name(name: &str) -> Option<(u64, u64)> {
+    let (blob, view) = name.strip_suffix(".state")?.split_once('-')?;
+    Some((
+        u64::from_str_radix(blob, 16).ok()?,
+        u64::from_str_radix(view, 16).ok()?,
+    ))
 }
 
-fn chunks_of(len: u64) -> usize {
-    (len as usize).div_ceil(CHUNK_BYTES)
+fn io_error(what: &str, path: &std::path::Path, e: std::io::Error) -> Error {
+    Error::Storage(format!("cannot {what} {}: {e}", path.display()))
 }
 
 impl CheckpointStore {
     pub fn open(db: &crate::storage::Store) -> Result<CheckpointStore> {
+        let states = db.dir().join("checkpoints");
+        std::fs::create_dir_all(&states).map_err(|e| io_error("create", &states, e))?;
         Ok(CheckpointStore {
             tree: db.tree("checkpoints")?,
             db: db.clone(),
+            states,
         })
     }
 
+    fn state_path(&self, blob: u64, view: u64) -> std::path::PathBuf {
+        self.states.join(state_name(blob, view))
+    }
+
+    /// Writes and fsyncs one view's state.
     fn write_state(&self, blob: u64, view: u64, state: &[u8]) -> Result<()> {
-        for (i, chunk) in state.chunks(CHUNK_BYTES).enumerate() {
-            self.tree.insert(chunk_key(blob, view, i), chunk)?;
-        }
-        Ok(())
+        use std::io::Write;
+        let path = self.state_path(blob, view);
+        let mut file = std::fs::File::create(&path).map_err(|e| io_error("create", &path, e))?;
+        file.write_all(state)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io_error("write", &path, e))
+    }
+
+    /// Makes the states' folder entries durable.
+    fn sync_folder(&self) -> Result<()> {
+        std::fs::File::open(&self.states)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| io_error("sync", &self.states, e))
     }
 
     /// A view's state, checked against its length and checksum.
     pub fn read_state(&self, view: u64, state: &StateRef) -> Result<Vec<u8>> {
-        let mut bytes = Vec::with_capacity(state.len as usize);
-        for i in 0..chunks_of(state.len) {
-            match self.tree.get(chunk_key(state.blob, view, i))? {
-                Some(chunk) => bytes.extend_from_slice(&chunk),
-                None => {
-                    return Err(corrupt(format!(
-                        "chunk {i} of view {view}'s state in checkpoint {} is missing",
-                        state.blob
-                    )))
-                }
-            }
-        }
+        let path = self.state_path(state.blob, view);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            corrupt(format!(
+                "view {view}'s state in checkpoint {} cannot be read: {e}",
+                state.blob
+            ))
+        })?;
         if bytes.len() as u64 != state.len || checksum(&bytes) != state.checksum {
             return Err(corrupt(format!(
                 "view {view}'s state in checkpoint {} fails its checksum",
@@ -209,6 +222,15 @@ impl CheckpointStore {
             )));
         }
         Ok(bytes)
+    }
+
+    fn remove_state(&self, blob: u64, view: u64) -> Result<()> {
+        let path = self.state_path(blob, view);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("remove", &path, e)),
+        }
     }
 
     fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
@@ -234,56 +256,29 @@ impl CheckpointStore {
         Ok(out)
     }
 
-    /// Removes manifests beyond the newest [`KEEP`], the states only they
-    /// named, and states of checkpoints that never got a manifest.
-    fn collect_garbage(&self, next_id: u64) -> Result<()> {
+    /// Removes manifests beyond the newest [`KEEP`], and every state file
+    /// no kept manifest names (those of expired checkpoints, and those of
+    /// a checkpoint whose manifest never followed: a crash in between).
+    fn collect_garbage(&self) -> Result<()> {
         let manifests = self.manifests()?;
-        let kept: Vec<&Manifest> = manifests
+        let live: BTreeSet<(u64, u64)> = manifests
             .iter()
             .take(KEEP)
             .filter_map(|(_, m)| m.as_ref().ok())
-            .collect();
-        let live: BTreeSet<(u64, u64)> = kept
-            .iter()
             .flat_map(|m| m.views.iter().map(|v| (v.state.blob, v.view)))
             .collect();
-        for (id, manifest) in manifests.iter().skip(KEEP) {
-            match manifest {
-                // Every state is named by the manifest that wrote it and by
-                // later ones that reused it; whichever of them expires last
-                // removes it.
-                Ok(m) => {
-                    for v in &m.views {
-                        if !live.contains(&(v.state.blob, v.view)) {
-                            for i in 0..chunks_of(v.state.len) {
-                                self.tree.remove(chunk_key(v.state.blob, v.view, i))?;
-                            }
-                        }
-                    }
-                }
-                Err(_) => self.remove_states_of(*id, &live)?,
-            }
+        for (id, _) in manifests.iter().skip(KEEP) {
             self.tree.remove(manifest_key(*id))?;
         }
-        // States written by a checkpoint whose manifest never followed (a
-        // crash in between): their ids are at or beyond the next one.
-        let mut orphans = vec![b'b'];
-        orphans.extend_from_slice(&next_id.to_be_bytes());
-        for entry in self.tree.range(orphans..vec![b'c']) {
-            let (key, _) = entry?;
-            self.tree.remove(key)?;
-        }
-        Ok(())
-    }
-
-    fn remove_states_of(&self, blob: u64, live: &BTreeSet<(u64, u64)>) -> Result<()> {
-        let mut prefix = vec![b'b'];
-        prefix.extend_from_slice(&blob.to_be_bytes());
-        for entry in self.tree.scan_prefix(prefix) {
-            let (key, _) = entry?;
-            let view = key.get(9..17).and_then(|b| b.try_into().ok());
-            if !view.is_some_and(|v| live.contains(&(blob, u64::from_be_bytes(v)))) {
-                self.tree.remove(key)?;
+        let entries =
+            std::fs::read_dir(&self.states).map_err(|e| io_error("list", &self.states, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("list", &self.states, e))?;
+            let name = entry.file_name();
+            if let Some((blob, view)) = parse_state_name(&name.to_string_lossy()) {
+                if !live.contains(&(blob, view)) {
+                    self.remove_state(blob, view)?;
+                }
             }
         }
         Ok(())
@@ -419,7 +414,7 @@ impl Checkpoints {
                 0
             }
         };
-        if let Err(e) = store.collect_garbage(newest + 1) {
+        if let Err(e) = store.collect_garbage() {
             tracing::error!(error = %e, "cannot remove old checkpoints");
         }
         let (recovery, valid) = recover(&store, workers).unwrap_or_else(|e| {
@@ -549,7 +544,7 @@ fn write(store: &CheckpointStore, job: Job, failpoint: Option<u64>) -> Result<Ma
         store.write_state(manifest.id, *view, state)?;
         written += state.len() as u64;
     }
-    store.db.flush()?;
+    store.sync_folder()?;
     if failpoint == Some(manifest.id) {
         tracing::error!(
             checkpoint = manifest.id,
@@ -560,7 +555,7 @@ fn write(store: &CheckpointStore, job: Job, failpoint: Option<u64>) -> Result<Ma
     manifest.bytes_written = written;
     manifest.duration_ms = started.elapsed().as_secs_f64() * 1e3;
     store.write_manifest(&manifest)?;
-    store.collect_garbage(manifest.id + 1)?;
+    store.collect_garbage()?;
     tracing::debug!(
         checkpoint = manifest.id,
         epoch = manifest.epoch,
@@ -625,7 +620,7 @@ mod tests {
                 entry(2, id, &busy(id)),
             ];
             store.write_manifest(&manifest(id, views)).unwrap();
-            store.collect_garbage(id + 1).unwrap();
+            store.collect_garbage().unwrap();
             let first = store.read_state(1, &entry(1, 1, &quiet(1)).state);
             // Checkpoints 1..=4 name the first state; it goes when 4 does.
             assert_eq!(first.is_ok(), id < 7, "after checkpoint {id}");
@@ -641,7 +636,7 @@ mod tests {
         assert!(store.read_state(1, &entry(1, 5, &quiet(5)).state).is_ok());
         // A crash between states and manifest: the states are swept.
         store.write_state(8, 2, &busy(8)).unwrap();
-        store.collect_garbage(8).unwrap();
+        store.collect_garbage().unwrap();
         assert!(store.read_state(2, &entry(2, 8, &busy(8)).state).is_err());
         drop(store);
         drop(db);
