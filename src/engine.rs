@@ -186,15 +186,17 @@ impl MaterializedView {
             .checkpoint(state);
     }
 
-    /// Replaces the output with what a checkpoint holds (`bytes`, read to
-    /// the end), or leaves it untouched on an error.
-    fn restore_output(&self, bytes: &[u8]) -> Result<()> {
+    /// The output a checkpoint holds (`bytes`, read to the end).
+    fn read_output(&self, bytes: &[u8]) -> Result<Arrangement> {
         let mut output = Arrangement::new(Arc::clone(&self.schema))?;
         let mut state = StateReader::new(bytes);
         output.restore(&mut state)?;
         state.finish()?;
+        Ok(output)
+    }
+
+    fn set_output(&self, output: Arrangement) {
         self.state.write().expect("view lock").output = output;
-        Ok(())
     }
 
     /// Identifies the dataflow a checkpoint of this view was taken from:
@@ -588,8 +590,21 @@ impl Engine {
         let output = state.bytes()?;
         state.finish()?;
         self.runtime.install(view.def.id, Arc::clone(&view.graph))?;
-        self.runtime.restore(view.def.id, parts)?;
-        view.restore_output(output)
+        // The workers load the operators while this thread loads the output.
+        std::thread::scope(|scope| {
+            let operators = std::thread::Builder::new()
+                .name("eddydb-restore".into())
+                .spawn_scoped(scope, || self.runtime.restore(view.def.id, parts))
+                .map_err(|e| Error::Internal(format!("cannot start a thread: {e}")))?;
+            let output = view.read_output(output);
+            operators
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal("restoring operators panicked".into())))?;
+            // Only once everything read back: a failed restore leaves the
+            // output empty for the rebuild.
+            view.set_output(output?);
+            Ok(())
+        })
     }
 
     /// A view's checkpointed state: every worker's operator states, then

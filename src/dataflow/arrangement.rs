@@ -178,7 +178,9 @@ impl Arrangement {
     /// Adds what [`Arrangement::checkpoint`] wrote (into an empty one).
     pub fn restore(&mut self, state: &mut StateReader<'_>) -> Result<()> {
         // A key takes at least its length and its row count.
-        for _ in 0..state.count(16)? {
+        let keys = state.count(16)?;
+        self.map.reserve(keys);
+        for _ in 0..keys {
             let key = state.bytes()?;
             for _ in 0..state.count(16)? {
                 let row = state.bytes()?;

@@ -554,6 +554,7 @@ impl Groups {
             }
             groups.free.push(slot as u32);
         }
+        groups.index.reserve(slots - groups.free.len());
         for (slot, key) in groups.keys.iter().enumerate() {
             if !free[slot] && groups.index.insert(key.clone(), slot as u32).is_some() {
                 return Err(corrupt("aggregate group held twice".into()));
