@@ -82,6 +82,8 @@ pub struct MaterializedView {
     /// Output columns the arrangement is indexed by.
     pub key_columns: Vec<usize>,
     key_codec: RowCodec,
+    /// Identifies the dataflow a checkpoint of this view was taken from.
+    fingerprint: u64,
     state: RwLock<ViewState>,
 }
 
@@ -109,6 +111,7 @@ impl MaterializedView {
         let key_codec = RowCodec::new(key_columns.iter().map(|c| schema.field(*c).data_type()))?;
         Ok(MaterializedView {
             def,
+            fingerprint: graph_fingerprint(&graph),
             graph: Arc::new(graph),
             state: RwLock::new(ViewState {
                 output: Arrangement::new(Arc::clone(&schema))?,
@@ -199,17 +202,20 @@ impl MaterializedView {
         self.state.write().expect("view lock").output = output;
     }
 
-    /// Identifies the dataflow a checkpoint of this view was taken from:
-    /// every node with its place in the graph, as EXPLAIN describes it.
     fn fingerprint(&self) -> u64 {
-        let text: Vec<String> = self
-            .graph
-            .explain_nodes()
-            .into_iter()
-            .map(|(depth, node, line)| format!("{depth} {node} {line}"))
-            .collect();
-        checksum(text.join("\n").as_bytes())
+        self.fingerprint
     }
+}
+
+/// Every node of `graph` with its place in it, as EXPLAIN describes it,
+/// hashed.
+fn graph_fingerprint(graph: &Graph) -> u64 {
+    let text: Vec<String> = graph
+        .explain_nodes()
+        .into_iter()
+        .map(|(depth, node, line)| format!("{depth} {node} {line}"))
+        .collect();
+    checksum(text.join("\n").as_bytes())
 }
 
 /// Rows of a change from which the table's own apply runs beside the

@@ -310,6 +310,14 @@ impl Bucket {
 mod tests {
     use super::*;
 
+    /// The encoded first (Int64) column of each row: the test key.
+    fn first_column_keys(batch: &ChangeBatch) -> Rows {
+        RowCodec::new([&datafusion::arrow::datatypes::DataType::Int64])
+            .unwrap()
+            .encode(&batch.data.columns()[..1])
+            .unwrap()
+    }
+
     #[test]
     fn retraction_removes_and_lookup_decodes() {
         let batch = ChangeBatch::from_pretty(
@@ -320,17 +328,11 @@ mod tests {
         )
         .unwrap();
         let mut arr = Arrangement::new(batch.schema()).unwrap();
-        let keys = RowCodec::new([&datafusion::arrow::datatypes::DataType::Int64])
-            .unwrap()
-            .encode(&batch.data.columns()[..1])
-            .unwrap();
+        let keys = first_column_keys(&batch);
         arr.update(&batch, |i| keys.row(i).data()).unwrap();
         assert_eq!(arr.row_count(), 4);
         let retract = ChangeBatch::from_pretty(" I T\n - 1 a").unwrap();
-        let rkeys = RowCodec::new([&datafusion::arrow::datatypes::DataType::Int64])
-            .unwrap()
-            .encode(&retract.data.columns()[..1])
-            .unwrap();
+        let rkeys = first_column_keys(&retract);
         arr.update(&retract, |i| rkeys.row(i).data()).unwrap();
         let one = arr.lookup(keys.row(0).data()).unwrap();
         assert_eq!(ChangeBatch::inserts(one).to_lines(), vec!["+1 1, b"]);
@@ -348,10 +350,7 @@ mod tests {
         )
         .unwrap();
         let mut arr = Arrangement::new(batch.schema()).unwrap();
-        let keys = RowCodec::new([&datafusion::arrow::datatypes::DataType::Int64])
-            .unwrap()
-            .encode(&batch.data.columns()[..1])
-            .unwrap();
+        let keys = first_column_keys(&batch);
         arr.update(&batch, |i| keys.row(i).data()).unwrap();
         let mut state = StateWriter::new();
         arr.checkpoint(&mut state);

@@ -97,3 +97,37 @@ macro_rules! stateless_operator {
         }
     };
 }
+
+/// What every operator's checkpoint tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Checkpoints `op` and restores the instance `fresh` makes from it on
+    /// `shard` with input schemas `inputs`, checking that it holds as many
+    /// bytes and that no cut-short checkpoint restores. Returns the
+    /// restored instance and the checkpoint; `what` names the case.
+    pub fn round_trip(
+        op: &dyn Operator,
+        fresh: impl Fn() -> Box<dyn Operator>,
+        shard: Shard,
+        inputs: &[SchemaRef],
+        what: &str,
+    ) -> (Box<dyn Operator>, Vec<u8>) {
+        let mut state = StateWriter::new();
+        op.checkpoint(&mut state).unwrap();
+        let bytes = state.into_bytes();
+        let restore = |bytes: &[u8]| {
+            let mut restored = fresh();
+            let mut reader = StateReader::new(bytes);
+            let restoring = restored.restore(shard, inputs, &mut reader);
+            restoring.and_then(|()| reader.finish()).map(|()| restored)
+        };
+        let restored = restore(&bytes).unwrap();
+        assert_eq!(restored.state_bytes(), op.state_bytes(), "{what}");
+        for cut in 0..bytes.len() {
+            assert!(restore(&bytes[..cut]).is_err(), "{what} cut at {cut}");
+        }
+        (restored, bytes)
+    }
+}

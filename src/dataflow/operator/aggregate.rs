@@ -1961,28 +1961,16 @@ mod tests {
         spec(&s, groups, calls, types)
     }
 
-    /// Checkpoints `op` and restores a fresh instance of `spec` from it on
-    /// `shard`, checking that it holds as many bytes, checkpoints to the
-    /// same bytes again, and that no cut-short checkpoint restores.
+    /// [`round_trip`](crate::dataflow::operator::testing::round_trip) of
+    /// an aggregate, which must also checkpoint to the same bytes again.
     fn round_trip(spec: &AggregateSpec, op: &dyn Operator, shard: Shard) -> Box<dyn Operator> {
-        let mut state = StateWriter::new();
-        op.checkpoint(&mut state).unwrap();
-        let bytes = state.into_bytes();
+        let fresh = || spec.instantiate().unwrap();
         let inputs = [input(" I I")];
-        let restore = |bytes: &[u8]| {
-            let mut restored = spec.instantiate().unwrap();
-            let mut reader = StateReader::new(bytes);
-            let restoring = restored.restore(shard, &inputs, &mut reader);
-            restoring.and_then(|()| reader.finish()).map(|()| restored)
-        };
-        let restored = restore(&bytes).unwrap();
-        assert_eq!(restored.state_bytes(), op.state_bytes());
+        let (restored, bytes) =
+            crate::dataflow::operator::testing::round_trip(op, fresh, shard, &inputs, "aggregate");
         let mut again = StateWriter::new();
         restored.checkpoint(&mut again).unwrap();
         assert!(again.into_bytes() == bytes, "the restored state differs");
-        for cut in 0..bytes.len() {
-            assert!(restore(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
         restored
     }
 

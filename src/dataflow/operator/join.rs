@@ -1271,26 +1271,11 @@ mod tests {
         }
     }
 
-    /// Checkpoints `op` and restores a fresh join of `config` from it,
-    /// checking that it holds as many bytes and that no cut-short
-    /// checkpoint restores.
     fn round_trip(config: Config, op: &dyn Operator) -> Box<dyn Operator> {
-        let mut state = StateWriter::new();
-        op.checkpoint(&mut state).unwrap();
-        let bytes = state.into_bytes();
+        let fresh = || spec(config).instantiate().unwrap();
         let inputs = [side_schema(), side_schema()];
-        let restore = |bytes: &[u8]| {
-            let mut restored = spec(config).instantiate().unwrap();
-            let mut reader = StateReader::new(bytes);
-            let restoring = restored.restore(Shard::SINGLE, &inputs, &mut reader);
-            restoring.and_then(|()| reader.finish()).map(|()| restored)
-        };
-        let restored = restore(&bytes).unwrap();
-        assert_eq!(restored.state_bytes(), op.state_bytes(), "{config:?}");
-        for cut in 0..bytes.len() {
-            assert!(restore(&bytes[..cut]).is_err(), "{config:?} cut at {cut}");
-        }
-        restored
+        let what = format!("{config:?}");
+        crate::dataflow::operator::testing::round_trip(op, fresh, Shard::SINGLE, &inputs, &what).0
     }
 
     /// Random steps, a checkpoint, then the same steps (ending with every

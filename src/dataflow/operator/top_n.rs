@@ -1104,26 +1104,11 @@ mod tests {
         }
     }
 
-    /// Checkpoints `op` and restores a fresh top-N of `s` from it, checking
-    /// that it holds as many bytes and that no cut-short checkpoint
-    /// restores.
     fn round_trip(s: Setting, op: &dyn Operator) -> Box<dyn Operator> {
-        let mut state = StateWriter::new();
-        op.checkpoint(&mut state).unwrap();
-        let bytes = state.into_bytes();
+        let fresh = || spec(s).instantiate().unwrap();
         let inputs = [input_schema()];
-        let restore = |bytes: &[u8]| {
-            let mut restored = spec(s).instantiate().unwrap();
-            let mut reader = StateReader::new(bytes);
-            let restoring = restored.restore(Shard::SINGLE, &inputs, &mut reader);
-            restoring.and_then(|()| reader.finish()).map(|()| restored)
-        };
-        let restored = restore(&bytes).unwrap();
-        assert_eq!(restored.state_bytes(), op.state_bytes(), "{s:?}");
-        for cut in 0..bytes.len() {
-            assert!(restore(&bytes[..cut]).is_err(), "{s:?} cut at {cut}");
-        }
-        restored
+        let what = format!("{s:?}");
+        crate::dataflow::operator::testing::round_trip(op, fresh, Shard::SINGLE, &inputs, &what).0
     }
 
     /// One epoch of `batches`; its output as it came, unconsolidated.
