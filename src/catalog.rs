@@ -78,9 +78,6 @@ impl TableDef {
     }
 }
 
-/// Per stream source, where a restored view's reader resumes.
-type ResumePositions = BTreeMap<String, crate::source::reader::Offsets>;
-
 /// Every relation of the database, durable.
 #[derive(Debug)]
 pub struct Catalog {
@@ -94,9 +91,11 @@ pub struct Catalog {
     /// Views restored at start whose readers wait until every view is
     /// back: a reader started early would move its view past the epoch
     /// the views over it are restored at. With where each resumes.
-    deferred_readers: Mutex<Vec<(ViewDef, Option<ResumePositions>)>>,
+    deferred_readers: Mutex<Vec<(ViewDef, Option<crate::source::reader::Resume>)>>,
     /// Bad records the readers set apart.
     errors: crate::source::status::ErrorLog,
+    /// Events too late to read, which the readers set apart.
+    late: crate::source::status::ErrorLog,
     engine: Arc<Engine>,
     /// Serialises DDL so ids and names are decided one at a time.
     ddl: Mutex<()>,
@@ -125,6 +124,7 @@ impl Catalog {
             .map(|s| (s.def.name.clone(), Arc::new(s)))
             .collect();
         let errors = crate::source::status::ErrorLog::new(store.tree("source_errors")?);
+        let late = crate::source::status::ErrorLog::new(store.tree("late_events")?);
         let engine = Arc::new(Engine::new(workers, &store, checkpoint_interval)?);
         Ok(Catalog {
             store,
@@ -134,6 +134,7 @@ impl Catalog {
             readers: Mutex::new(Vec::new()),
             deferred_readers: Mutex::new(Vec::new()),
             errors,
+            late,
             engine,
             ddl: Mutex::new(()),
             version: AtomicU64::new(1),

@@ -33,7 +33,7 @@ use crate::dataflow::runtime::{Runtime, StepInput};
 use crate::dataflow::state::{checksum, StateReader, StateWriter};
 use crate::dataflow::ChangeBatch;
 use crate::error::{Error, Result};
-use crate::source::reader::Offsets;
+use crate::source::reader::{Offsets, Resume};
 use crate::storage::{Change, PreparedChange, Store, Table};
 
 pub use checkpoint::CheckpointInfo;
@@ -236,6 +236,8 @@ struct Dataflows {
     /// Per checkpointed view and stream source, the next positions its
     /// reader has not committed, as of the last epoch.
     positions: BTreeMap<u64, BTreeMap<String, Offsets>>,
+    /// Likewise, each partition's watermark there.
+    watermarks: BTreeMap<u64, BTreeMap<String, Offsets>>,
     /// Views whose state changed since the last checkpoint.
     dirty: BTreeSet<u64>,
     /// Whether a checkpointed view's reader committed since then.
@@ -296,6 +298,7 @@ impl Engine {
                 views: BTreeMap::new(),
                 checkpointed: BTreeSet::new(),
                 positions: BTreeMap::new(),
+                watermarks: BTreeMap::new(),
                 dirty: BTreeSet::new(),
                 moved: false,
                 stored: BTreeMap::new(),
@@ -375,15 +378,16 @@ impl Engine {
     /// Commits rows a stream source produced for one view, as one epoch:
     /// they run through `view_id`'s dataflow only (every view reading a
     /// stream has a reader of its own), then through the views over that
-    /// view. `positions` are the reader's next positions after these rows:
-    /// a checkpoint stores them with the state they led to. Returns the
-    /// epoch. Blocking.
+    /// view. `positions` are the reader's next positions after these rows
+    /// and `watermarks` its partitions' watermarks there: a checkpoint
+    /// stores them with the state they led to. Returns the epoch. Blocking.
     pub fn commit_stream(
         &self,
         view_id: u64,
         source: &str,
         rows: RecordBatch,
         positions: &Offsets,
+        watermarks: &Offsets,
     ) -> Result<u64> {
         // A view that is gone: UndefinedTable, which ends its reader.
         let mut df = self.views.lock().expect("commit lock");
@@ -417,6 +421,12 @@ impl Engine {
             .entry(view_id)
             .or_default()
             .insert(source.to_string(), positions.clone());
+        if !watermarks.is_empty() {
+            df.watermarks
+                .entry(view_id)
+                .or_default()
+                .insert(source.to_string(), watermarks.clone());
+        }
         df.moved = true;
         if self.checkpoint_due(df) {
             self.checkpoint(df);
@@ -493,7 +503,7 @@ impl Engine {
         &self,
         view: Arc<MaterializedView>,
         reader: &dyn RelationReader,
-    ) -> Result<Option<BTreeMap<String, Offsets>>> {
+    ) -> Result<Option<Resume>> {
         let mut df = self.views.lock().expect("commit lock");
         let df = &mut *df;
         let by_name = |name: &str| {
@@ -554,7 +564,7 @@ impl Engine {
         df: &mut Dataflows,
         view: &Arc<MaterializedView>,
         inputs: &[u64],
-    ) -> Option<BTreeMap<String, Offsets>> {
+    ) -> Option<Resume> {
         let mut recovery = self.checkpoints.recovery.lock().expect("checkpoint lock");
         let recovery = recovery.as_mut()?;
         let id = view.def.id;
@@ -580,8 +590,12 @@ impl Engine {
         df.views.insert(id, Arc::clone(view));
         df.checkpointed.insert(id);
         df.positions.insert(id, entry.positions.clone());
+        df.watermarks.insert(id, entry.watermarks.clone());
         df.stored.insert(id, entry.state);
-        Some(entry.positions)
+        Some(Resume {
+            positions: entry.positions,
+            watermarks: entry.watermarks,
+        })
     }
 
     /// Installs a view's dataflow with the operator states and output a
@@ -712,6 +726,7 @@ impl Engine {
                 graph: view.fingerprint(),
                 state,
                 positions: df.positions.get(vid).cloned().unwrap_or_default(),
+                watermarks: df.watermarks.get(vid).cloned().unwrap_or_default(),
             });
         }
         let manifest = Manifest {
@@ -765,6 +780,7 @@ impl Engine {
         }
         df.checkpointed.remove(&id);
         df.positions.remove(&id);
+        df.watermarks.remove(&id);
         df.dirty.remove(&id);
         df.stored.remove(&id);
     }

@@ -78,6 +78,10 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidParameter(String),
+    /// A function called with arguments it cannot use (22023), with what
+    /// would work.
+    #[error("{message}")]
+    InvalidArgument { message: String, hint: String },
     #[error("unrecognized configuration parameter \"{0}\"")]
     UnknownSetting(String),
     #[error("{0}")]
@@ -148,7 +152,7 @@ impl Error {
             Error::NotNull { .. } => "23502",
             Error::UniqueViolation { .. } => "23505",
             Error::FeatureNotSupported { .. } => "0A000",
-            Error::InvalidParameter(_) => "22023",
+            Error::InvalidParameter(_) | Error::InvalidArgument { .. } => "22023",
             Error::UnknownSetting(_) => "42704",
             Error::Planning(_) => "42000",
             Error::UndefinedDatabase(_) => "3D000",
@@ -182,9 +186,9 @@ impl Error {
                 Some("Another statement changed these rows meanwhile; retry.".to_string())
             }
             Error::DependentObjects { cascade_hint, .. } => Some(cascade_hint.clone()),
-            Error::SourceUnavailable { hint, .. } | Error::SourceNotQueryable { hint, .. } => {
-                Some(hint.clone())
-            }
+            Error::SourceUnavailable { hint, .. }
+            | Error::SourceNotQueryable { hint, .. }
+            | Error::InvalidArgument { hint, .. } => Some(hint.clone()),
             Error::ViewFailed { name, .. } => Some(format!(
                 "DROP MATERIALIZED VIEW {name} and create it again once the cause is fixed."
             )),

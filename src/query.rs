@@ -151,11 +151,15 @@ impl QueryContext {
     }
 
     /// Rewrites a client's query so Postgres-only syntax (catalog casts,
-    /// `OPERATOR(pg_catalog.~)`, implicit `pg_catalog` names) plans.
-    pub fn rewrite(&self, stmt: &mut Statement) {
+    /// `OPERATOR(pg_catalog.~)`, implicit `pg_catalog` names) plans, and
+    /// window table functions become derived tables
+    /// ([`crate::sql::windows`]).
+    pub fn rewrite(&self, stmt: &mut Statement) -> Result<()> {
+        crate::sql::windows::rewrite(stmt)?;
         let catalog = &self.catalog;
         pg_catalog::rewrite_statement(stmt, &|name| catalog.relation_exists(name));
         normalize_interval_literals(stmt);
+        Ok(())
     }
 
     /// Plans a statement DataFusion understands (queries, VALUES, EXPLAIN).

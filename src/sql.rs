@@ -12,6 +12,7 @@ mod point_lookup;
 mod settings;
 mod sources;
 mod views;
+pub(crate) mod windows;
 
 pub use views::restore_views;
 
@@ -251,7 +252,8 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         }
         _ => sql.to_string(),
     };
-    let sql = sql.as_str();
+    let sql = windows::strip_table_arguments(&sql);
+    let sql = sql.as_ref();
     Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| Error::from(e).with_statement_text(sql))
 }
@@ -372,7 +374,7 @@ impl Session {
     async fn run_query(&mut self, stmt: Statement, params: &[ScalarValue]) -> Result<Output> {
         check_query(&stmt)?;
         let mut rewritten = stmt.clone();
-        self.query.rewrite(&mut rewritten);
+        self.query.rewrite(&mut rewritten)?;
         let plan = self.query.plan(rewritten).await?;
         let schema = colnames::pg_schema(&stmt, &Arc::new(plan.schema().as_arrow().clone()));
         let stream = self.query.execute(plan, params).await?;
@@ -467,7 +469,7 @@ impl Session {
             Statement::Query(_) | Statement::Explain { .. } => {
                 check_query(&statement)?;
                 let mut rewritten = statement.clone();
-                self.query.rewrite(&mut rewritten);
+                self.query.rewrite(&mut rewritten)?;
                 let plan = self.query.plan(rewritten).await?;
                 let schema = Arc::new(plan.schema().as_arrow().clone());
                 prepared.result_schema = Some(colnames::pg_schema(&statement, &schema));
@@ -580,7 +582,7 @@ impl Session {
                     }
                 };
                 let mut query = query;
-                self.query.rewrite(&mut query);
+                self.query.rewrite(&mut query)?;
                 let plan = self.query.plan(query).await?;
                 let (schema, batches) = self.query.collect(plan, params).await?;
                 Ok(Output::CopyOut { options, schema, batches })

@@ -21,8 +21,10 @@ use server::{ServerOptions, TestServer};
 use tokio_postgres::Client;
 
 /// The views under test, by name: aggregates of every accumulator kind, a
-/// global aggregate, top-N, a join of two sources and a view over a view.
-const VIEWS: [(&str, &str); 5] = [
+/// global aggregate, top-N, a join of two sources, a view over a view, and
+/// tumbling and hopping windows over a source with late events (whose
+/// watermarks must survive a crash for the same events to be found late).
+const VIEWS: [(&str, &str); 7] = [
     ("totals", "SELECT count(*) AS n, sum(id) AS s FROM ev"),
     (
         "per_k",
@@ -44,9 +46,29 @@ const VIEWS: [(&str, &str); 5] = [
         "busiest",
         "SELECT max(n) AS most, sum(n) AS total FROM {per_k}",
     ),
+    (
+        "per_second",
+        "SELECT page, window_start, window_end, count(*) AS c \
+         FROM TUMBLE(clicks, ts, INTERVAL '1 second') GROUP BY page, window_start, window_end",
+    ),
+    (
+        "hopping",
+        "SELECT window_start, count(*) AS c, count(DISTINCT user_id) AS users \
+         FROM HOP(clicks, ts, INTERVAL '1 second', INTERVAL '3 seconds') GROUP BY window_start",
+    ),
 ];
 
-/// Creates the two sources (`rows` events at `rate` a second) and the views.
+/// Every click `per_second` (named with `prefix`) has read: counted in a
+/// window or kept as too late.
+fn clicks_read(prefix: &str) -> String {
+    format!(
+        "SELECT (SELECT sum(c) FROM {prefix}per_second) + (SELECT count(*) \
+         FROM eddy_catalog.late_events WHERE feeds = '{prefix}per_second')"
+    )
+}
+
+/// Creates the sources (`rows` events at `rate` a second, and a quarter as
+/// many clicks, 2% of them 3 s late, which is too late) and the views.
 async fn create(client: &Client, rows: u64, rate: u64) -> anyhow::Result<()> {
     client
         .batch_execute(&format!(
@@ -61,7 +83,15 @@ async fn create(client: &Client, rows: u64, rate: u64) -> anyhow::Result<()> {
              WITH (connector = 'datagen', fields.k.kind = 'sequence', \
                    fields.k.start = '1', fields.k.end = '40', \
                    fields.label.kind = 'choice', fields.label.values = 'x,y,z', \
-                   datagen.rows = '40');"
+                   datagen.rows = '40');
+             CREATE SOURCE clicks (user_id varchar, page varchar, ts timestamptz, \
+                   WATERMARK FOR ts AS ts - INTERVAL '1 second') \
+             WITH (connector = 'datagen', generator = 'page_clicks', \
+                   late.fraction = '0.02', late.by = '3 seconds', \
+                   watermark.allowed.lateness = '1.5 seconds', \
+                   datagen.rows = '{clicks}', datagen.rows.per.second = '{click_rate}');",
+            clicks = rows / 4,
+            click_rate = rate / 4,
         ))
         .await?;
     create_views(client, "").await
@@ -89,10 +119,38 @@ async fn check_against_fresh_views(client: &Client, rows_total: u64) -> anyhow::
     wait_for(client, "SELECT n FROM totals", &total).await?;
     wait_for(client, "SELECT total FROM busiest", &total).await?;
     wait_for(client, "SELECT sum(n) FROM labelled", &total).await?;
+    let clicks = (rows_total / 4).to_string();
+    wait_for(client, &clicks_read(""), &clicks).await?;
     create_views(client, "ref_").await?;
     wait_for(client, "SELECT n FROM ref_totals", &total).await?;
     wait_for(client, "SELECT total FROM ref_busiest", &total).await?;
     wait_for(client, "SELECT sum(n) FROM ref_labelled", &total).await?;
+    wait_for(client, &clicks_read("ref_"), &clicks).await?;
+    // Each click read is in three hopping windows.
+    let read: u64 = value(client, "SELECT sum(c) FROM per_second")
+        .await?
+        .parse()?;
+    for prefix in ["", "ref_"] {
+        let sql = format!("SELECT sum(c) FROM {prefix}hopping");
+        wait_for(client, &sql, &(3 * read).to_string()).await?;
+    }
+    let late = |feeds: &str| {
+        format!(
+            "SELECT \"offset\", event_time, reason FROM eddy_catalog.late_events \
+             WHERE feeds = '{feeds}' ORDER BY 1"
+        )
+    };
+    let (got, expected) = (
+        rows(client, &late("per_second")).await?,
+        rows(client, &late("ref_per_second")).await?,
+    );
+    ensure!(!expected.is_empty(), "no click was too late");
+    ensure!(
+        got == expected,
+        "the late events differ from a view that never crashed: {} against {}",
+        got.len(),
+        expected.len()
+    );
     for (name, _) in VIEWS {
         let mut got = rows(client, &format!("SELECT * FROM {name}")).await?;
         let mut expected = rows(client, &format!("SELECT * FROM ref_{name}")).await?;

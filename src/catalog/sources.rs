@@ -76,6 +76,11 @@ impl Catalog {
         &self.errors
     }
 
+    /// The events readers found too late to read.
+    pub fn late_events(&self) -> &crate::source::status::ErrorLog {
+        &self.late
+    }
+
     /// `CREATE SOURCE` or a connector-fed `CREATE TABLE`. Blocking (a Kafka
     /// source asks its broker where to start). `Ok(false)` when the name is
     /// taken and `if_not_exists` is set.
@@ -152,6 +157,7 @@ impl Catalog {
             &entry.def.name,
             Target::Table(table),
             start,
+            Offsets::new(),
         )
     }
 
@@ -162,6 +168,7 @@ impl Catalog {
         feeds: &str,
         target: Target,
         start: Offsets,
+        start_watermarks: Offsets,
     ) -> Result<()> {
         let def = entry.def.clone();
         let status = Arc::new(ReaderStatus::new(
@@ -178,8 +185,10 @@ impl Catalog {
             target,
             engine: Arc::clone(&self.engine),
             errors: self.errors.clone(),
+            late: self.late.clone(),
             status,
             start,
+            start_watermarks,
         }
         .spawn()?;
         self.readers.lock().expect("readers lock").push(running);
@@ -194,7 +203,7 @@ impl Catalog {
     pub(super) fn start_view_readers(
         &self,
         view: &crate::engine::ViewDef,
-        resume: Option<&std::collections::BTreeMap<String, Offsets>>,
+        resume: Option<&crate::source::reader::Resume>,
     ) -> Result<std::collections::BTreeMap<String, Offsets>> {
         let mut starts = std::collections::BTreeMap::new();
         for name in &view.depends_on {
@@ -202,7 +211,7 @@ impl Catalog {
                 continue;
             };
             let start = match (
-                resume.and_then(|r| r.get(name)),
+                resume.and_then(|r| r.positions.get(name)),
                 view.stream_starts.get(name),
             ) {
                 (Some(resumed), _) => resumed.clone(),
@@ -216,6 +225,10 @@ impl Catalog {
                 &view.name,
                 Target::View { id: view.id },
                 start,
+                resume
+                    .and_then(|r| r.watermarks.get(name))
+                    .cloned()
+                    .unwrap_or_default(),
             ) {
                 self.stop_readers_of(view.id);
                 return Err(e);
@@ -235,7 +248,7 @@ impl Catalog {
         for reader in stopping {
             reader.stop();
         }
-        if let Err(e) = self.errors.forget(id) {
+        if let Err(e) = self.errors.forget(id).and_then(|()| self.late.forget(id)) {
             tracing::warn!(error = %e, "cannot forget the bad records of a dropped reader");
         }
     }

@@ -82,6 +82,9 @@ pub(super) struct ViewEntry {
     /// Per stream source: the next offsets its reader had not yet
     /// committed. A source missing here had committed nothing.
     pub positions: BTreeMap<String, Offsets>,
+    /// Per stream source, each partition's watermark at those positions.
+    #[serde(default)]
+    pub watermarks: BTreeMap<String, Offsets>,
 }
 
 /// What must match for a checkpoint's states to be read by this build:
@@ -580,6 +583,7 @@ mod tests {
                 checksum: checksum(bytes),
             },
             positions: BTreeMap::new(),
+            watermarks: BTreeMap::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 //!
 //! - `source_partitions`: per source reader and partition, where it stands.
 //! - `source_errors`: the bad records readers set apart.
+//! - `late_events`: the events readers found too late to read.
 //! - `checkpoints`: recent checkpoints of the views over streams.
 
 use std::sync::Arc;
@@ -21,7 +22,12 @@ use crate::catalog::Catalog;
 
 pub const SCHEMA: &str = "eddy_catalog";
 
-const RELATIONS: [&str; 3] = ["source_partitions", "source_errors", "checkpoints"];
+const RELATIONS: [&str; 4] = [
+    "source_partitions",
+    "source_errors",
+    "late_events",
+    "checkpoints",
+];
 
 #[derive(Debug)]
 pub struct EddyCatalog(pub Arc<Catalog>);
@@ -36,6 +42,7 @@ impl SchemaProvider for EddyCatalog {
         let batch = match name {
             "source_partitions" => source_partitions(&self.0),
             "source_errors" => source_errors(&self.0),
+            "late_events" => late_events(&self.0),
             "checkpoints" => checkpoints(&self.0),
             _ => return Ok(None),
         }?;
@@ -154,6 +161,47 @@ fn source_errors(catalog: &Catalog) -> DfResult<RecordBatch> {
             TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.at_us))
                 .with_timezone(crate::types::UTC),
         ),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+fn late_events(catalog: &Catalog) -> DfResult<RecordBatch> {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("feeds", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new("event_time", timestamptz(), true),
+        Field::new("watermark", timestamptz(), true),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("row", DataType::Utf8, true),
+        Field::new("at", timestamptz(), false),
+    ]));
+    let rows = catalog
+        .late_events()
+        .rows()
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let instants = |values: Vec<Option<i64>>| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(values).with_timezone(crate::types::UTC))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.source),
+        )),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.feeds))),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.partition),
+        )),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset))),
+        instants(rows.iter().map(|r| r.event_time_us).collect()),
+        instants(rows.iter().map(|r| r.watermark_us).collect()),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &r.reason),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.payload.clone()),
+        )),
+        instants(rows.iter().map(|r| Some(r.at_us)).collect()),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

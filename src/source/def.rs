@@ -221,6 +221,11 @@ pub struct RunOptions {
     pub idle_timeout_ms: u64,
     /// `max.message.bytes`: larger payloads are bad records.
     pub max_message_bytes: usize,
+    /// `watermark.allowed.lateness`, in microseconds: how far behind its
+    /// partition's watermark an event may be and still be read. Later
+    /// events go to `eddy_catalog.late_events`. Only with a WATERMARK.
+    #[serde(default)]
+    pub allowed_lateness_us: i64,
 }
 
 impl Default for RunOptions {
@@ -229,14 +234,16 @@ impl Default for RunOptions {
             bad_records: BadRecordAction::Skip,
             idle_timeout_ms: 5_000,
             max_message_bytes: crate::source::decode::DEFAULT_MAX_MESSAGE_BYTES,
+            allowed_lateness_us: 0,
         }
     }
 }
 
 /// The option keys [`RunOptions`] reads.
-const RUN_OPTIONS: [&str; 3] = [
+const RUN_OPTIONS: [&str; 4] = [
     "bad.record.action",
     "watermark.idle.timeout.ms",
+    "watermark.allowed.lateness",
     "max.message.bytes",
 ];
 
@@ -271,6 +278,15 @@ impl RunOptions {
         if let Some(v) = options.get("max.message.bytes") {
             run.max_message_bytes =
                 usize::try_from(positive("max.message.bytes", v)?).unwrap_or(usize::MAX);
+        }
+        if let Some(v) = options.get("watermark.allowed.lateness") {
+            run.allowed_lateness_us = crate::sql::windows::fixed_interval_micros(v)
+                .filter(|us| *us >= 0)
+                .ok_or_else(|| {
+                    Error::InvalidParameter(format!(
+                        "invalid value for option \"watermark.allowed.lateness\": \"{v}\" (expected an interval of days or less, e.g. '30 minutes')"
+                    ))
+                })?;
         }
         Ok(run)
     }
@@ -776,6 +792,19 @@ impl CreateSource {
         self.check_column_list(&connector)?;
         let includes = self.includes(&connector, &columns)?;
         let watermark = self.watermark(&columns, &includes)?;
+        if watermark.is_none()
+            && self
+                .options
+                .iter()
+                .any(|(k, _)| k == "watermark.allowed.lateness")
+        {
+            return Err(Error::InvalidDefinition(format!(
+                "option \"watermark.allowed.lateness\" of {} {} needs a WATERMARK FOR clause: \
+                 lateness is measured against the watermark",
+                self.kind.name(),
+                self.name
+            )));
+        }
         let format = self.format(&connector, &primary_key)?;
         Ok(SourceDef {
             name: self.name.clone(),

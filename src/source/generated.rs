@@ -104,6 +104,7 @@ impl DatagenReader {
                 rows: 0..decoded.batch.num_rows(),
                 next_offset: first + batch.num_rows() as i64,
             }],
+            offsets: Some(decoded.rows.iter().map(|&r| first + i64::from(r)).collect()),
             rows: decoded.batch,
             deletes: None,
             bad,
@@ -128,6 +129,7 @@ impl Reader for DatagenReader {
                     deletes: None,
                     partitions: Vec::new(),
                     bad: Vec::new(),
+                    offsets: None,
                 });
             }
             // Pacing: nothing is due yet.
@@ -151,6 +153,7 @@ impl Reader for DatagenReader {
                 rows: batch,
                 deletes: None,
                 bad: Vec::new(),
+                offsets: None,
             },
         };
         self.next = end;

@@ -617,22 +617,26 @@ impl Reader for KafkaReader {
                         progress.rows = range.clone();
                     }
                 }
+                let offsets = plain.row_messages.iter().map(|&i| messages[i].offset);
                 Ok(Polled {
                     rows,
                     deletes: None,
                     partitions,
                     bad: plain.bad,
+                    offsets: Some(offsets.collect()),
                 })
             }
             Shape::Upsert(upsert) => {
                 let collapsed = upsert.decode(&messages)?;
                 let declared = upsert.declared_columns(&collapsed)?;
                 let rows = self.with_includes(declared, &messages, &collapsed.upserted)?;
+                let offsets = collapsed.upserted.iter().map(|&i| messages[i].offset);
                 Ok(Polled {
                     rows,
                     deletes: Some(collapsed.deletes),
                     partitions,
                     bad: collapsed.bad,
+                    offsets: Some(offsets.collect()),
                 })
             }
         }

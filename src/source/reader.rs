@@ -19,6 +19,15 @@ use crate::error::Result;
 /// The next offset to read, per partition.
 pub type Offsets = BTreeMap<i32, i64>;
 
+/// Where a restored view's readers go on from, per stream source: the next
+/// offsets, and each partition's watermark then (microseconds since the
+/// epoch), as of one checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub positions: BTreeMap<String, Offsets>,
+    pub watermarks: BTreeMap<String, Offsets>,
+}
+
 /// What one [`Reader::poll`] returned.
 #[derive(Debug)]
 pub struct Polled {
@@ -35,9 +44,21 @@ pub struct Polled {
     pub partitions: Vec<PartitionProgress>,
     /// Messages that did not decode.
     pub bad: Vec<BadMessage>,
+    /// The offset of each row, when the rows of a partition are not simply
+    /// the messages just before its `next_offset` (bad records, a skipped
+    /// header, or collapsed upserts in between).
+    pub offsets: Option<Vec<i64>>,
 }
 
 impl Polled {
+    /// The offset of row `row`, which partition `progress` produced.
+    pub fn offset_of(&self, progress: &PartitionProgress, row: usize) -> i64 {
+        match &self.offsets {
+            Some(offsets) => offsets[row],
+            None => progress.next_offset - (progress.rows.end - row) as i64,
+        }
+    }
+
     /// Whether the poll read nothing at all.
     pub fn is_empty(&self) -> bool {
         self.partitions.is_empty() && self.bad.is_empty()

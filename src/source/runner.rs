@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
-use datafusion::arrow::compute::{cast, max};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
@@ -31,7 +32,7 @@ use datafusion::prelude::SessionContext;
 
 use super::def::{BadRecordAction, SourceDef};
 use super::reader::{Offsets, Polled, Reader};
-use super::status::{ErrorLog, ReaderStatus};
+use super::status::{ErrorLog, ErrorRow, ReaderStatus};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::storage::{Change, Table};
@@ -88,9 +89,14 @@ pub struct ReaderTask {
     pub target: Target,
     pub engine: Arc<Engine>,
     pub errors: ErrorLog,
+    /// Where events too late to read are kept (`eddy_catalog.late_events`).
+    pub late: ErrorLog,
     pub status: Arc<ReaderStatus>,
     /// Where the reader was opened: the committed positions so far.
     pub start: Offsets,
+    /// Each partition's watermark (microseconds) at `start`, as a
+    /// checkpoint recorded it: late events are judged against it.
+    pub start_watermarks: Offsets,
 }
 
 impl ReaderTask {
@@ -122,8 +128,10 @@ impl ReaderTask {
             target,
             engine,
             errors,
+            late,
             status,
             start,
+            start_watermarks,
         } = self;
         tracing::info!(source = %def.name, feeds = %status.feeds, "source reader started");
         // One poll in flight while one commits: memory stays bounded.
@@ -161,8 +169,10 @@ impl ReaderTask {
             target,
             engine,
             errors,
+            late,
             status,
             committed: start,
+            watermarks: start_watermarks,
         };
         std::thread::scope(|scope| {
             let poller = std::thread::Builder::new()
@@ -199,9 +209,13 @@ struct Committer {
     target: Target,
     engine: Arc<Engine>,
     errors: ErrorLog,
+    late: ErrorLog,
     status: Arc<ReaderStatus>,
     /// The positions up to which rows are committed (for a table: stored).
     committed: Offsets,
+    /// Each partition's watermark after the committed rows, microseconds
+    /// since the epoch: the largest value of the WATERMARK expression so far.
+    watermarks: Offsets,
 }
 
 impl Committer {
@@ -217,6 +231,7 @@ impl Committer {
                         deletes: None,
                         partitions: Vec::new(),
                         bad: polled.bad.clone(),
+                        offsets: None,
                     },
                     &BTreeMap::new(),
                 );
@@ -227,9 +242,10 @@ impl Committer {
                 return Ok(());
             }
         }
-        let watermarks = match watermark {
-            Some(w) => w.per_partition(&polled)?,
-            None => BTreeMap::new(),
+        let mut watermarks = self.watermarks.clone();
+        let (late, lateness_us) = match watermark {
+            Some(w) => (w.advance(&polled, &mut watermarks)?, w.lateness_us),
+            None => (Vec::new(), 0),
         };
         let mut positions = self.committed.clone();
         for p in &polled.partitions {
@@ -237,8 +253,21 @@ impl Committer {
         }
         match &self.target {
             Target::View { id } => {
+                let rows = if late.is_empty() {
+                    polled.rows.clone()
+                } else {
+                    self.late.keep(
+                        self.id,
+                        late_rows(&self.status, &polled, &late, lateness_us)?,
+                    )?;
+                    let mut keep = vec![true; polled.rows.num_rows()];
+                    for l in &late {
+                        keep[l.row] = false;
+                    }
+                    filter_record_batch(&polled.rows, &BooleanArray::from(keep))?
+                };
                 self.engine
-                    .commit_stream(*id, &self.def.name, polled.rows.clone(), &positions)?;
+                    .commit_stream(*id, &self.def.name, rows, &positions, &watermarks)?;
             }
             Target::Table(table) => {
                 let encoded = encode_positions(&positions)?;
@@ -249,7 +278,8 @@ impl Committer {
             }
         }
         self.committed = positions;
-        self.status.advance(&polled, &watermarks);
+        self.watermarks = watermarks;
+        self.status.advance(&polled, &self.watermarks);
         self.status.watermark_us();
         Ok(())
     }
@@ -301,10 +331,23 @@ pub fn decode_positions(bytes: &[u8]) -> Result<Offsets> {
         .map_err(|e| Error::Storage(format!("corrupt source positions: {e}")))
 }
 
-/// A source's `WATERMARK FOR col AS expr`, evaluated on polled rows.
+/// A source's `WATERMARK FOR col AS expr`, evaluated on polled rows, and
+/// its allowed lateness.
 #[derive(Debug)]
 pub struct Watermark {
     expr: Arc<dyn PhysicalExpr>,
+    /// The event-time column (`col`).
+    column: usize,
+    lateness_us: i64,
+}
+
+/// A row too late to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Late {
+    pub row: usize,
+    pub event_time_us: i64,
+    /// Its partition's watermark just before it.
+    pub watermark_us: i64,
 }
 
 impl Watermark {
@@ -314,7 +357,8 @@ impl Watermark {
         let Some(wm) = &def.watermark else {
             return Ok(None);
         };
-        let schema = DFSchema::try_from(def.arrow_schema().as_ref().clone())?;
+        let arrow = def.arrow_schema();
+        let schema = DFSchema::try_from(arrow.as_ref().clone())?;
         let ctx = SessionContext::new();
         let refuse = |e: String| {
             Error::InvalidDefinition(format!("invalid watermark expression \"{}\": {e}", wm.expr))
@@ -326,43 +370,119 @@ impl Watermark {
             .create_physical_expr(logical, &schema)
             .map_err(|e| refuse(e.to_string()))?;
         let out = expr
-            .data_type(def.arrow_schema().as_ref())
+            .data_type(arrow.as_ref())
             .map_err(|e| refuse(e.to_string()))?;
         if !matches!(out, DataType::Timestamp(_, _)) {
             return Err(refuse(format!("it gives {out}, not a timestamp")));
         }
-        Ok(Some(Watermark { expr }))
+        let column = arrow
+            .index_of(&wm.column)
+            .map_err(|e| refuse(e.to_string()))?;
+        Ok(Some(Watermark {
+            expr,
+            column,
+            lateness_us: def.run.allowed_lateness_us,
+        }))
     }
 
-    /// The largest watermark value per partition in a poll, in
-    /// microseconds since the epoch.
-    pub fn per_partition(&self, polled: &Polled) -> Result<BTreeMap<i32, i64>> {
-        let mut out = BTreeMap::new();
-        if polled.rows.num_rows() == 0 {
-            return Ok(out);
+    /// Moves each partition's watermark (`marks`) over a poll's rows, one
+    /// row at a time in offset order, and returns the rows that are too
+    /// late: event time behind their partition's watermark, as it stood
+    /// just before them, by more than the allowed lateness. Judged per
+    /// partition, so the same rows are late however the messages were cut
+    /// into polls or the partitions interleaved: a replay agrees.
+    pub fn advance(&self, polled: &Polled, marks: &mut Offsets) -> Result<Vec<Late>> {
+        let n = polled.rows.num_rows();
+        let mut late = Vec::new();
+        if n == 0 {
+            return Ok(late);
         }
-        let values = self
-            .expr
-            .evaluate(&polled.rows)?
-            .into_array(polled.rows.num_rows())?;
-        let micros = cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-        let micros = cast(&micros, &DataType::Int64)?;
-        let micros = micros
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| Error::Internal("watermark cast to int64".into()))?;
+        let values = micros(&self.expr.evaluate(&polled.rows)?.into_array(n)?)?;
+        let times = micros(polled.rows.column(self.column))?;
         for p in &polled.partitions {
-            if p.rows.is_empty() || p.rows.end > micros.len() {
+            if p.rows.is_empty() || p.rows.end > n {
                 continue;
             }
-            let slice = micros.slice(p.rows.start, p.rows.len());
-            if slice.null_count() == slice.len() {
-                continue;
+            let mut mark = marks.get(&p.partition).copied();
+            for row in p.rows.clone() {
+                if let (Some(w), false) = (mark, times.is_null(row)) {
+                    let t = times.value(row);
+                    if t < w.saturating_sub(self.lateness_us) {
+                        late.push(Late {
+                            row,
+                            event_time_us: t,
+                            watermark_us: w,
+                        });
+                    }
+                }
+                if !values.is_null(row) {
+                    let v = values.value(row);
+                    mark = Some(mark.map_or(v, |m| m.max(v)));
+                }
             }
-            if let Some(m) = max(&slice) {
-                out.insert(p.partition, m);
+            if let Some(m) = mark {
+                marks.insert(p.partition, m);
             }
         }
-        Ok(out)
+        Ok(late)
     }
+}
+
+/// Timestamps as microseconds since the epoch.
+fn micros(values: &ArrayRef) -> Result<Int64Array> {
+    let us = cast(values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let us = cast(&us, &DataType::Int64)?;
+    us.as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| Error::Internal("watermark cast to int64".into()))
+}
+
+/// The late rows of a poll as `eddy_catalog.late_events` keeps them, each
+/// row written as JSON.
+fn late_rows(
+    status: &ReaderStatus,
+    polled: &Polled,
+    late: &[Late],
+    lateness_us: i64,
+) -> Result<Vec<ErrorRow>> {
+    let indices = UInt32Array::from_iter_values(late.iter().map(|l| l.row as u32));
+    let taken = take_record_batch(&polled.rows, &indices)?;
+    let mut text = Vec::new();
+    {
+        let mut writer = LineDelimitedWriter::new(&mut text);
+        writer.write(&taken)?;
+        writer.finish()?;
+    }
+    let lines = String::from_utf8_lossy(&text);
+    let at_us = chrono::Utc::now().timestamp_micros();
+    let partition_of = |row: usize| {
+        polled
+            .partitions
+            .iter()
+            .find(|p| p.rows.contains(&row))
+            .expect("a late row belongs to a partition")
+    };
+    Ok(late
+        .iter()
+        .zip(lines.lines())
+        .map(|(l, json)| {
+            let progress = partition_of(l.row);
+            ErrorRow {
+                source: status.source.clone(),
+                feeds: status.feeds.clone(),
+                partition: progress.partition,
+                offset: polled.offset_of(progress, l.row),
+                reason: format!(
+                    "event time is {} behind its partition's watermark; the allowed lateness is {}",
+                    crate::sql::windows::human_interval(l.watermark_us - l.event_time_us),
+                    crate::sql::windows::human_interval(lateness_us)
+                ),
+                payload: Some(json.to_string()),
+                at_us,
+                event_time_us: Some(l.event_time_us),
+                watermark_us: Some(l.watermark_us),
+            }
+        })
+        .collect())
 }

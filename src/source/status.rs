@@ -223,7 +223,9 @@ fn is_idle(stats: &PartitionStats, now: Instant, idle_timeout_ms: u64) -> bool {
         .is_none_or(|t| now.duration_since(t).as_millis() > u128::from(idle_timeout_ms))
 }
 
-/// One bad record, as `eddy_catalog.source_errors` shows it.
+/// One bad record, as `eddy_catalog.source_errors` shows it, or one late
+/// event, as `eddy_catalog.late_events` does (its payload is the row as
+/// JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorRow {
     pub source: String,
@@ -235,6 +237,11 @@ pub struct ErrorRow {
     pub payload: Option<String>,
     /// When it was set apart, microseconds since the epoch.
     pub at_us: i64,
+    /// A late event: its event time and its partition's watermark then.
+    #[serde(default)]
+    pub event_time_us: Option<i64>,
+    #[serde(default)]
+    pub watermark_us: Option<i64>,
 }
 
 /// The bad records of every reader, in sled: key = reader id, a hash of
@@ -254,25 +261,33 @@ impl ErrorLog {
     /// Keeps `bad`, set apart by reader `reader` of `status`.
     pub fn record(&self, reader: u64, status: &ReaderStatus, bad: &[BadMessage]) -> Result<()> {
         let at_us = chrono::Utc::now().timestamp_micros();
-        let source = crate::dataflow::state::checksum(status.source.as_bytes());
+        let rows = bad.iter().map(|message| ErrorRow {
+            source: status.source.clone(),
+            feeds: status.feeds.clone(),
+            partition: message.partition,
+            offset: message.offset,
+            reason: message.reason.clone(),
+            payload: message
+                .payload
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            at_us,
+            event_time_us: None,
+            watermark_us: None,
+        });
+        self.keep(reader, rows)
+    }
+
+    /// Keeps `rows`, set apart by reader `reader`, each under its source,
+    /// partition and offset.
+    pub fn keep(&self, reader: u64, rows: impl IntoIterator<Item = ErrorRow>) -> Result<()> {
         let mut batch = sled::Batch::default();
-        for message in bad {
-            let row = ErrorRow {
-                source: status.source.clone(),
-                feeds: status.feeds.clone(),
-                partition: message.partition,
-                offset: message.offset,
-                reason: message.reason.clone(),
-                payload: message
-                    .payload
-                    .as_ref()
-                    .map(|p| String::from_utf8_lossy(p).into_owned()),
-                at_us,
-            };
+        for row in rows {
+            let source = crate::dataflow::state::checksum(row.source.as_bytes());
             let mut key = reader.to_be_bytes().to_vec();
             key.extend_from_slice(&source.to_be_bytes());
-            key.extend_from_slice(&((message.partition as u32) ^ (1 << 31)).to_be_bytes());
-            key.extend_from_slice(&((message.offset as u64) ^ (1 << 63)).to_be_bytes());
+            key.extend_from_slice(&((row.partition as u32) ^ (1 << 31)).to_be_bytes());
+            key.extend_from_slice(&((row.offset as u64) ^ (1 << 63)).to_be_bytes());
             let value = serde_json::to_vec(&row).map_err(|e| Error::Internal(e.to_string()))?;
             batch.insert(key, value);
         }

@@ -1,0 +1,202 @@
+//! Windows over a stream with late events, through the real protocol.
+//!
+//! The oracle is a connector-fed table reading the very same generator
+//! (a datagen stream is a pure function of its options): a table keeps every
+//! row, so the same window query run ad hoc over it is the batch answer.
+//! A source whose allowed lateness covers the late events must match it
+//! exactly, at every level of a rollup; a source with a smaller allowance
+//! must match it minus the events it kept in `eddy_catalog.late_events`.
+//! The same generator with a crash in the middle is in `checkpoints.rs`.
+
+#[path = "support/query.rs"]
+mod query;
+#[path = "support/server.rs"]
+mod server;
+
+use std::collections::BTreeMap;
+
+use anyhow::ensure;
+use query::{error_of, rows, value, wait_for};
+use server::TestServer;
+
+const ROWS: u64 = 60_000;
+
+/// The generator: 1,000 clicks a second of event time from 2026-01-01, 5%
+/// of them stamped 3 seconds behind the clock.
+fn generator() -> String {
+    format!(
+        "connector = 'datagen', generator = 'page_clicks', \
+         datagen.rows = '{ROWS}', datagen.rows.per.second = '1000', \
+         datagen.start.time = '2026-01-01 00:00:00+00', \
+         late.fraction = '0.05', late.by = '3 seconds'"
+    )
+}
+
+fn source(name: &str, lateness: &str) -> String {
+    format!(
+        "CREATE SOURCE {name} (user_id varchar, page varchar, ts timestamptz, \
+            WATERMARK FOR ts AS ts - INTERVAL '1 second') \
+         WITH ({}, watermark.allowed.lateness = '{lateness}')",
+        generator()
+    )
+}
+
+/// Rows of `sql` as `window|count` → count.
+async fn counts(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> anyhow::Result<BTreeMap<String, i64>> {
+    rows(client, sql)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let (window, n) = row.rsplit_once('|').expect("two columns");
+            Ok((window.to_string(), n.parse()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_correct_windows_and_too_late_ones_are_kept() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE oracle (user_id varchar, page varchar, ts timestamptz) WITH ({});
+             {};
+             {};
+             CREATE MATERIALIZED VIEW lenient AS
+                SELECT window_start, count(*) AS n
+                FROM TUMBLE(clicks, ts, INTERVAL '1 second') GROUP BY window_start;
+             CREATE MATERIALIZED VIEW lenient_10s AS
+                SELECT date_bin(INTERVAL '10 seconds', window_start) AS w, sum(n) AS n
+                FROM lenient GROUP BY 1;
+             CREATE MATERIALIZED VIEW lenient_pages AS
+                SELECT page, window_start, count(*) AS n
+                FROM HOP(clicks, ts, INTERVAL '2 seconds', INTERVAL '10 seconds')
+                GROUP BY page, window_start;
+             CREATE MATERIALIZED VIEW strict AS
+                SELECT window_start, count(*) AS n
+                FROM TUMBLE(strict_clicks, ts, INTERVAL '1 second') GROUP BY window_start;",
+            generator(),
+            source("clicks", "5 seconds"),
+            source("strict_clicks", "1 second"),
+        ))
+        .await?;
+    let total = ROWS.to_string();
+    wait_for(&client, "SELECT count(*) FROM oracle", &total).await?;
+    wait_for(&client, "SELECT sum(n) FROM lenient", &total).await?;
+    wait_for(&client, "SELECT sum(n) FROM lenient_10s", &total).await?;
+    wait_for(
+        &client,
+        "SELECT (SELECT sum(n) FROM strict) + (SELECT count(*) FROM eddy_catalog.late_events \
+         WHERE feeds = 'strict')",
+        &total,
+    )
+    .await?;
+
+    // Within the allowance every late event counted in its own window, and
+    // the rollup over the windows is exact too.
+    let batch = |size: &str| {
+        format!(
+            "SELECT window_start, count(*) FROM TUMBLE(oracle, ts, INTERVAL '{size}') \
+             GROUP BY 1 ORDER BY 1"
+        )
+    };
+    let oracle = counts(&client, &batch("1 second")).await?;
+    ensure!(oracle.len() > 50, "too few windows: {}", oracle.len());
+    ensure!(counts(&client, "SELECT * FROM lenient ORDER BY 1").await? == oracle);
+    ensure!(
+        counts(&client, "SELECT * FROM lenient_10s ORDER BY 1").await?
+            == counts(&client, &batch("10 seconds")).await?
+    );
+    let hop_diff = value(
+        &client,
+        "SELECT count(*) FROM (\
+           (SELECT page, window_start, count(*) AS n \
+            FROM HOP(oracle, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') GROUP BY 1, 2 \
+            EXCEPT SELECT * FROM lenient_pages) \
+           UNION ALL \
+           (SELECT * FROM lenient_pages EXCEPT SELECT page, window_start, count(*) \
+            FROM HOP(oracle, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') GROUP BY 1, 2)) d",
+    )
+    .await?;
+    ensure!(
+        hop_diff == "0",
+        "{hop_diff} hopping windows differ from the batch answer"
+    );
+    let kept_lenient: i64 = value(
+        &client,
+        "SELECT count(*) FROM eddy_catalog.late_events WHERE feeds LIKE 'lenient%'",
+    )
+    .await?
+    .parse()?;
+    ensure!(
+        kept_lenient == 0,
+        "{kept_lenient} events within the allowance were kept apart"
+    );
+
+    // With one second allowed, the 3-second-late events are kept apart,
+    // each with its time, its partition's watermark and its row.
+    let late = counts(
+        &client,
+        "SELECT date_bin(INTERVAL '1 second', event_time), count(*) \
+         FROM eddy_catalog.late_events WHERE feeds = 'strict' GROUP BY 1 ORDER BY 1",
+    )
+    .await?;
+    let kept: i64 = late.values().sum();
+    ensure!(kept > 1000, "only {kept} events were too late");
+    let mut expected = oracle.clone();
+    for (window, n) in &late {
+        *expected.get_mut(window).expect("a late event's window") -= n;
+    }
+    expected.retain(|_, n| *n > 0);
+    ensure!(counts(&client, "SELECT * FROM strict ORDER BY 1").await? == expected);
+    let wrong = value(
+        &client,
+        "SELECT count(*) FROM eddy_catalog.late_events WHERE feeds = 'strict' AND NOT ( \
+           source = 'strict_clicks' AND watermark - event_time > INTERVAL '1 second' \
+           AND reason LIKE 'event time is % behind its partition''s watermark; \
+the allowed lateness is 1 s' \
+           AND row LIKE '{\"user_id\":%' AND \"offset\" BETWEEN 0 AND 59999)",
+    )
+    .await?;
+    ensure!(wrong == "0", "{wrong} late events are not described right");
+
+    // A lateness without a watermark, or of no fixed length, is refused.
+    let (code, message, _) = error_of(
+        &client,
+        &format!(
+            "CREATE SOURCE x (ts timestamptz) WITH ({}, watermark.allowed.lateness = '1 s')",
+            generator()
+        ),
+    )
+    .await?;
+    ensure!(
+        code == "42P16" && message.contains("WATERMARK FOR"),
+        "{code}: {message}"
+    );
+    let (code, ..) = error_of(&client, &source("y", "1 month")).await?;
+    ensure!(code == "22023", "{code}");
+    let (code, _, hint) = error_of(
+        &client,
+        "SELECT * FROM HOP(oracle, ts, INTERVAL '3 seconds', INTERVAL '10 seconds')",
+    )
+    .await?;
+    ensure!(
+        code == "22023" && hint.is_some_and(|h| h.starts_with("Write HOP(")),
+        "{code}"
+    );
+
+    // Dropping a view forgets the late events its reader kept.
+    client
+        .batch_execute("DROP MATERIALIZED VIEW strict")
+        .await?;
+    wait_for(
+        &client,
+        "SELECT count(*) FROM eddy_catalog.late_events",
+        "0",
+    )
+    .await?;
+    Ok(())
+}
