@@ -17,6 +17,7 @@
 pub mod arrangement;
 pub mod batch;
 pub mod expr;
+pub mod frontier;
 pub mod graph;
 pub mod operator;
 pub mod planner;

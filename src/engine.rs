@@ -57,6 +57,9 @@ pub struct ViewDef {
     /// from there again.
     #[serde(default)]
     pub stream_starts: BTreeMap<String, crate::source::reader::Offsets>,
+    /// `EMIT ON WINDOW CLOSE`: windowed groups are emitted once, final.
+    #[serde(default)]
+    pub emit_on_window_close: bool,
 }
 
 impl ViewDef {
@@ -238,6 +241,12 @@ struct Dataflows {
     positions: BTreeMap<u64, BTreeMap<String, Offsets>>,
     /// Likewise, each partition's watermark there.
     watermarks: BTreeMap<u64, BTreeMap<String, Offsets>>,
+    /// Per view reading streams, each source's event-time frontier as its
+    /// reader last reported it (see `Operator::on_frontier`).
+    source_frontiers: BTreeMap<u64, BTreeMap<String, i64>>,
+    /// Per view, the frontier last handed to its dataflow: the least over
+    /// every relation it reads, once each has one.
+    view_frontiers: BTreeMap<u64, i64>,
     /// Views whose state changed since the last checkpoint.
     dirty: BTreeSet<u64>,
     /// Whether a checkpointed view's reader committed since then.
@@ -299,6 +308,8 @@ impl Engine {
                 checkpointed: BTreeSet::new(),
                 positions: BTreeMap::new(),
                 watermarks: BTreeMap::new(),
+                source_frontiers: BTreeMap::new(),
+                view_frontiers: BTreeMap::new(),
                 dirty: BTreeSet::new(),
                 moved: false,
                 stored: BTreeMap::new(),
@@ -380,7 +391,9 @@ impl Engine {
     /// stream has a reader of its own), then through the views over that
     /// view. `positions` are the reader's next positions after these rows
     /// and `watermarks` its partitions' watermarks there: a checkpoint
-    /// stores them with the state they led to. Returns the epoch. Blocking.
+    /// stores them with the state they led to. `frontier` is the source's
+    /// event-time frontier after these rows, when it has one. Returns the
+    /// epoch. Blocking.
     pub fn commit_stream(
         &self,
         view_id: u64,
@@ -388,6 +401,7 @@ impl Engine {
         rows: RecordBatch,
         positions: &Offsets,
         watermarks: &Offsets,
+        frontier: Option<i64>,
     ) -> Result<u64> {
         // A view that is gone: UndefinedTable, which ends its reader.
         let mut df = self.views.lock().expect("commit lock");
@@ -412,6 +426,7 @@ impl Engine {
         };
         let mut changed = Changed::new(source, delta);
         changed.reader = Some(view_id);
+        changed.frontier = frontier.and_then(|f| df.advance_frontier(view_id, source, f));
         let outputs = self.propagate(df, changed, epoch);
         {
             let _gate = self.gate.blocking_write();
@@ -443,13 +458,14 @@ impl Engine {
         changed: Changed,
         epoch: u64,
     ) -> Vec<(Arc<MaterializedView>, ChangeBatch)> {
-        if changed.batches.values().all(Vec::is_empty) {
+        if changed.batches.values().all(Vec::is_empty) && changed.frontier.is_none() {
             return Vec::new();
         }
         let Changed {
             mut batches,
             origin,
             reader,
+            frontier,
         } = changed;
         let mut outputs = Vec::new();
         for view in df.views.values() {
@@ -461,8 +477,10 @@ impl Engine {
                 Some(id) if id != view.def.id => Some(origin.as_str()),
                 _ => None,
             };
+            // The frontier is the reading view's; views over it have none.
+            let frontier = frontier.filter(|_| reader == Some(view.def.id));
             let inputs = match source_inputs(&view.graph, &batches, hidden) {
-                Ok(inputs) if inputs.is_empty() => continue,
+                Ok(inputs) if inputs.is_empty() && frontier.is_none() => continue,
                 Ok(inputs) => inputs,
                 Err(e) => {
                     view.fail(e.to_string());
@@ -472,7 +490,7 @@ impl Engine {
             df.dirty.insert(view.def.id);
             match self
                 .runtime
-                .step(view.def.id, &view.graph, epoch, false, inputs)
+                .step(view.def.id, &view.graph, epoch, false, frontier, inputs)
             {
                 Ok(out) if out.is_empty() => {}
                 Ok(out) => {
@@ -541,7 +559,7 @@ impl Engine {
         let epoch = self.epoch() + 1;
         let initial = self
             .runtime
-            .step(id, &view.graph, epoch, true, inputs)
+            .step(id, &view.graph, epoch, true, None, inputs)
             .inspect_err(|_| self.runtime.remove(id))?;
         let _gate = self.gate.blocking_write();
         view.apply(&initial)?;
@@ -781,6 +799,8 @@ impl Engine {
         df.checkpointed.remove(&id);
         df.positions.remove(&id);
         df.watermarks.remove(&id);
+        df.source_frontiers.remove(&id);
+        df.view_frontiers.remove(&id);
         df.dirty.remove(&id);
         df.stored.remove(&id);
     }
@@ -810,6 +830,32 @@ fn table_delta(table: &Table, prepared: &PreparedChange) -> Result<Vec<ChangeBat
     Ok(parts)
 }
 
+impl Dataflows {
+    /// Records `source`'s frontier `frontier` for view `view_id`; returns
+    /// the view's frontier if that moved it: the least over the relations
+    /// it reads, once every one has reported one (a table never does).
+    fn advance_frontier(&mut self, view_id: u64, source: &str, frontier: i64) -> Option<i64> {
+        let known = self.source_frontiers.entry(view_id).or_default();
+        let at = known.entry(source.to_string()).or_insert(frontier);
+        *at = (*at).max(frontier);
+        let view = self.views.get(&view_id)?;
+        let least = view
+            .graph
+            .sources()
+            .map(|(_, relation)| known.get(relation).copied())
+            .collect::<Option<Vec<i64>>>()?
+            .into_iter()
+            .min()?;
+        match self.view_frontiers.get(&view_id) {
+            Some(last) if *last >= least => None,
+            _ => {
+                self.view_frontiers.insert(view_id, least);
+                Some(least)
+            }
+        }
+    }
+}
+
 /// What changed in an epoch, by relation.
 struct Changed {
     batches: HashMap<String, Vec<ChangeBatch>>,
@@ -817,6 +863,8 @@ struct Changed {
     origin: String,
     /// For a stream: the one view whose reader produced the rows.
     reader: Option<u64>,
+    /// That view's new event-time frontier, when it moved.
+    frontier: Option<i64>,
 }
 
 impl Changed {
@@ -825,6 +873,7 @@ impl Changed {
             batches: HashMap::from([(relation.to_string(), delta)]),
             origin: relation.to_string(),
             reader: None,
+            frontier: None,
         }
     }
 }

@@ -254,8 +254,27 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     };
     let sql = windows::strip_table_arguments(&sql);
     let sql = sql.as_ref();
-    Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| Error::from(e).with_statement_text(sql))
+    let parse_one = |sql: &str| {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .map_err(|e| Error::from(e).with_statement_text(sql))
+    };
+    if !sql.to_ascii_lowercase().contains("emit") {
+        return parse_one(sql);
+    }
+    // `… EMIT ON WINDOW CLOSE` is cut off its statement and kept as an option.
+    let mut statements = Vec::new();
+    for piece in split_statements(sql) {
+        match windows::strip_emit_clause(piece) {
+            None => statements.extend(parse_one(piece)?),
+            Some(head) => {
+                for mut stmt in parse_one(head)? {
+                    windows::set_emit_on_close(&mut stmt)?;
+                    statements.push(stmt);
+                }
+            }
+        }
+    }
+    Ok(statements)
 }
 
 impl Session {

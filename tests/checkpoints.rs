@@ -23,8 +23,9 @@ use tokio_postgres::Client;
 /// The views under test, by name: aggregates of every accumulator kind, a
 /// global aggregate, top-N, a join of two sources, a view over a view, and
 /// tumbling and hopping windows over a source with late events (whose
-/// watermarks must survive a crash for the same events to be found late).
-const VIEWS: [(&str, &str); 7] = [
+/// watermarks must survive a crash for the same events to be found late),
+/// one emitting on window close.
+const VIEWS: [(&str, &str); 8] = [
     ("totals", "SELECT count(*) AS n, sum(id) AS s FROM ev"),
     (
         "per_k",
@@ -52,6 +53,11 @@ const VIEWS: [(&str, &str); 7] = [
          FROM TUMBLE(clicks, ts, INTERVAL '1 second') GROUP BY page, window_start, window_end",
     ),
     (
+        "closed",
+        "SELECT page, window_start, count(*) AS c FROM TUMBLE(clicks, ts, INTERVAL '1 second') \
+         GROUP BY page, window_start EMIT ON WINDOW CLOSE",
+    ),
+    (
         "hopping",
         "SELECT window_start, count(*) AS c, count(DISTINCT user_id) AS users \
          FROM HOP(clicks, ts, INTERVAL '1 second', INTERVAL '3 seconds') GROUP BY window_start",
@@ -68,7 +74,7 @@ fn clicks_read(prefix: &str) -> String {
 }
 
 /// Creates the sources (`rows` events at `rate` a second, and a quarter as
-/// many clicks, 2% of them 3 s late, which is too late) and the views.
+/// many clicks, 2% of them 1 s late, which is too late) and the views.
 async fn create(client: &Client, rows: u64, rate: u64) -> anyhow::Result<()> {
     client
         .batch_execute(&format!(
@@ -85,10 +91,10 @@ async fn create(client: &Client, rows: u64, rate: u64) -> anyhow::Result<()> {
                    fields.label.kind = 'choice', fields.label.values = 'x,y,z', \
                    datagen.rows = '40');
              CREATE SOURCE clicks (user_id varchar, page varchar, ts timestamptz, \
-                   WATERMARK FOR ts AS ts - INTERVAL '1 second') \
+                   WATERMARK FOR ts AS ts - INTERVAL '200 milliseconds') \
              WITH (connector = 'datagen', generator = 'page_clicks', \
-                   late.fraction = '0.02', late.by = '3 seconds', \
-                   watermark.allowed.lateness = '1.5 seconds', \
+                   late.fraction = '0.02', late.by = '1 second', \
+                   watermark.allowed.lateness = '300 milliseconds', \
                    datagen.rows = '{clicks}', datagen.rows.per.second = '{click_rate}');",
             clicks = rows / 4,
             click_rate = rate / 4,
@@ -126,6 +132,15 @@ async fn check_against_fresh_views(client: &Client, rows_total: u64) -> anyhow::
     wait_for(client, "SELECT total FROM ref_busiest", &total).await?;
     wait_for(client, "SELECT sum(n) FROM ref_labelled", &total).await?;
     wait_for(client, &clicks_read("ref_"), &clicks).await?;
+    // Both window-closing views have read every click (and so closed the
+    // same windows).
+    for prefix in ["", "ref_"] {
+        let sql = format!(
+            "SELECT max(\"offset\") FROM eddy_catalog.source_partitions \
+             WHERE feeds = '{prefix}closed'"
+        );
+        wait_for(client, &sql, &clicks).await?;
+    }
     // Each click read is in three hopping windows.
     let read: u64 = value(client, "SELECT sum(c) FROM per_second")
         .await?

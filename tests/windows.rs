@@ -6,6 +6,8 @@
 //! A source whose allowed lateness covers the late events must match it
 //! exactly, at every level of a rollup; a source with a smaller allowance
 //! must match it minus the events it kept in `eddy_catalog.late_events`.
+//! `EMIT ON WINDOW CLOSE` must give exactly the batch answer's rows for the
+//! windows the frontier has passed, and none for the others.
 //! The same generator with a crash in the middle is in `checkpoints.rs`.
 
 #[path = "support/query.rs"]
@@ -198,5 +200,82 @@ the allowed lateness is 1 s' \
         "0",
     )
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE oracle (user_id varchar, page varchar, ts timestamptz) WITH ({});
+             {};
+             CREATE MATERIALIZED VIEW closed AS
+                SELECT page, window_start, count(*) AS n, count(DISTINCT user_id) AS users
+                FROM TUMBLE(clicks, ts, INTERVAL '1 second') GROUP BY page, window_start
+                EMIT ON WINDOW CLOSE;
+             CREATE MATERIALIZED VIEW closed_hop AS
+                SELECT window_start, window_end, count(*) AS n
+                FROM HOP(clicks, ts, INTERVAL '2 seconds', INTERVAL '4 seconds')
+                GROUP BY window_start, window_end
+                EMIT ON WINDOW CLOSE;",
+            generator(),
+            source("clicks", "5 seconds"),
+        ))
+        .await?;
+    let total = ROWS.to_string();
+    wait_for(&client, "SELECT count(*) FROM oracle", &total).await?;
+    for view in ["closed", "closed_hop"] {
+        let read =
+            format!("SELECT sum(rows) FROM eddy_catalog.source_partitions WHERE feeds = '{view}'");
+        wait_for(&client, &read, &total).await?;
+    }
+    // No event older than this can come any more: its reader's watermark
+    // minus the allowed lateness.
+    let frontier = |view: &str| {
+        format!(
+            "(SELECT max(watermark) FROM eddy_catalog.source_partitions \
+              WHERE feeds = '{view}') - INTERVAL '5 seconds'"
+        )
+    };
+    let differ = |expected: String, view: &str| {
+        format!(
+            "SELECT count(*) FROM (({expected} EXCEPT SELECT * FROM {view}) \
+             UNION ALL (SELECT * FROM {view} EXCEPT {expected})) d"
+        )
+    };
+    let closed = format!(
+        "SELECT page, window_start, count(*), count(DISTINCT user_id) \
+         FROM TUMBLE(oracle, ts, INTERVAL '1 second') GROUP BY 1, 2 \
+         HAVING window_start + INTERVAL '1 second' < {}",
+        frontier("closed")
+    );
+    ensure!(value(&client, &differ(closed.clone(), "closed")).await? == "0");
+    let windows: i64 = value(&client, "SELECT count(DISTINCT window_start) FROM closed")
+        .await?
+        .parse()?;
+    ensure!(windows > 40, "only {windows} windows closed");
+    let closed_hop = format!(
+        "SELECT window_start, window_end, count(*) \
+         FROM HOP(oracle, ts, INTERVAL '2 seconds', INTERVAL '4 seconds') GROUP BY 1, 2 \
+         HAVING window_end < {}",
+        frontier("closed_hop")
+    );
+    ensure!(value(&client, &differ(closed_hop, "closed_hop")).await? == "0");
+
+    // A query the engine cannot close windows for is refused at CREATE.
+    let (code, _, hint) = error_of(
+        &client,
+        "CREATE MATERIALIZED VIEW nope AS SELECT page, count(*) FROM clicks GROUP BY page \
+         EMIT ON WINDOW CLOSE",
+    )
+    .await?;
+    ensure!(
+        code == "0A000" && hint.is_some_and(|h| h.contains("WATERMARK")),
+        "{code}"
+    );
+    let (code, ..) = error_of(&client, "SELECT 1 EMIT ON WINDOW CLOSE").await?;
+    ensure!(code == "42601", "{code}");
     Ok(())
 }

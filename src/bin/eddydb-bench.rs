@@ -245,6 +245,14 @@ struct SourceIngestArgs {
     /// The view the backlog runs maintain.
     #[arg(long, value_enum, default_value_t = IngestView::Count)]
     view: IngestView,
+    /// Events per second of event time in the backlog (the generator's
+    /// clock): with `--rows`, how much event time the backlog spans.
+    #[arg(long, default_value_t = BACKLOG_ROWS_PER_SECOND)]
+    event_rate: u64,
+    /// Give the source `WATERMARK FOR ts AS ts - INTERVAL 'N seconds'`,
+    /// so windowed views close (and free) their windows as time passes.
+    #[arg(long)]
+    watermark_s: Option<u64>,
 }
 
 /// What the source-ingest backlog runs maintain; every one is named
@@ -3095,16 +3103,38 @@ fn events_source_ddl(name: &str, options: &str, json: bool) -> String {
 
 /// `datagen.start.time` a day before now, so the whole backlog is due.
 fn backlog_options(rows: u64) -> String {
+    backlog_options_at(rows, BACKLOG_ROWS_PER_SECOND)
+}
+
+/// [`backlog_options`] with `rate` events per second of event time.
+fn backlog_options_at(rows: u64, rate: u64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     let mut start = Vec::new();
     push_timestamp(&mut start, now - 86_400);
     format!(
-        "datagen.rows = '{rows}', datagen.rows.per.second = '{BACKLOG_ROWS_PER_SECOND}', \
+        "datagen.rows = '{rows}', datagen.rows.per.second = '{rate}', \
          datagen.start.time = '{}+00'",
         String::from_utf8_lossy(&start)
     )
+}
+
+/// The backlog source of a source-ingest run, with its watermark if asked.
+fn ingest_source_ddl(args: &SourceIngestArgs, json: bool) -> String {
+    let ddl = events_source_ddl(
+        "events",
+        &backlog_options_at(args.rows, args.event_rate),
+        json,
+    );
+    match args.watermark_s {
+        Some(s) => ddl.replacen(
+            EVENT_COLUMNS,
+            &format!("{EVENT_COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '{s} seconds'"),
+            1,
+        ),
+        None => ddl,
+    }
 }
 
 /// Bytes of the JSON message arrow-json's `LineDelimitedWriter` makes of
@@ -3220,6 +3250,8 @@ struct IngestRun {
     status: Vec<Vec<String>>,
     rss: RssMarks,
     event_bytes: Option<f64>,
+    /// Resident MiB after each tenth of the events.
+    rss_by_tenth: Vec<f64>,
 }
 
 impl IngestRun {
@@ -3258,11 +3290,7 @@ fn ingest_run(
         true => Some(probe_event_bytes(&client, args)?),
         false => None,
     };
-    client.command(&events_source_ddl(
-        "events",
-        &backlog_options(args.rows),
-        json,
-    ))?;
+    client.command(&ingest_source_ddl(args, json))?;
     let mut rss = RssMarks::default();
     rss.mark(pid, "before the view");
     let idle_before = idle_second(env, pid);
@@ -3273,7 +3301,7 @@ fn ingest_run(
         IngestWatch::View => PER_USER_TOTAL,
         IngestWatch::Status => PER_USER_READER_ROWS,
     };
-    let reads = wait_for_count(&client, watched, args.rows, poll)?;
+    let (reads, rss_by_tenth) = wait_for_count_sampling(&client, watched, args.rows, poll, pid)?;
     let usage = CpuSnapshot::take(pid, None).usage_since(&before, env.clock_ticks_per_s);
     rss.mark(pid, "at the end");
     check_view_total(&client, args.rows * args.view.copies())?;
@@ -3295,7 +3323,36 @@ fn ingest_run(
         status: client.text_rows(EVENTS_STATUS)?,
         rss,
         event_bytes,
+        rss_by_tenth,
     })
+}
+
+/// [`wait_for_count`], sampling the server's resident memory (VmRSS, MiB)
+/// each time another tenth of `rows` has been counted.
+fn wait_for_count_sampling(
+    client: &SqlClient,
+    sql: &str,
+    rows: u64,
+    poll: Duration,
+    pid: u32,
+) -> Result<(u32, Vec<f64>)> {
+    let deadline = Instant::now() + INGEST_TIMEOUT;
+    let (mut reads, mut samples) = (0, Vec::new());
+    loop {
+        let got = first_count(client, sql)?;
+        reads += 1;
+        while (samples.len() as u64) < 10 && got * 10 >= rows * (samples.len() as u64 + 1) {
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            samples.push(mib(meminfo_kb(&status, "VmRSS:").unwrap_or(0) * 1024));
+        }
+        if got == rows {
+            return Ok((reads, samples));
+        }
+        if got > rows || Instant::now() > deadline {
+            bail!("`{sql}` counts {got} after {reads} reads; expected {rows}");
+        }
+        std::thread::sleep(poll);
+    }
 }
 
 /// The view's staleness, sampled on the client clock.
@@ -3398,7 +3455,13 @@ fn source_ingest_benchmark(env: &BenchEnv, args: &SourceIngestArgs) -> Result<()
         "source: {}",
         events_source_ddl("events", "<part's options>", true)
     );
-    println!("backlog: {}", backlog_options(args.rows));
+    println!(
+        "backlog: {}",
+        backlog_options_at(args.rows, args.event_rate)
+    );
+    if let Some(s) = args.watermark_s {
+        println!("watermark: ts - {s} s");
+    }
     println!("throughput view: {}", args.view.create());
     println!(
         "until the last event: every {} ms `{}`",
@@ -3479,6 +3542,8 @@ fn print_ingest_runs(runs: &[IngestRun], view: IngestView) {
             share(&run.idle_after),
             busiest.map_or("none".to_string(), |(name, s)| format!("{name} {s:.2} s"))
         );
+        let tenths: Vec<String> = run.rss_by_tenth.iter().map(|m| format!("{m:.0}")).collect();
+        println!("RSS by tenth (MiB)   {}", tenths.join(" "));
         print_run_tail(&run.status, &run.rss, &run.usage);
     }
     if let (Some(json), Some(typed)) = (runs.iter().find(|r| r.json), runs.iter().find(|r| !r.json))

@@ -11,7 +11,7 @@ mod top_n;
 mod union;
 mod values;
 
-pub use aggregate::{AggCall, AggFunc, AggregateSpec};
+pub use aggregate::{AggCall, AggFunc, AggregateSpec, WindowClose};
 pub use filter::Filter;
 pub use join::{JoinKind, JoinSpec};
 pub use project::Project;
@@ -55,6 +55,15 @@ pub trait Operator: Send {
 
     /// Called when epoch `epoch` closes, after its last batch.
     fn on_barrier(&mut self, _epoch: u64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called after `on_barrier` when the epoch moved the view's event-time
+    /// frontier: no row read from now on has an event time below
+    /// `frontier_us` (microseconds since the epoch), because the sources
+    /// keep later events apart (docs/windows.md). An operator keeping
+    /// windows frees those that can no longer change.
+    fn on_frontier(&mut self, _frontier_us: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
         Ok(())
     }
 

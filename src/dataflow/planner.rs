@@ -309,6 +309,7 @@ impl Lowering {
             group_exprs,
             calls,
             output_schema: Arc::clone(&schema),
+            close: None,
         };
         let node = self
             .graph

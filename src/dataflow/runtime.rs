@@ -38,6 +38,7 @@ enum Command {
         id: DataflowId,
         epoch: u64,
         start: bool,
+        frontier: Option<i64>,
         inputs: StepInput,
         reply: Sender<Result<Vec<ChangeBatch>>>,
     },
@@ -134,13 +135,15 @@ impl Runtime {
 
     /// Runs one epoch of dataflow `id` and returns its output changes,
     /// consolidated. `start` runs the operators' start hooks first (the
-    /// first step after install).
+    /// first step after install); `frontier` is the view's event-time
+    /// frontier after this epoch, when known (see `Operator::on_frontier`).
     pub fn step(
         &self,
         id: DataflowId,
         graph: &Graph,
         epoch: u64,
         start: bool,
+        frontier: Option<i64>,
         inputs: StepInput,
     ) -> Result<ChangeBatch> {
         let _step = self.step_lock.lock().expect("step lock");
@@ -166,6 +169,7 @@ impl Runtime {
             id,
             epoch,
             start,
+            frontier,
             inputs: parts.next().unwrap_or_default(),
             reply,
         })?;
@@ -274,10 +278,11 @@ impl Worker {
                     id,
                     epoch,
                     start,
+                    frontier,
                     inputs,
                     reply,
                 } => {
-                    let _ = reply.send(self.step(id, epoch, start, inputs));
+                    let _ = reply.send(self.step(id, epoch, start, frontier, inputs));
                 }
                 Command::Remove { id } => {
                     self.dataflows.remove(&id);
@@ -377,6 +382,7 @@ impl Worker {
         id: DataflowId,
         epoch: u64,
         start: bool,
+        frontier: Option<i64>,
         inputs: StepInput,
     ) -> Result<Vec<ChangeBatch>> {
         let Some(mut dataflow) = self.dataflows.remove(&id) else {
@@ -408,7 +414,13 @@ impl Worker {
                     let op = dataflow.operators[i]
                         .as_mut()
                         .ok_or_else(|| Error::Internal("operator missing".into()));
-                    op.and_then(|op| run_operator(op.as_mut(), self.shard, epoch, start, inbox))
+                    let step = OperatorStep {
+                        shard: self.shard,
+                        epoch,
+                        start,
+                        frontier,
+                    };
+                    op.and_then(|op| run_operator(op.as_mut(), step, inbox))
                 }
             };
             match result {
@@ -506,26 +518,37 @@ fn route(
         .collect()
 }
 
+/// What one step tells every operator.
+#[derive(Debug, Clone, Copy)]
+struct OperatorStep {
+    shard: Shard,
+    epoch: u64,
+    start: bool,
+    frontier: Option<i64>,
+}
+
 /// Feeds one node's inputs to its operator. A panic inside an operator is a
 /// bug; it becomes an error so the other workers are not left waiting.
 fn run_operator(
     op: &mut dyn Operator,
-    shard: Shard,
-    epoch: u64,
-    start: bool,
+    step: OperatorStep,
     inbox: Vec<(usize, ChangeBatch)>,
 ) -> Result<Vec<ChangeBatch>> {
     let mut out = Vec::new();
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
-        if start {
-            op.on_start(shard, &mut out)?;
+        if step.start {
+            op.on_start(step.shard, &mut out)?;
         }
         for (port, batch) in inbox {
             if !batch.is_empty() {
                 op.on_batch(port, batch, &mut out)?;
             }
         }
-        op.on_barrier(epoch, &mut out)
+        op.on_barrier(step.epoch, &mut out)?;
+        match step.frontier {
+            Some(frontier) => op.on_frontier(frontier, &mut out),
+            None => Ok(()),
+        }
     }));
     match result {
         Ok(Ok(())) => Ok(out.into_iter().filter(|b| !b.is_empty()).collect()),

@@ -266,8 +266,15 @@ impl Committer {
                     }
                     filter_record_batch(&polled.rows, &BooleanArray::from(keep))?
                 };
-                self.engine
-                    .commit_stream(*id, &self.def.name, rows, &positions, &watermarks)?;
+                let frontier = watermark.and_then(|w| w.frontier(&self.status, &watermarks));
+                self.engine.commit_stream(
+                    *id,
+                    &self.def.name,
+                    rows,
+                    &positions,
+                    &watermarks,
+                    frontier,
+                )?;
             }
             Target::Table(table) => {
                 let encoded = encode_positions(&positions)?;
@@ -425,6 +432,26 @@ impl Watermark {
             }
         }
         Ok(late)
+    }
+}
+
+impl Watermark {
+    /// The event-time frontier after a poll: no event read from now on is
+    /// earlier. Each partition reads only events at most the allowed
+    /// lateness behind its own watermark, so the frontier is the least
+    /// partition watermark minus that lateness, over every partition the
+    /// reader knows (idle ones too: one could still send an old event).
+    /// `None` while any partition has no watermark yet.
+    pub fn frontier(&self, status: &ReaderStatus, marks: &Offsets) -> Option<i64> {
+        let mut partitions = status.partition_ids();
+        partitions.extend(marks.keys());
+        partitions
+            .iter()
+            .map(|p| marks.get(p).copied())
+            .collect::<Option<Vec<i64>>>()?
+            .into_iter()
+            .min()
+            .map(|w| w.saturating_sub(self.lateness_us))
     }
 }
 

@@ -161,6 +161,12 @@ impl ReaderStatus {
         }
     }
 
+    /// Every partition the reader knows of.
+    pub fn partition_ids(&self) -> Vec<i32> {
+        let inner = self.inner.lock().expect("status lock");
+        inner.partitions.keys().copied().collect()
+    }
+
     /// The source's watermark: the least partition watermark among the
     /// partitions heard from within the idle timeout. It never goes back:
     /// while every partition is idle it stays where it was. `None` before

@@ -15,6 +15,7 @@ use datafusion::sql::sqlparser::ast::{CreateView, Query, Statement};
 
 use super::{colnames, names, CommandTag, Output};
 use crate::catalog::{Catalog, ViewEntry};
+use crate::dataflow::frontier::mark_window_closes;
 use crate::dataflow::planner::{check_maintainable, plan_graph};
 use crate::engine::{MaterializedView, ViewDef};
 use crate::error::{Error, Result};
@@ -27,13 +28,23 @@ struct ViewSpec {
     query: Query,
     column_names: Vec<String>,
     materialized: bool,
+    /// `EMIT ON WINDOW CLOSE`.
+    emit_on_close: bool,
     /// Stored start positions of the view's stream readers (at restore).
     stream_starts: std::collections::BTreeMap<String, crate::source::reader::Offsets>,
 }
 
 impl ViewSpec {
-    fn of(id: u64, name: String, create: CreateView) -> ViewSpec {
-        ViewSpec {
+    fn of(id: u64, name: String, create: CreateView) -> Result<ViewSpec> {
+        let emit_on_close = emit_on_close(&create)?;
+        if emit_on_close && !create.materialized {
+            return Err(Error::unsupported(
+                "EMIT ON WINDOW CLOSE on a plain view",
+                "Only a materialized view keeps windows to close: CREATE MATERIALIZED VIEW … \
+                 EMIT ON WINDOW CLOSE.",
+            ));
+        }
+        Ok(ViewSpec {
             id,
             name,
             query: *create.query,
@@ -43,9 +54,52 @@ impl ViewSpec {
                 .map(|c| names::normalize(&c.name))
                 .collect(),
             materialized: create.materialized,
+            emit_on_close,
             stream_starts: Default::default(),
-        }
+        })
     }
+}
+
+/// The `WITH` option `EMIT ON WINDOW CLOSE` is read as (see
+/// [`crate::sql::windows::strip_emit_clause`]); it may be written too.
+pub(crate) const EMIT_OPTION: &str = "emit";
+
+/// Whether a view asks for `EMIT ON WINDOW CLOSE`; other options are refused.
+fn emit_on_close(create: &CreateView) -> Result<bool> {
+    use datafusion::sql::sqlparser::ast::{CreateTableOptions, SqlOption};
+    let options = match &create.options {
+        CreateTableOptions::None => return Ok(false),
+        CreateTableOptions::With(options) => options,
+        other => {
+            return Err(Error::unsupported(
+                format!("view options {other}"),
+                "A view takes no options; EMIT ON WINDOW CLOSE may follow its query.",
+            ))
+        }
+    };
+    let mut emit = false;
+    for option in options {
+        let value = match option {
+            SqlOption::KeyValue { key, value } if key.value.eq_ignore_ascii_case(EMIT_OPTION) => {
+                value.to_string().trim_matches('\'').to_ascii_lowercase()
+            }
+            other => {
+                return Err(Error::InvalidParameter(format!(
+                    "unrecognized view option \"{other}\" (a view knows only emit = 'on_window_close' or 'on_update')"
+                )))
+            }
+        };
+        emit = match value.as_str() {
+            "on_window_close" => true,
+            "on_update" => false,
+            _ => {
+                return Err(Error::InvalidParameter(format!(
+                    "invalid value for view option \"emit\": {value} (expected on_window_close or on_update)"
+                )))
+            }
+        };
+    }
+    Ok(emit)
 }
 
 pub async fn create_view(
@@ -70,7 +124,7 @@ pub async fn create_view(
         return Err(Error::DuplicateTable(name));
     }
     let (if_not_exists, materialized) = (create.if_not_exists, create.materialized);
-    let spec = ViewSpec::of(catalog.next_relation_id()?, name, create);
+    let spec = ViewSpec::of(catalog.next_relation_id()?, name, create)?;
     let entry = build_view(query, spec).await?;
     let catalog = Arc::clone(catalog);
     // A backfill reads whole tables: off the async runtime.
@@ -115,6 +169,7 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
         materialized: spec.materialized,
         depends_on,
         stream_starts: spec.stream_starts,
+        emit_on_window_close: spec.emit_on_close,
     };
     if !def.materialized {
         return Ok(ViewEntry::Plain {
@@ -125,7 +180,20 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
     check_maintainable(&plan)?;
     let schema = crate::dataflow::batch::nullable_schema(plan.schema().as_arrow());
     let optimized = ctx.session().state().optimize(&plan)?;
-    let planned = plan_graph(&optimized)?;
+    let mut planned = plan_graph(&optimized)?;
+    let event_time = |relation: &str| {
+        let source = ctx.catalog().stream_source(relation)?;
+        let column = &source.def.watermark.as_ref()?.column;
+        source.def.arrow_schema().index_of(column).ok()
+    };
+    let closing = mark_window_closes(&mut planned.graph, &event_time, def.emit_on_window_close);
+    if def.emit_on_window_close && closing == 0 {
+        return Err(Error::unsupported(
+            "EMIT ON WINDOW CLOSE without a window to close",
+            "Group by window_start or window_end of TUMBLE or HOP over a source with a \
+             WATERMARK, directly (no join or other aggregate in between).",
+        ));
+    }
     let view = MaterializedView::new(def, planned.graph, schema, planned.key_columns)?;
     Ok(ViewEntry::Materialized(Arc::new(view)))
 }
@@ -216,7 +284,7 @@ pub async fn explain_create(
             "A plain view runs no dataflow; EXPLAIN a query that reads it instead.",
         ));
     }
-    let spec = ViewSpec::of(0, names::relation_name(&create.name)?, create);
+    let spec = ViewSpec::of(0, names::relation_name(&create.name)?, create)?;
     match build_view(ctx, spec).await? {
         ViewEntry::Materialized(view) => Ok(plan_rows(explain_lines(
             &view,
@@ -346,6 +414,7 @@ pub async fn restore_views(catalog: &Arc<Catalog>, ctx: &QueryContext) -> Result
             query,
             column_names: def.column_names.clone(),
             materialized: def.materialized,
+            emit_on_close: def.emit_on_window_close,
             stream_starts: def.stream_starts.clone(),
         };
         let restored = match build_view(ctx, spec).await {

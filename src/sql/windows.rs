@@ -381,6 +381,65 @@ pub fn strip_table_arguments(sql: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// `… EMIT ON WINDOW CLOSE` ending one statement: the text before the
+/// clause, or `None` without one.
+pub fn strip_emit_clause(sql: &str) -> Option<&str> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .ok()?;
+    let words: Vec<_> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::SemiColon))
+        .collect();
+    let [.., emit, on, window, close] = words.as_slice() else {
+        return None;
+    };
+    let is = |t: &Token, word: &str| matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word));
+    if !(is(&emit.token, "emit")
+        && is(&on.token, "on")
+        && is(&window.token, "window")
+        && is(&close.token, "close"))
+    {
+        return None;
+    }
+    let at = emit.span.start;
+    let line_start: usize = sql
+        .split_inclusive('\n')
+        .take(at.line.saturating_sub(1) as usize)
+        .map(str::len)
+        .sum();
+    let column = sql[line_start..]
+        .char_indices()
+        .nth(at.column.saturating_sub(1) as usize)
+        .map_or(sql.len() - line_start, |(i, _)| i);
+    Some(&sql[..line_start + column])
+}
+
+/// Marks a parsed `CREATE MATERIALIZED VIEW` (or its EXPLAIN) as `EMIT ON
+/// WINDOW CLOSE`, as the view option `emit = 'on_window_close'`.
+pub fn set_emit_on_close(stmt: &mut Statement) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{CreateTableOptions, SqlOption};
+    match stmt {
+        Statement::Explain { statement, .. } => set_emit_on_close(statement),
+        Statement::CreateView(create) if create.materialized => {
+            let option = SqlOption::KeyValue {
+                key: Ident::new(crate::sql::views::EMIT_OPTION),
+                value: Expr::value(Value::SingleQuotedString("on_window_close".into())),
+            };
+            match &mut create.options {
+                CreateTableOptions::With(options) => options.push(option),
+                options => *options = CreateTableOptions::With(vec![option]),
+            }
+            Ok(())
+        }
+        _ => Err(Error::Syntax {
+            message: "EMIT ON WINDOW CLOSE ends a CREATE MATERIALIZED VIEW statement only".into(),
+            line_col: None,
+            position: None,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,6 +487,27 @@ mod tests {
         assert!(out.contains("date_bin(INTERVAL '2000000 microseconds', ts - INTERVAL '1000000 microseconds') + INTERVAL '1000000 microseconds'"), "{out}");
         assert!(out.contains(" - INTERVAL '4000000 microseconds'"), "{out}");
         assert!(out.ends_with(") b"), "{out}");
+    }
+
+    #[test]
+    fn emit_on_window_close_is_cut_off_the_end() {
+        let sql = "CREATE MATERIALIZED VIEW v AS SELECT 'emit on window close' AS x\n  emit On WINDOW close ;";
+        assert_eq!(
+            strip_emit_clause(sql),
+            Some("CREATE MATERIALIZED VIEW v AS SELECT 'emit on window close' AS x\n  ")
+        );
+        assert_eq!(strip_emit_clause("SELECT 'emit on window close'"), None);
+        assert_eq!(
+            strip_emit_clause("SELECT emit, on, window, close FROM t"),
+            None
+        );
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT 1")
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            set_emit_on_close(&mut stmt).unwrap_err().sqlstate(),
+            "42601"
+        );
     }
 
     #[test]

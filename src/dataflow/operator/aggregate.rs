@@ -66,6 +66,24 @@ pub struct AggregateSpec {
     pub calls: Vec<AggCall>,
     /// The group columns, then one column per call.
     pub output_schema: SchemaRef,
+    /// Set when a group key is a window of the sources' event time.
+    pub close: Option<WindowClose>,
+}
+
+/// A group key that bounds the event time of the group's rows, so the
+/// aggregate can let go of a group once the event-time frontier has passed
+/// it (`Operator::on_frontier`): no row of it can come any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowClose {
+    /// Which group expression (a timestamp).
+    pub key: usize,
+    /// Every input row of a group has an event time below its key plus
+    /// this many microseconds: the group closes when the frontier reaches
+    /// that.
+    pub slack_us: i64,
+    /// `EMIT ON WINDOW CLOSE`: a group's row is emitted once, final, when
+    /// it closes, and never before.
+    pub emit_on_close: bool,
 }
 
 impl AggregateSpec {
@@ -84,7 +102,20 @@ impl AggregateSpec {
             parts.push(format!("group by [{}]", groups.join(", ")));
         }
         parts.extend(self.calls.iter().map(describe_call));
-        format!("Aggregate: {}", parts.join(", "))
+        let close = match self.close {
+            Some(c) => format!(
+                " (groups close when the frontier passes {} + {} us{})",
+                groups[c.key],
+                c.slack_us,
+                if c.emit_on_close {
+                    "; emit on window close"
+                } else {
+                    ""
+                }
+            ),
+            None => String::new(),
+        };
+        format!("Aggregate: {}{close}", parts.join(", "))
     }
 }
 
@@ -147,6 +178,8 @@ impl Aggregate {
             groups: Groups::default(),
             global_owner: false,
             slots: Vec::new(),
+            close_at: Vec::new(),
+            closing: BTreeMap::new(),
         };
         if aggregate.is_global() {
             // The one group of a global aggregate lives for good, in slot 0.
@@ -175,7 +208,16 @@ struct Aggregate {
     global_owner: bool,
     /// Each row's group slot, reused from batch to batch.
     slots: Vec<u32>,
+    /// With a window key: per slot, when its group closes (`UNSET` for a
+    /// free slot, `i64::MAX` for a NULL key, which never closes) ...
+    close_at: Vec<i64>,
+    /// ... and the slots by that time. Entries of slots since freed (and
+    /// perhaps reused) are stale, told apart by `close_at`.
+    closing: BTreeMap<i64, Vec<u32>>,
 }
+
+/// `Aggregate::close_at` of a slot without a group.
+const UNSET: i64 = i64::MIN;
 
 impl Operator for Aggregate {
     fn on_batch(
@@ -224,6 +266,16 @@ impl Operator for Aggregate {
         if touched.is_empty() {
             return Ok(());
         }
+        if self.spec.close.is_some_and(|c| c.emit_on_close) {
+            // Nothing is emitted before a window closes; a group whose
+            // rows all went is simply forgotten.
+            for slot in touched {
+                if !self.is_live(slot) {
+                    self.release(slot);
+                }
+            }
+            return Ok(());
+        }
         let live: Vec<bool> = touched.iter().map(|s| self.is_live(*s)).collect();
         let live_slots: Vec<u32> = touched
             .iter()
@@ -263,8 +315,55 @@ impl Operator for Aggregate {
         Ok(())
     }
 
+    fn on_frontier(&mut self, frontier_us: i64, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let Some(close) = self.spec.close else {
+            return Ok(());
+        };
+        let mut closed = Vec::new();
+        while let Some(entry) = self.closing.first_entry() {
+            if *entry.key() > frontier_us {
+                break;
+            }
+            let (at, slots) = entry.remove_entry();
+            closed.extend(
+                slots
+                    .into_iter()
+                    .filter(|s| self.close_at[*s as usize] == at),
+            );
+        }
+        if closed.is_empty() {
+            return Ok(());
+        }
+        if close.emit_on_close {
+            let live: Vec<u32> = closed
+                .iter()
+                .copied()
+                .filter(|s| self.is_live(*s))
+                .collect();
+            let columns = self
+                .calls
+                .iter()
+                .map(|c| c.finalize(&live))
+                .collect::<Result<Vec<_>>>()?;
+            let encoded = self.encode_outputs(&columns, live.len())?;
+            for (slot, row) in live.iter().zip(encoded) {
+                self.groups.emitted[*slot as usize] = Some(row);
+            }
+            if !live.is_empty() {
+                out.push(self.build_output(&[], &live)?);
+            }
+        }
+        // The rows emitted stay in the output; only the state goes.
+        for slot in closed {
+            self.release(slot);
+        }
+        Ok(())
+    }
+
     fn state_bytes(&self) -> usize {
-        self.groups.bytes() + self.calls.iter().map(|c| c.acc.bytes()).sum::<usize>()
+        self.groups.bytes()
+            + self.calls.iter().map(|c| c.acc.bytes()).sum::<usize>()
+            + self.close_at.len() * 16
     }
 
     /// Whether the calls were initialised, the global row's owner, the
@@ -312,7 +411,7 @@ impl Operator for Aggregate {
             call.acc.read(state, groups)?;
             call.separator = state.str()?.to_string();
         }
-        Ok(())
+        self.rebuild_closing()
     }
 }
 
@@ -376,10 +475,58 @@ impl Aggregate {
             self.groups.touch(slot);
             self.slots.push(slot);
         }
+        if let Some(close) = self.spec.close {
+            let times = micros(&keys[close.key])?;
+            self.close_at.resize(self.groups.capacity(), UNSET);
+            for i in 0..self.slots.len() {
+                let slot = self.slots[i];
+                if self.close_at[slot as usize] == UNSET {
+                    self.schedule_close(slot, &times, i, close.slack_us);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Notes when the group in `slot` closes: its key's time (row `row` of
+    /// `times`) plus the slack.
+    fn schedule_close(&mut self, slot: u32, times: &Int64Array, row: usize, slack_us: i64) {
+        if times.is_null(row) {
+            self.close_at[slot as usize] = i64::MAX;
+            return;
+        }
+        let at = times.value(row).saturating_add(slack_us);
+        self.close_at[slot as usize] = at;
+        self.closing.entry(at).or_default().push(slot);
+    }
+
+    /// After a restore: when each group closes, from its key.
+    fn rebuild_closing(&mut self) -> Result<()> {
+        self.closing.clear();
+        self.close_at.clear();
+        let (Some(close), Some(codec)) = (self.spec.close, &self.key_codec) else {
+            return Ok(());
+        };
+        let free: std::collections::HashSet<u32> = self.groups.free.iter().copied().collect();
+        let slots: Vec<u32> = (0..self.groups.capacity() as u32)
+            .filter(|s| !free.contains(s))
+            .collect();
+        self.close_at.resize(self.groups.capacity(), UNSET);
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let keys = codec.decode(slots.iter().map(|s| self.groups.keys[*s as usize].as_ref()))?;
+        let times = micros(&keys[close.key])?;
+        for (row, slot) in slots.iter().enumerate() {
+            self.schedule_close(*slot, &times, row, close.slack_us);
+        }
         Ok(())
     }
 
     fn release(&mut self, slot: u32) {
+        if let Some(at) = self.close_at.get_mut(slot as usize) {
+            *at = UNSET;
+        }
         self.groups.release(slot);
         self.calls
             .iter_mut()
@@ -436,6 +583,17 @@ impl Aggregate {
         diffs.resize(slots.len(), 1);
         Ok(ChangeBatch::new(data, diffs))
     }
+}
+
+/// Timestamps as microseconds since the epoch.
+fn micros(values: &ArrayRef) -> Result<Int64Array> {
+    let us = cast(
+        values,
+        &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+    )?;
+    Ok(cast(&us, &DataType::Int64)?
+        .as_primitive::<Int64Type>()
+        .clone())
 }
 
 /// Groups by encoded key, each in a slot that indexes the accumulators.
@@ -1419,6 +1577,7 @@ mod tests {
             group_exprs: groups.iter().map(|g| c(g, input)).collect(),
             calls,
             output_schema: Arc::new(Schema::new(fields)),
+            close: None,
         }
     }
 
@@ -1457,6 +1616,14 @@ mod tests {
 
         fn step(&mut self, text: &str) -> Vec<String> {
             self.step_batches(vec![ChangeBatch::from_pretty(text).unwrap()])
+        }
+
+        /// Moves the event-time frontier; returns what that emitted.
+        fn frontier(&mut self, at: i64) -> Vec<String> {
+            let mut out = Vec::new();
+            self.op.on_frontier(at, &mut out).unwrap();
+            self.outputs.extend(out.iter().cloned());
+            ChangeBatch::concat(&self.schema, &out).unwrap().to_lines()
         }
 
         /// The view: everything output so far, consolidated.
@@ -1765,6 +1932,7 @@ mod tests {
             group_exprs: vec![],
             calls: vec![call(AggFunc::Count, vec![])],
             output_schema: Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
+            close: None,
         };
         assert_eq!(global.describe(), "Aggregate: count(*)");
     }
@@ -1972,6 +2140,70 @@ mod tests {
         restored.checkpoint(&mut again).unwrap();
         assert!(again.into_bytes() == bytes, "the restored state differs");
         restored
+    }
+
+    /// A count per window, the window key (`c0`, microseconds) closing 10 µs
+    /// after its value.
+    fn windowed(emit_on_close: bool) -> AggregateSpec {
+        let s = input(" I I");
+        let mut spec = spec(
+            &s,
+            &["c0"],
+            vec![call(AggFunc::Count, vec![])],
+            vec![DataType::Int64],
+        );
+        spec.close = Some(WindowClose {
+            key: 0,
+            slack_us: 10,
+            emit_on_close,
+        });
+        spec
+    }
+
+    #[test]
+    fn closed_windows_free_their_state_and_keep_their_rows() {
+        let spec = windowed(false);
+        let mut h = Harness::new(&spec);
+        assert_eq!(
+            h.step(" I I\n + 100 1\n + 100 2\n + 200 1"),
+            vec!["+1 100, 2", "+1 200, 1"]
+        );
+        let held = h.op.state_bytes();
+        assert!(h.frontier(109).is_empty());
+        assert_eq!(h.op.state_bytes(), held, "window 100 is still open");
+        // Window 100 closes: its row stays, its state goes.
+        assert!(h.frontier(110).is_empty());
+        assert!(h.op.state_bytes() < held, "window 100 was not freed");
+        assert_eq!(h.step(" I I\n + 200 5"), vec!["+1 200, 2", "-1 200, 1"]);
+        assert_eq!(h.view(), vec!["+1 100, 2", "+1 200, 2"]);
+        assert!(h.frontier(1_000).is_empty());
+        // Windows that come and go reuse what closed ones freed: flat.
+        let settled = h.op.state_bytes();
+        for w in 1..50 {
+            let at = 1_000 + w * 100;
+            h.step(&format!(" I I\n + {at} 1\n + {} 1", at + 50));
+            h.frontier(at + 100);
+        }
+        assert_eq!(h.op.state_bytes(), settled);
+        assert_eq!(h.view().len(), 2 + 98);
+    }
+
+    #[test]
+    fn emit_on_window_close_emits_each_window_once_final() {
+        let spec = windowed(true);
+        let mut h = Harness::new(&spec);
+        assert!(h.step(" I I\n + 100 1\n + 200 1\n + 300 1").is_empty());
+        assert!(h.step(" I I\n + 100 2\n - 300 1\n + 400 1").is_empty());
+        assert!(h.frontier(105).is_empty());
+        assert_eq!(h.frontier(210), vec!["+1 100, 2", "+1 200, 1"]);
+        // Window 300 lost its only row before it closed: no row at all.
+        // Through a checkpoint, window 400 is still pending.
+        let restored = round_trip(&spec, h.op.as_ref(), Shard::SINGLE);
+        h.op = restored;
+        assert!(h.frontier(310).is_empty());
+        assert!(h.step(" I I\n + 400 7").is_empty());
+        assert_eq!(h.frontier(410), vec!["+1 400, 2"]);
+        assert_eq!(h.view(), vec!["+1 100, 2", "+1 200, 1", "+1 400, 2"]);
     }
 
     /// Retracts every row held.

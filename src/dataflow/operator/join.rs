@@ -1261,7 +1261,7 @@ mod tests {
                 // Sources are nodes 0 and 2.
                 let step_inputs = batches.iter().map(|(p, c)| (2 * p, batch_of(c))).collect();
                 let out = runtime
-                    .step(id as u64, &graph, epoch, epoch == 0, step_inputs)
+                    .step(id as u64, &graph, epoch, epoch == 0, None, step_inputs)
                     .unwrap();
                 let all = ChangeBatch::concat(&output_schema(), &[accumulated, out]).unwrap();
                 accumulated = all.consolidate().unwrap();

@@ -16,6 +16,11 @@ impl Project {
         Project { exprs, schema }
     }
 
+    /// The output columns' expressions, over the input.
+    pub fn exprs(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.exprs
+    }
+
     pub fn describe(&self) -> String {
         let exprs: Vec<String> = self
             .exprs

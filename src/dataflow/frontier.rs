@@ -1,0 +1,138 @@
+//! Which aggregates can let go of windows. After lowering, each aggregate's
+//! group keys are traced back to the sources: a key computed from a
+//! source's event-time column (its `WATERMARK` column) by `date_bin` and
+//! the adding or subtracting of constant intervals, through projections,
+//! filters, unions and exchanges only, bounds the event time of every row
+//! of its group from above. Once the view's event-time frontier passes that
+//! bound, no row of the group can come any more (sources keep later events
+//! apart), so the aggregate frees the group, or for `EMIT ON WINDOW CLOSE`
+//! emits its final row and then frees it.
+//!
+//! Only append-only paths qualify: a join, another aggregate or a top-N in
+//! between could retract rows of a group already let go of.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::Operator as BinOp;
+use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
+use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::physical_plan::PhysicalExpr;
+use datafusion::scalar::ScalarValue;
+
+use super::graph::{Graph, NodeKind};
+use super::operator::WindowClose;
+
+/// Marks every aggregate of `graph` with a window key; `event_time` gives
+/// the event-time column of a relation that is a stream with a watermark.
+/// Returns how many were marked.
+pub fn mark_window_closes(
+    graph: &mut Graph,
+    event_time: &dyn Fn(&str) -> Option<usize>,
+    emit_on_close: bool,
+) -> usize {
+    let mut marked = 0;
+    for i in 0..graph.nodes.len() {
+        let NodeKind::Aggregate(spec) = &graph.nodes[i].kind else {
+            continue;
+        };
+        let input = graph.nodes[i].inputs[0];
+        // The key that closes soonest after its window: the least slack.
+        let best = spec
+            .group_exprs
+            .iter()
+            .enumerate()
+            .filter_map(|(key, e)| Some((key, expr_bound(graph, e, input, event_time)?)))
+            .min_by_key(|(_, slack)| *slack);
+        if let Some((key, slack_us)) = best {
+            if let NodeKind::Aggregate(spec) = &mut graph.nodes[i].kind {
+                spec.close = Some(WindowClose {
+                    key,
+                    slack_us,
+                    emit_on_close,
+                });
+                marked += 1;
+            }
+        }
+    }
+    marked
+}
+
+/// `Some(d)` when every row's event time is below the value of column
+/// `column` of `node` plus `d` microseconds.
+fn bound(
+    graph: &Graph,
+    node: usize,
+    column: usize,
+    event_time: &dyn Fn(&str) -> Option<usize>,
+) -> Option<i64> {
+    let n = &graph.nodes[node];
+    match &n.kind {
+        // The event time itself: t < t + 1 µs.
+        NodeKind::Source { relation } => (event_time(relation) == Some(column)).then_some(1),
+        NodeKind::Exchange { .. } | NodeKind::Filter(_) => {
+            bound(graph, n.inputs[0], column, event_time)
+        }
+        NodeKind::Project(p) => expr_bound(graph, p.exprs().get(column)?, n.inputs[0], event_time),
+        NodeKind::Union(_) => n
+            .inputs
+            .iter()
+            .map(|i| bound(graph, *i, column, event_time))
+            .collect::<Option<Vec<i64>>>()?
+            .into_iter()
+            .max(),
+        _ => None,
+    }
+}
+
+/// [`bound`] for an expression over the rows of `input`.
+fn expr_bound(
+    graph: &Graph,
+    expr: &Arc<dyn PhysicalExpr>,
+    input: usize,
+    event_time: &dyn Fn(&str) -> Option<usize>,
+) -> Option<i64> {
+    if let Some(c) = expr.downcast_ref::<Column>() {
+        return bound(graph, input, c.index(), event_time);
+    }
+    if let Some(c) = expr.downcast_ref::<CastExpr>() {
+        // Between timestamp units and zones the instant stays.
+        if !matches!(c.cast_type(), DataType::Timestamp(_, _)) {
+            return None;
+        }
+        return expr_bound(graph, c.expr(), input, event_time);
+    }
+    if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
+        // x + k or x - k: the bound moves the other way.
+        let k = interval_micros(b.right())?;
+        let inner = expr_bound(graph, b.left(), input, event_time)?;
+        return match b.op() {
+            BinOp::Plus => inner.checked_sub(k),
+            BinOp::Minus => inner.checked_add(k),
+            _ => None,
+        };
+    }
+    if let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>() {
+        // date_bin(stride, x [, origin]) <= x < date_bin(...) + stride.
+        if f.name() == "date_bin" && f.args().len() >= 2 {
+            let stride = interval_micros(&f.args()[0])?;
+            let inner = expr_bound(graph, &f.args()[1], input, event_time)?;
+            return inner.checked_add(stride);
+        }
+    }
+    None
+}
+
+/// A constant interval of fixed length, in microseconds.
+fn interval_micros(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
+    let literal = expr.downcast_ref::<Literal>()?;
+    match literal.value() {
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => i64::from(v.days)
+            .checked_mul(86_400_000_000)?
+            .checked_add(v.nanoseconds.div_euclid(1000)),
+        ScalarValue::IntervalDayTime(Some(v)) => i64::from(v.days)
+            .checked_mul(86_400_000_000)?
+            .checked_add(i64::from(v.milliseconds) * 1000),
+        _ => None,
+    }
+}
