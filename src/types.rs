@@ -162,7 +162,8 @@ impl SqlType {
             DataType::Date32 | DataType::Date64 => SqlType::Date,
             DataType::Timestamp(_, None) => SqlType::Timestamp,
             DataType::Timestamp(_, Some(_)) => SqlType::Timestamptz,
-            DataType::Interval(_) => SqlType::Interval,
+            // `timestamp - timestamp`: PostgreSQL's result is an interval.
+            DataType::Interval(_) | DataType::Duration(_) => SqlType::Interval,
             _ => return None,
         })
     }

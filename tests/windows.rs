@@ -279,3 +279,30 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
     ensure!(code == "42601", "{code}");
     Ok(())
 }
+
+/// The scenario-3 example runs as its README words say and finds the hourly
+/// totals equal to the batch answer.
+#[test]
+fn the_late_minute_totals_example_matches_the_batch_answer() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/late_minute_totals.sh"
+    );
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .env("EDDYDB_PORT", server.port().to_string())
+        .env("PGCONNECT_TIMEOUT", "30")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        output.status.success(),
+        "the example failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ensure!(
+        stdout.contains("hourly totals that differ from the batch answer: 0"),
+        "{stdout}"
+    );
+    Ok(())
+}

@@ -263,6 +263,8 @@ enum IngestView {
     Count,
     /// Events per user per 1-second tumbling window.
     Tumble,
+    /// Events per user per 1-minute tumbling window.
+    TumbleMinute,
     /// Events per user per hopping window of 10 s sliding by 2 s (Nexmark
     /// q5's shape): every event is in 5 windows.
     Hop,
@@ -275,6 +277,11 @@ impl IngestView {
             IngestView::Tumble => {
                 "CREATE MATERIALIZED VIEW per_user AS SELECT user_id, window_start, \
                  count(*) AS n FROM TUMBLE(events, ts, INTERVAL '1 second') \
+                 GROUP BY user_id, window_start"
+            }
+            IngestView::TumbleMinute => {
+                "CREATE MATERIALIZED VIEW per_user AS SELECT user_id, window_start, \
+                 count(*) AS n FROM TUMBLE(events, ts, INTERVAL '1 minute') \
                  GROUP BY user_id, window_start"
             }
             IngestView::Hop => {
@@ -3250,8 +3257,8 @@ struct IngestRun {
     status: Vec<Vec<String>>,
     rss: RssMarks,
     event_bytes: Option<f64>,
-    /// Resident MiB after each tenth of the events.
-    rss_by_tenth: Vec<f64>,
+    /// Resident MiB and the aggregate's state after each tenth of the events.
+    rss_by_tenth: Vec<(f64, String)>,
 }
 
 impl IngestRun {
@@ -3327,15 +3334,30 @@ fn ingest_run(
     })
 }
 
+/// The state EXPLAIN reports for `per_user`'s aggregate, e.g. `12.5 MiB`.
+fn aggregate_state(client: &SqlClient) -> Result<String> {
+    let lines = client.text_rows("EXPLAIN per_user")?;
+    Ok(lines
+        .iter()
+        .flatten()
+        .find(|l| l.contains("Aggregate"))
+        .and_then(|l| {
+            l.rsplit_once("[state ")
+                .map(|(_, s)| s.trim_end_matches(']').to_string())
+        })
+        .unwrap_or_else(|| "?".to_string()))
+}
+
 /// [`wait_for_count`], sampling the server's resident memory (VmRSS, MiB)
-/// each time another tenth of `rows` has been counted.
+/// and the aggregate's state each time another tenth of `rows` has been
+/// counted.
 fn wait_for_count_sampling(
     client: &SqlClient,
     sql: &str,
     rows: u64,
     poll: Duration,
     pid: u32,
-) -> Result<(u32, Vec<f64>)> {
+) -> Result<(u32, Vec<(f64, String)>)> {
     let deadline = Instant::now() + INGEST_TIMEOUT;
     let (mut reads, mut samples) = (0, Vec::new());
     loop {
@@ -3343,7 +3365,8 @@ fn wait_for_count_sampling(
         reads += 1;
         while (samples.len() as u64) < 10 && got * 10 >= rows * (samples.len() as u64 + 1) {
             let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            samples.push(mib(meminfo_kb(&status, "VmRSS:").unwrap_or(0) * 1024));
+            let rss = mib(meminfo_kb(&status, "VmRSS:").unwrap_or(0) * 1024);
+            samples.push((rss, aggregate_state(client)?));
         }
         if got == rows {
             return Ok((reads, samples));
@@ -3506,7 +3529,9 @@ fn source_ingest_benchmark(env: &BenchEnv, args: &SourceIngestArgs) -> Result<()
 fn print_ingest_runs(runs: &[IngestRun], view: IngestView) {
     let target = match view {
         IngestView::Count => "target >= 1000000 per core for JSON decode + count",
-        IngestView::Tumble => "target >= 1000000 per core for a tumbling count per key",
+        IngestView::Tumble | IngestView::TumbleMinute => {
+            "target >= 1000000 per core for a tumbling count per key"
+        }
         IngestView::Hop => "target >= 300000 per core for a hopping count per key",
     };
     for run in runs {
@@ -3542,8 +3567,14 @@ fn print_ingest_runs(runs: &[IngestRun], view: IngestView) {
             share(&run.idle_after),
             busiest.map_or("none".to_string(), |(name, s)| format!("{name} {s:.2} s"))
         );
-        let tenths: Vec<String> = run.rss_by_tenth.iter().map(|m| format!("{m:.0}")).collect();
+        let tenths: Vec<String> = run
+            .rss_by_tenth
+            .iter()
+            .map(|(m, _)| format!("{m:.0}"))
+            .collect();
         println!("RSS by tenth (MiB)   {}", tenths.join(" "));
+        let states: Vec<&str> = run.rss_by_tenth.iter().map(|(_, s)| s.as_str()).collect();
+        println!("aggregate state      {}", states.join(" | "));
         print_run_tail(&run.status, &run.rss, &run.usage);
     }
     if let (Some(json), Some(typed)) = (runs.iter().find(|r| r.json), runs.iter().find(|r| !r.json))

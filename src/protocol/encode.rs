@@ -248,6 +248,32 @@ fn encode_value(
             let interval = pg_interval::Interval::new(v.months, v.days, v.nanoseconds / 1000);
             sink.put(&interval, &ty, format)
         }
+        DataType::Duration(unit) => {
+            let v = match unit {
+                dt::TimeUnit::Second => {
+                    array.as_primitive::<dt::DurationSecondType>().value(row) * 1_000_000
+                }
+                dt::TimeUnit::Millisecond => {
+                    array
+                        .as_primitive::<dt::DurationMillisecondType>()
+                        .value(row)
+                        * 1_000
+                }
+                dt::TimeUnit::Microsecond => array
+                    .as_primitive::<dt::DurationMicrosecondType>()
+                    .value(row),
+                dt::TimeUnit::Nanosecond => {
+                    array
+                        .as_primitive::<dt::DurationNanosecondType>()
+                        .value(row)
+                        / 1_000
+                }
+            };
+            // As PostgreSQL subtracts timestamps: whole days, then the time.
+            const DAY: i64 = 86_400_000_000;
+            let interval = pg_interval::Interval::new(0, (v / DAY) as i32, v % DAY);
+            sink.put(&interval, &ty, format)
+        }
         DataType::List(_) | DataType::LargeList(_) => encode_list(sink, array, row, &ty),
         _ => encode_display(sink, array, row, &ty),
     }
