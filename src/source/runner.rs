@@ -171,6 +171,9 @@ impl ReaderTask {
             errors,
             late,
             status,
+            floor: watermark
+                .as_ref()
+                .and_then(|w| w.frontier_over(start.keys().copied(), &start_watermarks)),
             committed: start,
             watermarks: start_watermarks,
         };
@@ -216,6 +219,10 @@ struct Committer {
     /// Each partition's watermark after the committed rows, microseconds
     /// since the epoch: the largest value of the WATERMARK expression so far.
     watermarks: Offsets,
+    /// The highest frontier handed on so far (at start, the one the
+    /// restored marks give): windows before it may be closed, so no event
+    /// before it is read, even from a partition that appeared since.
+    floor: Option<i64>,
 }
 
 impl Committer {
@@ -244,7 +251,10 @@ impl Committer {
         }
         let mut watermarks = self.watermarks.clone();
         let (late, lateness_us) = match watermark {
-            Some(w) => (w.advance(&polled, &mut watermarks)?, w.lateness_us),
+            Some(w) => (
+                w.advance(&polled, &mut watermarks, self.floor)?,
+                w.lateness_us,
+            ),
             None => (Vec::new(), 0),
         };
         let mut positions = self.committed.clone();
@@ -267,6 +277,7 @@ impl Committer {
                     filter_record_batch(&polled.rows, &BooleanArray::from(keep))?
                 };
                 let frontier = watermark.and_then(|w| w.frontier(&self.status, &watermarks));
+                self.floor = self.floor.max(frontier);
                 self.engine.commit_stream(
                     *id,
                     &self.def.name,
@@ -397,8 +408,16 @@ impl Watermark {
     /// late: event time behind their partition's watermark, as it stood
     /// just before them, by more than the allowed lateness. Judged per
     /// partition, so the same rows are late however the messages were cut
-    /// into polls or the partitions interleaved: a replay agrees.
-    pub fn advance(&self, polled: &Polled, marks: &mut Offsets) -> Result<Vec<Late>> {
+    /// into polls or the partitions interleaved: a replay agrees. `floor`
+    /// (the reader's highest frontier so far) binds too; it only ever
+    /// decides for a partition that appeared after the frontier was set,
+    /// since every other partition's own bound is at least as high.
+    pub fn advance(
+        &self,
+        polled: &Polled,
+        marks: &mut Offsets,
+        floor: Option<i64>,
+    ) -> Result<Vec<Late>> {
         let n = polled.rows.num_rows();
         let mut late = Vec::new();
         if n == 0 {
@@ -412,13 +431,14 @@ impl Watermark {
             }
             let mut mark = marks.get(&p.partition).copied();
             for row in p.rows.clone() {
-                if let (Some(w), false) = (mark, times.is_null(row)) {
+                let own = mark.map(|w| w.saturating_sub(self.lateness_us));
+                if let (Some(bound), false) = (own.max(floor), times.is_null(row)) {
                     let t = times.value(row);
-                    if t < w.saturating_sub(self.lateness_us) {
+                    if t < bound {
                         late.push(Late {
                             row,
                             event_time_us: t,
-                            watermark_us: w,
+                            watermark_us: bound.saturating_add(self.lateness_us),
                         });
                     }
                 }
@@ -443,11 +463,18 @@ impl Watermark {
     /// reader knows (idle ones too: one could still send an old event).
     /// `None` while any partition has no watermark yet.
     pub fn frontier(&self, status: &ReaderStatus, marks: &Offsets) -> Option<i64> {
-        let mut partitions = status.partition_ids();
-        partitions.extend(marks.keys());
+        let partitions = status.partition_ids().into_iter();
+        self.frontier_over(partitions.chain(marks.keys().copied()), marks)
+    }
+
+    /// [`Watermark::frontier`] over the given partitions.
+    pub fn frontier_over(
+        &self,
+        partitions: impl Iterator<Item = i32>,
+        marks: &Offsets,
+    ) -> Option<i64> {
         partitions
-            .iter()
-            .map(|p| marks.get(p).copied())
+            .map(|p| marks.get(&p).copied())
             .collect::<Option<Vec<i64>>>()?
             .into_iter()
             .min()
@@ -512,4 +539,92 @@ fn late_rows(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::def::{parse_source_statement, SourceStatement};
+    use crate::source::reader::PartitionProgress;
+    use datafusion::arrow::array::TimestampMicrosecondArray;
+
+    fn watermark(lateness: &str) -> Watermark {
+        let sql = format!(
+            "CREATE SOURCE s (ts timestamptz, WATERMARK FOR ts AS ts - INTERVAL '1 second') \
+             WITH (connector = 'datagen', watermark.allowed.lateness = '{lateness}')"
+        );
+        let Some(SourceStatement::Create(create)) = parse_source_statement(&sql).unwrap() else {
+            panic!("not a CREATE SOURCE");
+        };
+        Watermark::of(&create.validate().unwrap()).unwrap().unwrap()
+    }
+
+    /// A poll of event times in seconds, per partition in turn.
+    fn poll(partitions: &[(i32, &[i64])]) -> Polled {
+        let mut times = Vec::new();
+        let mut progress = Vec::new();
+        for (partition, seconds) in partitions {
+            let start = times.len();
+            times.extend(seconds.iter().map(|s| s * 1_000_000));
+            progress.push(PartitionProgress {
+                partition: *partition,
+                rows: start..times.len(),
+                next_offset: times.len() as i64,
+            });
+        }
+        let column = TimestampMicrosecondArray::from(times).with_timezone("UTC");
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new("ts", column.data_type().clone(), true),
+        ]));
+        Polled {
+            rows: RecordBatch::try_new(schema, vec![Arc::new(column)]).unwrap(),
+            deletes: None,
+            partitions: progress,
+            bad: Vec::new(),
+            offsets: None,
+        }
+    }
+
+    fn late_rows_of(late: &[Late]) -> Vec<usize> {
+        late.iter().map(|l| l.row).collect()
+    }
+
+    #[test]
+    fn lateness_is_judged_per_partition_however_polls_are_cut() {
+        let w = watermark("2 seconds");
+        // Partition 0: the watermark reaches 9 s; 7 s is the bound, so 8 is
+        // read, 6 and 5 are too late.
+        let events: &[i64] = &[10, 9, 8, 6, 5, 11];
+        let mut whole = Offsets::new();
+        let late = w.advance(&poll(&[(0, events)]), &mut whole, None).unwrap();
+        assert_eq!(late_rows_of(&late), vec![3, 4]);
+        assert_eq!(late[0].watermark_us, 9_000_000);
+        // Cut into two polls, with another partition in between: the same.
+        let mut cut = Offsets::new();
+        let first = w.advance(&poll(&[(0, &events[..3]), (1, &[0])]), &mut cut, None);
+        assert!(first.unwrap().is_empty());
+        let second = w
+            .advance(&poll(&[(0, &events[3..])]), &mut cut, None)
+            .unwrap();
+        assert_eq!(late_rows_of(&second), vec![0, 1]);
+        assert_eq!(cut[&0], whole[&0]);
+        // Partition 1 is far behind, but judged only against itself.
+        assert_eq!(cut[&1], -1_000_000);
+    }
+
+    #[test]
+    fn the_frontier_counts_every_partition_and_binds_new_ones() {
+        let w = watermark("2 seconds");
+        let marks = Offsets::from([(0, 9_000_000), (1, 4_000_000)]);
+        assert_eq!(w.frontier_over([0, 1].into_iter(), &marks), Some(2_000_000));
+        // A partition without a watermark yet holds the frontier back.
+        assert_eq!(w.frontier_over([0, 1, 2].into_iter(), &marks), None);
+        // A partition that appears after the frontier reached 2 s cannot
+        // bring an event from before it.
+        let mut marks = marks;
+        let late = w
+            .advance(&poll(&[(2, &[1, 3])]), &mut marks, Some(2_000_000))
+            .unwrap();
+        assert_eq!(late_rows_of(&late), vec![0]);
+    }
 }
