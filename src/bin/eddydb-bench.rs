@@ -321,6 +321,9 @@ struct KafkaIngestArgs {
     /// Pause between two reads of the reader's row count.
     #[arg(long, default_value_t = 20)]
     poll_ms: u64,
+    /// The view EddyDB maintains while it reads the topic.
+    #[arg(long, value_enum, default_value_t = IngestView::Count)]
+    view: IngestView,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -4106,14 +4109,14 @@ fn drain_eddy_started(
     rss.mark(pid, "before the view");
     let before = CpuSnapshot::take(pid, None);
     let clock = KafkaClock::start(broker);
-    client.command(PER_USER_VIEW)?;
+    client.command(args.view.create())?;
     let poll = Duration::from_millis(args.poll_ms);
     let reads = wait_for_count(&client, PER_USER_READER_ROWS, args.rows, poll)?;
     let usage = CpuSnapshot::take(pid, None).usage_since(&before, env.clock_ticks_per_s);
     let mut pass = clock.pass(env, broker, "EddyDB into per_user", args.rows);
     pass.client_s = usage.server_s;
     rss.mark(pid, "at the end");
-    check_view_total(&client, args.rows)?;
+    check_view_total(&client, args.rows * args.view.copies())?;
     Ok(KafkaEddyRun {
         pass,
         usage,
@@ -4167,7 +4170,7 @@ fn kafka_passes(
     let first = drain_bare(env, broker, args, 1)?;
     println!("   {:.2} s; EddyDB", first.wall_s);
     println!("source: {}", kafka_source_ddl(broker));
-    println!("view:   {PER_USER_VIEW}");
+    println!("view:   {}", args.view.create());
     println!(
         "until the last event: every {} ms `{PER_USER_READER_ROWS}`",
         args.poll_ms
