@@ -262,8 +262,15 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         return parse_one(sql);
     }
     // `… EMIT ON WINDOW CLOSE` is cut off its statement and kept as an option.
+    let pieces = split_statements(sql);
+    if pieces
+        .iter()
+        .all(|p| windows::strip_emit_clause(p).is_none())
+    {
+        return parse_one(sql);
+    }
     let mut statements = Vec::new();
-    for piece in split_statements(sql) {
+    for piece in pieces {
         match windows::strip_emit_clause(piece) {
             None => statements.extend(parse_one(piece)?),
             Some(head) => {

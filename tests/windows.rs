@@ -275,6 +275,19 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
         code == "0A000" && hint.is_some_and(|h| h.contains("WATERMARK")),
         "{code}"
     );
+    // Nor one that also reads a table: its frontier would never move.
+    let (code, _, hint) = error_of(
+        &client,
+        "CREATE MATERIALIZED VIEW nope AS SELECT w.window_start, w.n, o.user_id \
+         FROM (SELECT window_start, count(*) AS n FROM TUMBLE(clicks, ts, INTERVAL '1 second') \
+               GROUP BY window_start) w JOIN oracle o ON o.ts = w.window_start \
+         EMIT ON WINDOW CLOSE",
+    )
+    .await?;
+    ensure!(
+        code == "0A000" && hint.is_some_and(|h| h.contains("only such sources")),
+        "{code}"
+    );
     let (code, ..) = error_of(&client, "SELECT 1 EMIT ON WINDOW CLOSE").await?;
     ensure!(code == "42601", "{code}");
     Ok(())

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::logical_expr::Operator as BinOp;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
 use datafusion::physical_expr::ScalarFunctionExpr;
@@ -96,11 +96,17 @@ fn expr_bound(
         return bound(graph, input, c.index(), event_time);
     }
     if let Some(c) = expr.downcast_ref::<CastExpr>() {
-        // Between timestamp units and zones the instant stays.
-        if !matches!(c.cast_type(), DataType::Timestamp(_, _)) {
-            return None;
-        }
-        return expr_bound(graph, c.expr(), input, event_time);
+        // Between zones, and to a unit at least as fine, the instant stays;
+        // a coarser unit truncates, which the bound does not follow.
+        let from = c.expr().data_type(&graph.schema_of(input)).ok()?;
+        return match (from, c.cast_type()) {
+            (DataType::Timestamp(from, _), DataType::Timestamp(to, _))
+                if fineness(to) >= fineness(&from) =>
+            {
+                expr_bound(graph, c.expr(), input, event_time)
+            }
+            _ => None,
+        };
     }
     if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
         // x + k or x - k: the bound moves the other way.
@@ -123,6 +129,15 @@ fn expr_bound(
     None
 }
 
+fn fineness(unit: &TimeUnit) -> u8 {
+    match unit {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 2,
+        TimeUnit::Nanosecond => 3,
+    }
+}
+
 /// A constant interval of fixed length, in microseconds.
 fn interval_micros(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
     let literal = expr.downcast_ref::<Literal>()?;
@@ -134,5 +149,49 @@ fn interval_micros(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
             .checked_mul(86_400_000_000)?
             .checked_add(i64::from(v.milliseconds) * 1000),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::{col, CastExpr};
+
+    use crate::dataflow::operator::Project;
+
+    /// `Source(ts µs) → Project(expr)`: the bound of the projected column.
+    fn bound_through(cast_to: DataType) -> Option<i64> {
+        let unit = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![Field::new("ts", unit, true)]));
+        let mut graph = Graph::default();
+        let source = graph.add(
+            NodeKind::Source {
+                relation: "s".into(),
+            },
+            vec![],
+            Arc::clone(&schema),
+        );
+        let cast: Arc<dyn PhysicalExpr> = Arc::new(CastExpr::new(
+            col("ts", &schema).unwrap(),
+            cast_to.clone(),
+            None,
+        ));
+        let out = Arc::new(Schema::new(vec![Field::new("t", cast_to, true)]));
+        let project = graph.add(
+            NodeKind::Project(Project::new(vec![cast], Arc::clone(&out))),
+            vec![source],
+            out,
+        );
+        bound(&graph, project, 0, &|r| (r == "s").then_some(0))
+    }
+
+    #[test]
+    fn casts_are_followed_only_when_they_keep_the_instant() {
+        let ns = DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into()));
+        assert_eq!(bound_through(ns), Some(1));
+        let seconds = DataType::Timestamp(TimeUnit::Second, None);
+        assert_eq!(bound_through(seconds), None);
+        assert_eq!(bound_through(DataType::Int64), None);
     }
 }

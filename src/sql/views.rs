@@ -187,11 +187,15 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
         source.def.arrow_schema().index_of(column).ok()
     };
     let closing = mark_window_closes(&mut planned.graph, &event_time, def.emit_on_window_close);
-    if def.emit_on_window_close && closing == 0 {
+    // A view's frontier is the least over everything it reads: one input
+    // without event time and no window would ever close.
+    let all_timed = planned.relations.iter().all(|r| event_time(r).is_some());
+    if def.emit_on_window_close && (closing == 0 || !all_timed) {
         return Err(Error::unsupported(
             "EMIT ON WINDOW CLOSE without a window to close",
             "Group by window_start or window_end of TUMBLE or HOP over a source with a \
-             WATERMARK, directly (no join or other aggregate in between).",
+             WATERMARK, directly (no join or other aggregate in between), in a view that \
+             reads only such sources.",
         ));
     }
     let view = MaterializedView::new(def, planned.graph, schema, planned.key_columns)?;

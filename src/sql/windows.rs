@@ -24,7 +24,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use crate::error::{Error, Result};
 
@@ -352,33 +352,52 @@ pub fn strip_table_arguments(sql: &str) -> std::borrow::Cow<'_, str> {
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() else {
         return sql.into();
     };
-    let significant: Vec<(usize, &Token)> = tokens
+    let significant: Vec<&TokenWithSpan> = tokens
         .iter()
-        .enumerate()
-        .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_)))
-        .map(|(i, t)| (i, &t.token))
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .collect();
-    let mut drop = Vec::new();
+    // Byte ranges of the `TABLE` keywords to cut out of the original text
+    // (rebuilding it from tokens would lose how strings were quoted).
+    let mut cuts = Vec::new();
     for w in significant.windows(3) {
-        let [(_, name), (_, Token::LParen), (i, Token::Word(table))] = w else {
+        let [name, paren, table] = w else {
             continue;
         };
-        let is_window = matches!(name, Token::Word(n) if n.quote_style.is_none()
+        let is_window = matches!(&name.token, Token::Word(n) if n.quote_style.is_none()
             && matches!(n.value.to_ascii_lowercase().as_str(), "tumble" | "hop"));
-        if is_window && table.keyword == Keyword::TABLE && table.quote_style.is_none() {
-            drop.push(*i);
+        let is_table = matches!(&table.token, Token::Word(t) if t.quote_style.is_none()
+            && t.keyword == Keyword::TABLE);
+        if is_window && paren.token == Token::LParen && is_table {
+            let start = byte_offset(sql, table.span.start);
+            cuts.push(start..byte_offset(sql, table.span.end));
         }
     }
-    if drop.is_empty() {
+    if cuts.is_empty() {
         return sql.into();
     }
-    tokens
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !drop.contains(i))
-        .map(|(_, t)| t.token.to_string())
-        .collect::<String>()
-        .into()
+    let mut out = String::with_capacity(sql.len());
+    let mut at = 0;
+    for cut in cuts {
+        out.push_str(&sql[at..cut.start]);
+        at = cut.end;
+    }
+    out.push_str(&sql[at..]);
+    out.into()
+}
+
+/// The byte offset in `sql` of a tokenizer location (1-based line and
+/// character column).
+fn byte_offset(sql: &str, at: Location) -> usize {
+    let line_start: usize = sql
+        .split_inclusive('\n')
+        .take(at.line.saturating_sub(1) as usize)
+        .map(str::len)
+        .sum();
+    let column = sql[line_start..]
+        .char_indices()
+        .nth(at.column.saturating_sub(1) as usize)
+        .map_or(sql.len() - line_start, |(i, _)| i);
+    line_start + column
 }
 
 /// `… EMIT ON WINDOW CLOSE` ending one statement: the text before the
@@ -402,17 +421,7 @@ pub fn strip_emit_clause(sql: &str) -> Option<&str> {
     {
         return None;
     }
-    let at = emit.span.start;
-    let line_start: usize = sql
-        .split_inclusive('\n')
-        .take(at.line.saturating_sub(1) as usize)
-        .map(str::len)
-        .sum();
-    let column = sql[line_start..]
-        .char_indices()
-        .nth(at.column.saturating_sub(1) as usize)
-        .map_or(sql.len() - line_start, |(i, _)| i);
-    Some(&sql[..line_start + column])
+    Some(&sql[..byte_offset(sql, emit.span.start)])
 }
 
 /// Marks a parsed `CREATE MATERIALIZED VIEW` (or its EXPLAIN) as `EMIT ON
@@ -475,6 +484,15 @@ mod tests {
         // Text without a window call is left as it was, quotes and all.
         let plain = "SELECT 'descriptor', 'it''s' FROM t";
         assert_eq!(strip_table_arguments(plain), plain);
+        // With one, only the TABLE keyword goes: quoting stays as written.
+        let quoted =
+            "SELECT \"Page\", 'O''Brien', E'a\\'b' FROM TABLE(TUMBLE(\n  TABLE \"Clicks\", \
+                      DESCRIPTOR(ts), INTERVAL '1' MINUTE)) WHERE x = 'é''s'";
+        assert_eq!(
+            strip_table_arguments(quoted),
+            "SELECT \"Page\", 'O''Brien', E'a\\'b' FROM TABLE(TUMBLE(\n   \"Clicks\", \
+             DESCRIPTOR(ts), INTERVAL '1' MINUTE)) WHERE x = 'é''s'"
+        );
     }
 
     #[test]

@@ -325,11 +325,14 @@ impl Operator for Aggregate {
                 break;
             }
             let (at, slots) = entry.remove_entry();
-            closed.extend(
-                slots
-                    .into_iter()
-                    .filter(|s| self.close_at[*s as usize] == at),
-            );
+            for slot in slots {
+                // A stale entry (the slot freed, perhaps reused) or a
+                // second one for the same group is passed over.
+                if self.close_at[slot as usize] == at {
+                    self.close_at[slot as usize] = UNSET;
+                    closed.push(slot);
+                }
+            }
         }
         if closed.is_empty() {
             return Ok(());
