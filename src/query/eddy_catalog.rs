@@ -129,62 +129,39 @@ fn source_partitions(catalog: &Catalog) -> DfResult<RecordBatch> {
 }
 
 fn source_errors(catalog: &Catalog) -> DfResult<RecordBatch> {
-    let schema: SchemaRef = Arc::new(Schema::new(vec![
-        Field::new("source", DataType::Utf8, false),
-        Field::new("feeds", DataType::Utf8, false),
-        Field::new("partition", DataType::Int32, false),
-        Field::new("offset", DataType::Int64, false),
-        Field::new("reason", DataType::Utf8, false),
-        Field::new("payload", DataType::Utf8, true),
-        Field::new("at", timestamptz(), false),
-    ]));
-    let rows = catalog
-        .source_errors()
-        .rows()
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &r.source),
-        )),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.feeds))),
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|r| r.partition),
-        )),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset))),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &r.reason),
-        )),
-        Arc::new(StringArray::from_iter(
-            rows.iter().map(|r| r.payload.clone()),
-        )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.at_us))
-                .with_timezone(crate::types::UTC),
-        ),
-    ];
-    Ok(RecordBatch::try_new(schema, columns)?)
+    set_apart(catalog.source_errors(), false)
 }
 
 fn late_events(catalog: &Catalog) -> DfResult<RecordBatch> {
-    let schema: SchemaRef = Arc::new(Schema::new(vec![
+    set_apart(catalog.late_events(), true)
+}
+
+/// What readers set apart: bad records (`source_errors`), or events too
+/// late to read (`late_events`), which also have their event time and
+/// watermark and call their payload `row`.
+fn set_apart(log: &crate::source::status::ErrorLog, late: bool) -> DfResult<RecordBatch> {
+    let mut fields = vec![
         Field::new("source", DataType::Utf8, false),
         Field::new("feeds", DataType::Utf8, false),
         Field::new("partition", DataType::Int32, false),
         Field::new("offset", DataType::Int64, false),
-        Field::new("event_time", timestamptz(), true),
-        Field::new("watermark", timestamptz(), true),
+    ];
+    if late {
+        fields.push(Field::new("event_time", timestamptz(), true));
+        fields.push(Field::new("watermark", timestamptz(), true));
+    }
+    fields.extend([
         Field::new("reason", DataType::Utf8, false),
-        Field::new("row", DataType::Utf8, true),
+        Field::new(if late { "row" } else { "payload" }, DataType::Utf8, true),
         Field::new("at", timestamptz(), false),
-    ]));
-    let rows = catalog
-        .late_events()
+    ]);
+    let rows = log
         .rows()
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let instants = |values: Vec<Option<i64>>| -> ArrayRef {
         Arc::new(TimestampMicrosecondArray::from(values).with_timezone(crate::types::UTC))
     };
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| &r.source),
         )),
@@ -193,17 +170,24 @@ fn late_events(catalog: &Catalog) -> DfResult<RecordBatch> {
             rows.iter().map(|r| r.partition),
         )),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset))),
-        instants(rows.iter().map(|r| r.event_time_us).collect()),
-        instants(rows.iter().map(|r| r.watermark_us).collect()),
+    ];
+    if late {
+        columns.push(instants(rows.iter().map(|r| r.event_time_us).collect()));
+        columns.push(instants(rows.iter().map(|r| r.watermark_us).collect()));
+    }
+    columns.extend([
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| &r.reason),
-        )),
+        )) as ArrayRef,
         Arc::new(StringArray::from_iter(
             rows.iter().map(|r| r.payload.clone()),
         )),
         instants(rows.iter().map(|r| Some(r.at_us)).collect()),
-    ];
-    Ok(RecordBatch::try_new(schema, columns)?)
+    ]);
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 fn checkpoints(catalog: &Catalog) -> DfResult<RecordBatch> {
