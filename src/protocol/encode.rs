@@ -245,8 +245,7 @@ fn encode_value(
             let v = array
                 .as_primitive::<dt::IntervalMonthDayNanoType>()
                 .value(row);
-            let interval = pg_interval::Interval::new(v.months, v.days, v.nanoseconds / 1000);
-            sink.put(&interval, &ty, format)
+            put_interval(sink, v.months, v.days, v.nanoseconds / 1000, &ty, format)
         }
         DataType::Duration(unit) => {
             let v = match unit {
@@ -271,12 +270,75 @@ fn encode_value(
             };
             // As PostgreSQL subtracts timestamps: whole days, then the time.
             const DAY: i64 = 86_400_000_000;
-            let interval = pg_interval::Interval::new(0, (v / DAY) as i32, v % DAY);
-            sink.put(&interval, &ty, format)
+            put_interval(sink, 0, (v / DAY) as i32, v % DAY, &ty, format)
         }
         DataType::List(_) | DataType::LargeList(_) => encode_list(sink, array, row, &ty),
         _ => encode_display(sink, array, row, &ty),
     }
+}
+
+/// An interval: in text, as PostgreSQL writes it with its default
+/// IntervalStyle (`postgres`); in binary, its wire form.
+fn put_interval(
+    sink: &mut Sink,
+    months: i32,
+    days: i32,
+    micros: i64,
+    ty: &Type,
+    format: FieldFormat,
+) -> PgWireResult<()> {
+    match format {
+        FieldFormat::Text => sink.put(&interval_text(months, days, micros), ty, format),
+        _ => sink.put(
+            &pg_interval::Interval::new(months, days, micros),
+            ty,
+            format,
+        ),
+    }
+}
+
+/// PostgreSQL's `postgres` IntervalStyle: `1 year 2 mons -3 days
+/// +04:05:06.5`. A part after a negative one carries its sign; the
+/// seconds' fraction has no trailing zeros.
+fn interval_text(months: i32, days: i32, micros: i64) -> String {
+    let mut out = String::new();
+    let mut before_negative = false;
+    for (value, unit) in [(months / 12, "year"), (months % 12, "mon"), (days, "day")] {
+        if value == 0 {
+            continue;
+        }
+        let space = if out.is_empty() { "" } else { " " };
+        let plus = if before_negative && value > 0 {
+            "+"
+        } else {
+            ""
+        };
+        let plural = if value != 1 { "s" } else { "" };
+        out.push_str(&format!("{space}{plus}{value} {unit}{plural}"));
+        before_negative = value < 0;
+    }
+    if out.is_empty() || micros != 0 {
+        let sign = if micros < 0 {
+            "-"
+        } else if before_negative {
+            "+"
+        } else {
+            ""
+        };
+        let us = micros.unsigned_abs();
+        let (hours, minutes) = (us / 3_600_000_000, us / 60_000_000 % 60);
+        let (seconds, fraction) = (us / 1_000_000 % 60, us % 1_000_000);
+        let space = if out.is_empty() { "" } else { " " };
+        out.push_str(&format!(
+            "{space}{sign}{hours:02}:{minutes:02}:{seconds:02}"
+        ));
+        if fraction != 0 {
+            let digits = format!("{fraction:06}");
+            out.push('.');
+            out.push_str(digits.trim_end_matches('0'));
+        }
+    }
+    out
 }
 
 fn encode_timestamp(
@@ -393,6 +455,30 @@ fn encode_display(sink: &mut Sink, array: &dyn Array, row: usize, ty: &Type) -> 
     let formatter = ArrayFormatter::try_new(array, &options)
         .map_err(|e| pgwire::error::PgWireError::ApiError(Box::new(e)))?;
     sink.put(&formatter.value(row).to_string(), ty, FieldFormat::Text)
+}
+
+#[cfg(test)]
+mod interval_tests {
+    use super::interval_text;
+
+    #[test]
+    fn intervals_read_as_postgresql_writes_them() {
+        const H: i64 = 3_600_000_000;
+        for (months, days, micros, text) in [
+            (0, 0, 0, "00:00:00"),
+            (0, 0, 1_500_000, "00:00:01.5"),
+            (0, 0, 1, "00:00:00.000001"),
+            (14, 3, 4 * H + 300_000_000, "1 year 2 mons 3 days 04:05:00"),
+            (1, 0, 0, "1 mon"),
+            (-24, 0, 0, "-2 years"),
+            (0, -1, 2 * H, "-1 days +02:00:00"),
+            (0, 1, -2 * H, "1 day -02:00:00"),
+            (0, 0, -90_000_000, "-00:01:30"),
+            (0, 2, 30 * H, "2 days 30:00:00"),
+        ] {
+            assert_eq!(interval_text(months, days, micros), text);
+        }
+    }
 }
 
 #[cfg(test)]
