@@ -231,6 +231,11 @@ impl Catalog {
         &self.engine
     }
 
+    /// Starts the engine's clock (see [`Engine::start_clock`]).
+    pub fn start_clock(&self) {
+        Engine::start_clock(&self.engine);
+    }
+
     /// Commits a table change and its effect on every view, as one epoch
     /// (see [`Engine::commit`]); runs off the async runtime.
     pub async fn commit(self: &Arc<Self>, table: &Arc<Table>, change: Change) -> Result<u64> {

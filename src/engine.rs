@@ -39,6 +39,10 @@ use crate::storage::{Change, PreparedChange, Store, Table};
 pub use checkpoint::CheckpointInfo;
 use checkpoint::{Checkpoints, Manifest, StateRef, ViewEntry};
 
+/// How often views holding a trailing range (`WHERE t > now() - …`) are
+/// stepped with the clock alone: how late at most a row leaves them.
+pub const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A view as stored in the catalog: enough to plan it again at start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ViewDef {
@@ -447,6 +451,70 @@ impl Engine {
             self.checkpoint(df);
         }
         Ok(epoch)
+    }
+
+    /// Steps every view holding a trailing range with no input, so that rows
+    /// that aged out leave it, and the views over it see them go. Blocking.
+    pub fn tick(&self) {
+        let mut df = self.views.lock().expect("commit lock");
+        let df = &mut *df;
+        let temporal: Vec<Arc<MaterializedView>> = df
+            .views
+            .values()
+            .filter(|v| v.graph.is_temporal() && v.failure().is_none())
+            .cloned()
+            .collect();
+        if temporal.is_empty() {
+            return;
+        }
+        let epoch = self.epoch() + 1;
+        let mut outputs = Vec::new();
+        let mut batches = HashMap::new();
+        for view in temporal {
+            match self
+                .runtime
+                .step(view.def.id, &view.graph, epoch, false, None, Vec::new())
+            {
+                Ok(out) if out.is_empty() => {}
+                Ok(out) => {
+                    df.dirty.insert(view.def.id);
+                    batches.insert(view.def.name.clone(), vec![out.clone()]);
+                    outputs.push((view, out));
+                }
+                Err(e) => view.fail(e.to_string()),
+            }
+        }
+        let Some((first, _)) = outputs.first() else {
+            return;
+        };
+        let changed = Changed {
+            origin: first.def.name.clone(),
+            batches,
+            reader: None,
+            frontier: None,
+        };
+        outputs.extend(self.propagate(df, changed, epoch));
+        df.moved = true;
+        let _gate = self.gate.blocking_write();
+        self.publish(outputs, epoch);
+    }
+
+    /// Starts the thread that steps views holding a trailing range every
+    /// [`CLOCK_TICK`]; it ends with the engine.
+    pub fn start_clock(engine: &Arc<Engine>) {
+        let engine = Arc::downgrade(engine);
+        let spawned = std::thread::Builder::new()
+            .name("eddydb-clock".into())
+            .spawn(move || loop {
+                std::thread::sleep(CLOCK_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.tick(),
+                    None => return,
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the clock thread; trailing ranges will not age");
+        }
     }
 
     /// Runs a change through every view that depends on it, directly or

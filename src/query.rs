@@ -132,6 +132,9 @@ impl QueryContext {
         )?;
         ctx.register_catalog(CATALOG_NAME, Arc::new(schemas));
         pg_catalog::register_functions(&ctx, source, user, backend_pid);
+        ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(
+            crate::sql::trailing::Trailing::new(),
+        ));
         Ok(QueryContext { ctx, catalog })
     }
 

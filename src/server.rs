@@ -34,6 +34,7 @@ pub async fn run(
     crate::sql::restore_views(&catalog, &restore_ctx).await?;
     catalog.engine().finish_recovery();
     catalog.start_restored_view_readers();
+    catalog.start_clock();
     if !catalog.views().is_empty() {
         tracing::info!(
             views = catalog.views().len(),

@@ -11,6 +11,7 @@ pub(crate) mod names;
 mod point_lookup;
 mod settings;
 mod sources;
+pub(crate) mod trailing;
 mod views;
 pub(crate) mod windows;
 

@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::operator::{
-    AggregateSpec, Filter, JoinSpec, Operator, Project, TopNSpec, Union, Values,
+    AggregateSpec, Filter, JoinSpec, Operator, Project, TemporalSpec, TopNSpec, Union, Values,
 };
 use crate::error::Result;
 
@@ -24,6 +24,8 @@ pub enum NodeKind {
         keys: Vec<Arc<dyn PhysicalExpr>>,
     },
     Filter(Filter),
+    /// Rows within a trailing range of the wall clock.
+    Temporal(TemporalSpec),
     Project(Project),
     Union(Union),
     Values(Values),
@@ -66,6 +68,14 @@ impl Graph {
 
     pub fn output_schema(&self) -> SchemaRef {
         Arc::clone(&self.nodes[self.output()].schema)
+    }
+
+    /// Whether any node keeps rows within a trailing range of the clock:
+    /// such a graph must be stepped as time passes.
+    pub fn is_temporal(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| matches!(n.kind, NodeKind::Temporal(_)))
     }
 
     /// `(node, relation)` for every source node.
@@ -138,6 +148,7 @@ fn describe_raw(kind: &NodeKind) -> String {
                 .join(", ")
         ),
         NodeKind::Filter(op) => op.describe(),
+        NodeKind::Temporal(spec) => spec.describe(),
         NodeKind::Project(op) => op.describe(),
         NodeKind::Union(op) => op.describe(),
         NodeKind::Values(op) => op.describe(),
@@ -153,6 +164,7 @@ pub fn instantiate(kind: &NodeKind) -> Result<Option<Box<dyn Operator>>> {
     Ok(Some(match kind {
         NodeKind::Source { .. } | NodeKind::Exchange { .. } => return Ok(None),
         NodeKind::Filter(op) => Box::new(op.clone()),
+        NodeKind::Temporal(spec) => spec.instantiate()?,
         NodeKind::Project(op) => Box::new(op.clone()),
         NodeKind::Union(op) => Box::new(op.clone()),
         NodeKind::Values(op) => Box::new(op.clone()),

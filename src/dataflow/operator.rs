@@ -7,6 +7,7 @@ mod aggregate;
 mod filter;
 mod join;
 mod project;
+mod temporal;
 mod top_n;
 mod union;
 mod values;
@@ -15,6 +16,7 @@ pub use aggregate::{AggCall, AggFunc, AggregateSpec, WindowClose};
 pub use filter::Filter;
 pub use join::{JoinKind, JoinSpec};
 pub use project::Project;
+pub use temporal::TemporalSpec;
 pub use top_n::{SortKey, TopNSpec};
 pub use union::Union;
 pub use values::Values;
@@ -55,6 +57,13 @@ pub trait Operator: Send {
 
     /// Called when epoch `epoch` closes, after its last batch.
     fn on_barrier(&mut self, _epoch: u64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called first in every step with the wall clock (microseconds since
+    /// the epoch), read once per step for all workers. Only an operator
+    /// keeping rows within a trailing range of it uses it.
+    fn on_clock(&mut self, _now_us: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
         Ok(())
     }
 

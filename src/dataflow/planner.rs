@@ -26,8 +26,8 @@ use datafusion::scalar::ScalarValue;
 use super::batch::nullable_schema;
 use super::graph::{Graph, NodeKind};
 use super::operator::{
-    AggCall, AggFunc, AggregateSpec, Filter, JoinKind, JoinSpec, Project, SortKey, TopNSpec, Union,
-    Values,
+    AggCall, AggFunc, AggregateSpec, Filter, JoinKind, JoinSpec, Project, SortKey, TemporalSpec,
+    TopNSpec, Union, Values,
 };
 use crate::error::{Error, Result};
 
@@ -76,7 +76,8 @@ fn expression_problem(expr: &Expr) -> Option<Error> {
                 format!(
                     "{}() can return a different result each time it is called, so a view \
                      using it could not be kept up to date incrementally. Compute the value \
-                     when querying the view instead.",
+                     when querying the view instead; to keep only recent rows, write \
+                     WHERE t > now() - INTERVAL '5 minutes'.",
                     f.name()
                 ),
             ))
@@ -94,8 +95,18 @@ pub fn plan_graph(plan: &LogicalPlan) -> Result<Planned> {
     let mut lowering = Lowering {
         graph: Graph::default(),
         relations: Vec::new(),
+        trailing: 0,
     };
     let (_, key_columns) = lowering.lower(plan)?;
+    // A trailing range anywhere but as a condition of its own was not
+    // lowered: it would be evaluated once, at CREATE.
+    if trailing_calls(plan)? != lowering.trailing {
+        return Err(refuse(
+            "now() outside a WHERE condition t > now() - INTERVAL '…'",
+            "A view keeps rows of a trailing range only through a condition of its own, \
+             ANDed with the others: WHERE t > now() - INTERVAL '5 minutes' AND ….",
+        ));
+    }
     Ok(Planned {
         graph: lowering.graph,
         key_columns: key_columns.unwrap_or_default(),
@@ -106,6 +117,8 @@ pub fn plan_graph(plan: &LogicalPlan) -> Result<Planned> {
 struct Lowering {
     graph: Graph,
     relations: Vec<String>,
+    /// Trailing-range conditions lowered to temporal filters.
+    trailing: usize,
 }
 
 /// A lowered node and, when known, the output columns that form a key.
@@ -153,13 +166,8 @@ impl Lowering {
                     return Ok(ranked);
                 }
                 let (input, key) = self.lower(&f.input)?;
-                let predicate = physical(&f.predicate, f.input.schema())?;
-                let schema = self.graph.schema_of(input);
-                let node = self.graph.add(
-                    NodeKind::Filter(Filter::new(predicate)),
-                    vec![input],
-                    schema,
-                );
+                let node =
+                    self.filters(input, std::slice::from_ref(&f.predicate), f.input.schema())?;
                 Ok((node, key))
             }
             LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
@@ -238,17 +246,7 @@ impl Lowering {
             }
         };
         let qualified = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &full_schema)?;
-        if !scan.filters.is_empty() {
-            let predicate = physical(
-                &datafusion::logical_expr::utils::conjunction(scan.filters.clone())
-                    .expect("filters are not empty"),
-                &qualified,
-            )?;
-            let schema = self.graph.schema_of(node);
-            node = self
-                .graph
-                .add(NodeKind::Filter(Filter::new(predicate)), vec![node], schema);
-        }
+        node = self.filters(node, &scan.filters, &qualified)?;
         let identity = |p: &Vec<usize>| p.iter().copied().eq(0..full_schema.fields().len());
         if let Some(projection) = scan.projection.as_ref().filter(|p| !identity(p)) {
             let exprs = projection
@@ -274,6 +272,78 @@ impl Lowering {
             );
         }
         Ok((node, key))
+    }
+
+    /// The conditions `predicates` (ANDed) over `input`: one Filter for the
+    /// plain ones, then a temporal filter per trailing range (see
+    /// [`crate::sql::trailing`]), behind an exchange on the whole row so a
+    /// row's retraction meets the worker holding it.
+    fn filters(&mut self, input: usize, predicates: &[Expr], schema: &DFSchema) -> Result<usize> {
+        let mut plain = Vec::new();
+        let mut trailing = Vec::new();
+        for conjunct in predicates
+            .iter()
+            .flat_map(datafusion::logical_expr::utils::split_conjunction)
+        {
+            match conjunct {
+                Expr::ScalarFunction(f) if f.name() == crate::sql::trailing::TRAILING => {
+                    trailing.push(f)
+                }
+                other => plain.push(other.clone()),
+            }
+        }
+        let mut node = input;
+        if let Some(predicate) = datafusion::logical_expr::utils::conjunction(plain) {
+            let predicate = physical(&predicate, schema)?;
+            let out = self.graph.schema_of(node);
+            node = self
+                .graph
+                .add(NodeKind::Filter(Filter::new(predicate)), vec![node], out);
+        }
+        for call in trailing {
+            let [time, range, inclusive] = call.args.as_slice() else {
+                return Err(Error::Internal(
+                    "eddy_trailing without its 3 arguments".into(),
+                ));
+            };
+            let range_us = match strip_alias(range) {
+                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
+                    i64::from(v.days) * 86_400_000_000 + v.nanoseconds / 1000
+                }
+                _ => {
+                    return Err(refuse(
+                        "a trailing range that is not a fixed interval",
+                        "Write WHERE t > now() - INTERVAL '5 minutes' with a constant of days \
+                         or less.",
+                    ))
+                }
+            };
+            let inclusive = matches!(
+                strip_alias(inclusive),
+                Expr::Literal(ScalarValue::Boolean(Some(true)), _)
+            );
+            let out = self.graph.schema_of(node);
+            let keys = (0..out.fields().len())
+                .map(|i| {
+                    Arc::new(datafusion::physical_expr::expressions::Column::new(
+                        out.field(i).name(),
+                        i,
+                    )) as Arc<dyn PhysicalExpr>
+                })
+                .collect();
+            let exchanged = self.exchange(node, keys);
+            let spec = TemporalSpec {
+                time: physical(time, schema)?,
+                range_us,
+                inclusive,
+                schema: Arc::clone(&out),
+            };
+            node = self
+                .graph
+                .add(NodeKind::Temporal(spec), vec![exchanged], out);
+            self.trailing += 1;
+        }
+        Ok(node)
     }
 
     fn exchange(&mut self, input: usize, keys: Vec<Arc<dyn PhysicalExpr>>) -> usize {
@@ -541,6 +611,23 @@ impl Lowering {
             None,
         ))
     }
+}
+
+/// How many trailing-range calls `plan` holds, anywhere.
+fn trailing_calls(plan: &LogicalPlan) -> Result<usize> {
+    let mut calls = 0;
+    plan.apply(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if matches!(e, Expr::ScalarFunction(f) if f.name() == crate::sql::trailing::TRAILING)
+                {
+                    calls += 1;
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(calls)
 }
 
 fn strip_alias(expr: &Expr) -> &Expr {

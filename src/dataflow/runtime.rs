@@ -39,6 +39,7 @@ enum Command {
         epoch: u64,
         start: bool,
         frontier: Option<i64>,
+        now_us: i64,
         inputs: StepInput,
         reply: Sender<Result<Vec<ChangeBatch>>>,
     },
@@ -165,11 +166,16 @@ impl Runtime {
             }
         }
         let mut parts = parts.into_iter();
+        // One clock for every worker of the step.
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
         let replies = self.broadcast(|reply| Command::Step {
             id,
             epoch,
             start,
             frontier,
+            now_us,
             inputs: parts.next().unwrap_or_default(),
             reply,
         })?;
@@ -279,10 +285,17 @@ impl Worker {
                     epoch,
                     start,
                     frontier,
+                    now_us,
                     inputs,
                     reply,
                 } => {
-                    let _ = reply.send(self.step(id, epoch, start, frontier, inputs));
+                    let step = StepClock {
+                        epoch,
+                        start,
+                        frontier,
+                        now_us,
+                    };
+                    let _ = reply.send(self.step(id, step, inputs));
                 }
                 Command::Remove { id } => {
                     self.dataflows.remove(&id);
@@ -380,9 +393,7 @@ impl Worker {
     fn step(
         &mut self,
         id: DataflowId,
-        epoch: u64,
-        start: bool,
-        frontier: Option<i64>,
+        clock: StepClock,
         inputs: StepInput,
     ) -> Result<Vec<ChangeBatch>> {
         let Some(mut dataflow) = self.dataflows.remove(&id) else {
@@ -416,9 +427,7 @@ impl Worker {
                         .ok_or_else(|| Error::Internal("operator missing".into()));
                     let step = OperatorStep {
                         shard: self.shard,
-                        epoch,
-                        start,
-                        frontier,
+                        clock,
                     };
                     op.and_then(|op| run_operator(op.as_mut(), step, inbox))
                 }
@@ -518,13 +527,21 @@ fn route(
         .collect()
 }
 
+/// What one step tells every worker: its epoch, whether it is the first,
+/// the event-time frontier, and the wall clock.
+#[derive(Debug, Clone, Copy)]
+struct StepClock {
+    epoch: u64,
+    start: bool,
+    frontier: Option<i64>,
+    now_us: i64,
+}
+
 /// What one step tells every operator.
 #[derive(Debug, Clone, Copy)]
 struct OperatorStep {
     shard: Shard,
-    epoch: u64,
-    start: bool,
-    frontier: Option<i64>,
+    clock: StepClock,
 }
 
 /// Feeds one node's inputs to its operator. A panic inside an operator is a
@@ -535,17 +552,19 @@ fn run_operator(
     inbox: Vec<(usize, ChangeBatch)>,
 ) -> Result<Vec<ChangeBatch>> {
     let mut out = Vec::new();
+    let clock = step.clock;
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
-        if step.start {
+        if clock.start {
             op.on_start(step.shard, &mut out)?;
         }
+        op.on_clock(clock.now_us, &mut out)?;
         for (port, batch) in inbox {
             if !batch.is_empty() {
                 op.on_batch(port, batch, &mut out)?;
             }
         }
-        op.on_barrier(step.epoch, &mut out)?;
-        match step.frontier {
+        op.on_barrier(clock.epoch, &mut out)?;
+        match clock.frontier {
             Some(frontier) => op.on_frontier(frontier, &mut out),
             None => Ok(()),
         }

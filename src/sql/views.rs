@@ -148,6 +148,9 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
     let stmt = Statement::Query(Box::new(spec.query.clone()));
     let mut rewritten = stmt.clone();
     ctx.rewrite(&mut rewritten)?;
+    if spec.materialized {
+        crate::sql::trailing::rewrite(&mut rewritten)?;
+    }
     let plan = ctx.plan(rewritten).await?;
     let mut depends_on = relations_read(&plan)?;
     // Plain views are inlined while planning, so only the query text still
