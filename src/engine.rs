@@ -453,48 +453,27 @@ impl Engine {
         Ok(epoch)
     }
 
-    /// Steps every view holding a trailing range with no input, so that rows
-    /// that aged out leave it, and the views over it see them go. Blocking.
+    /// Steps every view holding a trailing range with the clock alone, so
+    /// that rows that aged out leave it, and the views over it see them go
+    /// (each view is stepped once, with whatever else reaches it). Blocking.
     pub fn tick(&self) {
         let mut df = self.views.lock().expect("commit lock");
         let df = &mut *df;
-        let temporal: Vec<Arc<MaterializedView>> = df
-            .views
-            .values()
-            .filter(|v| v.graph.is_temporal() && v.failure().is_none())
-            .cloned()
-            .collect();
-        if temporal.is_empty() {
+        if !df.views.values().any(|v| v.graph.is_temporal()) {
             return;
         }
         let epoch = self.epoch() + 1;
-        let mut outputs = Vec::new();
-        let mut batches = HashMap::new();
-        for view in temporal {
-            match self
-                .runtime
-                .step(view.def.id, &view.graph, epoch, false, None, Vec::new())
-            {
-                Ok(out) if out.is_empty() => {}
-                Ok(out) => {
-                    df.dirty.insert(view.def.id);
-                    batches.insert(view.def.name.clone(), vec![out.clone()]);
-                    outputs.push((view, out));
-                }
-                Err(e) => view.fail(e.to_string()),
-            }
-        }
-        let Some((first, _)) = outputs.first() else {
-            return;
-        };
         let changed = Changed {
-            origin: first.def.name.clone(),
-            batches,
+            origin: String::new(),
+            batches: HashMap::new(),
             reader: None,
             frontier: None,
+            tick: true,
         };
-        outputs.extend(self.propagate(df, changed, epoch));
-        df.moved = true;
+        let outputs = self.propagate(df, changed, epoch);
+        if outputs.is_empty() {
+            return;
+        }
         let _gate = self.gate.blocking_write();
         self.publish(outputs, epoch);
     }
@@ -526,7 +505,10 @@ impl Engine {
         changed: Changed,
         epoch: u64,
     ) -> Vec<(Arc<MaterializedView>, ChangeBatch)> {
-        if changed.batches.values().all(Vec::is_empty) && changed.frontier.is_none() {
+        if changed.batches.values().all(Vec::is_empty)
+            && changed.frontier.is_none()
+            && !changed.tick
+        {
             return Vec::new();
         }
         let Changed {
@@ -534,6 +516,7 @@ impl Engine {
             origin,
             reader,
             frontier,
+            tick,
         } = changed;
         let mut outputs = Vec::new();
         for view in df.views.values() {
@@ -547,8 +530,10 @@ impl Engine {
             };
             // The frontier is the reading view's; views over it have none.
             let frontier = frontier.filter(|_| reader == Some(view.def.id));
+            // On a tick, a view holding a trailing range steps even alone.
+            let clocked = tick && view.graph.is_temporal();
             let inputs = match source_inputs(&view.graph, &batches, hidden) {
-                Ok(inputs) if inputs.is_empty() && frontier.is_none() => continue,
+                Ok(inputs) if inputs.is_empty() && frontier.is_none() && !clocked => continue,
                 Ok(inputs) => inputs,
                 Err(e) => {
                     view.fail(e.to_string());
@@ -933,6 +918,8 @@ struct Changed {
     reader: Option<u64>,
     /// That view's new event-time frontier, when it moved.
     frontier: Option<i64>,
+    /// The clock alone moved: views holding a trailing range step.
+    tick: bool,
 }
 
 impl Changed {
@@ -942,6 +929,7 @@ impl Changed {
             origin: relation.to_string(),
             reader: None,
             frontier: None,
+            tick: false,
         }
     }
 }

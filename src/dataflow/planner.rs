@@ -10,14 +10,14 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, JoinType, NullEquality};
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction};
 use datafusion::logical_expr::{
-    Expr, FetchType, LogicalPlan, Operator as BinOp, SkipType, SortExpr, Volatility,
+    Expr, ExprSchemable, FetchType, LogicalPlan, Operator as BinOp, SkipType, SortExpr, Volatility,
 };
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::PhysicalExpr;
@@ -306,6 +306,12 @@ impl Lowering {
                     "eddy_trailing without its 3 arguments".into(),
                 ));
             };
+            let time_type = time.get_type(schema)?;
+            if !matches!(time_type, DataType::Timestamp(_, _) | DataType::Date32) {
+                return Err(Error::DatatypeMismatch(format!(
+                    "a trailing range compares a time with now(), not {time_type}"
+                )));
+            }
             let range_us = match strip_alias(range) {
                 Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
                     i64::from(v.days) * 86_400_000_000 + v.nanoseconds / 1000
@@ -527,13 +533,7 @@ impl Lowering {
                 .graph
                 .add(NodeKind::Project(project), vec![node], schema);
         }
-        if let Some(rest) = datafusion::logical_expr::utils::conjunction(rest) {
-            let predicate = physical(&rest, f.input.schema())?;
-            let schema = self.graph.schema_of(node);
-            node = self
-                .graph
-                .add(NodeKind::Filter(Filter::new(predicate)), vec![node], schema);
-        }
+        node = self.filters(node, &rest, f.input.schema())?;
         Ok(Some((node, None)))
     }
 

@@ -9,10 +9,8 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
-use datafusion::common::{exec_err, Result as DfResult, ScalarValue};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{exec_err, Result as DfResult};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
@@ -43,7 +41,7 @@ impl VisitorMut for Conditions {
             return ControlFlow::Continue(());
         };
         // `t > now() - i`, or `now() - i < t`.
-        let (time, range, inclusive) = match (op, range_of(right), range_of(left)) {
+        let (time, range, inclusive) = match (op, range_of(unnest(right)), range_of(unnest(left))) {
             (BinaryOperator::Gt, Some(range), _) => (left, range, false),
             (BinaryOperator::GtEq, Some(range), _) => (left, range, true),
             (BinaryOperator::Lt, _, Some(range)) => (right, range, false),
@@ -66,6 +64,14 @@ impl VisitorMut for Conditions {
     }
 }
 
+/// `expr` without the parentheses around it.
+fn unnest(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Nested(inner) => unnest(inner),
+        other => other,
+    }
+}
+
 /// `now() - <interval>` (or `current_timestamp - …`): the interval.
 fn range_of(expr: &Expr) -> Option<&Expr> {
     let Expr::BinaryOp {
@@ -76,7 +82,7 @@ fn range_of(expr: &Expr) -> Option<&Expr> {
     else {
         return None;
     };
-    let Expr::Function(f) = left.as_ref() else {
+    let Expr::Function(f) = unnest(left) else {
         return None;
     };
     let name = f.name.to_string().to_ascii_lowercase();
@@ -84,9 +90,8 @@ fn range_of(expr: &Expr) -> Option<&Expr> {
 }
 
 /// `eddy_trailing(t, range, inclusive)`: whether `t` lies within `range`
-/// of now. Materialized views never evaluate it (their planner turns it
-/// into a temporal filter); it is declared immutable so that the planner
-/// sees it rather than a folded constant.
+/// of now, as a materialized view's planner reads it (it becomes a temporal
+/// filter). Declared immutable so that `check_maintainable` lets it through.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Trailing {
     signature: Signature,
@@ -119,41 +124,10 @@ impl ScalarUDFImpl for Trailing {
         Ok(DataType::Boolean)
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let rows = args.number_rows;
-        let [time, range, inclusive] = args.args.as_slice() else {
-            return exec_err!("{TRAILING} takes 3 arguments");
-        };
-        let range = match range {
-            ColumnarValue::Scalar(ScalarValue::IntervalMonthDayNano(Some(v))) if v.months == 0 => {
-                i64::from(v.days) * 86_400_000_000 + v.nanoseconds / 1000
-            }
-            _ => return exec_err!("{TRAILING} needs a fixed-length interval"),
-        };
-        let inclusive = matches!(
-            inclusive,
-            ColumnarValue::Scalar(ScalarValue::Boolean(Some(true)))
-        );
-        let now = chrono::Utc::now().timestamp_micros();
-        let times = cast(
-            &time.to_array(rows)?,
-            &DataType::Timestamp(TimeUnit::Microsecond, None),
-        )?;
-        let times = cast(&times, &DataType::Int64)?;
-        let times = times.as_primitive::<Int64Type>();
-        let out: BooleanArray = (0..rows)
-            .map(|i| {
-                (!times.is_null(i)).then(|| {
-                    let until = times.value(i).saturating_add(range);
-                    if inclusive {
-                        now <= until
-                    } else {
-                        now < until
-                    }
-                })
-            })
-            .collect();
-        Ok(ColumnarValue::Array(std::sync::Arc::new(out)))
+    /// Never evaluated: a materialized view's planner lowers it, and an
+    /// error here keeps constant folding from freezing it at CREATE.
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        exec_err!("{TRAILING} is kept by materialized views only; use now() in queries")
     }
 }
 
@@ -178,6 +152,10 @@ mod tests {
         assert_eq!(
             rewritten("SELECT * FROM t WHERE current_timestamp - INTERVAL '1' HOUR <= t.ts"),
             "SELECT * FROM t WHERE eddy_trailing(t.ts, INTERVAL '1' HOUR, true)"
+        );
+        assert_eq!(
+            rewritten("SELECT * FROM t WHERE ts > (now() - INTERVAL '5 minutes')"),
+            "SELECT * FROM t WHERE eddy_trailing(ts, INTERVAL '5 minutes', false)"
         );
         // Anything else is left for the planner to refuse.
         assert_eq!(
