@@ -8,12 +8,38 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, ArrayRef};
-use datafusion::arrow::compute::concat;
+use datafusion::arrow::array::{new_null_array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::compute::{cast, concat};
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::PhysicalExpr;
+use datafusion::scalar::ScalarValue;
 
 use crate::error::Result;
+
+/// Microseconds in a day: an interval's days are 24 hours in UTC.
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Timestamps (any unit or zone) as microseconds since the epoch.
+pub fn timestamp_micros(values: &ArrayRef) -> Result<Int64Array> {
+    let us = cast(values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    Ok(cast(&us, &DataType::Int64)?
+        .as_primitive::<Int64Type>()
+        .clone())
+}
+
+/// A constant interval of fixed length (no months), in whole microseconds.
+pub fn fixed_interval_micros(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => i64::from(v.days)
+            .checked_mul(MICROS_PER_DAY)?
+            .checked_add(v.nanoseconds.div_euclid(1000)),
+        ScalarValue::IntervalDayTime(Some(v)) => i64::from(v.days)
+            .checked_mul(MICROS_PER_DAY)?
+            .checked_add(i64::from(v.milliseconds) * 1000),
+        _ => None,
+    }
+}
 
 /// Rows whose expression failed and became NULL, since the server started.
 pub static ROWS_NULLED_BY_ERRORS: AtomicU64 = AtomicU64::new(0);

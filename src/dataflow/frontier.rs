@@ -18,8 +18,8 @@ use datafusion::logical_expr::Operator as BinOp;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
 use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_plan::PhysicalExpr;
-use datafusion::scalar::ScalarValue;
 
+use super::expr::fixed_interval_micros;
 use super::graph::{Graph, NodeKind};
 use super::operator::WindowClose;
 
@@ -140,16 +140,7 @@ fn fineness(unit: &TimeUnit) -> u8 {
 
 /// A constant interval of fixed length, in microseconds.
 fn interval_micros(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
-    let literal = expr.downcast_ref::<Literal>()?;
-    match literal.value() {
-        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => i64::from(v.days)
-            .checked_mul(86_400_000_000)?
-            .checked_add(v.nanoseconds.div_euclid(1000)),
-        ScalarValue::IntervalDayTime(Some(v)) => i64::from(v.days)
-            .checked_mul(86_400_000_000)?
-            .checked_add(i64::from(v.milliseconds) * 1000),
-        _ => None,
-    }
+    fixed_interval_micros(expr.downcast_ref::<Literal>()?.value())
 }
 
 #[cfg(test)]

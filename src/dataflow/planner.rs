@@ -24,6 +24,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::batch::nullable_schema;
+use super::expr::fixed_interval_micros;
 use super::graph::{Graph, NodeKind};
 use super::operator::{
     AggCall, AggFunc, AggregateSpec, Filter, JoinKind, JoinSpec, Project, SortKey, TemporalSpec,
@@ -313,16 +314,15 @@ impl Lowering {
                 )));
             }
             let range_us = match strip_alias(range) {
-                Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
-                    i64::from(v.days) * 86_400_000_000 + v.nanoseconds / 1000
-                }
-                _ => {
-                    return Err(refuse(
-                        "a trailing range that is not a fixed interval",
-                        "Write WHERE t > now() - INTERVAL '5 minutes' with a constant of days \
-                         or less.",
-                    ))
-                }
+                Expr::Literal(value, _) => fixed_interval_micros(value),
+                _ => None,
+            };
+            let Some(range_us) = range_us else {
+                return Err(refuse(
+                    "a trailing range that is not a fixed interval",
+                    "Write WHERE t > now() - INTERVAL '5 minutes' with a constant of days \
+                     or less.",
+                ));
             };
             let inclusive = matches!(
                 strip_alias(inclusive),

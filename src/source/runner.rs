@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, UInt32Array};
-use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
+use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
@@ -33,6 +33,7 @@ use datafusion::prelude::SessionContext;
 use super::def::{BadRecordAction, SourceDef};
 use super::reader::{Offsets, Polled, Reader};
 use super::status::{ErrorLog, ErrorRow, ReaderStatus};
+use crate::dataflow::expr::timestamp_micros;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::storage::{Change, Table};
@@ -423,8 +424,8 @@ impl Watermark {
         if n == 0 {
             return Ok(late);
         }
-        let values = micros(&self.expr.evaluate(&polled.rows)?.into_array(n)?)?;
-        let times = micros(polled.rows.column(self.column))?;
+        let values = timestamp_micros(&self.expr.evaluate(&polled.rows)?.into_array(n)?)?;
+        let times = timestamp_micros(polled.rows.column(self.column))?;
         for p in &polled.partitions {
             if p.rows.is_empty() || p.rows.end > n {
                 continue;
@@ -480,16 +481,6 @@ impl Watermark {
             .min()
             .map(|w| w.saturating_sub(self.lateness_us))
     }
-}
-
-/// Timestamps as microseconds since the epoch.
-fn micros(values: &ArrayRef) -> Result<Int64Array> {
-    let us = cast(values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-    let us = cast(&us, &DataType::Int64)?;
-    us.as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .ok_or_else(|| Error::Internal("watermark cast to int64".into()))
 }
 
 /// The late rows of a poll as `eddy_catalog.late_events` keeps them, each

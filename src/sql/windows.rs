@@ -26,13 +26,12 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
+use crate::dataflow::expr::MICROS_PER_DAY;
 use crate::error::{Error, Result};
 
 /// A hopping window covers at most this many slides: each is one branch of
 /// a union, so every row is copied this many times.
 const MAX_HOPS: i64 = 64;
-
-const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

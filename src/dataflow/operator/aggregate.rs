@@ -31,7 +31,7 @@ use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::{ChangeBatch, Operator, Shard};
-use crate::dataflow::expr::{evaluate, evaluate_all};
+use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros};
 use crate::dataflow::row::{shard_of_empty_key, KeyBytes, RowCodec};
 use crate::dataflow::state::{corrupt, StateReader, StateWriter};
 use crate::error::{Error, Result};
@@ -479,7 +479,7 @@ impl Aggregate {
             self.slots.push(slot);
         }
         if let Some(close) = self.spec.close {
-            let times = micros(&keys[close.key])?;
+            let times = timestamp_micros(&keys[close.key])?;
             self.close_at.resize(self.groups.capacity(), UNSET);
             for i in 0..self.slots.len() {
                 let slot = self.slots[i];
@@ -519,7 +519,7 @@ impl Aggregate {
             return Ok(());
         }
         let keys = codec.decode(slots.iter().map(|s| self.groups.keys[*s as usize].as_ref()))?;
-        let times = micros(&keys[close.key])?;
+        let times = timestamp_micros(&keys[close.key])?;
         for (row, slot) in slots.iter().enumerate() {
             self.schedule_close(*slot, &times, row, close.slack_us);
         }
@@ -586,17 +586,6 @@ impl Aggregate {
         diffs.resize(slots.len(), 1);
         Ok(ChangeBatch::new(data, diffs))
     }
-}
-
-/// Timestamps as microseconds since the epoch.
-fn micros(values: &ArrayRef) -> Result<Int64Array> {
-    let us = cast(
-        values,
-        &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
-    )?;
-    Ok(cast(&us, &DataType::Int64)?
-        .as_primitive::<Int64Type>()
-        .clone())
 }
 
 /// Groups by encoded key, each in a slot that indexes the accumulators.

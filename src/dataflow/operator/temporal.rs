@@ -12,15 +12,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
+use datafusion::arrow::array::{Array, BooleanArray};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::{ChangeBatch, Operator, Shard};
-use crate::dataflow::expr::evaluate;
+use crate::dataflow::expr::{evaluate, timestamp_micros};
 use crate::dataflow::row::{KeyBytes, RowCodec};
 use crate::dataflow::state::{StateReader, StateWriter};
 use crate::error::Result;
@@ -128,10 +127,7 @@ impl Operator for TemporalFilter {
         batch: ChangeBatch,
         out: &mut Vec<ChangeBatch>,
     ) -> Result<()> {
-        let times = evaluate(&self.spec.time, &batch.data)?;
-        let times = cast(&times, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-        let times = cast(&times, &DataType::Int64)?;
-        let times = times.as_primitive::<Int64Type>();
+        let times = timestamp_micros(&evaluate(&self.spec.time, &batch.data)?)?;
         let rows = self.codec.encode(batch.data.columns())?;
         let mut keep = Vec::with_capacity(batch.len());
         for (i, diff) in batch.diffs.iter().enumerate() {
