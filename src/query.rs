@@ -135,6 +135,9 @@ impl QueryContext {
         ctx.register_udf(datafusion::logical_expr::ScalarUDF::from(
             crate::sql::trailing::Trailing::new(),
         ));
+        for session_bound in crate::sql::sessions::functions() {
+            ctx.register_udwf(session_bound);
+        }
         Ok(QueryContext { ctx, catalog })
     }
 

@@ -9,6 +9,7 @@ pub(crate) mod ddl;
 mod dml;
 pub(crate) mod names;
 mod point_lookup;
+pub(crate) mod sessions;
 mod settings;
 mod sources;
 pub(crate) mod trailing;

@@ -25,7 +25,7 @@ use tokio_postgres::Client;
 /// tumbling and hopping windows over a source with late events (whose
 /// watermarks must survive a crash for the same events to be found late),
 /// one emitting on window close.
-const VIEWS: [(&str, &str); 8] = [
+const VIEWS: [(&str, &str); 9] = [
     ("totals", "SELECT count(*) AS n, sum(id) AS s FROM ev"),
     (
         "per_k",
@@ -61,6 +61,12 @@ const VIEWS: [(&str, &str); 8] = [
         "hopping",
         "SELECT window_start, count(*) AS c, count(DISTINCT user_id) AS users \
          FROM HOP(clicks, ts, INTERVAL '1 second', INTERVAL '3 seconds') GROUP BY window_start",
+    ),
+    (
+        "sessions",
+        "SELECT user_id, window_start, window_end, count(*) AS c \
+         FROM SESSION(clicks, ts, INTERVAL '500 milliseconds', user_id) \
+         GROUP BY user_id, window_start, window_end EMIT ON WINDOW CLOSE",
     ),
 ];
 
@@ -132,14 +138,16 @@ async fn check_against_fresh_views(client: &Client, rows_total: u64) -> anyhow::
     wait_for(client, "SELECT total FROM ref_busiest", &total).await?;
     wait_for(client, "SELECT sum(n) FROM ref_labelled", &total).await?;
     wait_for(client, &clicks_read("ref_"), &clicks).await?;
-    // Both window-closing views have read every click (and so closed the
-    // same windows).
+    // The window-closing views have read every click (and so closed the
+    // same windows as their references).
     for prefix in ["", "ref_"] {
-        let sql = format!(
-            "SELECT max(\"offset\") FROM eddy_catalog.source_partitions \
-             WHERE feeds = '{prefix}closed'"
-        );
-        wait_for(client, &sql, &clicks).await?;
+        for view in ["closed", "sessions"] {
+            let sql = format!(
+                "SELECT max(\"offset\") FROM eddy_catalog.source_partitions \
+                 WHERE feeds = '{prefix}{view}'"
+            );
+            wait_for(client, &sql, &clicks).await?;
+        }
     }
     // Each click read is in three hopping windows.
     let read: u64 = value(client, "SELECT sum(c) FROM per_second")

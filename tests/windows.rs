@@ -77,6 +77,10 @@ async fn late_events_correct_windows_and_too_late_ones_are_kept() -> anyhow::Res
                 SELECT page, window_start, count(*) AS n
                 FROM HOP(clicks, ts, INTERVAL '2 seconds', INTERVAL '10 seconds')
                 GROUP BY page, window_start;
+             CREATE MATERIALIZED VIEW lenient_sessions AS
+                SELECT user_id, window_start, window_end, count(*) AS n
+                FROM SESSION(clicks, ts, INTERVAL '1 second', user_id)
+                GROUP BY user_id, window_start, window_end;
              CREATE MATERIALIZED VIEW strict AS
                 SELECT window_start, count(*) AS n
                 FROM TUMBLE(strict_clicks, ts, INTERVAL '1 second') GROUP BY window_start;",
@@ -89,6 +93,7 @@ async fn late_events_correct_windows_and_too_late_ones_are_kept() -> anyhow::Res
     wait_for(&client, "SELECT count(*) FROM oracle", &total).await?;
     wait_for(&client, "SELECT sum(n) FROM lenient", &total).await?;
     wait_for(&client, "SELECT sum(n) FROM lenient_10s", &total).await?;
+    wait_for(&client, "SELECT sum(n) FROM lenient_sessions", &total).await?;
     wait_for(
         &client,
         "SELECT (SELECT sum(n) FROM strict) + (SELECT count(*) FROM eddy_catalog.late_events \
@@ -126,6 +131,29 @@ async fn late_events_correct_windows_and_too_late_ones_are_kept() -> anyhow::Res
     ensure!(
         hop_diff == "0",
         "{hop_diff} hopping windows differ from the batch answer"
+    );
+    // Sessions too: late events extended and merged sessions already
+    // emitted, and the view ends up with the batch answer's sessions.
+    let batch_sessions = "SELECT user_id, window_start, window_end, count(*) \
+         FROM SESSION(oracle, ts, INTERVAL '1 second', user_id) GROUP BY 1, 2, 3";
+    let session_diff = value(
+        &client,
+        &format!(
+            "SELECT count(*) FROM (({batch_sessions} EXCEPT SELECT * FROM lenient_sessions) \
+             UNION ALL (SELECT * FROM lenient_sessions EXCEPT {batch_sessions})) d"
+        ),
+    )
+    .await?;
+    ensure!(
+        session_diff == "0",
+        "{session_diff} sessions differ from the batch answer"
+    );
+    let sessions: i64 = value(&client, "SELECT count(*) FROM lenient_sessions")
+        .await?
+        .parse()?;
+    ensure!(
+        (1_000..ROWS as i64).contains(&sessions),
+        "{sessions} sessions of {ROWS} events"
     );
     let kept_lenient: i64 = value(
         &client,
@@ -219,6 +247,11 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
                 SELECT window_start, window_end, count(*) AS n
                 FROM HOP(clicks, ts, INTERVAL '2 seconds', INTERVAL '4 seconds')
                 GROUP BY window_start, window_end
+                EMIT ON WINDOW CLOSE;
+             CREATE MATERIALIZED VIEW closed_sessions AS
+                SELECT user_id, window_start, window_end, count(*) AS n
+                FROM SESSION(clicks, ts, INTERVAL '1 second', user_id)
+                GROUP BY user_id, window_start, window_end
                 EMIT ON WINDOW CLOSE;",
             generator(),
             source("clicks", "5 seconds"),
@@ -226,7 +259,7 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
         .await?;
     let total = ROWS.to_string();
     wait_for(&client, "SELECT count(*) FROM oracle", &total).await?;
-    for view in ["closed", "closed_hop"] {
+    for view in ["closed", "closed_hop", "closed_sessions"] {
         let read =
             format!("SELECT sum(rows) FROM eddy_catalog.source_partitions WHERE feeds = '{view}'");
         wait_for(&client, &read, &total).await?;
@@ -263,6 +296,18 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
         frontier("closed_hop")
     );
     ensure!(value(&client, &differ(closed_hop, "closed_hop")).await? == "0");
+    // A session is final once the frontier reaches its end.
+    let closed_sessions = format!(
+        "SELECT user_id, window_start, window_end, count(*) \
+         FROM SESSION(oracle, ts, INTERVAL '1 second', user_id) GROUP BY 1, 2, 3 \
+         HAVING window_end <= {}",
+        frontier("closed_sessions")
+    );
+    ensure!(value(&client, &differ(closed_sessions, "closed_sessions")).await? == "0");
+    let sessions: i64 = value(&client, "SELECT count(*) FROM closed_sessions")
+        .await?
+        .parse()?;
+    ensure!(sessions > 1_000, "only {sessions} sessions closed");
 
     // A query the engine cannot close windows for is refused at CREATE.
     let (code, _, hint) = error_of(

@@ -28,6 +28,20 @@ pub fn timestamp_micros(values: &ArrayRef) -> Result<Int64Array> {
         .clone())
 }
 
+/// Microseconds since the epoch as values of `target`: a timestamp of any
+/// unit or zone, or (for tests over integer times) an integer.
+pub fn micros_as(values: Int64Array, target: &DataType) -> Result<ArrayRef> {
+    let values: ArrayRef = match target {
+        DataType::Timestamp(_, zone) => Arc::new(
+            values
+                .reinterpret_cast::<datafusion::arrow::datatypes::TimestampMicrosecondType>()
+                .with_timezone_opt(zone.clone()),
+        ),
+        _ => Arc::new(values),
+    };
+    Ok(cast(&values, target)?)
+}
+
 /// A constant interval of fixed length (no months), in whole microseconds.
 pub fn fixed_interval_micros(value: &ScalarValue) -> Option<i64> {
     match value {

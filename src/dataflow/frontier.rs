@@ -9,7 +9,12 @@
 //! emits its final row and then frees it.
 //!
 //! Only append-only paths qualify: a join, another aggregate or a top-N in
-//! between could retract rows of a group already let go of.
+//! between could retract rows of a group already let go of. A session
+//! window is the one exception: it does retract rows, but only under
+//! sessions that an event at or after the frontier can still reach, so its
+//! `window_end` bounds its changes like an event time. Session operators
+//! whose time traces to a watermark column are marked too, to let go of
+//! their closed sessions.
 
 use std::sync::Arc;
 
@@ -21,7 +26,7 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use super::expr::fixed_interval_micros;
 use super::graph::{Graph, NodeKind};
-use super::operator::WindowClose;
+use super::operator::{SessionBound, WindowClose};
 
 /// Marks every aggregate of `graph` with a window key; `event_time` gives
 /// the event-time column of a relation that is a stream with a watermark.
@@ -33,10 +38,17 @@ pub fn mark_window_closes(
 ) -> usize {
     let mut marked = 0;
     for i in 0..graph.nodes.len() {
-        let NodeKind::Aggregate(spec) = &graph.nodes[i].kind else {
+        let input = graph.nodes[i].inputs.first().copied();
+        if let (NodeKind::Session(spec), Some(input)) = (&graph.nodes[i].kind, input) {
+            let slack = session_slack(graph, &spec.time, input, event_time);
+            if let NodeKind::Session(spec) = &mut graph.nodes[i].kind {
+                spec.close_slack_us = slack;
+            }
+            continue;
+        }
+        let (NodeKind::Aggregate(spec), Some(input)) = (&graph.nodes[i].kind, input) else {
             continue;
         };
-        let input = graph.nodes[i].inputs[0];
         // The key that closes soonest after its window: the least slack.
         let best = spec
             .group_exprs
@@ -74,6 +86,13 @@ fn bound(
             bound(graph, n.inputs[0], column, event_time)
         }
         NodeKind::Project(p) => expr_bound(graph, p.exprs().get(column)?, n.inputs[0], event_time),
+        NodeKind::Session(spec) => {
+            let width = n.schema.fields().len() - spec.bounds.len();
+            match spec.bounds.get(column.checked_sub(width)?)? {
+                SessionBound::End => session_slack(graph, &spec.time, n.inputs[0], event_time),
+                SessionBound::Start => None,
+            }
+        }
         NodeKind::Union(_) => n
             .inputs
             .iter()
@@ -83,6 +102,19 @@ fn bound(
             .max(),
         _ => None,
     }
+}
+
+/// A session's end bounds what can still change it: an event at time `t`
+/// reaches only sessions ending after `t`. When every event time is below
+/// the session time plus `d`, a session ending at `e` is final once the
+/// frontier reaches `e + d - 1`, and so is every row under it.
+fn session_slack(
+    graph: &Graph,
+    time: &Arc<dyn PhysicalExpr>,
+    input: usize,
+    event_time: &dyn Fn(&str) -> Option<usize>,
+) -> Option<i64> {
+    expr_bound(graph, time, input, event_time)?.checked_sub(1)
 }
 
 /// [`bound`] for an expression over the rows of `input`.

@@ -8,7 +8,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::operator::{
-    AggregateSpec, Filter, JoinSpec, Operator, Project, TemporalSpec, TopNSpec, Union, Values,
+    AggregateSpec, Filter, JoinSpec, Operator, Project, SessionSpec, TemporalSpec, TopNSpec, Union,
+    Values,
 };
 use crate::error::Result;
 
@@ -26,6 +27,8 @@ pub enum NodeKind {
     Filter(Filter),
     /// Rows within a trailing range of the wall clock.
     Temporal(TemporalSpec),
+    /// Rows with the bounds of their session appended.
+    Session(SessionSpec),
     Project(Project),
     Union(Union),
     Values(Values),
@@ -149,6 +152,7 @@ fn describe_raw(kind: &NodeKind) -> String {
         ),
         NodeKind::Filter(op) => op.describe(),
         NodeKind::Temporal(spec) => spec.describe(),
+        NodeKind::Session(spec) => spec.describe(),
         NodeKind::Project(op) => op.describe(),
         NodeKind::Union(op) => op.describe(),
         NodeKind::Values(op) => op.describe(),
@@ -165,6 +169,7 @@ pub fn instantiate(kind: &NodeKind) -> Result<Option<Box<dyn Operator>>> {
         NodeKind::Source { .. } | NodeKind::Exchange { .. } => return Ok(None),
         NodeKind::Filter(op) => Box::new(op.clone()),
         NodeKind::Temporal(spec) => spec.instantiate()?,
+        NodeKind::Session(spec) => spec.instantiate()?,
         NodeKind::Project(op) => Box::new(op.clone()),
         NodeKind::Union(op) => Box::new(op.clone()),
         NodeKind::Values(op) => Box::new(op.clone()),

@@ -27,8 +27,8 @@ use super::batch::nullable_schema;
 use super::expr::fixed_interval_micros;
 use super::graph::{Graph, NodeKind};
 use super::operator::{
-    AggCall, AggFunc, AggregateSpec, Filter, JoinKind, JoinSpec, Project, SortKey, TemporalSpec,
-    TopNSpec, Union, Values,
+    AggCall, AggFunc, AggregateSpec, Filter, JoinKind, JoinSpec, Project, SessionBound,
+    SessionSpec, SortKey, TemporalSpec, TopNSpec, Union, Values,
 };
 use crate::error::{Error, Result};
 
@@ -193,7 +193,10 @@ impl Lowering {
                 )),
             },
             LogicalPlan::Limit(l) => self.lower_limit(l, plan),
-            LogicalPlan::Window(w) => Ok((self.lower_ranked(w, (1, None))?, None)),
+            LogicalPlan::Window(w) => match session_window(w)? {
+                Some(session) => Ok((self.lower_session(w, session)?, None)),
+                None => Ok((self.lower_ranked(w, (1, None))?, None)),
+            },
             LogicalPlan::Values(v) => self.lower_values(&v.values, plan),
             LogicalPlan::EmptyRelation(e) => {
                 let rows = usize::from(e.produce_one_row);
@@ -515,6 +518,9 @@ impl Lowering {
             },
             _ => return Ok(None),
         };
+        if session_window(window)?.is_some() {
+            return Ok(None);
+        }
         let window_rn = window.schema.field(window.schema.fields().len() - 1).name();
         let rn = match projection {
             None => window_rn.clone(),
@@ -580,6 +586,31 @@ impl Lowering {
             .add(NodeKind::TopN(spec), vec![exchanged], schema))
     }
 
+    /// A `SESSION(…)` window: its bounds appended to every row.
+    fn lower_session(
+        &mut self,
+        w: &datafusion::logical_expr::Window,
+        session: SessionCall<'_>,
+    ) -> Result<usize> {
+        let (input, _) = self.lower(&w.input)?;
+        let input_schema = w.input.schema();
+        let time = physical(session.time, input_schema)?;
+        let keys = physical_all(session.keys, input_schema)?;
+        let exchanged = self.exchange(input, keys.clone());
+        let schema = nullable_schema(w.schema.as_arrow());
+        let spec = SessionSpec {
+            keys,
+            time,
+            gap_us: session.gap_us,
+            bounds: session.bounds,
+            schema: Arc::clone(&schema),
+            close_slack_us: None,
+        };
+        Ok(self
+            .graph
+            .add(NodeKind::Session(spec), vec![exchanged], schema))
+    }
+
     fn lower_values(&mut self, values: &[Vec<Expr>], plan: &LogicalPlan) -> Result<Lowered> {
         let schema = schema_of(plan);
         let empty = DFSchema::empty();
@@ -628,6 +659,70 @@ fn trailing_calls(plan: &LogicalPlan) -> Result<usize> {
         })
     })?;
     Ok(calls)
+}
+
+/// The session window functions of one `SESSION(…)` call.
+struct SessionCall<'a> {
+    bounds: Vec<SessionBound>,
+    time: &'a Expr,
+    gap_us: i64,
+    keys: &'a [Expr],
+}
+
+/// `Some` when `w` computes session bounds: all its functions must then be
+/// session functions of one call (same time, gap and keys, no ORDER BY).
+fn session_window(w: &datafusion::logical_expr::Window) -> Result<Option<SessionCall<'_>>> {
+    let mut call: Option<SessionCall<'_>> = None;
+    let mut others = false;
+    let mixed = || {
+        refuse(
+            "session window functions mixed with other window functions",
+            "Compute the session bounds with SESSION(relation, time_column, gap, key_column) \
+             in FROM, and rank its rows in a query of their own.",
+        )
+    };
+    for expr in &w.window_expr {
+        let Expr::WindowFunction(wf) = strip_alias(expr) else {
+            others = true;
+            continue;
+        };
+        let WindowFunction { fun, params } = wf.as_ref();
+        let Some(bound) = crate::sql::sessions::bound_of(fun.name()) else {
+            others = true;
+            continue;
+        };
+        let (time, gap_us) = match params.args.as_slice() {
+            [time, Expr::Literal(ScalarValue::Int64(Some(gap)), _)]
+                if *gap > 0 && params.order_by.is_empty() =>
+            {
+                (time, *gap)
+            }
+            _ => {
+                return Err(refuse(
+                    &format!("{}() called directly", fun.name()),
+                    "Write SESSION(relation, time_column, gap, key_column) in FROM.",
+                ))
+            }
+        };
+        match &mut call {
+            None => {
+                call = Some(SessionCall {
+                    bounds: vec![bound],
+                    time,
+                    gap_us,
+                    keys: &params.partition_by,
+                })
+            }
+            Some(c) if c.time == time && c.gap_us == gap_us && c.keys == params.partition_by => {
+                c.bounds.push(bound)
+            }
+            Some(_) => return Err(mixed()),
+        }
+    }
+    match call {
+        Some(_) if others => Err(mixed()),
+        call => Ok(call),
+    }
 }
 
 fn strip_alias(expr: &Expr) -> &Expr {

@@ -147,6 +147,18 @@ impl PartialEq for KeyBytes {
 
 impl Eq for KeyBytes {}
 
+impl PartialOrd for KeyBytes {
+    fn partial_cmp(&self, other: &KeyBytes) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyBytes {
+    fn cmp(&self, other: &KeyBytes) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
 impl std::borrow::Borrow<[u8]> for KeyBytes {
     fn borrow(&self) -> &[u8] {
         self.as_slice()

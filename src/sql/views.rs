@@ -196,8 +196,8 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
     if def.emit_on_window_close && (closing == 0 || !all_timed) {
         return Err(Error::unsupported(
             "EMIT ON WINDOW CLOSE without a window to close",
-            "Group by window_start or window_end of TUMBLE or HOP over a source with a \
-             WATERMARK, directly (no join or other aggregate in between), in a view that \
+            "Group by window_start or window_end of TUMBLE or HOP, or window_end of SESSION, \
+             over a source with a WATERMARK, directly (no join or other aggregate in between), in a view that \
              reads only such sources.",
         ));
     }

@@ -2,6 +2,7 @@
 //!
 //! - `TUMBLE(rel, col, size [, offset])`
 //! - `HOP(rel, col, slide, size [, offset])`
+//! - `SESSION(rel, col, gap [, key …])`
 //!
 //! (RisingWave's form; Flink's `TABLE(TUMBLE(TABLE rel, DESCRIPTOR(col),
 //! size))` is read too). Before planning, each call becomes a derived table:
@@ -12,6 +13,11 @@
 //! about windows: aggregates, joins and top-N see ordinary columns, so ad-hoc
 //! queries, materialized views and EXPLAIN treat them alike, and a late row
 //! simply updates the groups of its windows.
+//!
+//! A session window is not a function of one row: it becomes a pair of
+//! window functions over the key's rows ([`crate::sql::sessions`]), which a
+//! query evaluates in batch and a materialized view maintains with the
+//! session operator.
 
 use std::ops::ControlFlow;
 
@@ -37,6 +43,7 @@ const MAX_HOPS: i64 = 64;
 enum Kind {
     Tumble,
     Hop,
+    Session,
 }
 
 impl Kind {
@@ -48,6 +55,7 @@ impl Kind {
         match ident.value.to_ascii_lowercase().as_str() {
             "tumble" => Some(Kind::Tumble),
             "hop" => Some(Kind::Hop),
+            "session" => Some(Kind::Session),
             _ => None,
         }
     }
@@ -56,6 +64,7 @@ impl Kind {
         match self {
             Kind::Tumble => "TUMBLE",
             Kind::Hop => "HOP",
+            Kind::Session => "SESSION",
         }
     }
 
@@ -63,6 +72,7 @@ impl Kind {
         match self {
             Kind::Tumble => "TUMBLE(relation, time_column, size [, offset]), e.g. TUMBLE(events, ts, INTERVAL '1 minute')",
             Kind::Hop => "HOP(relation, time_column, slide, size [, offset]), e.g. HOP(bids, ts, INTERVAL '2 seconds', INTERVAL '10 seconds')",
+            Kind::Session => "SESSION(relation, time_column, gap [, key_column …]), e.g. SESSION(clicks, ts, INTERVAL '30 minutes', user_id)",
         }
     }
 }
@@ -131,8 +141,15 @@ fn derived(kind: Kind, args: &[FunctionArg], alias: Option<TableAlias>) -> Resul
     let (fixed, rest) = match kind {
         Kind::Tumble => (3, &args[args.len().min(3)..]),
         Kind::Hop => (4, &args[args.len().min(4)..]),
+        Kind::Session => (3, &args[args.len().min(3)..]),
     };
-    if args.len() < fixed || rest.len() > 1 {
+    if kind == Kind::Session && args.len() < fixed {
+        return Err(bad(format!(
+            "SESSION takes a relation, a time column, a gap and any key columns, not {} arguments",
+            args.len()
+        )));
+    }
+    if kind != Kind::Session && (args.len() < fixed || rest.len() > 1) {
         return Err(bad(format!(
             "{} takes {} or {} arguments, not {}",
             kind.name(),
@@ -152,9 +169,10 @@ fn derived(kind: Kind, args: &[FunctionArg], alias: Option<TableAlias>) -> Resul
         }
     };
     let column = descriptor(args[1]);
+    // A session window's further arguments are its keys.
     let offset = match rest.first() {
-        Some(e) => Some(interval_micros(e, "offset", kind)?),
-        None => None,
+        Some(e) if kind != Kind::Session => Some(interval_micros(e, "offset", kind)?),
+        _ => None,
     };
     let bin = |stride: i64| match offset {
         Some(off) if off != 0 => format!(
@@ -175,6 +193,22 @@ fn derived(kind: Kind, args: &[FunctionArg], alias: Option<TableAlias>) -> Resul
         Kind::Tumble => {
             let size = interval_micros(args[2], "size", kind)?;
             select(&bin(size), size)
+        }
+        Kind::Session => {
+            let gap = interval_micros(args[2], "gap", kind)?;
+            let over = match rest {
+                [] => String::new(),
+                keys => {
+                    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                    format!("PARTITION BY {}", keys.join(", "))
+                }
+            };
+            format!(
+                "SELECT *, {start}({column}, {gap}) OVER ({over}) AS window_start, \
+                 {end}({column}, {gap}) OVER ({over}) AS window_end FROM {relation}",
+                start = crate::sql::sessions::SESSION_START,
+                end = crate::sql::sessions::SESSION_END,
+            )
         }
         Kind::Hop => {
             let slide = interval_micros(args[2], "slide", kind)?;
@@ -202,7 +236,16 @@ fn derived(kind: Kind, args: &[FunctionArg], alias: Option<TableAlias>) -> Resul
                 .join(" UNION ALL ")
         }
     };
-    let subquery = parse_query(&sql)?;
+    Ok(derived_table(parse_query(&sql)?, alias, &relation, kind))
+}
+
+/// `subquery` under the call's alias, or under the relation's name.
+fn derived_table(
+    subquery: Box<Query>,
+    alias: Option<TableAlias>,
+    relation: &ObjectName,
+    kind: Kind,
+) -> TableFactor {
     let alias = alias.unwrap_or_else(|| TableAlias {
         explicit: true,
         name: relation
@@ -214,12 +257,12 @@ fn derived(kind: Kind, args: &[FunctionArg], alias: Option<TableAlias>) -> Resul
         columns: Vec::new(),
         at: None,
     });
-    Ok(TableFactor::Derived {
+    TableFactor::Derived {
         lateral: false,
         subquery,
         alias: Some(alias),
         sample: None,
-    })
+    }
 }
 
 /// `DESCRIPTOR(col)` (Flink) names the column `col`.
@@ -504,6 +547,26 @@ mod tests {
         assert!(out.contains("date_bin(INTERVAL '2000000 microseconds', ts - INTERVAL '1000000 microseconds') + INTERVAL '1000000 microseconds'"), "{out}");
         assert!(out.contains(" - INTERVAL '4000000 microseconds'"), "{out}");
         assert!(out.ends_with(") b"), "{out}");
+    }
+
+    #[test]
+    fn session_becomes_window_functions_over_its_keys() {
+        let out = rewritten(
+            "SELECT * FROM SESSION(clicks, ts, INTERVAL '30 minutes', user_id, lower(page)) s",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "SELECT * FROM (SELECT *, eddy_session_start(ts, 1800000000) OVER (PARTITION BY user_id, \
+             lower(page)) AS window_start, eddy_session_end(ts, 1800000000) OVER (PARTITION BY \
+             user_id, lower(page)) AS window_end FROM clicks) s"
+        );
+        let out = rewritten("SELECT * FROM SESSION(clicks, ts, INTERVAL '1' SECOND)").unwrap();
+        assert!(
+            out.contains("eddy_session_end(ts, 1000000) OVER ()"),
+            "{out}"
+        );
+        assert!(rewritten("SELECT * FROM SESSION(clicks, ts)").is_err());
     }
 
     #[test]
