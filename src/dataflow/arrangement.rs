@@ -29,6 +29,8 @@ pub struct Arrangement {
     map: FastMap<KeyBytes, Bucket>,
     distinct_rows: usize,
     bytes: usize,
+    /// Vacant slots (see [`Arrangement::update`]) filled, ever.
+    vacancies_filled: u64,
 }
 
 impl Arrangement {
@@ -40,6 +42,7 @@ impl Arrangement {
             map: FastMap::default(),
             distinct_rows: 0,
             bytes: 0,
+            vacancies_filled: 0,
         })
     }
 
@@ -60,22 +63,51 @@ impl Arrangement {
     ) -> Result<()> {
         let rows = self.encode_rows(&batch.data)?;
         // Retractions before additions: when a change replaces the one row
-        // under a key, the bucket goes from one inline row to none and back,
-        // instead of through a list of two.
+        // under a key (an aggregate's group moving on), the retraction
+        // leaves the key's slot vacant and the addition fills it, reusing
+        // the map entry and the row's bytes. Slots left vacant are removed
+        // after.
+        let mut vacated = Vec::new();
+        let filled_before = self.vacancies_filled;
         for additions in [false, true] {
             for (i, diff) in batch.diffs.iter().enumerate() {
-                if (*diff > 0) == additions {
-                    self.update_row(key(i), rows.row(i).data(), *diff);
+                if (*diff > 0) == additions && self.add_row(key(i), rows.row(i).data(), *diff) {
+                    vacated.push(i);
                 }
             }
+        }
+        // Each fill takes one vacant slot: when every slot vacated was
+        // filled again, none is left to look for.
+        if self.vacancies_filled - filled_before == vacated.len() as u64 {
+            return Ok(());
+        }
+        for i in vacated {
+            self.remove_if_vacant(key(i));
         }
         Ok(())
     }
 
     /// Adds `diff` to one encoded row under `key`.
     pub fn update_row(&mut self, key: &[u8], row: &[u8], diff: i64) {
+        if self.add_row(key, row, diff) {
+            self.remove_if_vacant(key);
+        }
+    }
+
+    /// Removes `key` if its bucket holds nothing (or only a vacant slot).
+    fn remove_if_vacant(&mut self, key: &[u8]) {
+        if self.map.get(key).is_some_and(Bucket::is_empty) {
+            self.map.remove(key);
+            self.bytes -= key.len() + 48;
+        }
+    }
+
+    /// [`Arrangement::update_row`], except that a bucket whose one row
+    /// goes to zero stays in the map as a vacant slot (returning `true`),
+    /// for the caller to fill or remove.
+    fn add_row(&mut self, key: &[u8], row: &[u8], diff: i64) -> bool {
         if diff == 0 {
-            return;
+            return false;
         }
         let bucket = match self.map.get_mut(key) {
             Some(bucket) => bucket,
@@ -85,6 +117,11 @@ impl Arrangement {
             }
         };
         match bucket.add(row, diff) {
+            Added::Refilled => {
+                self.bytes += row.len() + 24;
+                self.distinct_rows += 1;
+                self.vacancies_filled += 1;
+            }
             Added::New => {
                 self.bytes += row.len() + 24;
                 self.distinct_rows += 1;
@@ -95,10 +132,14 @@ impl Arrangement {
             }
             Added::Changed => {}
         }
+        if matches!(bucket, Bucket::One(_, 0)) {
+            return true;
+        }
         if bucket.is_empty() {
             self.map.remove(key);
             self.bytes -= key.len() + 48;
         }
+        false
     }
 
     /// The rows under `key` with their multiplicities.
@@ -217,6 +258,7 @@ pub fn expand<'a>(
 enum Bucket {
     #[default]
     Empty,
+    /// One row; weight 0 only for a slot just vacated within an update.
     One(KeyBytes, i64),
     Few(Vec<(KeyBytes, i64)>),
     Many(FastMap<KeyBytes, i64>),
@@ -227,6 +269,8 @@ const FEW_ROWS: usize = 16;
 
 enum Added {
     New,
+    /// New, in a slot vacated within the same update.
+    Refilled,
     Removed,
     Changed,
 }
@@ -238,10 +282,14 @@ impl Bucket {
                 *self = Bucket::One(KeyBytes::new(row), diff);
                 Added::New
             }
+            Bucket::One(r, n) if *n == 0 => {
+                r.overwrite(row);
+                *n = diff;
+                Added::Refilled
+            }
             Bucket::One(r, n) if r.as_slice() == row => {
                 *n += diff;
                 if *n == 0 {
-                    *self = Bucket::Empty;
                     return Added::Removed;
                 }
                 Added::Changed
@@ -290,7 +338,7 @@ impl Bucket {
     fn is_empty(&self) -> bool {
         match self {
             Bucket::Empty => true,
-            Bucket::One(..) => false,
+            Bucket::One(_, n) => *n == 0,
             Bucket::Few(entries) => entries.is_empty(),
             Bucket::Many(map) => map.is_empty(),
         }
@@ -337,6 +385,56 @@ mod tests {
         let one = arr.lookup(keys.row(0).data()).unwrap();
         assert_eq!(ChangeBatch::inserts(one).to_lines(), vec!["+1 1, b"]);
         assert_eq!(arr.row_count(), 3);
+    }
+
+    #[test]
+    fn a_replaced_row_reuses_its_slot_and_a_vacated_key_goes() {
+        let update = |arr: &mut Arrangement, text: &str| {
+            let batch = ChangeBatch::from_pretty(text).unwrap();
+            let keys = first_column_keys(&batch);
+            arr.update(&batch, |i| keys.row(i).data()).unwrap();
+        };
+        let first =
+            ChangeBatch::from_pretty(" I T\n + 1 a\n + 2 long-enough-to-live-on-the-heap-1")
+                .unwrap();
+        let mut arr = Arrangement::new(first.schema()).unwrap();
+        let bytes_empty = arr.state_bytes();
+        update(
+            &mut arr,
+            " I T\n + 1 a\n + 2 long-enough-to-live-on-the-heap-1",
+        );
+        let bytes = arr.state_bytes();
+        // An aggregate's group moving on: the old row out, the new one in.
+        update(&mut arr, " I T\n + 2 long-enough-to-live-on-the-heap-2\n - 2 long-enough-to-live-on-the-heap-1\n - 1 a");
+        assert_eq!(
+            arr.state_bytes(),
+            bytes - arr_bytes_of_key_and_row(&arr, 1, "a")
+        );
+        let mut lines = ChangeBatch::concat(
+            &arr.schema(),
+            &arr.scan()
+                .unwrap()
+                .into_iter()
+                .map(ChangeBatch::inserts)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+        .to_lines();
+        lines.sort();
+        assert_eq!(lines, vec!["+1 2, long-enough-to-live-on-the-heap-2"]);
+        assert_eq!(arr.row_count(), 1);
+        let key1 = first_column_keys(&ChangeBatch::from_pretty(" I T\n + 1 a").unwrap());
+        assert!(!arr.contains_key(key1.row(0).data()));
+        update(&mut arr, " I T\n - 2 long-enough-to-live-on-the-heap-2");
+        assert_eq!((arr.row_count(), arr.state_bytes()), (0, bytes_empty));
+    }
+
+    /// What key `k` with the one row `(k, text)` costs.
+    fn arr_bytes_of_key_and_row(arr: &Arrangement, k: i64, text: &str) -> usize {
+        let batch = ChangeBatch::from_pretty(&format!(" I T\n + {k} {text}")).unwrap();
+        let key = first_column_keys(&batch);
+        let row = arr.encode_rows(&batch.data).unwrap();
+        key.row(0).data().len() + 48 + row.row(0).data().len() + 24
     }
 
     #[test]

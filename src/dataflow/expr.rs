@@ -42,7 +42,8 @@ pub fn micros_as(values: Int64Array, target: &DataType) -> Result<ArrayRef> {
     Ok(cast(&values, target)?)
 }
 
-/// A constant interval of fixed length (no months), in whole microseconds.
+/// A constant interval of fixed length (no months), or a duration, in whole
+/// microseconds.
 pub fn fixed_interval_micros(value: &ScalarValue) -> Option<i64> {
     match value {
         ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => i64::from(v.days)
@@ -51,6 +52,10 @@ pub fn fixed_interval_micros(value: &ScalarValue) -> Option<i64> {
         ScalarValue::IntervalDayTime(Some(v)) => i64::from(v.days)
             .checked_mul(MICROS_PER_DAY)?
             .checked_add(i64::from(v.milliseconds) * 1000),
+        ScalarValue::DurationSecond(Some(s)) => s.checked_mul(1_000_000),
+        ScalarValue::DurationMillisecond(Some(ms)) => ms.checked_mul(1000),
+        ScalarValue::DurationMicrosecond(Some(us)) => Some(*us),
+        ScalarValue::DurationNanosecond(Some(ns)) => Some(ns.div_euclid(1000)),
         _ => None,
     }
 }

@@ -123,6 +123,15 @@ impl KeyBytes {
         })
     }
 
+    /// Replaces the bytes, reusing the allocation when the length is the
+    /// same.
+    pub fn overwrite(&mut self, bytes: &[u8]) {
+        match &mut self.0 {
+            Repr::Heap(held) if held.len() == bytes.len() => held.copy_from_slice(bytes),
+            _ => *self = KeyBytes::new(bytes),
+        }
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         match &self.0 {
             Repr::Inline(len, bytes) => &bytes[..*len as usize],

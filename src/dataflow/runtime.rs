@@ -183,7 +183,9 @@ impl Runtime {
         for reply in replies {
             out.extend(reply?);
         }
-        ChangeBatch::concat(&graph.output_schema(), &out)?.consolidate()
+        // Netted per worker: a row one worker adds and another retracts
+        // stays as two changes, which sum to nothing where they land.
+        ChangeBatch::concat(&graph.output_schema(), &out)
     }
 
     /// State bytes per node, summed over workers.
@@ -440,7 +442,16 @@ impl Worker {
         self.dataflows.insert(id, dataflow);
         match failure {
             Some(e) => Err(e),
-            None => Ok(outputs.pop().unwrap_or_default()),
+            // Each worker nets out its own output, in parallel with the
+            // others; what the caller gathers is only concatenated.
+            None => match outputs.pop() {
+                Some(out) if !out.is_empty() => {
+                    Ok(vec![
+                        ChangeBatch::concat(&graph.output_schema(), &out)?.consolidate()?
+                    ])
+                }
+                _ => Ok(Vec::new()),
+            },
         }
     }
 

@@ -178,15 +178,15 @@ fn derived(kind: Kind, args: &[FunctionArg], alias: Option<TableAlias>) -> Resul
         Some(off) if off != 0 => format!(
             "(date_bin({}, {column} - {}) + {})",
             interval(stride),
-            interval(off),
-            interval(off)
+            duration(off),
+            duration(off)
         ),
         _ => format!("date_bin({}, {column})", interval(stride)),
     };
     let select = |start: &str, size: i64| {
         format!(
             "SELECT *, {start} AS window_start, {start} + {} AS window_end FROM {relation}",
-            interval(size)
+            duration(size)
         )
     };
     let sql = match kind {
@@ -230,7 +230,7 @@ fn derived(kind: Kind, args: &[FunctionArg], alias: Option<TableAlias>) -> Resul
             (0..hops)
                 .map(|i| match i {
                     0 => select(&first, size),
-                    i => select(&format!("({first} - {})", interval(i * slide)), size),
+                    i => select(&format!("({first} - {})", duration(i * slide)), size),
                 })
                 .collect::<Vec<_>>()
                 .join(" UNION ALL ")
@@ -277,6 +277,13 @@ fn descriptor(expr: &Expr) -> &Expr {
         }
     }
     expr
+}
+
+/// A length to add to or subtract from a time: a duration, which Arrow
+/// adds as an integer, where an interval would go through a calendar
+/// for every row.
+fn duration(micros: i64) -> String {
+    format!("arrow_cast({micros}, 'Duration(Microsecond)')")
 }
 
 fn interval(micros: i64) -> String {
@@ -511,7 +518,8 @@ mod tests {
         assert_eq!(
             out,
             "SELECT window_start, count(*) FROM (SELECT *, date_bin(INTERVAL '60000000 microseconds', ts) AS window_start, \
-             date_bin(INTERVAL '60000000 microseconds', ts) + INTERVAL '60000000 microseconds' AS window_end FROM e) AS e GROUP BY 1"
+             date_bin(INTERVAL '60000000 microseconds', ts) + arrow_cast(60000000, 'Duration(Microsecond)') AS window_end \
+             FROM e) AS e GROUP BY 1"
         );
     }
 
@@ -544,8 +552,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.matches("UNION ALL").count(), 2, "{out}");
-        assert!(out.contains("date_bin(INTERVAL '2000000 microseconds', ts - INTERVAL '1000000 microseconds') + INTERVAL '1000000 microseconds'"), "{out}");
-        assert!(out.contains(" - INTERVAL '4000000 microseconds'"), "{out}");
+        assert!(out.contains("date_bin(INTERVAL '2000000 microseconds', ts - arrow_cast(1000000, 'Duration(Microsecond)')) + arrow_cast(1000000, 'Duration(Microsecond)')"), "{out}");
+        assert!(
+            out.contains(" - arrow_cast(4000000, 'Duration(Microsecond)')"),
+            "{out}"
+        );
         assert!(out.ends_with(") b"), "{out}");
     }
 
