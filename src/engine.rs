@@ -16,7 +16,7 @@
 
 mod checkpoint;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -519,6 +519,13 @@ impl Engine {
             tick,
         } = changed;
         let mut outputs = Vec::new();
+        // Views' frontiers by name, and those that moved in this epoch.
+        let mut known: HashMap<String, i64> = df
+            .views
+            .values()
+            .filter_map(|v| Some((v.def.name.clone(), *df.view_frontiers.get(&v.def.id)?)))
+            .collect();
+        let mut moved: HashSet<String> = HashSet::new();
         for view in df.views.values() {
             if view.failure().is_some() {
                 continue;
@@ -528,8 +535,21 @@ impl Engine {
                 Some(id) if id != view.def.id => Some(origin.as_str()),
                 _ => None,
             };
-            // The frontier is the reading view's; views over it have none.
-            let frontier = frontier.filter(|_| reader == Some(view.def.id));
+            // The reading view's frontier is its sources'; a view reading
+            // only views has the least of theirs, once one moved.
+            let frontier = match reader == Some(view.def.id) {
+                true => frontier,
+                false => derived_frontier(&view.graph, &known, &moved).filter(|f| {
+                    df.view_frontiers
+                        .get(&view.def.id)
+                        .is_none_or(|last| f > last)
+                }),
+            };
+            if let Some(f) = frontier {
+                df.view_frontiers.insert(view.def.id, f);
+                known.insert(view.def.name.clone(), f);
+                moved.insert(view.def.name.clone());
+            }
             // On a tick, a view holding a trailing range steps even alone.
             let clocked = tick && view.graph.is_temporal();
             let inputs = match source_inputs(&view.graph, &batches, hidden) {
@@ -881,6 +901,24 @@ fn table_delta(table: &Table, prepared: &PreparedChange) -> Result<Vec<ChangeBat
         }
     }
     Ok(parts)
+}
+
+/// The frontier of a view reading only materialized views: the least of
+/// theirs, when every one has one and one of them moved in this epoch.
+fn derived_frontier(
+    graph: &Graph,
+    known: &HashMap<String, i64>,
+    moved: &HashSet<String>,
+) -> Option<i64> {
+    let mut relations = graph.sources().map(|(_, r)| r).peekable();
+    relations.peek()?;
+    let mut any_moved = false;
+    let mut least = i64::MAX;
+    for relation in relations {
+        any_moved |= moved.contains(relation);
+        least = least.min(*known.get(relation)?);
+    }
+    any_moved.then_some(least)
 }
 
 impl Dataflows {

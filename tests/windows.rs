@@ -248,6 +248,10 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
                 FROM HOP(clicks, ts, INTERVAL '2 seconds', INTERVAL '4 seconds')
                 GROUP BY window_start, window_end
                 EMIT ON WINDOW CLOSE;
+             CREATE MATERIALIZED VIEW closed_10s AS
+                SELECT date_bin(INTERVAL '10 seconds', window_start) AS w, sum(n) AS n
+                FROM closed GROUP BY 1
+                EMIT ON WINDOW CLOSE;
              CREATE MATERIALIZED VIEW closed_sessions AS
                 SELECT user_id, window_start, window_end, count(*) AS n
                 FROM SESSION(clicks, ts, INTERVAL '1 second', user_id)
@@ -289,6 +293,18 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
         .await?
         .parse()?;
     ensure!(windows > 40, "only {windows} windows closed");
+    // A rollup over `closed` closes its windows in turn: a 10-second window
+    // once every second in it is closed (1 s and 1 µs after it began).
+    let closed_10s = format!(
+        "SELECT date_bin(INTERVAL '10 seconds', ts), count(*) FROM oracle GROUP BY 1 \
+         HAVING date_bin(INTERVAL '10 seconds', ts) + INTERVAL '11 seconds' < {}",
+        frontier("closed")
+    );
+    ensure!(value(&client, &differ(closed_10s, "closed_10s")).await? == "0");
+    let rolled: i64 = value(&client, "SELECT count(*) FROM closed_10s")
+        .await?
+        .parse()?;
+    ensure!(rolled >= 4, "only {rolled} ten-second windows closed");
     let closed_hop = format!(
         "SELECT window_start, window_end, count(*) \
          FROM HOP(oracle, ts, INTERVAL '2 seconds', INTERVAL '4 seconds') GROUP BY 1, 2 \

@@ -268,6 +268,8 @@ enum IngestView {
     /// Events per user per hopping window of 10 s sliding by 2 s (Nexmark
     /// q5's shape): every event is in 5 windows.
     Hop,
+    /// Events per user per session, closed after 1 s without an event.
+    Session,
 }
 
 impl IngestView {
@@ -288,6 +290,11 @@ impl IngestView {
                 "CREATE MATERIALIZED VIEW per_user AS SELECT user_id, window_start, \
                  count(*) AS n FROM HOP(events, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') \
                  GROUP BY user_id, window_start"
+            }
+            IngestView::Session => {
+                "CREATE MATERIALIZED VIEW per_user AS SELECT user_id, window_start, window_end, \
+                 count(*) AS n FROM SESSION(events, ts, INTERVAL '1 second', user_id) \
+                 GROUP BY user_id, window_start, window_end"
             }
         }
     }
@@ -3536,6 +3543,7 @@ fn print_ingest_runs(runs: &[IngestRun], view: IngestView) {
             "target >= 1000000 per core for a tumbling count per key"
         }
         IngestView::Hop => "target >= 300000 per core for a hopping count per key",
+        IngestView::Session => "no target set for a session count per key",
     };
     for run in runs {
         println!();

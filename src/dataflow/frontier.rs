@@ -8,13 +8,17 @@
 //! apart), so the aggregate frees the group, or for `EMIT ON WINDOW CLOSE`
 //! emits its final row and then frees it.
 //!
-//! Only append-only paths qualify: a join, another aggregate or a top-N in
-//! between could retract rows of a group already let go of. A session
-//! window is the one exception: it does retract rows, but only under
-//! sessions that an event at or after the frontier can still reach, so its
-//! `window_end` bounds its changes like an event time. Session operators
-//! whose time traces to a watermark column are marked too, to let go of
-//! their closed sessions.
+//! Only append-only paths qualify: a join, an aggregate or a top-N in
+//! between could retract rows of a group already let go of. Two
+//! exceptions retract only what the frontier has not passed:
+//! - a session window changes rows only under sessions that an event at or
+//!   after the frontier can still reach, so its `window_end` bounds its
+//!   changes like an event time (session operators whose time traces to a
+//!   watermark column are marked too, to let go of closed sessions);
+//! - an aggregate that closes windows changes a group no more once it is
+//!   closed, so its window key bounds its output in turn. This is what
+//!   lets a rollup (a view over a windowed view, or a second aggregate in
+//!   one view) close its windows too.
 
 use std::sync::Arc;
 
@@ -28,19 +32,27 @@ use super::expr::fixed_interval_micros;
 use super::graph::{Graph, NodeKind};
 use super::operator::{SessionBound, WindowClose};
 
-/// Marks every aggregate of `graph` with a window key; `event_time` gives
-/// the event-time column of a relation that is a stream with a watermark.
-/// Returns how many were marked.
+/// What a relation's column bounds, given the relation's name and the
+/// column: `Some(d)` when, from any point on, no change to the relation
+/// is under a value `v` of the column with `v + d` at or behind the
+/// relation's frontier. For a source, its `WATERMARK` column with `d = 1`
+/// (an event at time `t` is not behind a frontier at `t`); for a
+/// materialized view, what its own dataflow's output column bounds
+/// ([`output_bound`]).
+pub type RelationBound<'a> = &'a dyn Fn(&str, usize) -> Option<i64>;
+
+/// Marks every aggregate of `graph` with a window key (and every session
+/// window over event time). Returns how many aggregates were marked.
 pub fn mark_window_closes(
     graph: &mut Graph,
-    event_time: &dyn Fn(&str) -> Option<usize>,
+    relation_bound: RelationBound<'_>,
     emit_on_close: bool,
 ) -> usize {
     let mut marked = 0;
     for i in 0..graph.nodes.len() {
         let input = graph.nodes[i].inputs.first().copied();
         if let (NodeKind::Session(spec), Some(input)) = (&graph.nodes[i].kind, input) {
-            let slack = session_slack(graph, &spec.time, input, event_time);
+            let slack = session_slack(graph, &spec.time, input, relation_bound);
             if let NodeKind::Session(spec) = &mut graph.nodes[i].kind {
                 spec.close_slack_us = slack;
             }
@@ -54,7 +66,7 @@ pub fn mark_window_closes(
             .group_exprs
             .iter()
             .enumerate()
-            .filter_map(|(key, e)| Some((key, expr_bound(graph, e, input, event_time)?)))
+            .filter_map(|(key, e)| Some((key, expr_bound(graph, e, input, relation_bound)?)))
             .min_by_key(|(_, slack)| *slack);
         if let Some((key, slack_us)) = best {
             if let NodeKind::Aggregate(spec) = &mut graph.nodes[i].kind {
@@ -70,33 +82,52 @@ pub fn mark_window_closes(
     marked
 }
 
+/// What column `column` of `graph`'s output bounds (see
+/// [`RelationBound`]), for a view reading other views.
+pub fn output_bound(
+    graph: &Graph,
+    column: usize,
+    relation_bound: RelationBound<'_>,
+) -> Option<i64> {
+    bound(graph, graph.output(), column, relation_bound)
+}
+
 /// `Some(d)` when every row's event time is below the value of column
-/// `column` of `node` plus `d` microseconds.
+/// `column` of `node` plus `d` microseconds; more exactly, when no change
+/// of such a row can come once the frontier is at that sum.
 fn bound(
     graph: &Graph,
     node: usize,
     column: usize,
-    event_time: &dyn Fn(&str) -> Option<usize>,
+    relation_bound: RelationBound<'_>,
 ) -> Option<i64> {
     let n = &graph.nodes[node];
     match &n.kind {
         // The event time itself: t < t + 1 µs.
-        NodeKind::Source { relation } => (event_time(relation) == Some(column)).then_some(1),
+        NodeKind::Source { relation } => relation_bound(relation, column),
+        // A group closes, and changes no more, once the frontier passes its
+        // window key plus the slack.
+        NodeKind::Aggregate(spec) => match spec.close {
+            Some(close) if close.key == column => Some(close.slack_us),
+            _ => None,
+        },
         NodeKind::Exchange { .. } | NodeKind::Filter(_) => {
-            bound(graph, n.inputs[0], column, event_time)
+            bound(graph, n.inputs[0], column, relation_bound)
         }
-        NodeKind::Project(p) => expr_bound(graph, p.exprs().get(column)?, n.inputs[0], event_time),
+        NodeKind::Project(p) => {
+            expr_bound(graph, p.exprs().get(column)?, n.inputs[0], relation_bound)
+        }
         NodeKind::Session(spec) => {
             let width = n.schema.fields().len() - spec.bounds.len();
             match spec.bounds.get(column.checked_sub(width)?)? {
-                SessionBound::End => session_slack(graph, &spec.time, n.inputs[0], event_time),
+                SessionBound::End => session_slack(graph, &spec.time, n.inputs[0], relation_bound),
                 SessionBound::Start => None,
             }
         }
         NodeKind::Union(_) => n
             .inputs
             .iter()
-            .map(|i| bound(graph, *i, column, event_time))
+            .map(|i| bound(graph, *i, column, relation_bound))
             .collect::<Option<Vec<i64>>>()?
             .into_iter()
             .max(),
@@ -112,9 +143,9 @@ fn session_slack(
     graph: &Graph,
     time: &Arc<dyn PhysicalExpr>,
     input: usize,
-    event_time: &dyn Fn(&str) -> Option<usize>,
+    relation_bound: RelationBound<'_>,
 ) -> Option<i64> {
-    expr_bound(graph, time, input, event_time)?.checked_sub(1)
+    expr_bound(graph, time, input, relation_bound)?.checked_sub(1)
 }
 
 /// [`bound`] for an expression over the rows of `input`.
@@ -122,10 +153,10 @@ fn expr_bound(
     graph: &Graph,
     expr: &Arc<dyn PhysicalExpr>,
     input: usize,
-    event_time: &dyn Fn(&str) -> Option<usize>,
+    relation_bound: RelationBound<'_>,
 ) -> Option<i64> {
     if let Some(c) = expr.downcast_ref::<Column>() {
-        return bound(graph, input, c.index(), event_time);
+        return bound(graph, input, c.index(), relation_bound);
     }
     if let Some(c) = expr.downcast_ref::<CastExpr>() {
         // Between zones, and to a unit at least as fine, the instant stays;
@@ -135,7 +166,7 @@ fn expr_bound(
             (DataType::Timestamp(from, _), DataType::Timestamp(to, _))
                 if fineness(to) >= fineness(&from) =>
             {
-                expr_bound(graph, c.expr(), input, event_time)
+                expr_bound(graph, c.expr(), input, relation_bound)
             }
             _ => None,
         };
@@ -143,7 +174,7 @@ fn expr_bound(
     if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
         // x + k or x - k: the bound moves the other way.
         let k = interval_micros(b.right())?;
-        let inner = expr_bound(graph, b.left(), input, event_time)?;
+        let inner = expr_bound(graph, b.left(), input, relation_bound)?;
         return match b.op() {
             BinOp::Plus => inner.checked_sub(k),
             BinOp::Minus => inner.checked_add(k),
@@ -154,7 +185,7 @@ fn expr_bound(
         // date_bin(stride, x [, origin]) <= x < date_bin(...) + stride.
         if f.name() == "date_bin" && f.args().len() >= 2 {
             let stride = interval_micros(&f.args()[0])?;
-            let inner = expr_bound(graph, &f.args()[1], input, event_time)?;
+            let inner = expr_bound(graph, &f.args()[1], input, relation_bound)?;
             return inner.checked_add(stride);
         }
     }
@@ -206,7 +237,7 @@ mod tests {
             vec![source],
             out,
         );
-        bound(&graph, project, 0, &|r| (r == "s").then_some(0))
+        bound(&graph, project, 0, &|r, c| (r == "s" && c == 0).then_some(1))
     }
 
     #[test]

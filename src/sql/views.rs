@@ -184,21 +184,19 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
     let schema = crate::dataflow::batch::nullable_schema(plan.schema().as_arrow());
     let optimized = ctx.session().state().optimize(&plan)?;
     let mut planned = plan_graph(&optimized)?;
-    let event_time = |relation: &str| {
-        let source = ctx.catalog().stream_source(relation)?;
-        let column = &source.def.watermark.as_ref()?.column;
-        source.def.arrow_schema().index_of(column).ok()
-    };
-    let closing = mark_window_closes(&mut planned.graph, &event_time, def.emit_on_window_close);
+    let catalog = ctx.catalog();
+    let bound = |relation: &str, column: usize| relation_bound(catalog, relation, column);
+    let closing = mark_window_closes(&mut planned.graph, &bound, def.emit_on_window_close);
     // A view's frontier is the least over everything it reads: one input
     // without event time and no window would ever close.
-    let all_timed = planned.relations.iter().all(|r| event_time(r).is_some());
+    let all_timed = planned.relations.iter().all(|r| timed(catalog, r));
     if def.emit_on_window_close && (closing == 0 || !all_timed) {
         return Err(Error::unsupported(
             "EMIT ON WINDOW CLOSE without a window to close",
             "Group by window_start or window_end of TUMBLE or HOP, or window_end of SESSION, \
-             over a source with a WATERMARK, directly (no join or other aggregate in between), in a view that \
-             reads only such sources.",
+             over a source with a WATERMARK (or by a window column of a view that closes \
+             windows), with no join or top-N in between, in a view that reads only such \
+             sources and views.",
         ));
     }
     let view = MaterializedView::new(def, planned.graph, schema, planned.key_columns)?;
@@ -443,4 +441,35 @@ pub async fn restore_views(catalog: &Arc<Catalog>, ctx: &QueryContext) -> Result
         }
     }
     Ok(())
+}
+
+/// What column `column` of `relation` bounds, for closing windows (see
+/// [`crate::dataflow::frontier::RelationBound`]): a source's `WATERMARK`
+/// column, or a materialized view's output column traced through its
+/// dataflow to such columns.
+fn relation_bound(catalog: &Catalog, relation: &str, column: usize) -> Option<i64> {
+    if let Some(source) = catalog.stream_source(relation) {
+        let watermark = &source.def.watermark.as_ref()?.column;
+        let at = source.def.arrow_schema().index_of(watermark).ok()?;
+        return (at == column).then_some(1);
+    }
+    let view = catalog.materialized_view(relation)?;
+    if !timed(catalog, relation) {
+        return None;
+    }
+    crate::dataflow::frontier::output_bound(&view.graph, column, &|r: &str, c: usize| {
+        relation_bound(catalog, r, c)
+    })
+}
+
+/// Whether `relation` has an event-time frontier: a source with a
+/// `WATERMARK`, or a materialized view reading only such relations.
+fn timed(catalog: &Catalog, relation: &str) -> bool {
+    if let Some(source) = catalog.stream_source(relation) {
+        return source.def.watermark.is_some();
+    }
+    catalog.materialized_view(relation).is_some_and(|view| {
+        let mut relations = view.graph.sources().map(|(_, r)| r).peekable();
+        relations.peek().is_some() && relations.all(|r| timed(catalog, r))
+    })
 }
