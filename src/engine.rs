@@ -520,11 +520,7 @@ impl Engine {
         } = changed;
         let mut outputs = Vec::new();
         // Views' frontiers by name, and those that moved in this epoch.
-        let mut known: HashMap<String, i64> = df
-            .views
-            .values()
-            .filter_map(|v| Some((v.def.name.clone(), *df.view_frontiers.get(&v.def.id)?)))
-            .collect();
+        let mut known = df.known_frontiers();
         let mut moved: HashSet<String> = HashSet::new();
         for view in df.views.values() {
             if view.failure().is_some() {
@@ -539,7 +535,7 @@ impl Engine {
             // only views has the least of theirs, once one moved.
             let frontier = match reader == Some(view.def.id) {
                 true => frontier,
-                false => derived_frontier(&view.graph, &known, &moved).filter(|f| {
+                false => derived_frontier(&view.graph, &known, Some(&moved)).filter(|f| {
                     df.view_frontiers
                         .get(&view.def.id)
                         .is_none_or(|last| f > last)
@@ -630,13 +626,20 @@ impl Engine {
         }
         self.runtime.install(id, Arc::clone(&view.graph))?;
         let epoch = self.epoch() + 1;
+        // A view over views starts at their frontier: the contents it is
+        // filled from are as of it. Without this, a view made after its
+        // inputs stopped moving would never close a window.
+        let frontier = derived_frontier(&view.graph, &df.known_frontiers(), None);
         let initial = self
             .runtime
-            .step(id, &view.graph, epoch, true, None, inputs)
+            .step(id, &view.graph, epoch, true, frontier, inputs)
             .inspect_err(|_| self.runtime.remove(id))?;
         let _gate = self.gate.blocking_write();
         view.apply(&initial)?;
         df.views.insert(id, view);
+        if let Some(f) = frontier {
+            df.view_frontiers.insert(id, f);
+        }
         if checkpointed {
             df.checkpointed.insert(id);
             df.dirty.insert(id);
@@ -904,24 +907,33 @@ fn table_delta(table: &Table, prepared: &PreparedChange) -> Result<Vec<ChangeBat
 }
 
 /// The frontier of a view reading only materialized views: the least of
-/// theirs, when every one has one and one of them moved in this epoch.
+/// theirs, when every one has one and (with `moved`) one of them moved in
+/// this epoch.
 fn derived_frontier(
     graph: &Graph,
     known: &HashMap<String, i64>,
-    moved: &HashSet<String>,
+    moved: Option<&HashSet<String>>,
 ) -> Option<i64> {
     let mut relations = graph.sources().map(|(_, r)| r).peekable();
     relations.peek()?;
-    let mut any_moved = false;
+    let mut any_moved = moved.is_none();
     let mut least = i64::MAX;
     for relation in relations {
-        any_moved |= moved.contains(relation);
+        any_moved |= moved.is_some_and(|m| m.contains(relation));
         least = least.min(*known.get(relation)?);
     }
     any_moved.then_some(least)
 }
 
 impl Dataflows {
+    /// Every view's last frontier, by view name.
+    fn known_frontiers(&self) -> HashMap<String, i64> {
+        self.views
+            .values()
+            .filter_map(|v| Some((v.def.name.clone(), *self.view_frontiers.get(&v.def.id)?)))
+            .collect()
+    }
+
     /// Records `source`'s frontier `frontier` for view `view_id`; returns
     /// the view's frontier if that moved it: the least over the relations
     /// it reads, once every one has reported one (a table never does).

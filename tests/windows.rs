@@ -248,6 +248,14 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
                 FROM HOP(clicks, ts, INTERVAL '2 seconds', INTERVAL '4 seconds')
                 GROUP BY window_start, window_end
                 EMIT ON WINDOW CLOSE;
+             {};
+             CREATE MATERIALIZED VIEW closed_join AS
+                SELECT a.window_start, count(*) AS pairs
+                FROM TUMBLE(clicks, ts, INTERVAL '1 second') a
+                JOIN TUMBLE(again, ts, INTERVAL '1 second') b
+                  ON a.user_id = b.user_id AND a.window_start = b.window_start
+                GROUP BY a.window_start
+                EMIT ON WINDOW CLOSE;
              CREATE MATERIALIZED VIEW closed_10s AS
                 SELECT date_bin(INTERVAL '10 seconds', window_start) AS w, sum(n) AS n
                 FROM closed GROUP BY 1
@@ -259,13 +267,17 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
                 EMIT ON WINDOW CLOSE;",
             generator(),
             source("clicks", "5 seconds"),
+            source("again", "5 seconds"),
         ))
         .await?;
     let total = ROWS.to_string();
     wait_for(&client, "SELECT count(*) FROM oracle", &total).await?;
-    for view in ["closed", "closed_hop", "closed_sessions"] {
-        let read =
-            format!("SELECT sum(rows) FROM eddy_catalog.source_partitions WHERE feeds = '{view}'");
+    // Every view has read every event of each source it reads.
+    for view in ["closed", "closed_hop", "closed_sessions", "closed_join"] {
+        let read = format!(
+            "SELECT min(n) FROM (SELECT source, sum(rows) AS n \
+             FROM eddy_catalog.source_partitions WHERE feeds = '{view}' GROUP BY source) s"
+        );
         wait_for(&client, &read, &total).await?;
     }
     // No event older than this can come any more: its reader's watermark
@@ -300,7 +312,27 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
          HAVING date_bin(INTERVAL '10 seconds', ts) + INTERVAL '11 seconds' < {}",
         frontier("closed")
     );
-    ensure!(value(&client, &differ(closed_10s, "closed_10s")).await? == "0");
+    let diff = value(&client, &differ(closed_10s.clone(), "closed_10s")).await?;
+    ensure!(
+        diff == "0",
+        "closed_10s differs from the batch answer: {:?} against {:?}",
+        rows(&client, "SELECT * FROM closed_10s ORDER BY 1").await?,
+        rows(&client, &format!("{closed_10s} ORDER BY 1")).await?
+    );
+    // A windowed join closes its windows too (the same stream twice).
+    let closed_join = format!(
+        "SELECT a.window_start, count(*) \
+         FROM TUMBLE(oracle, ts, INTERVAL '1 second') a \
+         JOIN TUMBLE(oracle, ts, INTERVAL '1 second') b \
+           ON a.user_id = b.user_id AND a.window_start = b.window_start \
+         GROUP BY 1 HAVING a.window_start + INTERVAL '1 second' < {}",
+        frontier("closed_join")
+    );
+    ensure!(value(&client, &differ(closed_join, "closed_join")).await? == "0");
+    let joined: i64 = value(&client, "SELECT count(*) FROM closed_join")
+        .await?
+        .parse()?;
+    ensure!(joined > 40, "only {joined} joined windows closed");
     let rolled: i64 = value(&client, "SELECT count(*) FROM closed_10s")
         .await?
         .parse()?;

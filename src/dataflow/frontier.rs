@@ -18,7 +18,10 @@
 //! - an aggregate that closes windows changes a group no more once it is
 //!   closed, so its window key bounds its output in turn. This is what
 //!   lets a rollup (a view over a windowed view, or a second aggregate in
-//!   one view) close its windows too.
+//!   one view) close its windows too;
+//! - a join whose key is a window on both sides changes a key's rows no
+//!   more once the frontier passed it on both (joins are marked, and let
+//!   go of such keys).
 
 use std::sync::Arc;
 
@@ -30,7 +33,7 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use super::expr::fixed_interval_micros;
 use super::graph::{Graph, NodeKind};
-use super::operator::{SessionBound, WindowClose};
+use super::operator::{JoinClose, JoinSpec, SessionBound, WindowClose};
 
 /// What a relation's column bounds, given the relation's name and the
 /// column: `Some(d)` when, from any point on, no change to the relation
@@ -42,7 +45,8 @@ use super::operator::{SessionBound, WindowClose};
 pub type RelationBound<'a> = &'a dyn Fn(&str, usize) -> Option<i64>;
 
 /// Marks every aggregate of `graph` with a window key (and every session
-/// window over event time). Returns how many aggregates were marked.
+/// window over event time, and every windowed join). Returns how many
+/// aggregates were marked.
 pub fn mark_window_closes(
     graph: &mut Graph,
     relation_bound: RelationBound<'_>,
@@ -51,6 +55,13 @@ pub fn mark_window_closes(
     let mut marked = 0;
     for i in 0..graph.nodes.len() {
         let input = graph.nodes[i].inputs.first().copied();
+        if let NodeKind::Join(spec) = &graph.nodes[i].kind {
+            let close = join_close(graph, spec, &graph.nodes[i].inputs, relation_bound);
+            if let NodeKind::Join(spec) = &mut graph.nodes[i].kind {
+                spec.close = close;
+            }
+            continue;
+        }
         if let (NodeKind::Session(spec), Some(input)) = (&graph.nodes[i].kind, input) {
             let slack = session_slack(graph, &spec.time, input, relation_bound);
             if let NodeKind::Session(spec) = &mut graph.nodes[i].kind {
@@ -111,6 +122,18 @@ fn bound(
             Some(close) if close.key == column => Some(close.slack_us),
             _ => None,
         },
+        // A closed key's joined rows change no more; the key columns carry
+        // the key's value on either side.
+        NodeKind::Join(spec) => {
+            let close = spec.close?;
+            let left_width = spec.left_schema.fields().len();
+            let (keys, at) = match column.checked_sub(left_width) {
+                None => (&spec.left_keys, column),
+                Some(right) => (&spec.right_keys, right),
+            };
+            let key = keys.get(close.key)?.downcast_ref::<Column>()?;
+            (key.index() == at).then_some(close.slack_us)
+        }
         NodeKind::Exchange { .. } | NodeKind::Filter(_) => {
             bound(graph, n.inputs[0], column, relation_bound)
         }
@@ -133,6 +156,32 @@ fn bound(
             .max(),
         _ => None,
     }
+}
+
+/// A join key that is a window of event time on both sides closes when
+/// both have passed it: the key with the least such slack.
+fn join_close(
+    graph: &Graph,
+    spec: &JoinSpec,
+    inputs: &[usize],
+    relation_bound: RelationBound<'_>,
+) -> Option<JoinClose> {
+    let [left, right] = inputs else {
+        return None;
+    };
+    spec.left_keys
+        .iter()
+        .zip(&spec.right_keys)
+        .enumerate()
+        .filter_map(|(key, (l, r))| {
+            let l = expr_bound(graph, l, *left, relation_bound)?;
+            let r = expr_bound(graph, r, *right, relation_bound)?;
+            Some(JoinClose {
+                key,
+                slack_us: l.max(r),
+            })
+        })
+        .min_by_key(|c| c.slack_us)
 }
 
 /// A session's end bounds what can still change it: an event at time `t`
@@ -237,7 +286,9 @@ mod tests {
             vec![source],
             out,
         );
-        bound(&graph, project, 0, &|r, c| (r == "s" && c == 0).then_some(1))
+        bound(&graph, project, 0, &|r, c| {
+            (r == "s" && c == 0).then_some(1)
+        })
     }
 
     #[test]

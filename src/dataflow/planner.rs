@@ -440,6 +440,7 @@ impl Lowering {
             left_schema: self.graph.schema_of(left),
             right_schema: self.graph.schema_of(right),
             output_schema: Arc::clone(&schema),
+            close: None,
         };
         Ok((
             self.graph

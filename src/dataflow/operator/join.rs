@@ -25,6 +25,7 @@
 //! both sides in one epoch (every key, in the first load of two tables)
 //! would otherwise emit its padded rows and their retraction.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -39,8 +40,8 @@ use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::{ChangeBatch, Operator, Shard};
-use crate::dataflow::expr::{evaluate, evaluate_all};
-use crate::dataflow::row::RowCodec;
+use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros};
+use crate::dataflow::row::{KeyBytes, RowCodec};
 use crate::dataflow::state::{StateReader, StateWriter};
 use crate::error::{Error, Result};
 
@@ -75,6 +76,17 @@ pub struct JoinSpec {
     pub right_schema: SchemaRef,
     /// Left fields then right fields.
     pub output_schema: SchemaRef,
+    /// Set when a key column is a window of event time on both sides: a
+    /// key is final once the frontier passes it, and is let go of.
+    pub close: Option<JoinClose>,
+}
+
+/// Which join key closes, and how long after its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinClose {
+    /// Index into the key lists.
+    pub key: usize,
+    pub slack_us: i64,
 }
 
 impl JoinKind {
@@ -126,7 +138,14 @@ impl JoinSpec {
             Some(f) => format!(" [filter: {f}]"),
             None => String::new(),
         };
-        format!("Join ({}): {on}{filter}", self.kind.name())
+        let close = match self.close {
+            Some(c) => format!(
+                " (keys close when the frontier passes {} + {} us)",
+                self.left_keys[c.key], c.slack_us
+            ),
+            None => String::new(),
+        };
+        format!("Join ({}): {on}{filter}{close}", self.kind.name())
     }
 }
 
@@ -174,6 +193,8 @@ impl Join {
                 Side::new(Arc::clone(&spec.right_schema))?,
             ],
             padding: Padding::default(),
+            close: spec.close,
+            closing: BTreeMap::new(),
         })
     }
 }
@@ -194,6 +215,10 @@ struct Join {
     output_schema: SchemaRef,
     sides: [Side; 2],
     padding: Padding,
+    close: Option<JoinClose>,
+    /// With a closing key: keys by when they close (a key held on both
+    /// sides is listed twice; letting go of it twice is harmless).
+    closing: BTreeMap<i64, Vec<KeyBytes>>,
 }
 
 impl Operator for Join {
@@ -226,6 +251,20 @@ impl Operator for Join {
         self.padding.flush(&self.output_schema, out)
     }
 
+    /// Lets go of the keys the frontier has passed: no row under them can
+    /// come on either side, so their joined rows and padding are final.
+    fn on_frontier(&mut self, frontier_us: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        while let Some(entry) = self.closing.first_entry() {
+            if *entry.key() > frontier_us {
+                break;
+            }
+            for key in entry.remove() {
+                self.sides.iter_mut().for_each(|side| side.remove_key(&key));
+            }
+        }
+        Ok(())
+    }
+
     fn state_bytes(&self) -> usize {
         self.sides.iter().map(|s| s.bytes).sum::<usize>() + self.padding.bytes()
     }
@@ -248,7 +287,14 @@ impl Operator for Join {
         _inputs: &[SchemaRef],
         state: &mut StateReader<'_>,
     ) -> Result<()> {
-        self.sides.iter_mut().try_for_each(|side| side.read(state))
+        self.sides
+            .iter_mut()
+            .try_for_each(|side| side.read(state))?;
+        for port in 0..2 {
+            let keys: Vec<KeyBytes> = self.sides[port].keys().map(KeyBytes::new).collect();
+            self.schedule_closes(keys.iter().map(|k| k.as_slice()))?;
+        }
+        Ok(())
     }
 }
 
@@ -506,6 +552,7 @@ impl Join {
         let watch = self.filter.is_none() && self.kind.pads(1 - port);
         // Key → whether this side held it before the batch.
         let mut flipped: FastMap<&[u8], bool> = FastMap::default();
+        let mut created: Vec<&[u8]> = Vec::new();
         for i in 0..batch.len() {
             if !matchable.at(i) {
                 continue;
@@ -513,11 +560,21 @@ impl Join {
             let key = keys.get(i);
             let matches = sums.get(i).copied().unwrap_or(0);
             match self.sides[port].update(key, rows.get(i), batch.diffs[i], matches) {
-                Presence::Created if watch => flipped.entry(key).or_insert(false),
-                Presence::Removed if watch => flipped.entry(key).or_insert(true),
-                _ => continue,
+                Presence::Created => {
+                    if self.close.is_some() {
+                        created.push(key);
+                    }
+                    if watch {
+                        flipped.entry(key).or_insert(false);
+                    }
+                }
+                Presence::Removed if watch => {
+                    flipped.entry(key).or_insert(true);
+                }
+                _ => {}
             };
         }
+        self.schedule_closes(created.into_iter())?;
         let mut stored: Vec<&[u8]> = Vec::new();
         let mut diffs = Vec::new();
         for (key, was_present) in flipped {
@@ -533,6 +590,29 @@ impl Join {
         }
         let padded = self.padded_stored(1 - port, &stored, &diffs)?;
         self.padding.extend(padded);
+        Ok(())
+    }
+
+    /// Notes when each of `keys` (encoded, newly held on a side) closes:
+    /// its closing key's time plus the slack.
+    fn schedule_closes<'k>(&mut self, keys: impl Iterator<Item = &'k [u8]>) -> Result<()> {
+        let (Some(close), Some(codec)) = (self.close, &self.key_codec) else {
+            return Ok(());
+        };
+        let keys: Vec<&[u8]> = keys.collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let columns = codec.decode(keys.iter().copied())?;
+        let times = timestamp_micros(&columns[close.key])?;
+        for (i, key) in keys.into_iter().enumerate() {
+            // A NULL key matches nothing and is never held; to be safe it
+            // is simply never let go of.
+            if times.is_valid(i) {
+                let at = times.value(i).saturating_add(close.slack_us);
+                self.closing.entry(at).or_default().push(KeyBytes::new(key));
+            }
+        }
         Ok(())
     }
 
@@ -759,6 +839,7 @@ mod tests {
             left_schema: Arc::clone(&side),
             right_schema: side,
             output_schema: output,
+            close: None,
         }
     }
 
@@ -801,6 +882,45 @@ mod tests {
             lines(&["-1 2, 20, 2, 200"])
         );
         assert!(op.state_bytes() > 0);
+    }
+
+    #[test]
+    fn keys_the_frontier_passed_are_let_go_of_and_restored_ones_close_too() {
+        // Keys are times here: key k closes once the frontier reaches k + 5.
+        let spec = JoinSpec {
+            close: Some(JoinClose {
+                key: 0,
+                slack_us: 5,
+            }),
+            ..spec(equi(JoinKind::Full))
+        };
+        let mut op = spec.instantiate().unwrap();
+        step(
+            op.as_mut(),
+            &[(0, " I I\n + 10 1\n + 20 2"), (1, " I I\n + 10 3\n + 30 4")],
+        );
+        let held = op.state_bytes();
+        let mut out = Vec::new();
+        op.on_frontier(14, &mut out).unwrap();
+        assert_eq!(op.state_bytes(), held);
+        op.on_frontier(25, &mut out).unwrap();
+        assert!(out.is_empty(), "closing emits nothing");
+        let after = op.state_bytes();
+        assert!(after < held);
+        let (mut op, _) = crate::dataflow::operator::testing::round_trip(
+            op.as_ref(),
+            || spec.instantiate().unwrap(),
+            Shard::SINGLE,
+            &[side_schema(), side_schema()],
+            "closing join",
+        );
+        // Key 30 is still held: its padding is retracted by a match.
+        assert_eq!(
+            step(op.as_mut(), &[(0, " I I\n + 30 5")]),
+            lines(&["+1 30, 5, 30, 4", "-1 , , 30, 4"])
+        );
+        op.on_frontier(40, &mut out).unwrap();
+        assert_eq!(op.state_bytes(), 0);
     }
 
     #[test]

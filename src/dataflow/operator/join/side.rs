@@ -107,6 +107,23 @@ impl Side {
         take_columns(&columns, &UInt32Array::from(indices))
     }
 
+    /// Every key held, encoded.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.buckets.keys().map(KeyBytes::as_slice)
+    }
+
+    /// Drops `key` and every row under it.
+    pub(super) fn remove_key(&mut self, key: &[u8]) {
+        let Some(bucket) = self.buckets.remove(key) else {
+            return;
+        };
+        self.bytes -= key.len() + KEY_OVERHEAD_BYTES;
+        let _ = bucket.try_for_each(|row, _| {
+            self.bytes -= row.len() + ROW_OVERHEAD_BYTES;
+            Ok(())
+        });
+    }
+
     pub(super) fn holds(&self, key: &[u8]) -> bool {
         self.buckets.contains_key(key)
     }
