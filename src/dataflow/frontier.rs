@@ -20,8 +20,9 @@
 //!   lets a rollup (a view over a windowed view, or a second aggregate in
 //!   one view) close its windows too;
 //! - a join whose key is a window on both sides changes a key's rows no
-//!   more once the frontier passed it on both (joins are marked, and let
-//!   go of such keys).
+//!   more once the frontier passed it on both, and a top-N partitioned by
+//!   a window changes a partition's ranking no more once the frontier
+//!   passed it (both are marked, and let go of such keys).
 
 use std::sync::Arc;
 
@@ -33,7 +34,7 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use super::expr::fixed_interval_micros;
 use super::graph::{Graph, NodeKind};
-use super::operator::{JoinClose, JoinSpec, SessionBound, WindowClose};
+use super::operator::{JoinSpec, KeyClose, SessionBound, WindowClose};
 
 /// What a relation's column bounds, given the relation's name and the
 /// column: `Some(d)` when, from any point on, no change to the relation
@@ -45,7 +46,7 @@ use super::operator::{JoinClose, JoinSpec, SessionBound, WindowClose};
 pub type RelationBound<'a> = &'a dyn Fn(&str, usize) -> Option<i64>;
 
 /// Marks every aggregate of `graph` with a window key (and every session
-/// window over event time, and every windowed join). Returns how many
+/// window over event time, windowed join and top-N per window). Returns how many
 /// aggregates were marked.
 pub fn mark_window_closes(
     graph: &mut Graph,
@@ -55,6 +56,21 @@ pub fn mark_window_closes(
     let mut marked = 0;
     for i in 0..graph.nodes.len() {
         let input = graph.nodes[i].inputs.first().copied();
+        if let (NodeKind::TopN(spec), Some(input)) = (&graph.nodes[i].kind, input) {
+            let close = spec
+                .partition_exprs
+                .iter()
+                .enumerate()
+                .filter_map(|(key, e)| {
+                    let slack_us = expr_bound(graph, e, input, relation_bound)?;
+                    Some(KeyClose { key, slack_us })
+                })
+                .min_by_key(|c| c.slack_us);
+            if let NodeKind::TopN(spec) = &mut graph.nodes[i].kind {
+                spec.close = close;
+            }
+            continue;
+        }
         if let NodeKind::Join(spec) = &graph.nodes[i].kind {
             let close = join_close(graph, spec, &graph.nodes[i].inputs, relation_bound);
             if let NodeKind::Join(spec) = &mut graph.nodes[i].kind {
@@ -122,6 +138,15 @@ fn bound(
             Some(close) if close.key == column => Some(close.slack_us),
             _ => None,
         },
+        // A closed partition's ranking changes no more.
+        NodeKind::TopN(spec) => {
+            let close = spec.close?;
+            let key = spec
+                .partition_exprs
+                .get(close.key)?
+                .downcast_ref::<Column>()?;
+            (key.index() == column).then_some(close.slack_us)
+        }
         // A closed key's joined rows change no more; the key columns carry
         // the key's value on either side.
         NodeKind::Join(spec) => {
@@ -165,7 +190,7 @@ fn join_close(
     spec: &JoinSpec,
     inputs: &[usize],
     relation_bound: RelationBound<'_>,
-) -> Option<JoinClose> {
+) -> Option<KeyClose> {
     let [left, right] = inputs else {
         return None;
     };
@@ -176,7 +201,7 @@ fn join_close(
         .filter_map(|(key, (l, r))| {
             let l = expr_bound(graph, l, *left, relation_bound)?;
             let r = expr_bound(graph, r, *right, relation_bound)?;
-            Some(JoinClose {
+            Some(KeyClose {
                 key,
                 slack_us: l.max(r),
             })

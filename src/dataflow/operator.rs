@@ -15,7 +15,7 @@ mod values;
 
 pub use aggregate::{AggCall, AggFunc, AggregateSpec, WindowClose};
 pub use filter::Filter;
-pub use join::{JoinClose, JoinKind, JoinSpec};
+pub use join::{JoinKind, JoinSpec};
 pub use project::Project;
 pub use session::{session_spans, SessionBound, SessionSpec};
 pub use temporal::TemporalSpec;
@@ -28,6 +28,15 @@ use datafusion::arrow::datatypes::SchemaRef;
 use super::batch::ChangeBatch;
 use super::state::{StateReader, StateWriter};
 use crate::error::Result;
+
+/// A key of a join or a top-N partition that is a window of event time:
+/// which one (an index into the key or partition expressions), and how long
+/// after its value the frontier must be for the key to be final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyClose {
+    pub key: usize,
+    pub slack_us: i64,
+}
 
 /// Which worker an operator instance runs on, out of how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -495,6 +495,7 @@ impl Lowering {
             limit,
             row_number: false,
             output_schema: Arc::clone(&schema),
+            close: None,
         };
         Ok((
             self.graph
@@ -581,6 +582,7 @@ impl Lowering {
             limit: last.map(|l| (l + 1 - first).max(0) as usize),
             row_number: true,
             output_schema: Arc::clone(&schema),
+            close: None,
         };
         Ok(self
             .graph

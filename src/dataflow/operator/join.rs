@@ -39,7 +39,7 @@ use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::{ChangeBatch, Operator, Shard};
+use super::{ChangeBatch, KeyClose, Operator, Shard};
 use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros};
 use crate::dataflow::row::{KeyBytes, RowCodec};
 use crate::dataflow::state::{StateReader, StateWriter};
@@ -78,15 +78,7 @@ pub struct JoinSpec {
     pub output_schema: SchemaRef,
     /// Set when a key column is a window of event time on both sides: a
     /// key is final once the frontier passes it, and is let go of.
-    pub close: Option<JoinClose>,
-}
-
-/// Which join key closes, and how long after its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JoinClose {
-    /// Index into the key lists.
-    pub key: usize,
-    pub slack_us: i64,
+    pub close: Option<KeyClose>,
 }
 
 impl JoinKind {
@@ -215,7 +207,7 @@ struct Join {
     output_schema: SchemaRef,
     sides: [Side; 2],
     padding: Padding,
-    close: Option<JoinClose>,
+    close: Option<KeyClose>,
     /// With a closing key: keys by when they close (a key held on both
     /// sides is listed twice; letting go of it twice is harmless).
     closing: BTreeMap<i64, Vec<KeyBytes>>,
@@ -888,7 +880,7 @@ mod tests {
     fn keys_the_frontier_passed_are_let_go_of_and_restored_ones_close_too() {
         // Keys are times here: key k closes once the frontier reaches k + 5.
         let spec = JoinSpec {
-            close: Some(JoinClose {
+            close: Some(KeyClose {
                 key: 0,
                 slack_us: 5,
             }),

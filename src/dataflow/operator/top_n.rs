@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
 use datafusion::arrow::compute::{cast, SortOptions};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -30,8 +30,8 @@ use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::{ChangeBatch, Operator, Shard};
-use crate::dataflow::expr::evaluate_all;
+use super::{ChangeBatch, KeyClose, Operator, Shard};
+use crate::dataflow::expr::{evaluate_all, timestamp_micros};
 use crate::dataflow::row::RowCodec;
 use crate::dataflow::state::{corrupt, StateReader, StateWriter};
 use crate::error::{Error, Result};
@@ -62,6 +62,9 @@ pub struct TopNSpec {
     pub row_number: bool,
     /// Input fields, then the row number when asked.
     pub output_schema: SchemaRef,
+    /// Set when a partition expression is a window of event time: a
+    /// partition is final once the frontier passes it, and is let go of.
+    pub close: Option<KeyClose>,
 }
 
 impl TopNSpec {
@@ -85,6 +88,12 @@ impl TopNSpec {
         }
         if self.row_number {
             text.push_str(" (row_number)");
+        }
+        if let Some(close) = self.close {
+            text.push_str(&format!(
+                " (partitions close when the frontier passes {} + {} us)",
+                self.partition_exprs[close.key], close.slack_us
+            ));
         }
         text
     }
@@ -155,6 +164,8 @@ impl TopN {
             pending: FastMap::default(),
             bytes: 0,
             pending_bytes: 0,
+            created: Vec::new(),
+            closing: BTreeMap::new(),
         })
     }
 }
@@ -173,6 +184,10 @@ struct TopN {
     partitions: FastMap<Box<[u8]>, BTreeMap<RankKey, i64>>,
     /// This epoch's changes, applied at the barrier.
     pending: FastMap<Box<[u8]>, BTreeMap<RankKey, i64>>,
+    /// With a closing partition key: partitions made at this barrier ...
+    created: Vec<Box<[u8]>>,
+    /// ... and every partition by when it closes.
+    closing: BTreeMap<i64, Vec<Box<[u8]>>>,
     bytes: usize,
     pending_bytes: usize,
 }
@@ -231,7 +246,30 @@ impl Operator for TopN {
         for (partition, changes) in pending {
             self.apply(partition, changes, &mut emit);
         }
+        let created = std::mem::take(&mut self.created);
+        self.schedule_closes(created)?;
         self.flush(&emit, out)
+    }
+
+    /// Lets go of the partitions the frontier has passed: their rows, and
+    /// so their ranking, are final.
+    fn on_frontier(&mut self, frontier_us: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        while let Some(entry) = self.closing.first_entry() {
+            if *entry.key() > frontier_us {
+                break;
+            }
+            for partition in entry.remove() {
+                if let Some(rows) = self.partitions.remove(&partition) {
+                    let held: usize = rows
+                        .keys()
+                        .map(|k| k.bytes.len() + ENTRY_OVERHEAD_BYTES)
+                        .sum();
+                    let size = partition.len() + ENTRY_OVERHEAD_BYTES;
+                    self.bytes = self.bytes.saturating_sub(held + size);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn state_bytes(&self) -> usize {
@@ -297,7 +335,8 @@ impl Operator for TopN {
                 return Err(corrupt("a top-n partition held twice".into()));
             }
         }
-        Ok(())
+        let held: Vec<Box<[u8]>> = self.partitions.keys().cloned().collect();
+        self.schedule_closes(held)
     }
 }
 
@@ -328,6 +367,9 @@ impl TopN {
             Some(rows) => rows,
             None => {
                 self.bytes += partition_size;
+                if self.spec.close.is_some() {
+                    self.created.push(partition.clone());
+                }
                 self.partitions.entry(partition.clone()).or_default()
             }
         };
@@ -351,6 +393,28 @@ impl TopN {
             self.partitions.remove(&partition);
             self.bytes = self.bytes.saturating_sub(partition_size);
         }
+    }
+
+    /// Notes when each of `partitions` closes: its closing key's time plus
+    /// the slack. A NULL key never closes.
+    fn schedule_closes(&mut self, partitions: Vec<Box<[u8]>>) -> Result<()> {
+        let Some(close) = self.spec.close else {
+            return Ok(());
+        };
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let columns = self
+            .partition
+            .decode(partitions.iter().map(|p| p.as_ref()))?;
+        let times = timestamp_micros(&columns[close.key])?;
+        for (i, partition) in partitions.into_iter().enumerate() {
+            if times.is_valid(i) {
+                let at = times.value(i).saturating_add(close.slack_us);
+                self.closing.entry(at).or_default().push(partition);
+            }
+        }
+        Ok(())
     }
 
     /// Turns the recorded changes into output batches.
@@ -713,6 +777,7 @@ mod tests {
             limit: s.limit,
             row_number: s.row_number,
             output_schema: Arc::new(Schema::new(fields)),
+            close: None,
         }
     }
 
@@ -751,6 +816,43 @@ mod tests {
                 .unwrap();
             step.consolidate().unwrap().to_lines()
         }
+    }
+
+    #[test]
+    fn partitions_the_frontier_passed_are_let_go_of() {
+        // Partition keys are times: partition p closes at frontier p + 5.
+        let spec = TopNSpec {
+            close: Some(KeyClose {
+                key: 0,
+                slack_us: 5,
+            }),
+            ..spec(ROW_NUMBER_TOP_2)
+        };
+        let mut h = Harness::new(ROW_NUMBER_TOP_2);
+        h.op = spec.instantiate().unwrap();
+        h.step(&["+ 10 1 0\n + 10 2 0\n + 20 3 0"]);
+        let held = h.op.state_bytes();
+        let mut out = Vec::new();
+        h.op.on_frontier(14, &mut out).unwrap();
+        assert_eq!(h.op.state_bytes(), held);
+        h.op.on_frontier(15, &mut out).unwrap();
+        assert!(out.is_empty(), "closing emits nothing");
+        assert!(h.op.state_bytes() < held);
+        let (op, _) = crate::dataflow::operator::testing::round_trip(
+            h.op.as_ref(),
+            || spec.instantiate().unwrap(),
+            Shard::SINGLE,
+            &[input_schema()],
+            "closing top-n",
+        );
+        h.op = op;
+        // Partition 20 is still ranked; then it closes too.
+        assert_eq!(
+            h.step(&["+ 20 1 0"]),
+            ["+1 20, 1, 0, 1", "+1 20, 3, 0, 2", "-1 20, 3, 0, 1"]
+        );
+        h.op.on_frontier(25, &mut out).unwrap();
+        assert_eq!(h.op.state_bytes(), 0);
     }
 
     #[test]
