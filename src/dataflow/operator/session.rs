@@ -128,9 +128,6 @@ struct KeySessions {
     spans: BTreeMap<i64, i64>,
 }
 
-/// A row's change under one window: (row, start, end) → weight.
-type Delta = FastMap<(KeyBytes, i64, i64), i64>;
-
 struct SessionWindow {
     spec: SessionSpec,
     rows: RowCodec,
@@ -178,9 +175,12 @@ impl SessionWindow {
         Ok(ChangeBatch::new(data, diffs))
     }
 
-    /// Applies one key's changes of the epoch, adding to `delta` how the
-    /// windows of its rows changed.
-    fn apply(&mut self, key: KeyBytes, mut changes: Vec<(i64, KeyBytes, i64)>, delta: &mut Delta) {
+    /// Applies one key's changes of the epoch, adding to `emit` how the
+    /// windows of its rows changed: a session whose bounds changed is
+    /// retracted whole (old rows, old bounds) and inserted whole (new rows,
+    /// new bounds); in a session whose bounds stayed, only the changed rows
+    /// are.
+    fn apply(&mut self, key: KeyBytes, mut changes: Vec<(i64, KeyBytes, i64)>, emit: &mut Emit) {
         let gap = self.spec.gap_us;
         changes.sort_by_key(|c| c.0);
         let sessions = self.keys.entry(key.clone()).or_default();
@@ -215,45 +215,67 @@ impl SessionWindow {
                 _ => regions.push((from, to)),
             }
         }
-        for &(start, last) in &affected {
-            let end = last.saturating_add(gap);
-            for rows in sessions.rows.range(start..=last).map(|(_, r)| r) {
-                for (row, weight) in rows {
-                    *delta.entry((row.clone(), start, end)).or_default() -= weight;
+        // The sessions after the changes, from the times that will hold
+        // rows: held ones without changes, and changed ones whose rows do
+        // not all cancel.
+        let mut after: Vec<(i64, i64)> = Vec::new();
+        for &(from, to) in &regions {
+            let mut times: Vec<i64> = sessions.rows.range(from..=to).map(|(t, _)| *t).collect();
+            times.extend(
+                changes
+                    .iter()
+                    .map(|c| c.0)
+                    .filter(|t| (from..=to).contains(t)),
+            );
+            times.sort_unstable();
+            times.dedup();
+            times.retain(|t| held_after(sessions.rows.get(t), &changes, *t));
+            after.extend(session_spans(times, gap));
+        }
+        let kept = |span: &(i64, i64), of: &[(i64, i64)]| of.binary_search(span).is_ok();
+        for span @ &(start, last) in &affected {
+            if !kept(span, &after) {
+                for (row, weight) in sessions.rows.range(start..=last).flat_map(|(_, r)| r) {
+                    emit.push(row, start, last.saturating_add(gap), -weight);
                 }
             }
             sessions.spans.remove(&start);
-            self.by_end.remove(&(end, key.clone(), start));
+            self.by_end
+                .remove(&(last.saturating_add(gap), key.clone(), start));
         }
         for (t, row, diff) in changes {
-            let at = sessions.rows.entry(t).or_default();
-            match at.iter().position(|(r, _)| *r == row) {
+            // A change inside a session whose bounds stay is emitted alone.
+            let at = after.partition_point(|(start, _)| *start <= t);
+            if let Some(span @ &(start, last)) = at.checked_sub(1).map(|i| &after[i]) {
+                if t <= last && kept(span, &affected) {
+                    emit.push(&row, start, last.saturating_add(gap), diff);
+                }
+            }
+            let rows = sessions.rows.entry(t).or_default();
+            match rows.iter().position(|(r, _)| *r == row) {
                 Some(i) => {
-                    at[i].1 += diff;
-                    if at[i].1 == 0 {
-                        self.bytes -= at[i].0.len() + ENTRY_OVERHEAD_BYTES;
-                        at.swap_remove(i);
+                    rows[i].1 += diff;
+                    if rows[i].1 == 0 {
+                        self.bytes -= rows[i].0.len() + ENTRY_OVERHEAD_BYTES;
+                        rows.swap_remove(i);
                     }
                 }
                 None => {
                     self.bytes += row.len() + ENTRY_OVERHEAD_BYTES;
-                    at.push((row, diff));
+                    rows.push((row, diff));
                 }
             }
-            if at.is_empty() {
+            if rows.is_empty() {
                 sessions.rows.remove(&t);
             }
         }
-        for (from, to) in regions {
-            let times = sessions.rows.range(from..=to).map(|(t, _)| *t);
-            for (start, last) in session_spans(times, gap) {
-                let end = last.saturating_add(gap);
-                sessions.spans.insert(start, last);
-                self.by_end.insert((end, key.clone(), start));
-                for rows in sessions.rows.range(start..=last).map(|(_, r)| r) {
-                    for (row, weight) in rows {
-                        *delta.entry((row.clone(), start, end)).or_default() += weight;
-                    }
+        for span @ &(start, last) in &after {
+            let end = last.saturating_add(gap);
+            sessions.spans.insert(start, last);
+            self.by_end.insert((end, key.clone(), start));
+            if !kept(span, &affected) {
+                for (row, weight) in sessions.rows.range(start..=last).flat_map(|(_, r)| r) {
+                    emit.push(row, start, end, *weight);
                 }
             }
         }
@@ -262,19 +284,62 @@ impl SessionWindow {
         }
     }
 
-    /// The rows of `delta` with their windows, in batches.
-    fn emit(&self, delta: Delta, out: &mut Vec<ChangeBatch>) -> Result<()> {
-        let changed: Vec<_> = delta.into_iter().filter(|(_, w)| *w != 0).collect();
-        for chunk in changed.chunks(OUTPUT_BATCH_ROWS) {
-            let columns = self
-                .rows
-                .decode(chunk.iter().map(|((row, _, _), _)| row.as_slice()))?;
-            let starts = Int64Array::from_iter_values(chunk.iter().map(|((_, s, _), _)| *s));
-            let ends = Int64Array::from_iter_values(chunk.iter().map(|((_, _, e), _)| *e));
-            let diffs = chunk.iter().map(|(_, w)| *w).collect();
+    /// The rows of `emit` with their windows, in batches.
+    fn flush(&self, emit: &Emit, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let mut from = 0;
+        while from < emit.diffs.len() {
+            let to = (from + OUTPUT_BATCH_ROWS).min(emit.diffs.len());
+            let rows = emit.spans[from..to].iter().map(|r| &emit.bytes[r.clone()]);
+            let columns = self.rows.decode(rows)?;
+            let starts = Int64Array::from(emit.starts[from..to].to_vec());
+            let ends = Int64Array::from(emit.ends[from..to].to_vec());
+            let diffs = emit.diffs[from..to].to_vec();
             out.push(self.with_windows(columns, Some(starts), Some(ends), diffs)?);
+            from = to;
         }
         Ok(())
+    }
+}
+
+/// Whether time `t` holds rows once `changes` (sorted by time) apply to
+/// what it holds now.
+fn held_after(
+    now: Option<&Vec<(KeyBytes, i64)>>,
+    changes: &[(i64, KeyBytes, i64)],
+    t: i64,
+) -> bool {
+    let first = changes.partition_point(|c| c.0 < t);
+    let at = changes[first..].iter().take_while(|c| c.0 == t);
+    let mut weights: Vec<(&[u8], i64)> = now
+        .map(|rows| rows.iter().map(|(r, w)| (r.as_slice(), *w)).collect())
+        .unwrap_or_default();
+    for (_, row, diff) in at {
+        match weights.iter_mut().find(|(r, _)| *r == row.as_slice()) {
+            Some((_, w)) => *w += diff,
+            None => weights.push((row.as_slice(), *diff)),
+        }
+    }
+    weights.iter().any(|(_, w)| *w != 0)
+}
+
+/// Rows to emit, their bytes back to back, with their windows and weights.
+#[derive(Default)]
+struct Emit {
+    bytes: Vec<u8>,
+    spans: Vec<std::ops::Range<usize>>,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+    diffs: Vec<i64>,
+}
+
+impl Emit {
+    fn push(&mut self, row: &[u8], start: i64, end: i64, diff: i64) {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(row);
+        self.spans.push(at..self.bytes.len());
+        self.starts.push(start);
+        self.ends.push(end);
+        self.diffs.push(diff);
     }
 }
 
@@ -333,11 +398,11 @@ impl Operator for SessionWindow {
 
     fn on_barrier(&mut self, _epoch: u64, out: &mut Vec<ChangeBatch>) -> Result<()> {
         let pending = std::mem::take(&mut self.pending);
-        let mut delta = Delta::default();
+        let mut emit = Emit::default();
         for (key, changes) in pending {
-            self.apply(key, changes, &mut delta);
+            self.apply(key, changes, &mut emit);
         }
-        self.emit(delta, out)
+        self.flush(&emit, out)
     }
 
     /// Lets go of every session the frontier has passed: an event that
@@ -439,6 +504,8 @@ impl Operator for SessionWindow {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use datafusion::physical_expr::expressions::col;
 
@@ -530,6 +597,81 @@ mod tests {
             step(op, &spec, "+ b 15 6\n+ b . 7"),
             vec!["+1 b, , 7, , ", "+1 b, 15, 6, 15, 25"]
         );
+    }
+
+    #[test]
+    fn a_change_inside_a_session_that_keeps_its_bounds_is_emitted_alone() {
+        let spec = spec(None);
+        let mut op = spec.instantiate().unwrap();
+        let op = op.as_mut();
+        step(op, &spec, "+ a 0 1\n+ a 8 2");
+        assert_eq!(step(op, &spec, "+ a 4 3"), vec!["+1 a, 4, 3, 0, 18"]);
+        assert_eq!(step(op, &spec, "- a 4 3"), vec!["-1 a, 4, 3, 0, 18"]);
+        // A copy of a row, and a change that cancels within the epoch.
+        assert_eq!(
+            step(op, &spec, "+ a 8 2\n+ a 5 9\n- a 5 9"),
+            vec![
+                "+1 a, 5, 9, 0, 18",
+                "+1 a, 8, 2, 0, 18",
+                "-1 a, 5, 9, 0, 18"
+            ]
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Epochs of random insertions and deletions: after each, the
+        /// operator's output so far equals the sessions worked out from
+        /// scratch over the rows held.
+        #[test]
+        fn output_always_equals_sessions_from_scratch(
+            epochs in proptest::collection::vec(
+                proptest::collection::vec((0u8..2, 0i64..80, 0i64..3, proptest::bool::ANY), 1..6),
+                1..12,
+            )
+        ) {
+            let spec = spec(None);
+            let mut op = spec.instantiate().unwrap();
+            let mut held: BTreeMap<(String, i64, i64), i64> = BTreeMap::new();
+            let mut seen: BTreeMap<String, i64> = BTreeMap::new();
+            for epoch in epochs {
+                let mut text = String::new();
+                for (k, t, v, delete) in epoch {
+                    let key = (["a", "b"][k as usize].to_string(), t, v);
+                    let n = held.get(&key).copied().unwrap_or(0);
+                    let diff = if delete && n > 0 { -1 } else { 1 };
+                    *held.entry(key.clone()).or_default() += diff;
+                    text.push_str(&format!("{diff} {} {t} {v}\n", key.0));
+                }
+                held.retain(|_, n| *n != 0);
+                let mut out = Vec::new();
+                let batch = ChangeBatch::from_pretty(&format!(" T I I\n{text}")).unwrap();
+                op.on_batch(0, batch, &mut out).unwrap();
+                op.on_barrier(1, &mut out).unwrap();
+                for line in ChangeBatch::concat(&spec.schema, &out).unwrap().to_lines() {
+                    let (weight, row) = line.split_once(' ').unwrap();
+                    *seen.entry(row.to_string()).or_default() += weight.parse::<i64>().unwrap();
+                }
+                seen.retain(|_, n| *n != 0);
+                let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+                for key in ["a", "b"] {
+                    let times: Vec<i64> = held
+                        .keys()
+                        .filter(|(k, _, _)| k == key)
+                        .map(|(_, t, _)| *t)
+                        .collect();
+                    for (start, last) in session_spans(times, 10) {
+                        for ((_, t, v), n) in held.range(
+                            (key.to_string(), start, i64::MIN)..=(key.to_string(), last, i64::MAX),
+                        ) {
+                            let row = format!("{key}, {t}, {v}, {start}, {}", last + 10);
+                            *expected.entry(row).or_default() += n;
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(&seen, &expected);
+            }
+        }
     }
 
     #[test]
