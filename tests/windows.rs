@@ -58,6 +58,22 @@ async fn counts(
         .collect()
 }
 
+/// How many rows `view` and the batch query `expected` do not share.
+async fn differing(
+    client: &tokio_postgres::Client,
+    expected: &str,
+    view: &str,
+) -> anyhow::Result<String> {
+    value(
+        client,
+        &format!(
+            "SELECT count(*) FROM (({expected} EXCEPT SELECT * FROM {view}) \
+             UNION ALL (SELECT * FROM {view} EXCEPT {expected})) d"
+        ),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_events_correct_windows_and_too_late_ones_are_kept() -> anyhow::Result<()> {
     let server = TestServer::start()?;
@@ -130,17 +146,9 @@ async fn late_events_correct_windows_and_too_late_ones_are_kept() -> anyhow::Res
         counts(&client, "SELECT * FROM lenient_10s ORDER BY 1").await?
             == counts(&client, &batch("10 seconds")).await?
     );
-    let hop_diff = value(
-        &client,
-        "SELECT count(*) FROM (\
-           (SELECT page, window_start, count(*) AS n \
-            FROM HOP(oracle, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') GROUP BY 1, 2 \
-            EXCEPT SELECT * FROM lenient_pages) \
-           UNION ALL \
-           (SELECT * FROM lenient_pages EXCEPT SELECT page, window_start, count(*) \
-            FROM HOP(oracle, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') GROUP BY 1, 2)) d",
-    )
-    .await?;
+    let batch_hop = "SELECT page, window_start, count(*) AS n \
+         FROM HOP(oracle, ts, INTERVAL '2 seconds', INTERVAL '10 seconds') GROUP BY 1, 2";
+    let hop_diff = differing(&client, batch_hop, "lenient_pages").await?;
     ensure!(
         hop_diff == "0",
         "{hop_diff} hopping windows differ from the batch answer"
@@ -150,14 +158,7 @@ async fn late_events_correct_windows_and_too_late_ones_are_kept() -> anyhow::Res
          row_number() OVER (PARTITION BY window_start ORDER BY n DESC, page) AS rn \
          FROM (SELECT window_start, page, count(*) AS n \
                FROM TUMBLE(oracle, ts, INTERVAL '1 second') GROUP BY 1, 2) c) r WHERE rn = 1";
-    let top_diff = value(
-        &client,
-        &format!(
-            "SELECT count(*) FROM (({batch_top} EXCEPT SELECT * FROM lenient_top) \
-             UNION ALL (SELECT * FROM lenient_top EXCEPT {batch_top})) d"
-        ),
-    )
-    .await?;
+    let top_diff = differing(&client, batch_top, "lenient_top").await?;
     ensure!(
         top_diff == "0",
         "{top_diff} top rows differ from the batch answer"
@@ -168,14 +169,7 @@ async fn late_events_correct_windows_and_too_late_ones_are_kept() -> anyhow::Res
     // emitted, and the view ends up with the batch answer's sessions.
     let batch_sessions = "SELECT user_id, window_start, window_end, count(*) \
          FROM SESSION(oracle, ts, INTERVAL '1 second', user_id) GROUP BY 1, 2, 3";
-    let session_diff = value(
-        &client,
-        &format!(
-            "SELECT count(*) FROM (({batch_sessions} EXCEPT SELECT * FROM lenient_sessions) \
-             UNION ALL (SELECT * FROM lenient_sessions EXCEPT {batch_sessions})) d"
-        ),
-    )
-    .await?;
+    let session_diff = differing(&client, batch_sessions, "lenient_sessions").await?;
     ensure!(
         session_diff == "0",
         "{session_diff} sessions differ from the batch answer"
@@ -320,19 +314,13 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
               WHERE feeds = '{view}') - INTERVAL '5 seconds'"
         )
     };
-    let differ = |expected: String, view: &str| {
-        format!(
-            "SELECT count(*) FROM (({expected} EXCEPT SELECT * FROM {view}) \
-             UNION ALL (SELECT * FROM {view} EXCEPT {expected})) d"
-        )
-    };
     let closed = format!(
         "SELECT page, window_start, count(*), count(DISTINCT user_id) \
          FROM TUMBLE(oracle, ts, INTERVAL '1 second') GROUP BY 1, 2 \
          HAVING window_start + INTERVAL '1 second' < {}",
         frontier("closed")
     );
-    ensure!(value(&client, &differ(closed.clone(), "closed")).await? == "0");
+    ensure!(differing(&client, &closed, "closed").await? == "0");
     let windows: i64 = value(&client, "SELECT count(DISTINCT window_start) FROM closed")
         .await?
         .parse()?;
@@ -344,7 +332,7 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
          HAVING date_bin(INTERVAL '10 seconds', ts) + INTERVAL '11 seconds' < {}",
         frontier("closed")
     );
-    let diff = value(&client, &differ(closed_10s.clone(), "closed_10s")).await?;
+    let diff = differing(&client, &closed_10s, "closed_10s").await?;
     ensure!(
         diff == "0",
         "closed_10s differs from the batch answer: {:?} against {:?}",
@@ -360,7 +348,7 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
          GROUP BY 1 HAVING a.window_start + INTERVAL '1 second' < {}",
         frontier("closed_join")
     );
-    ensure!(value(&client, &differ(closed_join, "closed_join")).await? == "0");
+    ensure!(differing(&client, &closed_join, "closed_join").await? == "0");
     let joined: i64 = value(&client, "SELECT count(*) FROM closed_join")
         .await?
         .parse()?;
@@ -375,7 +363,7 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
          HAVING window_end < {}",
         frontier("closed_hop")
     );
-    ensure!(value(&client, &differ(closed_hop, "closed_hop")).await? == "0");
+    ensure!(differing(&client, &closed_hop, "closed_hop").await? == "0");
     // A session is final once the frontier reaches its end.
     let closed_sessions = format!(
         "SELECT user_id, window_start, window_end, count(*) \
@@ -383,7 +371,7 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
          HAVING window_end <= {}",
         frontier("closed_sessions")
     );
-    ensure!(value(&client, &differ(closed_sessions, "closed_sessions")).await? == "0");
+    ensure!(differing(&client, &closed_sessions, "closed_sessions").await? == "0");
     let sessions: i64 = value(&client, "SELECT count(*) FROM closed_sessions")
         .await?
         .parse()?;

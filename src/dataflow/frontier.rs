@@ -8,17 +8,25 @@
 //! apart), so the aggregate frees the group, or for `EMIT ON WINDOW CLOSE`
 //! emits its final row and then frees it.
 //!
-//! Only append-only paths qualify: a join, an aggregate or a top-N in
-//! between could retract rows of a group already let go of. Two
-//! exceptions retract only what the frontier has not passed:
+//! The invariant traced is about changes, not rows: a column bounds what
+//! follows with slack `d` when no change under a value `v` with `v + d` at
+//! or behind the frontier arrives after the step that moved the frontier
+//! there. (A change can arrive in that very step: an aggregate emitting a
+//! window on close does. Each operator takes its batches before its
+//! frontier, and views step in creation order, so such a change is taken
+//! before anything after it lets the window go.)
+//!
+//! A join on other keys, or a top-N partitioned by other columns, could
+//! re-emit old rows of a group already let go of, so the trace stops
+//! there. These pass the bound on:
+//! - an aggregate: a group changes only when a row of it arrives, so its
+//!   group columns are bounded as their expressions are. This is what lets
+//!   a rollup (a view over a windowed view, or a second aggregate in one
+//!   view) close its windows too;
 //! - a session window changes rows only under sessions that an event at or
 //!   after the frontier can still reach, so its `window_end` bounds its
 //!   changes like an event time (session operators whose time traces to a
 //!   watermark column are marked too, to let go of closed sessions);
-//! - an aggregate that closes windows changes a group no more once it is
-//!   closed, so its window key bounds its output in turn. This is what
-//!   lets a rollup (a view over a windowed view, or a second aggregate in
-//!   one view) close its windows too;
 //! - a join whose key is a window on both sides changes a key's rows no
 //!   more once the frontier passed it on both, and a top-N partitioned by
 //!   a window changes a partition's ranking no more once the frontier
@@ -132,12 +140,14 @@ fn bound(
     match &n.kind {
         // The event time itself: t < t + 1 µs.
         NodeKind::Source { relation } => relation_bound(relation, column),
-        // A group closes, and changes no more, once the frontier passes its
-        // window key plus the slack.
-        NodeKind::Aggregate(spec) => match spec.close {
-            Some(close) if close.key == column => Some(close.slack_us),
-            _ => None,
-        },
+        // A group changes only when a row of it arrives, so each group
+        // column is bounded as its expression is over the input.
+        NodeKind::Aggregate(spec) => expr_bound(
+            graph,
+            spec.group_exprs.get(column)?,
+            n.inputs[0],
+            relation_bound,
+        ),
         // A closed partition's ranking changes no more.
         NodeKind::TopN(spec) => {
             let close = spec.close?;

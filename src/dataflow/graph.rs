@@ -81,6 +81,18 @@ impl Graph {
             .any(|n| matches!(n.kind, NodeKind::Temporal(_)))
     }
 
+    /// Whether any node lets go of closed windows: only such a graph needs
+    /// the event-time frontier.
+    pub fn closes_windows(&self) -> bool {
+        self.nodes.iter().any(|n| match &n.kind {
+            NodeKind::Aggregate(spec) => spec.close.is_some(),
+            NodeKind::Join(spec) => spec.close.is_some(),
+            NodeKind::TopN(spec) => spec.close.is_some(),
+            NodeKind::Session(spec) => spec.close_slack_us.is_some(),
+            _ => false,
+        })
+    }
+
     /// `(node, relation)` for every source node.
     pub fn sources(&self) -> impl Iterator<Item = (usize, &str)> {
         self.nodes

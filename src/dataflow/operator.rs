@@ -23,9 +23,12 @@ pub use top_n::{SortKey, TopNSpec};
 pub use union::Union;
 pub use values::Values;
 
+use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::batch::ChangeBatch;
+use super::expr::timestamp_micros;
+use super::row::KeyBytes;
 use super::state::{StateReader, StateWriter};
 use crate::error::Result;
 
@@ -36,6 +39,46 @@ use crate::error::Result;
 pub struct KeyClose {
     pub key: usize,
     pub slack_us: i64,
+}
+
+/// Keys (encoded) of a join or top-N by the instant they close: their
+/// closing column's time plus the slack.
+#[derive(Debug, Default)]
+pub(crate) struct CloseSchedule {
+    at: std::collections::BTreeMap<i64, Vec<KeyBytes>>,
+}
+
+impl CloseSchedule {
+    /// Schedules `keys`, whose closing column (decoded from them) is
+    /// `times`. A NULL time never closes.
+    pub(crate) fn schedule(
+        &mut self,
+        keys: &[&[u8]],
+        times: &ArrayRef,
+        slack_us: i64,
+    ) -> Result<()> {
+        let times = timestamp_micros(times)?;
+        for (i, key) in keys.iter().enumerate() {
+            if times.is_valid(i) {
+                let at = times.value(i).saturating_add(slack_us);
+                self.at.entry(at).or_default().push(KeyBytes::new(key));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes out every key the frontier has reached. A key scheduled twice
+    /// comes out twice.
+    pub(crate) fn due(&mut self, frontier_us: i64) -> Vec<KeyBytes> {
+        let later = match frontier_us.checked_add(1) {
+            Some(next) => self.at.split_off(&next),
+            None => std::collections::BTreeMap::new(),
+        };
+        std::mem::replace(&mut self.at, later)
+            .into_values()
+            .flatten()
+            .collect()
+    }
 }
 
 /// Which worker an operator instance runs on, out of how many.

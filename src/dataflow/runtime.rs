@@ -135,7 +135,8 @@ impl Runtime {
     }
 
     /// Runs one epoch of dataflow `id` and returns its output changes,
-    /// consolidated. `start` runs the operators' start hooks first (the
+    /// each worker's consolidated (a row one worker adds and another
+    /// retracts stays as two changes). `start` runs the operators' start hooks first (the
     /// first step after install); `frontier` is the view's event-time
     /// frontier after this epoch, when known (see `Operator::on_frontier`).
     pub fn step(

@@ -25,7 +25,6 @@
 //! both sides in one epoch (every key, in the first load of two tables)
 //! would otherwise emit its padded rows and their retraction.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -39,8 +38,8 @@ use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::{ChangeBatch, KeyClose, Operator, Shard};
-use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros};
+use super::{ChangeBatch, CloseSchedule, KeyClose, Operator, Shard};
+use crate::dataflow::expr::{evaluate, evaluate_all};
 use crate::dataflow::row::{KeyBytes, RowCodec};
 use crate::dataflow::state::{StateReader, StateWriter};
 use crate::error::{Error, Result};
@@ -186,7 +185,7 @@ impl Join {
             ],
             padding: Padding::default(),
             close: spec.close,
-            closing: BTreeMap::new(),
+            closing: CloseSchedule::default(),
         })
     }
 }
@@ -210,7 +209,7 @@ struct Join {
     close: Option<KeyClose>,
     /// With a closing key: keys by when they close (a key held on both
     /// sides is listed twice; letting go of it twice is harmless).
-    closing: BTreeMap<i64, Vec<KeyBytes>>,
+    closing: CloseSchedule,
 }
 
 impl Operator for Join {
@@ -246,13 +245,8 @@ impl Operator for Join {
     /// Lets go of the keys the frontier has passed: no row under them can
     /// come on either side, so their joined rows and padding are final.
     fn on_frontier(&mut self, frontier_us: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
-        while let Some(entry) = self.closing.first_entry() {
-            if *entry.key() > frontier_us {
-                break;
-            }
-            for key in entry.remove() {
-                self.sides.iter_mut().for_each(|side| side.remove_key(&key));
-            }
+        for key in self.closing.due(frontier_us) {
+            self.sides.iter_mut().for_each(|side| side.remove_key(&key));
         }
         Ok(())
     }
@@ -596,16 +590,8 @@ impl Join {
             return Ok(());
         }
         let columns = codec.decode(keys.iter().copied())?;
-        let times = timestamp_micros(&columns[close.key])?;
-        for (i, key) in keys.into_iter().enumerate() {
-            // A NULL key matches nothing and is never held; to be safe it
-            // is simply never let go of.
-            if times.is_valid(i) {
-                let at = times.value(i).saturating_add(close.slack_us);
-                self.closing.entry(at).or_default().push(KeyBytes::new(key));
-            }
-        }
-        Ok(())
+        self.closing
+            .schedule(&keys, &columns[close.key], close.slack_us)
     }
 
     /// Stored rows of `side`, NULL-padded, with `diffs`.

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
+use datafusion::arrow::array::{ArrayRef, Int64Array};
 use datafusion::arrow::compute::{cast, SortOptions};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -30,8 +30,8 @@ use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::{ChangeBatch, KeyClose, Operator, Shard};
-use crate::dataflow::expr::{evaluate_all, timestamp_micros};
+use super::{ChangeBatch, CloseSchedule, KeyClose, Operator, Shard};
+use crate::dataflow::expr::evaluate_all;
 use crate::dataflow::row::RowCodec;
 use crate::dataflow::state::{corrupt, StateReader, StateWriter};
 use crate::error::{Error, Result};
@@ -165,7 +165,7 @@ impl TopN {
             bytes: 0,
             pending_bytes: 0,
             created: Vec::new(),
-            closing: BTreeMap::new(),
+            closing: CloseSchedule::default(),
         })
     }
 }
@@ -187,7 +187,7 @@ struct TopN {
     /// With a closing partition key: partitions made at this barrier ...
     created: Vec<Box<[u8]>>,
     /// ... and every partition by when it closes.
-    closing: BTreeMap<i64, Vec<Box<[u8]>>>,
+    closing: CloseSchedule,
     bytes: usize,
     pending_bytes: usize,
 }
@@ -254,19 +254,14 @@ impl Operator for TopN {
     /// Lets go of the partitions the frontier has passed: their rows, and
     /// so their ranking, are final.
     fn on_frontier(&mut self, frontier_us: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
-        while let Some(entry) = self.closing.first_entry() {
-            if *entry.key() > frontier_us {
-                break;
-            }
-            for partition in entry.remove() {
-                if let Some(rows) = self.partitions.remove(&partition) {
-                    let held: usize = rows
-                        .keys()
-                        .map(|k| k.bytes.len() + ENTRY_OVERHEAD_BYTES)
-                        .sum();
-                    let size = partition.len() + ENTRY_OVERHEAD_BYTES;
-                    self.bytes = self.bytes.saturating_sub(held + size);
-                }
+        for partition in self.closing.due(frontier_us) {
+            if let Some(rows) = self.partitions.remove(partition.as_slice()) {
+                let held: usize = rows
+                    .keys()
+                    .map(|k| k.bytes.len() + ENTRY_OVERHEAD_BYTES)
+                    .sum();
+                let size = partition.len() + ENTRY_OVERHEAD_BYTES;
+                self.bytes = self.bytes.saturating_sub(held + size);
             }
         }
         Ok(())
@@ -404,17 +399,10 @@ impl TopN {
         if partitions.is_empty() {
             return Ok(());
         }
-        let columns = self
-            .partition
-            .decode(partitions.iter().map(|p| p.as_ref()))?;
-        let times = timestamp_micros(&columns[close.key])?;
-        for (i, partition) in partitions.into_iter().enumerate() {
-            if times.is_valid(i) {
-                let at = times.value(i).saturating_add(close.slack_us);
-                self.closing.entry(at).or_default().push(partition);
-            }
-        }
-        Ok(())
+        let keys: Vec<&[u8]> = partitions.iter().map(|p| p.as_ref()).collect();
+        let columns = self.partition.decode(keys.iter().copied())?;
+        self.closing
+            .schedule(&keys, &columns[close.key], close.slack_us)
     }
 
     /// Turns the recorded changes into output batches.
