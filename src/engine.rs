@@ -436,17 +436,20 @@ impl Engine {
             let _gate = self.gate.blocking_write();
             self.publish(outputs, epoch);
         }
-        df.positions
-            .entry(view_id)
-            .or_default()
-            .insert(source.to_string(), positions.clone());
-        if !watermarks.is_empty() {
-            df.watermarks
-                .entry(view_id)
-                .or_default()
-                .insert(source.to_string(), watermarks.clone());
+        // A reader that has caught up commits empty polls: those change
+        // nothing a checkpoint would store.
+        let held = df.positions.entry(view_id).or_default();
+        if held.get(source) != Some(positions) {
+            held.insert(source.to_string(), positions.clone());
+            df.moved = true;
         }
-        df.moved = true;
+        if !watermarks.is_empty() {
+            let held = df.watermarks.entry(view_id).or_default();
+            if held.get(source) != Some(watermarks) {
+                held.insert(source.to_string(), watermarks.clone());
+                df.moved = true;
+            }
+        }
         if self.checkpoint_due(df) {
             self.checkpoint(df);
         }
@@ -764,6 +767,15 @@ impl Engine {
             .is_some_and(|every| df.last_checkpoint.elapsed() >= every)
             && !df.checkpointed.is_empty()
             && !self.checkpoints.is_busy()
+            && self.has_news(df)
+    }
+
+    /// Whether anything a checkpoint stores changed since the last one (or
+    /// the last one failed).
+    fn has_news(&self, df: &Dataflows) -> bool {
+        df.moved
+            || self.checkpoints.failed.load(Ordering::Acquire)
+            || df.checkpointed.iter().any(|v| df.dirty.contains(v))
     }
 
     /// Takes a checkpoint of every checkpointed view as of the epoch just
@@ -852,10 +864,7 @@ impl Engine {
         {
             let mut df = self.views.lock().expect("commit lock");
             let df = &mut *df;
-            let changed = df.moved
-                || self.checkpoints.failed.load(Ordering::Acquire)
-                || df.checkpointed.iter().any(|v| df.dirty.contains(v));
-            if changed && !df.checkpointed.is_empty() {
+            if self.has_news(df) && !df.checkpointed.is_empty() {
                 self.checkpoint(df);
             }
         }

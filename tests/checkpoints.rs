@@ -328,18 +328,33 @@ async fn a_damaged_checkpoint_is_passed_over_for_the_one_before() -> anyhow::Res
 async fn a_crash_while_a_checkpoint_is_written_leaves_the_one_before_in_use() -> anyhow::Result<()>
 {
     const ROWS: u64 = 150_000;
-    let mut opts = options("50ms");
-    opts.env = vec![(
-        "EDDYDB_FAILPOINT".to_string(),
-        "checkpoint-before-manifest:40".to_string(),
-    )];
-    let mut server = TestServer::start_with(opts)?;
+    let mut server = TestServer::start_with(options("50ms"))?;
     let client = server.connect().await?;
     create(&client, ROWS, 30_000).await?;
+    // Once the views run and checkpoints are being taken, the server is
+    // killed and restarted with the failpoint set a little ahead: it
+    // aborts once that checkpoint's states are flushed, before its
+    // manifest, while the stream is still being read.
+    wait_until(
+        &client,
+        "SELECT count(*) >= 3 FROM eddy_catalog.checkpoints",
+        |v| v == "t",
+    )
+    .await?;
+    let newest: u64 = value(
+        &client,
+        "SELECT max(checkpoint_id) FROM eddy_catalog.checkpoints",
+    )
+    .await?
+    .parse()?;
     drop(client);
-    // The failpoint aborts the server once checkpoint 40's states are
-    // flushed, before its manifest: about 2 s in, well after the views are
-    // made and well before the stream ends.
+    server.kill9()?;
+    let failing = newest + 15;
+    server.options_mut().env = vec![(
+        "EDDYDB_FAILPOINT".to_string(),
+        format!("checkpoint-before-manifest:{failing}"),
+    )];
+    server.restart()?;
     let status = server.wait_exit(Duration::from_secs(60))?;
     ensure!(!status.success(), "the failpoint did not abort the server");
     ensure!(server
@@ -348,13 +363,15 @@ async fn a_crash_while_a_checkpoint_is_written_leaves_the_one_before_in_use() ->
     server.options_mut().env.clear();
     server.restart()?;
     let log = check_recovered(&server, ROWS).await?;
+    // The last start's recovery (the log holds every start's).
     let recovered = log
         .lines()
-        .find(|l| l.contains("recovered from checkpoint"))
+        .rfind(|l| l.contains("recovered from checkpoint"))
         .context("no recovery line in the log")?;
     ensure!(
-        recovered.contains("checkpoint=39"),
-        "expected recovery from checkpoint 39: {recovered}"
+        recovered.contains(&format!("checkpoint={}", failing - 1)),
+        "expected recovery from checkpoint {}: {recovered}",
+        failing - 1
     );
     Ok(())
 }
