@@ -41,6 +41,14 @@ pub struct KeyClose {
     pub slack_us: i64,
 }
 
+/// Rows per output batch of an operator that builds its output row by row,
+/// so a large change does not make one giant batch.
+pub(crate) const OUTPUT_BATCH_ROWS: usize = 8192;
+
+/// Estimated bytes a map or B-tree entry of operator state costs beyond
+/// its key bytes.
+pub(crate) const ENTRY_OVERHEAD_BYTES: usize = 48;
+
 /// Keys (encoded) of a join or top-N by the instant they close: their
 /// closing column's time plus the slack.
 #[derive(Debug, Default)]

@@ -38,7 +38,7 @@ use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::{ChangeBatch, CloseSchedule, KeyClose, Operator, Shard};
+use super::{ChangeBatch, CloseSchedule, KeyClose, Operator, Shard, OUTPUT_BATCH_ROWS};
 use crate::dataflow::expr::{evaluate, evaluate_all};
 use crate::dataflow::row::{KeyBytes, RowCodec};
 use crate::dataflow::state::{StateReader, StateWriter};
@@ -47,10 +47,6 @@ use crate::error::{Error, Result};
 mod side;
 
 use side::{Presence, Side};
-
-/// Joined rows per output batch, so a key with many rows on both sides
-/// does not make one giant batch.
-const OUTPUT_BATCH_ROWS: usize = 8192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {

@@ -27,17 +27,11 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::{ChangeBatch, Operator, Shard};
+use super::{ChangeBatch, Operator, Shard, ENTRY_OVERHEAD_BYTES, OUTPUT_BATCH_ROWS};
 use crate::dataflow::expr::{evaluate, evaluate_all, micros_as, timestamp_micros};
 use crate::dataflow::row::{KeyBytes, RowCodec};
 use crate::dataflow::state::{corrupt, StateReader, StateWriter};
 use crate::error::{Error, Result};
-
-/// Estimated bytes a map entry costs beyond its key bytes.
-const ENTRY_OVERHEAD_BYTES: usize = 48;
-
-/// Rows per output batch.
-const OUTPUT_BATCH_ROWS: usize = 8192;
 
 /// A window column the operator appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,17 +30,13 @@ use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::{ChangeBatch, CloseSchedule, KeyClose, Operator, Shard};
+use super::{
+    ChangeBatch, CloseSchedule, KeyClose, Operator, Shard, ENTRY_OVERHEAD_BYTES, OUTPUT_BATCH_ROWS,
+};
 use crate::dataflow::expr::evaluate_all;
 use crate::dataflow::row::RowCodec;
 use crate::dataflow::state::{corrupt, StateReader, StateWriter};
 use crate::error::{Error, Result};
-
-/// Rows per output batch.
-const OUTPUT_BATCH_ROWS: usize = 8192;
-
-/// Estimated bytes a B-tree or hash entry costs beyond its key bytes.
-const ENTRY_OVERHEAD_BYTES: usize = 48;
 
 #[derive(Debug, Clone)]
 pub struct SortKey {
