@@ -105,11 +105,13 @@ pub struct Catalog {
 
 impl Catalog {
     /// Opens the database under `data_dir`; views over streams are
-    /// checkpointed every `checkpoint_interval` (never with `None`).
+    /// checkpointed every `checkpoint_interval` (never with `None`), and
+    /// all views' state is held within `memory_limit` bytes.
     pub fn open(
         data_dir: &std::path::Path,
         workers: usize,
         checkpoint_interval: Option<std::time::Duration>,
+        memory_limit: Option<u64>,
     ) -> Result<Catalog> {
         let store = Store::open(data_dir)?;
         let mut tables = BTreeMap::new();
@@ -125,7 +127,12 @@ impl Catalog {
             .collect();
         let errors = crate::source::status::ErrorLog::new(store.tree("source_errors")?);
         let late = crate::source::status::ErrorLog::new(store.tree("late_events")?);
-        let engine = Arc::new(Engine::new(workers, &store, checkpoint_interval)?);
+        let engine = Arc::new(Engine::new(
+            workers,
+            &store,
+            checkpoint_interval,
+            memory_limit,
+        )?);
         Ok(Catalog {
             store,
             tables: RwLock::new(tables),

@@ -52,6 +52,35 @@ pub struct Config {
     /// without one a view reads its streams again from where it started).
     #[arg(long, env = "EDDYDB_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub checkpoint_interval: std::time::Duration,
+    /// Budget for the state of all materialized views together (operator
+    /// state and the rows they serve): `4GB`, `512MB`, `64KiB`, or bytes;
+    /// `0` for none. A view whose state would take the total over it fails
+    /// with 53200; the others go on.
+    #[arg(long, env = "EDDYDB_MEMORY_LIMIT", default_value = "0", value_parser = parse_bytes)]
+    pub memory_limit: u64,
+}
+
+/// `4GB`, `512MiB`, `64kB`, or a bare number of bytes (units are powers of
+/// 1024, as in PostgreSQL's memory settings).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 512MB or 4GB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "kb" | "kib" | "k" => 10,
+        "mb" | "mib" | "m" => 20,
+        "gb" | "gib" | "g" => 30,
+        "tb" | "tib" | "t" => 40,
+        other => return Err(format!("unknown unit {other:?}: use kB, MB, GB or TB")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// `500ms`, `1s`, `2m`, or a bare number of milliseconds.
@@ -84,12 +113,18 @@ impl Config {
             workers: None,
             log: "info".to_string(),
             checkpoint_interval: std::time::Duration::from_secs(1),
+            memory_limit: 0,
         }
     }
 
     /// `None` when checkpoints are off.
     pub fn checkpoint_interval(&self) -> Option<std::time::Duration> {
         Some(self.checkpoint_interval).filter(|d| !d.is_zero())
+    }
+
+    /// `None` without a budget.
+    pub fn memory_limit(&self) -> Option<u64> {
+        Some(self.memory_limit).filter(|b| *b > 0)
     }
 
     pub fn worker_count(&self) -> usize {

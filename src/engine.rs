@@ -98,6 +98,8 @@ pub struct MaterializedView {
 struct ViewState {
     output: Arrangement,
     failed: Option<String>,
+    /// The failure was for needing more memory than the budget.
+    out_of_memory: bool,
 }
 
 impl MaterializedView {
@@ -123,6 +125,7 @@ impl MaterializedView {
             state: RwLock::new(ViewState {
                 output: Arrangement::new(Arc::clone(&schema))?,
                 failed: None,
+                out_of_memory: false,
             }),
             schema,
             key_columns,
@@ -151,8 +154,25 @@ impl MaterializedView {
         self.state.write().expect("view lock").failed = Some(reason);
     }
 
+    /// Fails the view for going over the memory budget, and lets go of
+    /// the rows it served.
+    fn fail_out_of_memory(&self, reason: String) {
+        tracing::error!(view = %self.def.name, %reason, "materialized view failed");
+        let mut state = self.state.write().expect("view lock");
+        state.failed = Some(reason);
+        state.out_of_memory = true;
+        if let Ok(empty) = Arrangement::new(Arc::clone(&self.schema)) {
+            state.output = empty;
+        }
+    }
+
     pub fn failure(&self) -> Option<String> {
         self.state.read().expect("view lock").failed.clone()
+    }
+
+    /// Why the view failed, as the error reading it gives.
+    pub fn failed(&self) -> Result<()> {
+        self.check(&self.state.read().expect("view lock"))
     }
 
     fn check(&self, state: &ViewState) -> Result<()> {
@@ -160,6 +180,7 @@ impl MaterializedView {
             Some(reason) => Err(Error::ViewFailed {
                 name: self.def.name.clone(),
                 reason: reason.clone(),
+                out_of_memory: state.out_of_memory,
             }),
             None => Ok(()),
         }
@@ -258,6 +279,8 @@ struct Dataflows {
     /// Where each checkpointed view's latest stored state is.
     stored: BTreeMap<u64, StateRef>,
     last_checkpoint: Instant,
+    /// Per view, the operator state its workers held after its last step.
+    held: BTreeMap<u64, usize>,
 }
 
 pub struct Engine {
@@ -267,6 +290,8 @@ pub struct Engine {
     gate: tokio::sync::RwLock<()>,
     epoch: AtomicU64,
     checkpoints: Checkpoints,
+    /// Budget in bytes for all views' state together.
+    memory_limit: Option<u64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -296,6 +321,7 @@ impl Engine {
         workers: usize,
         store: &Store,
         checkpoint_interval: Option<Duration>,
+        memory_limit: Option<u64>,
     ) -> Result<Engine> {
         let runtime = Runtime::new(workers)?;
         let checkpoints = Checkpoints::open(store, checkpoint_interval, runtime.worker_count())?;
@@ -318,10 +344,12 @@ impl Engine {
                 moved: false,
                 stored: BTreeMap::new(),
                 last_checkpoint: Instant::now(),
+                held: BTreeMap::new(),
             }),
             gate: tokio::sync::RwLock::new(()),
             epoch: AtomicU64::new(epoch),
             checkpoints,
+            memory_limit,
         })
     }
 
@@ -416,12 +444,7 @@ impl Engine {
             )));
         };
         // A failed view reads no more: its reader stops, saying why.
-        if let Some(reason) = view.failure() {
-            return Err(Error::ViewFailed {
-                name: view.def.name.clone(),
-                reason,
-            });
-        }
+        view.failed()?;
         let epoch = self.epoch() + 1;
         let delta = if rows.num_rows() == 0 {
             Vec::new()
@@ -564,15 +587,49 @@ impl Engine {
                 .runtime
                 .step(view.def.id, &view.graph, epoch, false, frontier, inputs)
             {
-                Ok(out) if out.is_empty() => {}
-                Ok(out) => {
-                    batches.insert(view.def.name.clone(), vec![out.clone()]);
-                    outputs.push((Arc::clone(view), out));
+                Ok(stepped) => {
+                    df.held.insert(view.def.id, stepped.state_bytes);
+                    if let Some(reason) = self.over_budget(df, view.def.id, &stepped.changes) {
+                        view.fail_out_of_memory(reason);
+                        self.runtime.remove(view.def.id);
+                        df.held.remove(&view.def.id);
+                        continue;
+                    }
+                    let out = stepped.changes;
+                    if !out.is_empty() {
+                        batches.insert(view.def.name.clone(), vec![out.clone()]);
+                        outputs.push((Arc::clone(view), out));
+                    }
                 }
                 Err(e) => view.fail(e.to_string()),
             }
         }
         outputs
+    }
+
+    /// With a memory budget, why view `id` cannot take on `changes` (its
+    /// operator state as `df.held` now says): the state of every view plus
+    /// the changes' rows would go over it.
+    fn over_budget(&self, df: &Dataflows, id: u64, changes: &ChangeBatch) -> Option<String> {
+        let limit = self.memory_limit?;
+        let operators: usize = df.held.values().sum();
+        let outputs: usize = df.views.values().map(|v| v.output_bytes()).sum();
+        let incoming = changes.data.get_array_memory_size();
+        let total = (operators + outputs + incoming) as u64;
+        if total <= limit {
+            return None;
+        }
+        let own = df.held.get(&id).copied().unwrap_or(0)
+            + df.views.get(&id).map_or(0, |v| v.output_bytes())
+            + incoming;
+        let human = |b: u64| crate::types::human_bytes(b as usize);
+        Some(format!(
+            "the state of all materialized views would take {}, over the memory limit of {} \
+             (this view's own state: {})",
+            human(total),
+            human(limit),
+            human(own as u64)
+        ))
     }
 
     /// Applies view changes and closes the epoch; the caller holds the gate.
@@ -637,8 +694,17 @@ impl Engine {
             .runtime
             .step(id, &view.graph, epoch, true, frontier, inputs)
             .inspect_err(|_| self.runtime.remove(id))?;
+        df.held.insert(id, initial.state_bytes);
+        if let Some(reason) = self.over_budget(df, id, &initial.changes) {
+            self.runtime.remove(id);
+            df.held.remove(&id);
+            return Err(Error::MemoryLimit(format!(
+                "cannot create materialized view \"{}\": {reason}",
+                view.def.name
+            )));
+        }
         let _gate = self.gate.blocking_write();
-        view.apply(&initial)?;
+        view.apply(&initial.changes)?;
         df.views.insert(id, view);
         if let Some(f) = frontier {
             df.view_frontiers.insert(id, f);
@@ -684,6 +750,9 @@ impl Engine {
             return None;
         }
         recovery.restored.insert(id);
+        if let Ok(bytes) = self.runtime.state_bytes(id) {
+            df.held.insert(id, bytes.iter().sum());
+        }
         df.views.insert(id, Arc::clone(view));
         df.checkpointed.insert(id);
         df.positions.insert(id, entry.positions.clone());
@@ -888,6 +957,23 @@ impl Engine {
         df.view_frontiers.remove(&id);
         df.dirty.remove(&id);
         df.stored.remove(&id);
+        df.held.remove(&id);
+    }
+
+    /// The operator state of view `id` after its last step, summed over
+    /// workers (`None` before its first step after a restart, or failed).
+    pub fn held_bytes(&self, id: u64) -> Option<usize> {
+        self.views
+            .lock()
+            .expect("commit lock")
+            .held
+            .get(&id)
+            .copied()
+    }
+
+    /// The memory budget for all views' state, in bytes.
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_limit
     }
 
     /// State bytes per operator of a view, summed over workers.

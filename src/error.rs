@@ -110,7 +110,16 @@ pub enum Error {
     #[error("{0}")]
     WrongObjectType(String),
     #[error("materialized view \"{name}\" has failed: {reason}")]
-    ViewFailed { name: String, reason: String },
+    ViewFailed {
+        name: String,
+        reason: String,
+        /// It failed for needing more memory than `--memory-limit` allows.
+        out_of_memory: bool,
+    },
+    /// Creating a view would take the state of all views over
+    /// `--memory-limit`.
+    #[error("{0}")]
+    MemoryLimit(String),
     /// An external system a source reads from cannot be reached or used
     /// (broker down, topic missing).
     #[error("{message}")]
@@ -164,6 +173,11 @@ impl Error {
             Error::SerializationFailure(_) => "40001",
             Error::DependentObjects { .. } => "2BP01",
             Error::WrongObjectType(_) => "42809",
+            Error::ViewFailed {
+                out_of_memory: true,
+                ..
+            }
+            | Error::MemoryLimit(_) => "53200",
             Error::ViewFailed { .. } => "55000",
             Error::SourceUnavailable { .. } => "08001",
             Error::SourceNotQueryable { .. } => "42809",
@@ -189,6 +203,20 @@ impl Error {
             Error::SourceUnavailable { hint, .. }
             | Error::SourceNotQueryable { hint, .. }
             | Error::InvalidArgument { hint, .. } => Some(hint.clone()),
+            Error::MemoryLimit(_) => Some(
+                "Raise --memory-limit, or drop materialized views that are no longer needed \
+                 (eddy_catalog.views shows what each one holds)."
+                    .to_string(),
+            ),
+            Error::ViewFailed {
+                name,
+                out_of_memory: true,
+                ..
+            } => Some(format!(
+                "Raise --memory-limit or drop views that are no longer needed \
+                 (eddy_catalog.views shows what each one holds), then DROP MATERIALIZED VIEW \
+                 {name} and create it again."
+            )),
             Error::ViewFailed { name, .. } => Some(format!(
                 "DROP MATERIALIZED VIEW {name} and create it again once the cause is fixed."
             )),

@@ -118,6 +118,12 @@ impl QueryContext {
             Arc::new(catalog_source::LiveCatalog(Arc::clone(&catalog)));
         schemas.register_schema(PUBLIC_SCHEMA, public)?;
         schemas.register_schema(DML_SCHEMA, dml)?;
+        // `t FOR SYSTEM_TIME AS OF PROCTIME()` names `t` here (see
+        // `sql::lookup`): the same relations as `public`.
+        schemas.register_schema(
+            crate::sql::lookup::SCHEMA,
+            Arc::new(TablesSchema::new(Arc::clone(&catalog), false)),
+        )?;
         schemas.register_schema(
             "pg_catalog",
             pg_catalog::pg_catalog_schema(Arc::clone(&source)),

@@ -27,6 +27,7 @@ pub async fn run(
         &config.data_dir,
         config.worker_count(),
         config.checkpoint_interval(),
+        config.memory_limit(),
     )?);
     let started = std::time::Instant::now();
     let restore_ctx =

@@ -7,6 +7,7 @@ mod colnames;
 pub mod copy_format;
 pub(crate) mod ddl;
 mod dml;
+pub mod lookup;
 pub(crate) mod names;
 mod point_lookup;
 pub(crate) mod sessions;
@@ -255,6 +256,7 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         _ => sql.to_string(),
     };
     let sql = windows::strip_table_arguments(&sql);
+    let sql = lookup::rewrite(sql.as_ref())?;
     let sql = sql.as_ref();
     let parse_one = |sql: &str| {
         Parser::parse_sql(&PostgreSqlDialect {}, sql)

@@ -275,3 +275,13 @@ fn custom(name: &str) -> Result<SqlType> {
         }
     })
 }
+
+/// A size for people: `512 B`, `3.4 MiB`.
+pub fn human_bytes(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}

@@ -353,6 +353,87 @@ async fn an_upsert_table_follows_a_compacted_topic() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A context table kept by an upsert topic, joined with events from another
+/// topic: the regular join follows every upsert and tombstone, past events
+/// included; the lookup join decorates each event with the context as it
+/// was when the event was read, and never rewrites it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upsert_context_table_feeds_regular_and_lookup_joins() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("users", 2)?;
+    broker.create_topic("clicks", 1)?;
+    let user = |id: u64, city: &str| {
+        Record::keyed(
+            format!(r#"{{"id": {id}}}"#).into_bytes(),
+            format!(r#"{{"id": {id}, "city": "{city}"}}"#).into_bytes(),
+        )
+        .in_partition((id % 2) as i32)
+    };
+    let click = |user: u64, n: u64| {
+        Record::value(format!(r#"{{"user_id": {user}, "n": {n}}}"#).into_bytes())
+    };
+    broker.produce("users", &[user(1, "Oslo"), user(2, "Lima")])?;
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE users (id bigint PRIMARY KEY, city varchar) \
+             WITH (connector = 'kafka', topic = 'users', properties.bootstrap.server = '{b}') \
+             FORMAT UPSERT ENCODE JSON;
+             CREATE SOURCE clicks (user_id bigint, n bigint) \
+             WITH (connector = 'kafka', topic = 'clicks', properties.bootstrap.server = '{b}') \
+             FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW joined AS SELECT c.n, u.city \
+               FROM clicks c LEFT JOIN users u ON c.user_id = u.id;
+             CREATE MATERIALIZED VIEW looked_up AS SELECT c.n, u.city \
+               FROM clicks c LEFT JOIN users FOR SYSTEM_TIME AS OF PROCTIME() AS u \
+               ON c.user_id = u.id;",
+            b = broker.bootstrap()
+        ))
+        .await?;
+    wait_for(&client, "SELECT count(*) FROM users", "2").await?;
+    broker.produce("clicks", &[click(1, 1), click(2, 2), click(3, 3)])?;
+    for view in ["joined", "looked_up"] {
+        wait_for(&client, &format!("SELECT count(*) FROM {view}"), "3").await?;
+        assert_eq!(
+            rows(&client, &format!("SELECT * FROM {view}")).await?,
+            vec!["1|Oslo", "2|Lima", "3|NULL"],
+            "{view}"
+        );
+    }
+    // An update, a tombstone and a new user.
+    broker.produce(
+        "users",
+        &[
+            user(2, "Kyiv"),
+            Record::tombstone(br#"{"id": 1}"#.to_vec()).in_partition(1),
+            user(3, "Pune"),
+        ],
+    )?;
+    wait_for(
+        &client,
+        "SELECT string_agg(id || ':' || city, ',' ORDER BY id) FROM users",
+        "2:Kyiv,3:Pune",
+    )
+    .await?;
+    assert_eq!(
+        rows(&client, "SELECT * FROM joined").await?,
+        vec!["1|NULL", "2|Kyiv", "3|Pune"]
+    );
+    assert_eq!(
+        rows(&client, "SELECT * FROM looked_up").await?,
+        vec!["1|Oslo", "2|Lima", "3|NULL"]
+    );
+    // Later events see the new context in both.
+    broker.produce("clicks", &[click(1, 4), click(2, 5), click(3, 6)])?;
+    wait_for(&client, "SELECT count(*) FROM looked_up", "6").await?;
+    assert_eq!(
+        rows(&client, "SELECT * FROM looked_up WHERE n > 3").await?,
+        vec!["4|NULL", "5|Kyiv", "6|Pune"]
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_fails_create_clearly() -> anyhow::Result<()> {
     let server = TestServer::start()?;

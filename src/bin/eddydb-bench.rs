@@ -23,6 +23,11 @@
 //!   every second and with none (the cost), then views of growing state:
 //!   checkpoint duration and bytes, and the time from a restart to the view
 //!   serving again.
+//! - `context-join`: a large context table (~200-byte rows) loaded by COPY,
+//!   then ~100-byte `datagen` events decorated with it through a temporal
+//!   (lookup) or a regular join into a small per-device-type count: load
+//!   rate and memory, events/s and CPU, the latency of a change to the
+//!   table (regular join), and the view's staleness behind a paced stream.
 //!
 //! This file owns starting and stopping the servers it measures, and the
 //! Kafka broker (always by PID, also on failure or Ctrl-C), the data generators, and the CPU
@@ -103,6 +108,78 @@ enum BenchCommand {
     KafkaIngest(KafkaIngestArgs),
     /// Checkpoints: their cost on ingest, their size and duration, restart time.
     Checkpoints(CheckpointArgs),
+    /// Events decorated with a large context table through a join: load,
+    /// throughput, table-change latency, freshness.
+    ContextJoin(ContextJoinArgs),
+}
+
+#[derive(Debug, Args)]
+struct ContextJoinArgs {
+    /// Rows of the context table (about 200 bytes each as CSV), loaded with
+    /// one COPY before the events start.
+    #[arg(long, default_value_t = 16_000_000)]
+    rows: u64,
+    /// Events of the backlog the view decorates (about 100 bytes each as a
+    /// JSON message), their context ids uniform over the table's.
+    #[arg(long, default_value_t = 20_000_000)]
+    events: u64,
+    /// How the view joins each event to its context row.
+    #[arg(long, value_enum, default_value_t = JoinKind::Temporal)]
+    join: JoinKind,
+    /// Samples of the table-change latency (regular join only); `0` skips
+    /// them.
+    #[arg(long, default_value_t = 200)]
+    probes: u32,
+    /// Events per second of the paced source of the freshness part.
+    #[arg(long, default_value_t = 100_000)]
+    rate: u64,
+    /// Length of the freshness part's measured window; `0` skips it.
+    #[arg(long, default_value_t = 20)]
+    seconds: u32,
+    /// Events through `FORMAT PLAIN ENCODE JSON` instead of typed rows.
+    #[arg(long)]
+    json: bool,
+    /// Events per second of event time in the backlog (the generator's
+    /// clock): with `--events`, how much event time the backlog spans.
+    #[arg(long, default_value_t = BACKLOG_ROWS_PER_SECOND)]
+    event_rate: u64,
+    /// Dataflow workers of the server (`eddydb serve --workers`; default:
+    /// the server's own, one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Pause between two reads of the reader's progress, and of the view
+    /// in the freshness part.
+    #[arg(long, default_value_t = 20)]
+    poll_ms: u64,
+}
+
+/// How the context-join views find each event's context row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum JoinKind {
+    /// `JOIN contexts FOR SYSTEM_TIME AS OF PROCTIME()`: each event looks up
+    /// the table as it is when the event arrives; a later change to the
+    /// table does not revise what was already joined.
+    Temporal,
+    /// A plain `JOIN contexts`: both sides are kept, and a change to a
+    /// context row revises every event already joined with it.
+    Regular,
+}
+
+impl JoinKind {
+    fn name(self) -> &'static str {
+        match self {
+            JoinKind::Temporal => "temporal",
+            JoinKind::Regular => "regular",
+        }
+    }
+
+    /// `contexts` as the right side of the join, named `c`.
+    fn contexts(self) -> &'static str {
+        match self {
+            JoinKind::Temporal => "JOIN contexts FOR SYSTEM_TIME AS OF PROCTIME() AS c",
+            JoinKind::Regular => "JOIN contexts AS c",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +347,11 @@ enum IngestView {
     Hop,
     /// Events per user per session, closed after 1 s without an event.
     Session,
+    /// Events per user and segment, each event decorated by a lookup join
+    /// (`FOR SYSTEM_TIME AS OF PROCTIME()`) with a 100K-row `users` table.
+    Lookup,
+    /// The same through a regular join, which also keeps every event.
+    Join,
 }
 
 impl IngestView {
@@ -296,6 +378,30 @@ impl IngestView {
                  count(*) AS n FROM SESSION(events, ts, INTERVAL '1 second', user_id) \
                  GROUP BY user_id, window_start, window_end"
             }
+            IngestView::Lookup => {
+                "CREATE MATERIALIZED VIEW per_user AS SELECT e.user_id, u.segment, \
+                 count(*) AS n FROM events e \
+                 JOIN users FOR SYSTEM_TIME AS OF PROCTIME() AS u ON e.user_id = u.user_id \
+                 GROUP BY e.user_id, u.segment"
+            }
+            IngestView::Join => {
+                "CREATE MATERIALIZED VIEW per_user AS SELECT e.user_id, u.segment, \
+                 count(*) AS n FROM events e JOIN users u ON e.user_id = u.user_id \
+                 GROUP BY e.user_id, u.segment"
+            }
+        }
+    }
+
+    /// What the view reads besides the events, made before the clock
+    /// starts: a context row for every user id the events carry.
+    fn setup(self) -> Option<&'static str> {
+        match self {
+            IngestView::Lookup | IngestView::Join => Some(
+                "CREATE TABLE users (user_id bigint PRIMARY KEY, segment varchar); \
+                 INSERT INTO users SELECT g, 'segment-' || (g % 16) \
+                 FROM generate_series(1, 100000) AS g(g)",
+            ),
+            _ => None,
         }
     }
 
@@ -428,6 +534,7 @@ fn run(cli: &Cli, cleanup: &Cleanup) -> Result<()> {
         BenchCommand::SourceIngest(args) => source_ingest_benchmark(&env, args),
         BenchCommand::KafkaIngest(args) => kafka_ingest_benchmark(&env, args),
         BenchCommand::Checkpoints(args) => checkpoint_benchmark(&env, args),
+        BenchCommand::ContextJoin(args) => context_join_benchmark(&env, args),
     }
 }
 
@@ -828,9 +935,28 @@ fn machine_busy_ticks() -> u64 {
     values.iter().take(8).sum::<u64>() - idle
 }
 
+/// The peak resident memory of `pid` (since it started, or since
+/// [`reset_peak_rss`]).
 fn vm_hwm_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// The resident memory of `pid` now.
+fn vm_rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A `kB` line of `/proc/PID/status`, in bytes.
+fn status_bytes(pid: u32, key: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    meminfo_kb(&status, "VmHWM:").map(|kb| kb * 1024)
+    meminfo_kb(&status, key).map(|kb| kb * 1024)
+}
+
+/// Restarts VmHWM of `pid` from its current RSS (`/proc/PID/clear_refs`,
+/// Linux 4.0 on), so the next peak read is one phase's own; false when the
+/// kernel refused.
+fn reset_peak_rss(pid: u32) -> bool {
+    fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
 /// (apparent bytes, bytes allocated on disk) of everything under `dir`.
@@ -3107,15 +3233,33 @@ const FRESHNESS_WARMUP: Duration = Duration::from_secs(2);
 
 /// `CREATE SOURCE name` of the events, with the part's own `options`.
 fn events_source_ddl(name: &str, options: &str, json: bool) -> String {
+    datagen_source_ddl(name, EVENT_COLUMNS, EVENT_FIELDS, options, json)
+}
+
+/// `CREATE SOURCE name (columns)` of a datagen source with the column
+/// options `fields` and the source options `options`, read as JSON
+/// messages or as typed rows.
+fn datagen_source_ddl(
+    name: &str,
+    columns: &str,
+    fields: &str,
+    options: &str,
+    json: bool,
+) -> String {
     let format = if json {
         " FORMAT PLAIN ENCODE JSON"
     } else {
         ""
     };
     format!(
-        "CREATE SOURCE {name} ({EVENT_COLUMNS}) \
-         WITH (connector = 'datagen', {EVENT_FIELDS}, {options}){format}"
+        "CREATE SOURCE {name} ({columns}) \
+         WITH (connector = 'datagen', {fields}, {options}){format}"
     )
+}
+
+/// A source paced at `rate` events per second from its creation on.
+fn paced_options(rate: u64) -> String {
+    format!("datagen.rows.per.second = '{rate}'")
 }
 
 /// `datagen.start.time` a day before now, so the whole backlog is due.
@@ -3308,6 +3452,9 @@ fn ingest_run(
         false => None,
     };
     client.command(&ingest_source_ddl(args, json))?;
+    if let Some(setup) = args.view.setup() {
+        client.command(setup)?;
+    }
     let mut rss = RssMarks::default();
     rss.mark(pid, "before the view");
     let idle_before = idle_second(env, pid);
@@ -3318,7 +3465,9 @@ fn ingest_run(
         IngestWatch::View => PER_USER_TOTAL,
         IngestWatch::Status => PER_USER_READER_ROWS,
     };
-    let (reads, rss_by_tenth) = wait_for_count_sampling(&client, watched, args.rows, poll, pid)?;
+    let state_of = ("per_user", "aggregate");
+    let (reads, rss_by_tenth) =
+        wait_for_count_sampling(&client, watched, args.rows, poll, pid, state_of)?;
     let usage = CpuSnapshot::take(pid, None).usage_since(&before, env.clock_ticks_per_s);
     rss.mark(pid, "at the end");
     check_view_total(&client, args.rows * args.view.copies())?;
@@ -3344,13 +3493,15 @@ fn ingest_run(
     })
 }
 
-/// The state EXPLAIN reports for `per_user`'s aggregate, e.g. `12.5 MiB`.
-fn aggregate_state(client: &SqlClient) -> Result<String> {
-    let lines = client.text_rows("EXPLAIN per_user")?;
+/// The state EXPLAIN reports for the first operator of `view` whose line
+/// names `operator` (in any case) and has a state, e.g. `12.5 MiB`.
+fn operator_state(client: &SqlClient, view: &str, operator: &str) -> Result<String> {
+    let lines = client.text_rows(&format!("EXPLAIN {view}"))?;
+    let operator = operator.to_ascii_lowercase();
     Ok(lines
         .iter()
         .flatten()
-        .find(|l| l.contains("Aggregate"))
+        .find(|l| l.contains("[state ") && l.to_ascii_lowercase().contains(&operator))
         .and_then(|l| {
             l.rsplit_once("[state ")
                 .map(|(_, s)| s.trim_end_matches(']').to_string())
@@ -3359,14 +3510,15 @@ fn aggregate_state(client: &SqlClient) -> Result<String> {
 }
 
 /// [`wait_for_count`], sampling the server's resident memory (VmRSS, MiB)
-/// and the aggregate's state each time another tenth of `rows` has been
-/// counted.
+/// and the state of one operator, `(view, operator)` as [`operator_state`]
+/// takes them, each time another tenth of `rows` has been counted.
 fn wait_for_count_sampling(
     client: &SqlClient,
     sql: &str,
     rows: u64,
     poll: Duration,
     pid: u32,
+    state_of: (&str, &str),
 ) -> Result<(u32, Vec<(f64, String)>)> {
     let deadline = Instant::now() + INGEST_TIMEOUT;
     let (mut reads, mut samples) = (0, Vec::new());
@@ -3374,9 +3526,8 @@ fn wait_for_count_sampling(
         let got = first_count(client, sql)?;
         reads += 1;
         while (samples.len() as u64) < 10 && got * 10 >= rows * (samples.len() as u64 + 1) {
-            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let rss = mib(meminfo_kb(&status, "VmRSS:").unwrap_or(0) * 1024);
-            samples.push((rss, aggregate_state(client)?));
+            let rss = mib(vm_rss_bytes(pid).unwrap_or(0));
+            samples.push((rss, operator_state(client, state_of.0, state_of.1)?));
         }
         if got == rows {
             return Ok((reads, samples));
@@ -3413,26 +3564,44 @@ fn read_latest(client: &SqlClient) -> Result<Option<(i64, u64)>> {
     }
 }
 
-fn freshness_run(env: &BenchEnv, target: &Target, args: &SourceIngestArgs) -> Result<Freshness> {
+/// The newest visible event may trail the clock by this much when the
+/// freshness window opens.
+const CAUGHT_UP: Duration = Duration::from_secs(1);
+/// How long a view that starts behind its paced source may take to catch up
+/// before its freshness is measured anyway.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
+
+/// Reads `latest` every `poll_ms` for `seconds`, after `setup` has created
+/// a paced source `events` and the view `latest` over it, shaped as
+/// [`LATEST_VIEW`] (which [`LATEST_READ`] reads).
+fn freshness_run(
+    env: &BenchEnv,
+    target: &Target,
+    setup: &[String],
+    seconds: u32,
+    poll_ms: u64,
+) -> Result<Freshness> {
     let pid = target.server_pid;
     let client = SqlClient::connect(target)?;
-    let paced = format!("datagen.rows.per.second = '{}'", args.rate);
-    client.command(&events_source_ddl("events", &paced, true))?;
-    client.command(LATEST_VIEW)?;
+    for statement in setup {
+        client.command(statement)?;
+    }
+    let poll = Duration::from_millis(poll_ms);
     let deadline = Instant::now() + Duration::from_secs(60);
     while read_latest(&client)?.is_none() {
         if Instant::now() > deadline {
             bail!("view latest is still empty a minute after its creation");
         }
-        std::thread::sleep(Duration::from_millis(args.poll_ms));
+        std::thread::sleep(poll);
     }
+    wait_caught_up(&client, poll)?;
     std::thread::sleep(FRESHNESS_WARMUP);
     let mut rss = RssMarks::default();
     rss.mark(pid, "after the warm-up");
     let (mut lag_us, mut lag_at_send_us) = (Vec::new(), Vec::new());
     let (mut read_us, mut counts) = (Vec::new(), Vec::new());
     let before = CpuSnapshot::take(pid, None);
-    let window = Duration::from_secs(u64::from(args.seconds));
+    let window = Duration::from_secs(u64::from(seconds));
     while before.at.elapsed() < window {
         let (sent_us, sent) = (unix_now_us(), Instant::now());
         let latest = read_latest(&client)?;
@@ -3442,7 +3611,7 @@ fn freshness_run(env: &BenchEnv, target: &Target, args: &SourceIngestArgs) -> Re
         lag_at_send_us.push(u64::try_from(sent_us - last_us).unwrap_or(0));
         read_us.push(micros(sent, answered));
         counts.push(n);
-        std::thread::sleep(Duration::from_millis(args.poll_ms));
+        std::thread::sleep(poll);
     }
     let usage = CpuSnapshot::take(pid, None).usage_since(&before, env.clock_ticks_per_s);
     rss.mark(pid, "at the end");
@@ -3461,9 +3630,34 @@ fn freshness_run(env: &BenchEnv, target: &Target, args: &SourceIngestArgs) -> Re
     })
 }
 
+/// A view that had a backfill to do (a join with a large table) starts
+/// behind its paced source: waits until its newest event is less than
+/// [`CAUGHT_UP`] old, or says how far behind it still is after
+/// [`CATCH_UP_LIMIT`] and goes on.
+fn wait_caught_up(client: &SqlClient, poll: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let latest = read_latest(client)?;
+        let (last_us, _) = latest.ok_or_else(|| anyhow!("view latest became empty"))?;
+        let lag_us = unix_now_us() - last_us;
+        if lag_us < CAUGHT_UP.as_micros() as i64 {
+            return Ok(());
+        }
+        if started.elapsed() > CATCH_UP_LIMIT {
+            println!(
+                "   view latest is still {:.1} s behind its source after {CATCH_UP_LIMIT:?}; \
+                 measuring anyway",
+                lag_us as f64 / 1e6
+            );
+            return Ok(());
+        }
+        std::thread::sleep(poll);
+    }
+}
+
 /// A fresh server for one part, started with `--workers` if given.
-fn ingest_server(env: &BenchEnv, args: &SourceIngestArgs, part: &str) -> Result<EddyServer> {
-    let extra = match args.workers {
+fn ingest_server(env: &BenchEnv, workers: Option<usize>, part: &str) -> Result<EddyServer> {
+    let extra = match workers {
         Some(n) => vec!["--workers".to_string(), n.to_string()],
         None => Vec::new(),
     };
@@ -3513,7 +3707,7 @@ fn source_ingest_benchmark(env: &BenchEnv, args: &SourceIngestArgs) -> Result<()
             IngestPart::Typed
         };
         if args.parts.contains(&part) {
-            let mut server = ingest_server(env, args, &format!("{part:?} backlog"))?;
+            let mut server = ingest_server(env, args.workers, &format!("{part:?} backlog"))?;
             let run = ingest_run(env, &server.target(), args, json);
             runs.push(run.map_err(|e| server.explain(e))?);
             server.stop()?;
@@ -3521,8 +3715,12 @@ fn source_ingest_benchmark(env: &BenchEnv, args: &SourceIngestArgs) -> Result<()
     }
     let freshness = match args.parts.contains(&IngestPart::Freshness) {
         true => {
-            let mut server = ingest_server(env, args, "freshness")?;
-            let run = freshness_run(env, &server.target(), args);
+            let mut server = ingest_server(env, args.workers, "freshness")?;
+            let setup = [
+                events_source_ddl("events", &paced_options(args.rate), true),
+                LATEST_VIEW.to_string(),
+            ];
+            let run = freshness_run(env, &server.target(), &setup, args.seconds, args.poll_ms);
             let run = run.map_err(|e| server.explain(e))?;
             server.stop()?;
             Some(run)
@@ -3531,7 +3729,12 @@ fn source_ingest_benchmark(env: &BenchEnv, args: &SourceIngestArgs) -> Result<()
     };
     print_ingest_runs(&runs, args.view);
     if let Some(freshness) = &freshness {
-        print_freshness(args, freshness);
+        print_freshness(
+            "source-ingest freshness result (ENCODE JSON, paced)",
+            args.rate,
+            args.poll_ms,
+            freshness,
+        );
     }
     Ok(())
 }
@@ -3544,6 +3747,9 @@ fn print_ingest_runs(runs: &[IngestRun], view: IngestView) {
         }
         IngestView::Hop => "target >= 300000 per core for a hopping count per key",
         IngestView::Session => "no target set for a session count per key",
+        IngestView::Lookup | IngestView::Join => {
+            "target >= 1000000 on 2 cores for a stream-table join"
+        }
     };
     for run in runs {
         println!();
@@ -3623,13 +3829,14 @@ fn print_run_tail(status: &[Vec<String>], rss: &RssMarks, usage: &CpuUsage) {
     usage.print("clients", available_cores(), true);
 }
 
-fn print_freshness(args: &SourceIngestArgs, run: &Freshness) {
+/// A freshness run's figures under the heading `== {title}`.
+fn print_freshness(title: &str, rate: u64, poll_ms: u64, run: &Freshness) {
     println!();
-    println!("== source-ingest freshness result (ENCODE JSON, paced)");
+    println!("== {title}");
     println!(
         "paced source         {} events/s; the view counted {} events in the {:.1} s window \
          ({:.0} events/s)",
-        args.rate,
+        rate,
         run.counted,
         run.usage.wall_s,
         run.counted as f64 / run.usage.wall_s.max(1e-9)
@@ -3637,7 +3844,7 @@ fn print_freshness(args: &SourceIngestArgs, run: &Freshness) {
     println!(
         "samples              {}, one read every {} ms",
         run.lag_us.len(),
-        args.poll_ms
+        poll_ms
     );
     print_percentile_header("us");
     Percentiles::new(run.lag_us.clone()).print_row("now - max(last)");
@@ -4113,6 +4320,9 @@ fn drain_eddy_started(
     let pid = target.server_pid;
     let client = SqlClient::connect(target)?;
     client.command(&kafka_source_ddl(broker))?;
+    if let Some(setup) = args.view.setup() {
+        client.command(setup)?;
+    }
     let mut rss = RssMarks::default();
     rss.mark(pid, "before the view");
     let before = CpuSnapshot::take(pid, None);
@@ -4466,6 +4676,527 @@ fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
+// ---------------------------------------------------------------------------
+// context-join: a fast event stream decorated with a large context table,
+// through a temporal (lookup) join or a regular one, into a small count
+// ---------------------------------------------------------------------------
+
+const CONTEXTS_DDL: &str = "CREATE TABLE contexts (context_id bigint PRIMARY KEY, \
+     customer text, device_type text, device_id text, ip text, connection text, \
+     updated_at timestamptz)";
+/// The device types of the contexts, drawn uniformly: the groups of the views.
+const DEVICE_TYPES: [&str; 16] = [
+    "phone-android",
+    "phone-ios",
+    "tablet-android",
+    "tablet-ios",
+    "laptop-windows",
+    "laptop-macos",
+    "desktop-windows",
+    "desktop-linux",
+    "smart-tv",
+    "set-top-box",
+    "game-console",
+    "smartwatch",
+    "smart-speaker",
+    "e-reader",
+    "car-infotainment",
+    "iot-sensor",
+];
+const CONNECTION_KINDS: [&str; 8] = [
+    "wifi",
+    "ethernet",
+    "lte",
+    "5g",
+    "dsl",
+    "fiber",
+    "cable",
+    "satellite",
+];
+/// Letters of the provider named in `connection`: they bring a row to about
+/// 200 bytes of CSV.
+const PROVIDER_LETTERS: usize = 44;
+const CONTEXT_EVENT_COLUMNS: &str = "id bigint, context_id bigint, ts timestamptz, pad varchar";
+/// Letters of `pad`: with them an event is about 100 bytes as a JSON message.
+const CONTEXT_EVENT_PAD: u64 = 20;
+const DECORATED_READER_ROWS: &str = "SELECT sum(rows) FROM eddy_catalog.source_partitions \
+     WHERE source = 'events' AND feeds = 'decorated'";
+const DECORATED_READ: &str = "SELECT device_type, events FROM decorated";
+const PROBE_KEYS_READER_ROWS: &str = "SELECT sum(rows) FROM eddy_catalog.source_partitions \
+     WHERE source = 'events' AND feeds = 'probe_keys'";
+/// What a table-change probe reads until its change shows.
+const PROBE_READ: &str = "SELECT events FROM decorated WHERE device_type = $1";
+/// Pause between two reads of a probe's group.
+const PROBE_POLL: Duration = Duration::from_micros(200);
+/// Give up on a probe whose change has not shown by then.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `contexts`: context ids 0..rows, each row about 200 bytes of CSV and a
+/// function of its id alone; see [`device_type`].
+struct ContextRows;
+
+/// The device type of context `id`, uniform over [`DEVICE_TYPES`].
+fn device_type(id: u64) -> &'static str {
+    DEVICE_TYPES[(splitmix64(id ^ 0x6465_7669_6365) % DEVICE_TYPES.len() as u64) as usize]
+}
+
+/// `count` lowercase letters drawn from `seed`, 12 from each splitmix64
+/// output.
+fn push_letters(out: &mut Vec<u8>, seed: u64, count: usize) {
+    let mut bits = splitmix64(seed);
+    for i in 0..count {
+        if i > 0 && i % 12 == 0 {
+            bits = splitmix64(bits);
+        }
+        out.push(b'a' + ((bits >> (i % 12 * 5)) & 31) as u8 % 26);
+    }
+}
+
+/// The low `digits` hexadecimal digits of `value`, lowercase.
+fn push_hex(out: &mut Vec<u8>, value: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[((value >> (4 * i)) & 15) as usize]);
+    }
+}
+
+impl RowSource for ContextRows {
+    fn write_row(&mut self, index: u64, delimiter: u8, out: &mut Vec<u8>) {
+        // One independent draw per field.
+        let draw = |field: u64| splitmix64(index.wrapping_mul(16) | field);
+        push_u64(out, index);
+        out.push(delimiter);
+        // customer: an e-mail address.
+        push_letters(out, draw(1), 12);
+        out.push(b'.');
+        push_letters(out, draw(2), 12);
+        out.push(b'@');
+        push_letters(out, draw(3), 10);
+        out.extend_from_slice(b".example.com");
+        out.push(delimiter);
+        out.extend_from_slice(device_type(index).as_bytes());
+        out.push(delimiter);
+        // device_id: a UUID.
+        let (high, low) = (draw(4), draw(5));
+        push_hex(out, high >> 32, 8);
+        out.push(b'-');
+        push_hex(out, high >> 16, 4);
+        out.push(b'-');
+        push_hex(out, high, 4);
+        out.push(b'-');
+        push_hex(out, low >> 48, 4);
+        out.push(b'-');
+        push_hex(out, low, 12);
+        out.push(delimiter);
+        let ip = draw(6);
+        out.extend_from_slice(b"10.");
+        push_u64(out, ip & 255);
+        out.push(b'.');
+        push_u64(out, (ip >> 8) & 255);
+        out.push(b'.');
+        push_u64(out, (ip >> 16) & 255);
+        out.push(delimiter);
+        let kind = CONNECTION_KINDS[((ip >> 32) % CONNECTION_KINDS.len() as u64) as usize];
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b" via ");
+        push_letters(out, draw(7), PROVIDER_LETTERS);
+        out.push(delimiter);
+        push_timestamp(out, TIMESTAMP_BASE_S + (draw(8) % 31_536_000) as i64);
+        out.extend_from_slice(b"+00");
+        out.push(b'\n');
+    }
+}
+
+/// `CREATE SOURCE events` of the context-join: ids in sequence, context ids
+/// uniform over the table's, `ts` on the event clock, and padding letters.
+fn context_events_ddl(args: &ContextJoinArgs, options: &str) -> String {
+    let fields = format!(
+        "fields.id.kind = 'sequence', fields.context_id.kind = 'random', \
+         fields.context_id.min = '0', fields.context_id.max = '{}', \
+         fields.pad.kind = 'random', fields.pad.length = '{CONTEXT_EVENT_PAD}', \
+         datagen.seed = '11'",
+        args.rows.saturating_sub(1)
+    );
+    datagen_source_ddl("events", CONTEXT_EVENT_COLUMNS, &fields, options, args.json)
+}
+
+/// The throughput view: events counted per device type of their context,
+/// so its output stays small and the join is what is measured.
+fn decorated_view(join: JoinKind) -> String {
+    format!(
+        "CREATE MATERIALIZED VIEW decorated AS SELECT c.device_type, count(*) AS events \
+         FROM events e {} ON e.context_id = c.context_id GROUP BY c.device_type",
+        join.contexts()
+    )
+}
+
+/// The freshness view over the same join, named and shaped as
+/// [`LATEST_VIEW`], so that [`freshness_run`] reads it.
+fn decorated_latest_view(join: JoinKind) -> String {
+    format!(
+        "CREATE MATERIALIZED VIEW latest AS SELECT c.device_type AS k, count(*) AS n, \
+         max(e.ts) AS last FROM events e {} ON e.context_id = c.context_id \
+         GROUP BY c.device_type",
+        join.contexts()
+    )
+}
+
+fn context_join_benchmark(env: &BenchEnv, args: &ContextJoinArgs) -> Result<()> {
+    if args.rows == 0 || args.events == 0 || args.event_rate == 0 || args.rate == 0 {
+        bail!("--rows, --events, --event-rate and --rate must be at least 1");
+    }
+    let workers = args
+        .workers
+        .map_or("the server's default".to_string(), |n| n.to_string());
+    println!(
+        "== context-join benchmark: {} context rows, {} events, {} join, workers: {workers}, \
+         reads every {} ms",
+        args.rows,
+        args.events,
+        args.join.name(),
+        args.poll_ms
+    );
+    println!("table:  {CONTEXTS_DDL}");
+    println!("load:   COPY contexts FROM STDIN WITH (FORMAT csv) through psql, rows made here");
+    println!(
+        "source: {}",
+        context_events_ddl(args, &backlog_options_at(args.events, args.event_rate))
+    );
+    println!("view:   {}", decorated_view(args.join));
+    println!(
+        "until the last event: every {} ms `{DECORATED_READER_ROWS}`",
+        args.poll_ms
+    );
+    if args.join == JoinKind::Regular && args.probes > 0 {
+        println!(
+            "table-change probes: {} x `UPDATE contexts SET device_type = 'probe-<i>' \
+             WHERE context_id = <k>`, then `{PROBE_READ}` until non-zero",
+            args.probes
+        );
+    }
+    if args.seconds > 0 {
+        println!(
+            "freshness: {} events/s for {} s into {}; read: {LATEST_READ}",
+            args.rate,
+            args.seconds,
+            decorated_latest_view(args.join)
+        );
+    }
+    let probe_rows = args.rows.min(GENERATOR_PROBE_ROWS);
+    let (rate, probe_bytes) = generator_rate(&mut ContextRows, probe_rows);
+    println!(
+        "generator alone: {:.0} rows/s on one core ({:.1} bytes/row)",
+        rate,
+        probe_bytes as f64 / probe_rows.max(1) as f64
+    );
+    let mut server = ingest_server(env, args.workers, "context-join")?;
+    let run = context_join_run(env, &server, args);
+    run.map_err(|e| server.explain(e))?;
+    server.stop()?;
+    Ok(())
+}
+
+/// The parts in order on one server, each printing its result when done.
+fn context_join_run(env: &BenchEnv, server: &EddyServer, args: &ContextJoinArgs) -> Result<()> {
+    let target = server.target();
+    let csv_bytes = context_load(env, &target, &server.data, args)?;
+    let client = SqlClient::connect(&target)?;
+    context_join_throughput(env, &target, &client, args, csv_bytes)?;
+    match (args.join, args.probes) {
+        (_, 0) => {}
+        (JoinKind::Regular, _) => context_probes(&client, args)?,
+        (JoinKind::Temporal, _) => {
+            println!();
+            println!(
+                "(table-change latency not measured: a temporal join does not revise what it \
+                 has joined when a context changes; --join regular measures it)"
+            );
+        }
+    }
+    if args.seconds > 0 {
+        client.command("DROP SOURCE events CASCADE")?;
+        let setup = [
+            context_events_ddl(args, &paced_options(args.rate)),
+            decorated_latest_view(args.join),
+        ];
+        let run = freshness_run(env, &target, &setup, args.seconds, args.poll_ms)?;
+        let title = format!(
+            "context-join freshness result ({} join, {}, paced)",
+            args.join.name(),
+            if args.json {
+                "ENCODE JSON"
+            } else {
+                "typed rows"
+            }
+        );
+        print_freshness(&title, args.rate, args.poll_ms, &run);
+    }
+    Ok(())
+}
+
+/// Creates `contexts` and loads it with one COPY; prints the figures and
+/// returns the bytes of CSV sent.
+fn context_load(
+    env: &BenchEnv,
+    target: &Target,
+    data: &Path,
+    args: &ContextJoinArgs,
+) -> Result<u64> {
+    let pid = target.server_pid;
+    run_sql(env, target, CONTEXTS_DDL)?;
+    let idle = vm_rss_bytes(pid).unwrap_or(0);
+    println!("   table created; loading {} rows", args.rows);
+    let load = copy_in(
+        env,
+        target,
+        "contexts",
+        CopyFormat::Csv,
+        &mut ContextRows,
+        args.rows,
+    )?;
+    let (resident, peak) = (
+        vm_rss_bytes(pid).unwrap_or(0),
+        vm_hwm_bytes(pid).unwrap_or(0),
+    );
+    let (apparent, allocated) = dir_size(data);
+    let wall_s = load.usage.wall_s.max(1e-9);
+    let of_csv = |bytes: u64| bytes as f64 / load.bytes.max(1) as f64;
+    println!();
+    println!("== context-join load result");
+    println!(
+        "rows loaded          {} (one COPY ... WITH (FORMAT csv))",
+        load.rows
+    );
+    println!(
+        "CSV stream           {} bytes ({:.1} MiB, {:.1} bytes/row)",
+        load.bytes,
+        mib(load.bytes),
+        load.bytes as f64 / load.rows.max(1) as f64
+    );
+    println!("COPY wall time       {:.2} s", load.usage.wall_s);
+    println!(
+        "throughput           {:.0} rows/s, {:.1} MiB/s of CSV",
+        load.rows as f64 / wall_s,
+        mib(load.bytes) / wall_s
+    );
+    println!(
+        "server memory        {:.1} MiB resident after the load (VmRSS; {:.2}x the CSV), \
+         peak {:.1} MiB (VmHWM; {:.2}x the CSV); {:.1} MiB before it",
+        mib(resident),
+        of_csv(resident),
+        mib(peak),
+        of_csv(peak),
+        mib(idle)
+    );
+    println!(
+        "data dir after COPY  {:.1} MiB apparent, {:.1} MiB on disk",
+        mib(apparent),
+        mib(allocated)
+    );
+    load.usage.print("psql", available_cores(), true);
+    Ok(load.bytes)
+}
+
+/// The backlog of events through the join into `decorated`, from CREATE
+/// MATERIALIZED VIEW until its reader has made every event visible.
+fn context_join_throughput(
+    env: &BenchEnv,
+    target: &Target,
+    client: &SqlClient,
+    args: &ContextJoinArgs,
+    csv_bytes: u64,
+) -> Result<()> {
+    let pid = target.server_pid;
+    let backlog = backlog_options_at(args.events, args.event_rate);
+    client.command(&context_events_ddl(args, &backlog))?;
+    let peak_reset = reset_peak_rss(pid);
+    let mut rss = RssMarks::default();
+    rss.mark(pid, "before the view");
+    let before = CpuSnapshot::take(pid, None);
+    client.command(&decorated_view(args.join))?;
+    let created = CpuSnapshot::take(pid, None);
+    let visible_at_create = first_count(client, DECORATED_READER_ROWS)?;
+    let poll = Duration::from_millis(args.poll_ms);
+    let (reads, rss_by_tenth) = wait_for_count_sampling(
+        client,
+        DECORATED_READER_ROWS,
+        args.events,
+        poll,
+        pid,
+        ("decorated", "join"),
+    )?;
+    let done = CpuSnapshot::take(pid, None);
+    let usage = done.usage_since(&before, env.clock_ticks_per_s);
+    let after_create = done.usage_since(&created, env.clock_ticks_per_s);
+    rss.mark(pid, "at the end");
+    let resident = vm_rss_bytes(pid).unwrap_or(0);
+    let groups = client.text_rows(DECORATED_READ)?;
+    let decorated: u64 = groups
+        .iter()
+        .filter_map(|row| row.get(1)?.parse::<u64>().ok())
+        .sum();
+    if decorated != args.events {
+        bail!(
+            "decorated counts {decorated} events, not the {} its reader read: \
+             some found no context",
+            args.events
+        );
+    }
+    let status = client.text_rows(EVENTS_STATUS)?;
+    let per_s = |events: u64, s: f64| events as f64 / s.max(1e-9);
+    let streamed = args.events.saturating_sub(visible_at_create);
+    println!();
+    println!(
+        "== context-join throughput result ({} join, {})",
+        args.join.name(),
+        if args.json {
+            "ENCODE JSON"
+        } else {
+            "typed rows"
+        }
+    );
+    println!(
+        "events               {} in {:.2} s (CREATE MATERIALIZED VIEW until all {} visible; \
+         {} polls)",
+        args.events, usage.wall_s, args.events, reads
+    );
+    println!(
+        "throughput           {:.0} events/s",
+        per_s(args.events, usage.wall_s)
+    );
+    println!(
+        "server CPU           {:.2} s: {:.0} events per CPU-second",
+        usage.server_s,
+        per_s(args.events, usage.server_s)
+    );
+    println!(
+        "view created in      {:.2} s ({visible_at_create} events visible then); after it: \
+         {:.0} events/s, {:.0} events per CPU-second",
+        created.at.duration_since(before.at).as_secs_f64(),
+        per_s(streamed, after_create.wall_s),
+        per_s(streamed, after_create.server_s)
+    );
+    println!(
+        "view decorated       {} groups summing to {decorated} events: every event found \
+         its context",
+        groups.len()
+    );
+    let tenths: Vec<String> = rss_by_tenth
+        .iter()
+        .map(|(m, _)| format!("{m:.0}"))
+        .collect();
+    println!("RSS by tenth (MiB)   {}", tenths.join(" "));
+    let states: Vec<&str> = rss_by_tenth.iter().map(|(_, s)| s.as_str()).collect();
+    println!("join state           {}", states.join(" | "));
+    println!(
+        "server RSS at end    {:.1} MiB (VmRSS; {:.2}x the table's CSV)",
+        mib(resident),
+        resident as f64 / csv_bytes.max(1) as f64
+    );
+    if !peak_reset {
+        println!("(VmHWM could not be reset before the view: the peak below includes the load)");
+    }
+    print_run_tail(&status, &rss, &usage);
+    Ok(())
+}
+
+/// For the regular join: an UPDATE of one context row's device type, timed
+/// until `decorated` shows the events joined with that row under the new
+/// type.
+fn context_probes(client: &SqlClient, args: &ContextJoinArgs) -> Result<()> {
+    let ((keys, span), keys_s) = timed(|| probe_keys(client, args))?;
+    let read = client.prepare(PROBE_READ)?;
+    let (mut visible_us, mut update_us, mut reads_per) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..u64::from(args.probes) {
+        let key = keys[(splitmix64(i) % keys.len() as u64) as usize];
+        let label = format!("probe-{i}");
+        let update =
+            format!("UPDATE contexts SET device_type = '{label}' WHERE context_id = {key}");
+        let sent = Instant::now();
+        let changed = client.command(&update)?;
+        let updated = Instant::now();
+        if changed != 1 {
+            bail!("`{update}` changed {changed} rows, expected 1");
+        }
+        let mut reads = 0u64;
+        let visible = loop {
+            let row = client.query_opt(&read, &[&label])?;
+            let answered = Instant::now();
+            reads += 1;
+            let events = match row {
+                Some(row) => row.try_get::<_, i64>(0)?,
+                None => 0,
+            };
+            if events > 0 {
+                break answered;
+            }
+            if sent.elapsed() > PROBE_TIMEOUT {
+                bail!(
+                    "decorated has no group `{label}` {PROBE_TIMEOUT:?} after `{update}` \
+                     ({reads} reads)"
+                );
+            }
+            std::thread::sleep(PROBE_POLL);
+        };
+        visible_us.push(micros(sent, visible));
+        update_us.push(micros(sent, updated));
+        reads_per.push(reads);
+    }
+    let reads = Percentiles::new(reads_per);
+    println!();
+    println!("== context-join table-change latency (regular join)");
+    println!(
+        "measures             from sending `UPDATE contexts SET device_type = 'probe-<i>' \
+         WHERE context_id = <k>` until `{PROBE_READ}` with $1 = 'probe-<i>' is non-zero: \
+         a change to the table, through the join, visible in the view (one connection, \
+         reads {} us apart)",
+        PROBE_POLL.as_micros()
+    );
+    println!(
+        "probe keys           {} context ids below {span} with at least one event (from a \
+         throwaway view over the backlog, {keys_s:.2} s)",
+        keys.len()
+    );
+    println!("samples              {}", args.probes);
+    print_percentile_header("latency us");
+    Percentiles::new(visible_us).print_row("UPDATE to visible");
+    Percentiles::new(update_us).print_row("UPDATE alone");
+    println!(
+        "reads until visible  {} p50, {} p99, {} max",
+        reads.at(0.5),
+        reads.at(0.99),
+        reads.max()
+    );
+    Ok(())
+}
+
+/// Context ids with at least one event in the backlog (a change to one
+/// without would never show in `decorated`): a throwaway view reads the
+/// backlog again, keeping only the ids below a bound that leaves several
+/// per probe. Returns them, sorted, with the bound.
+fn probe_keys(client: &SqlClient, args: &ContextJoinArgs) -> Result<(Vec<i64>, u64)> {
+    let span = (4 * u64::from(args.probes))
+        .saturating_mul(args.rows)
+        .div_ceil(args.events)
+        .max(u64::from(args.probes))
+        .min(args.rows);
+    client.command(&format!(
+        "CREATE MATERIALIZED VIEW probe_keys AS SELECT context_id, count(*) AS n \
+         FROM events WHERE context_id < {span} GROUP BY context_id"
+    ))?;
+    let poll = Duration::from_millis(args.poll_ms);
+    wait_for_count(client, PROBE_KEYS_READER_ROWS, args.events, poll)?;
+    let rows = client.text_rows("SELECT context_id FROM probe_keys")?;
+    let mut keys: Vec<i64> = rows
+        .iter()
+        .filter_map(|row| row.first()?.parse::<i64>().ok())
+        .collect();
+    if keys.is_empty() {
+        bail!("no event of the backlog has a context id below {span}");
+    }
+    keys.sort_unstable();
+    Ok((keys, span))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -4549,6 +5280,30 @@ mod tests {
         assert_eq!(lines[1][0], "12");
         assert!((1..=3).contains(&lines[1][1].parse::<u64>().unwrap()));
         assert!((1..=1_000).contains(&lines[1][2].parse::<u64>().unwrap()));
+    }
+
+    #[test]
+    fn context_rows_are_csv_of_about_200_bytes() {
+        let mut out = Vec::new();
+        for index in 10_000_000..10_001_000u64 {
+            ContextRows.write_row(index, b',', &mut out);
+        }
+        let text = String::from_utf8(out).expect("ascii");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1_000);
+        for (line, index) in lines.iter().zip(10_000_000u64..) {
+            let fields: Vec<&str> = line.split(',').collect();
+            assert_eq!(fields.len(), 7, "{line}");
+            assert_eq!(fields[0], index.to_string());
+            assert!(fields[1].ends_with(".example.com"), "{line}");
+            assert_eq!(fields[2], device_type(index));
+            assert_eq!(fields[3].len(), 36, "{line}");
+            assert!(fields[4].starts_with("10."), "{line}");
+            assert!(!line.contains('"'), "{line}");
+            assert!(parse_timestamptz_us(fields[6]).is_ok(), "{line}");
+        }
+        let average = text.len() as f64 / lines.len() as f64;
+        assert!((190.0..210.0).contains(&average), "{average}");
     }
 
     #[test]

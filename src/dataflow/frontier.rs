@@ -81,8 +81,10 @@ pub fn mark_window_closes(
         }
         if let NodeKind::Join(spec) = &graph.nodes[i].kind {
             let close = join_close(graph, spec, &graph.nodes[i].inputs, relation_bound);
+            let expire = join_expiry(graph, spec, &graph.nodes[i].inputs, relation_bound);
             if let NodeKind::Join(spec) = &mut graph.nodes[i].kind {
                 spec.close = close;
+                spec.expire = expire;
             }
             continue;
         }
@@ -204,6 +206,10 @@ fn join_close(
     let [left, right] = inputs else {
         return None;
     };
+    // A lookup join keeps only the table's rows, which do not close.
+    if spec.lookup {
+        return None;
+    }
     spec.left_keys
         .iter()
         .zip(&spec.right_keys)
@@ -217,6 +223,84 @@ fn join_close(
             })
         })
         .min_by_key(|c| c.slack_us)
+}
+
+/// An interval join's rows expire: from a condition `x + a <= y + b` (or
+/// `<`, or the mirror `>=`, `>`; `BETWEEN` comes as two of them) between
+/// a time column `x` of one side and `y` of the other, a row of `y`'s side
+/// at time `t` matches only rows of `x`'s side with `x <= t + (b - a)`.
+/// Rows still to come on `x`'s side have `x + d > frontier` (`d` what `x`
+/// bounds), so once the frontier reaches `t + (b - a) + d` the row can
+/// match nothing new and is let go of. Per side, the soonest such expiry.
+fn join_expiry(
+    graph: &Graph,
+    spec: &JoinSpec,
+    inputs: &[usize],
+    relation_bound: RelationBound<'_>,
+) -> [Option<KeyClose>; 2] {
+    let mut expire = [None, None];
+    let (Some(filter), [left, right], false) = (&spec.filter, inputs, spec.lookup) else {
+        return expire;
+    };
+    let width = spec.left_schema.fields().len();
+    // A column of the joined row as (side, column of that side, its input).
+    let side_of = |column: usize| match column.checked_sub(width) {
+        None => (0, column, *left),
+        Some(c) => (1, c, *right),
+    };
+    let mut conjuncts = vec![filter];
+    while let Some(expr) = conjuncts.pop() {
+        let Some(b) = expr.downcast_ref::<BinaryExpr>() else {
+            continue;
+        };
+        let (lower, upper) = match b.op() {
+            BinOp::And => {
+                conjuncts.extend([b.left(), b.right()]);
+                continue;
+            }
+            BinOp::Lt | BinOp::LtEq => (b.left(), b.right()),
+            BinOp::Gt | BinOp::GtEq => (b.right(), b.left()),
+            _ => continue,
+        };
+        // lower: x + a, upper: y + b, so x <= y + (b - a).
+        let (Some((x, a)), Some((y, b))) = (shifted_column(lower), shifted_column(upper)) else {
+            continue;
+        };
+        let ((x_side, x_column, x_input), (y_side, y_column, _)) = (side_of(x), side_of(y));
+        if x_side == y_side {
+            continue;
+        }
+        let Some(d) = bound(graph, x_input, x_column, relation_bound) else {
+            continue;
+        };
+        let Some(slack_us) = b.checked_sub(a).and_then(|c| c.checked_add(d)) else {
+            continue;
+        };
+        let soonest = expire[y_side].is_none_or(|e: KeyClose| slack_us < e.slack_us);
+        if soonest {
+            expire[y_side] = Some(KeyClose {
+                key: y_column,
+                slack_us,
+            });
+        }
+    }
+    expire
+}
+
+/// `column`, `column + k` or `column - k` (a constant interval): the
+/// column and the signed shift in microseconds.
+fn shifted_column(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64)> {
+    if let Some(c) = expr.downcast_ref::<Column>() {
+        return Some((c.index(), 0));
+    }
+    let b = expr.downcast_ref::<BinaryExpr>()?;
+    let k = interval_micros(b.right())?;
+    let (column, shift) = shifted_column(b.left())?;
+    match b.op() {
+        BinOp::Plus => Some((column, shift.checked_add(k)?)),
+        BinOp::Minus => Some((column, shift.checked_sub(k)?)),
+        _ => None,
+    }
 }
 
 /// A session's end bounds what can still change it: an event at time `t`

@@ -86,11 +86,43 @@ impl Graph {
     pub fn closes_windows(&self) -> bool {
         self.nodes.iter().any(|n| match &n.kind {
             NodeKind::Aggregate(spec) => spec.close.is_some(),
-            NodeKind::Join(spec) => spec.close.is_some(),
+            NodeKind::Join(spec) => spec.close.is_some() || spec.expire.iter().any(Option::is_some),
             NodeKind::TopN(spec) => spec.close.is_some(),
             NodeKind::Session(spec) => spec.close_slack_us.is_some(),
             _ => false,
         })
+    }
+
+    /// The relations `node` reads when only row-by-row operators (filters,
+    /// projections, unions, exchanges) lie in between, so that it changes
+    /// only as they do: `None` when anything holding state does.
+    pub fn row_by_row_sources(&self, node: usize) -> Option<Vec<&str>> {
+        let n = &self.nodes[node];
+        match &n.kind {
+            NodeKind::Source { relation } => Some(vec![relation.as_str()]),
+            NodeKind::Exchange { .. }
+            | NodeKind::Filter(_)
+            | NodeKind::Project(_)
+            | NodeKind::Union(_) => {
+                let mut relations = Vec::new();
+                for input in &n.inputs {
+                    relations.extend(self.row_by_row_sources(*input)?);
+                }
+                Some(relations)
+            }
+            _ => None,
+        }
+    }
+
+    /// The lookup joins: `(node, left input, right input)`.
+    pub fn lookup_joins(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match (&n.kind, n.inputs.as_slice()) {
+                (NodeKind::Join(spec), [left, right]) if spec.lookup => Some((i, *left, *right)),
+                _ => None,
+            })
     }
 
     /// `(node, relation)` for every source node.

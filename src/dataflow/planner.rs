@@ -413,6 +413,28 @@ impl Lowering {
                 ))
             }
         };
+        if looks_up(&j.left) {
+            return Err(refuse(
+                "FOR SYSTEM_TIME AS OF PROCTIME() on the left input of a join",
+                "The looked-up table goes on the right: FROM stream s [LEFT] JOIN t FOR \
+                 SYSTEM_TIME AS OF PROCTIME() AS c ON s.k = c.k.",
+            ));
+        }
+        let lookup = looks_up(&j.right);
+        if lookup && !matches!(kind, JoinKind::Inner | JoinKind::Left) {
+            return Err(refuse(
+                &format!("a {} lookup join", kind.name()),
+                "A lookup join (FOR SYSTEM_TIME AS OF PROCTIME()) is an inner or LEFT join: \
+                 each event looks up the table once; use a regular join for the others.",
+            ));
+        }
+        if lookup && j.on.is_empty() {
+            return Err(refuse(
+                "a lookup join without an equality on the looked-up table",
+                "Join on the table's key: … JOIN t FOR SYSTEM_TIME AS OF PROCTIME() AS c \
+                 ON s.k = c.k.",
+            ));
+        }
         let (left, _) = self.lower(&j.left)?;
         let (right, _) = self.lower(&j.right)?;
         let left_keys = physical_all(
@@ -441,6 +463,8 @@ impl Lowering {
             right_schema: self.graph.schema_of(right),
             output_schema: Arc::clone(&schema),
             close: None,
+            expire: [None, None],
+            lookup,
         };
         Ok((
             self.graph
@@ -725,6 +749,21 @@ fn session_window(w: &datafusion::logical_expr::Window) -> Result<Option<Session
     match call {
         Some(_) if others => Err(mixed()),
         call => Ok(call),
+    }
+}
+
+/// Whether `plan` reads a table named through `FOR SYSTEM_TIME AS OF
+/// PROCTIME()` ([`crate::sql::lookup`]), with only projections, filters
+/// and aliases on top.
+fn looks_up(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            scan.table_name.schema() == Some(crate::sql::lookup::SCHEMA)
+        }
+        LogicalPlan::Projection(p) => looks_up(&p.input),
+        LogicalPlan::Filter(f) => looks_up(&f.input),
+        LogicalPlan::SubqueryAlias(a) => looks_up(&a.input),
+        _ => false,
     }
 }
 

@@ -28,6 +28,15 @@ pub type DataflowId = u64;
 /// One step's input: changes per source node.
 pub type StepInput = Vec<(usize, ChangeBatch)>;
 
+/// What a step of a dataflow did.
+#[derive(Debug)]
+pub struct Stepped {
+    /// The output changes, netted per worker.
+    pub changes: ChangeBatch,
+    /// The operator state all workers hold after the step, in bytes.
+    pub state_bytes: usize,
+}
+
 enum Command {
     Install {
         id: DataflowId,
@@ -41,7 +50,8 @@ enum Command {
         frontier: Option<i64>,
         now_us: i64,
         inputs: StepInput,
-        reply: Sender<Result<Vec<ChangeBatch>>>,
+        /// The output, and the worker's operator state bytes after the step.
+        reply: Sender<Result<(Vec<ChangeBatch>, usize)>>,
     },
     Remove {
         id: DataflowId,
@@ -147,7 +157,7 @@ impl Runtime {
         start: bool,
         frontier: Option<i64>,
         inputs: StepInput,
-    ) -> Result<ChangeBatch> {
+    ) -> Result<Stepped> {
         let _step = self.step_lock.lock().expect("step lock");
         let count = self.workers.len();
         let mut parts: Vec<StepInput> = vec![Vec::new(); count];
@@ -181,12 +191,18 @@ impl Runtime {
             reply,
         })?;
         let mut out = Vec::new();
+        let mut state_bytes = 0;
         for reply in replies {
-            out.extend(reply?);
+            let (changes, bytes) = reply?;
+            out.extend(changes);
+            state_bytes += bytes;
         }
         // Netted per worker: a row one worker adds and another retracts
         // stays as two changes, which sum to nothing where they land.
-        ChangeBatch::concat(&graph.output_schema(), &out)
+        Ok(Stepped {
+            changes: ChangeBatch::concat(&graph.output_schema(), &out)?,
+            state_bytes,
+        })
     }
 
     /// State bytes per node, summed over workers.
@@ -298,19 +314,14 @@ impl Worker {
                         frontier,
                         now_us,
                     };
-                    let _ = reply.send(self.step(id, step, inputs));
+                    let stepped = self.step(id, step, inputs);
+                    let _ = reply.send(stepped.map(|out| (out, self.held_bytes(id))));
                 }
                 Command::Remove { id } => {
                     self.dataflows.remove(&id);
                 }
                 Command::StateBytes { id, reply } => {
-                    let bytes = self.dataflows.get(&id).map_or(Vec::new(), |d| {
-                        d.operators
-                            .iter()
-                            .map(|op| op.as_ref().map_or(0, |o| o.state_bytes()))
-                            .collect()
-                    });
-                    let _ = reply.send(bytes);
+                    let _ = reply.send(self.node_bytes(id));
                 }
                 Command::Checkpoint { id, reply } => {
                     let _ = reply.send(self.checkpoint(id));
@@ -320,6 +331,20 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Each node's operator state bytes (0 for sources and exchanges).
+    fn node_bytes(&self, id: DataflowId) -> Vec<usize> {
+        self.dataflows.get(&id).map_or(Vec::new(), |d| {
+            d.operators
+                .iter()
+                .map(|op| op.as_ref().map_or(0, |o| o.state_bytes()))
+                .collect()
+        })
+    }
+
+    fn held_bytes(&self, id: DataflowId) -> usize {
+        self.node_bytes(id).into_iter().sum()
     }
 
     fn install(&mut self, id: DataflowId, graph: Arc<Graph>) -> Result<()> {

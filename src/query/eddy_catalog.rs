@@ -5,6 +5,9 @@
 //! - `source_errors`: the bad records readers set apart.
 //! - `late_events`: the events readers found too late to read.
 //! - `checkpoints`: recent checkpoints of the views over streams.
+//! - `views`: each materialized view's status and the memory its state
+//!   takes, against `--memory-limit`.
+//! - `operators`: each view's dataflow operators and the state each holds.
 
 use std::sync::Arc;
 
@@ -22,11 +25,13 @@ use crate::catalog::Catalog;
 
 pub const SCHEMA: &str = "eddy_catalog";
 
-const RELATIONS: [&str; 4] = [
+const RELATIONS: [&str; 6] = [
     "source_partitions",
     "source_errors",
     "late_events",
     "checkpoints",
+    "views",
+    "operators",
 ];
 
 #[derive(Debug)]
@@ -44,6 +49,8 @@ impl SchemaProvider for EddyCatalog {
             "source_errors" => source_errors(&self.0),
             "late_events" => late_events(&self.0),
             "checkpoints" => checkpoints(&self.0),
+            "views" => views(&self.0),
+            "operators" => operators(&self.0),
             _ => return Ok(None),
         }?;
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -226,4 +233,97 @@ fn checkpoints(catalog: &Catalog) -> DfResult<RecordBatch> {
         )),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The materialized views with their dataflows, by name.
+fn materialized(catalog: &Catalog) -> Vec<Arc<crate::engine::MaterializedView>> {
+    catalog
+        .views()
+        .iter()
+        .filter_map(|v| match v.as_ref() {
+            crate::catalog::ViewEntry::Materialized(view) => Some(Arc::clone(view)),
+            crate::catalog::ViewEntry::Plain { .. } => None,
+        })
+        .collect()
+}
+
+fn views(catalog: &Catalog) -> DfResult<RecordBatch> {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("operator_bytes", DataType::Int64, false),
+        Field::new("output_bytes", DataType::Int64, false),
+        Field::new("state_bytes", DataType::Int64, false),
+        Field::new("memory_limit", DataType::Int64, true),
+    ]));
+    let engine = catalog.engine();
+    let views = materialized(catalog);
+    let mut operator_bytes = Vec::with_capacity(views.len());
+    for view in &views {
+        let bytes = engine.operator_state_bytes(view.def.id).map_err(external)?;
+        operator_bytes.push(bytes.iter().sum::<usize>() as i64);
+    }
+    let output_bytes: Vec<i64> = views.iter().map(|v| v.output_bytes() as i64).collect();
+    let failures: Vec<Option<String>> = views.iter().map(|v| v.failure()).collect();
+    let limit = engine.memory_limit().map(|l| l as i64);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            views.iter().map(|v| v.def.name.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(failures.iter().map(
+            |f| match f {
+                Some(_) => "failed",
+                None => "running",
+            },
+        ))),
+        Arc::new(StringArray::from(failures.clone())),
+        Arc::new(Int64Array::from_iter_values(
+            views.iter().map(|v| v.row_count() as i64),
+        )),
+        Arc::new(Int64Array::from(operator_bytes.clone())),
+        Arc::new(Int64Array::from(output_bytes.clone())),
+        Arc::new(Int64Array::from_iter_values(
+            operator_bytes.iter().zip(&output_bytes).map(|(o, a)| o + a),
+        )),
+        Arc::new(Int64Array::from(vec![limit; views.len()])),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+fn operators(catalog: &Catalog) -> DfResult<RecordBatch> {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("view", DataType::Utf8, false),
+        Field::new("node", DataType::Int32, false),
+        Field::new("operator", DataType::Utf8, false),
+        Field::new("inputs", DataType::Utf8, false),
+        Field::new("state_bytes", DataType::Int64, false),
+    ]));
+    let engine = catalog.engine();
+    let (mut view, mut node, mut operator, mut inputs, mut bytes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for v in materialized(catalog) {
+        let held = engine.operator_state_bytes(v.def.id).map_err(external)?;
+        for (i, n) in v.graph.nodes.iter().enumerate() {
+            view.push(v.def.name.clone());
+            node.push(i as i32);
+            operator.push(crate::dataflow::graph::describe(&n.kind));
+            let from: Vec<String> = n.inputs.iter().map(|i| i.to_string()).collect();
+            inputs.push(from.join(","));
+            bytes.push(held.get(i).copied().unwrap_or(0) as i64);
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(view)),
+        Arc::new(Int32Array::from(node)),
+        Arc::new(StringArray::from(operator)),
+        Arc::new(StringArray::from(inputs)),
+        Arc::new(Int64Array::from(bytes)),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+fn external(e: crate::error::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
 }

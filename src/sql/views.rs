@@ -185,6 +185,7 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
     let optimized = ctx.session().state().optimize(&plan)?;
     let mut planned = plan_graph(&optimized)?;
     let catalog = ctx.catalog();
+    check_lookups(&planned.graph, catalog)?;
     let bound = |relation: &str, column: usize| relation_bound(catalog, relation, column);
     let closing = mark_window_closes(&mut planned.graph, &bound, def.emit_on_window_close);
     // A view's frontier is the least over everything it reads: one input
@@ -203,6 +204,40 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
     Ok(ViewEntry::Materialized(Arc::new(view)))
 }
 
+/// A lookup join forgets its stream's rows, so it could not retract what
+/// one joined: its left input must be append-only (a source, through
+/// row-by-row operators), and what it looks up must be a table or view.
+fn check_lookups(graph: &crate::dataflow::graph::Graph, catalog: &Catalog) -> Result<()> {
+    for (_, left, right) in graph.lookup_joins() {
+        let streams = graph.row_by_row_sources(left);
+        let append_only = streams
+            .as_ref()
+            .is_some_and(|s| s.iter().all(|r| catalog.stream_source(r).is_some()));
+        if !append_only {
+            return Err(Error::unsupported(
+                "a lookup join (FOR SYSTEM_TIME AS OF PROCTIME()) whose left input is not a \
+                 stream",
+                "Each event looks up the table once and is not kept, so the left input must \
+                 be a source, through WHERE and projections only. To join a table or an \
+                 aggregate with a table, use a regular join (without FOR SYSTEM_TIME AS OF).",
+            ));
+        }
+        let looked_up = graph.row_by_row_sources(right).unwrap_or_default();
+        if let Some(stream) = looked_up
+            .iter()
+            .find(|r| catalog.stream_source(r).is_some())
+        {
+            return Err(Error::unsupported(
+                format!("looking up the source \"{stream}\" with FOR SYSTEM_TIME AS OF PROCTIME()"),
+                "A source keeps no rows to look up. Look up a table (loaded with COPY or \
+                 INSERT, or kept by CREATE TABLE … FORMAT UPSERT), or join two streams with \
+                 a regular or interval join.",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The tables and views a plan reads (plain views count as themselves:
 /// dropping one must not leave a view that reads it).
 fn relations_read(plan: &LogicalPlan) -> Result<Vec<String>> {
@@ -211,7 +246,7 @@ fn relations_read(plan: &LogicalPlan) -> Result<Vec<String>> {
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
             match scan.table_name.schema() {
-                Some(s) if s != crate::query::PUBLIC_SCHEMA => {
+                Some(s) if s != crate::query::PUBLIC_SCHEMA && s != crate::sql::lookup::SCHEMA => {
                     system = Some(scan.table_name.to_string())
                 }
                 _ => {
@@ -349,20 +384,11 @@ fn explain_lines(
         let state = state_bytes
             .and_then(|b| b.get(node))
             .filter(|b| **b > 0)
-            .map(|b| format!("  [state {}]", human_bytes(*b)))
+            .map(|b| format!("  [state {}]", crate::types::human_bytes(*b)))
             .unwrap_or_default();
         lines.push(format!("{}└─ {text}{state}", "   ".repeat(depth)));
     }
     lines
-}
-
-fn human_bytes(bytes: usize) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
 }
 
 fn plan_rows(lines: Vec<String>) -> Output {

@@ -436,7 +436,7 @@ pub fn strip_table_arguments(sql: &str) -> std::borrow::Cow<'_, str> {
 
 /// The byte offset in `sql` of a tokenizer location (1-based line and
 /// character column).
-fn byte_offset(sql: &str, at: Location) -> usize {
+pub(super) fn byte_offset(sql: &str, at: Location) -> usize {
     let line_start: usize = sql
         .split_inclusive('\n')
         .take(at.line.saturating_sub(1) as usize)

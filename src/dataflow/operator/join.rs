@@ -39,7 +39,7 @@ use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::{ChangeBatch, CloseSchedule, KeyClose, Operator, Shard, OUTPUT_BATCH_ROWS};
-use crate::dataflow::expr::{evaluate, evaluate_all};
+use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros};
 use crate::dataflow::row::{KeyBytes, RowCodec};
 use crate::dataflow::state::{StateReader, StateWriter};
 use crate::error::{Error, Result};
@@ -74,10 +74,21 @@ pub struct JoinSpec {
     /// Set when a key column is a window of event time on both sides: a
     /// key is final once the frontier passes it, and is let go of.
     pub close: Option<KeyClose>,
+    /// Per side, a time column of its rows (`key` is the column's index in
+    /// the side's rows) such that a row can match nothing still to come on
+    /// the other side once the frontier reaches its time plus the slack:
+    /// an interval join's condition over two streams. Such rows are let go
+    /// of one by one.
+    pub expire: [Option<KeyClose>; 2],
+    /// A lookup join (`FOR SYSTEM_TIME AS OF PROCTIME()` on the right
+    /// input): a left row is joined with the right side as it is when the
+    /// row arrives and is not kept; right changes update the side and emit
+    /// nothing. The planner allows it over an append-only left input only.
+    pub lookup: bool,
 }
 
 impl JoinKind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             JoinKind::Inner => "inner",
             JoinKind::Left => "left outer",
@@ -132,7 +143,19 @@ impl JoinSpec {
             ),
             None => String::new(),
         };
-        format!("Join ({}): {on}{filter}{close}", self.kind.name())
+        let mut close = close;
+        let sides = [("left", &self.left_schema), ("right", &self.right_schema)];
+        for ((side, schema), expire) in sides.iter().zip(&self.expire) {
+            if let Some(e) = expire {
+                close.push_str(&format!(
+                    " ({side} rows expire when the frontier passes {} + {} us)",
+                    schema.field(e.key).name(),
+                    e.slack_us
+                ));
+            }
+        }
+        let lookup = if self.lookup { ", lookup" } else { "" };
+        format!("Join ({}{lookup}): {on}{filter}{close}", self.kind.name())
     }
 }
 
@@ -182,6 +205,9 @@ impl Join {
             padding: Padding::default(),
             close: spec.close,
             closing: CloseSchedule::default(),
+            expire: spec.expire,
+            expiring: [CloseSchedule::default(), CloseSchedule::default()],
+            lookup: spec.lookup,
         })
     }
 }
@@ -206,6 +232,11 @@ struct Join {
     /// With a closing key: keys by when they close (a key held on both
     /// sides is listed twice; letting go of it twice is harmless).
     closing: CloseSchedule,
+    expire: [Option<KeyClose>; 2],
+    /// Per side with expiring rows: the keys of its rows by when they
+    /// expire (a key once per row).
+    expiring: [CloseSchedule; 2],
+    lookup: bool,
 }
 
 impl Operator for Join {
@@ -224,6 +255,9 @@ impl Operator for Join {
             return Ok(());
         }
         let (keys, matchable) = self.encode_keys(port, &batch.data)?;
+        if self.lookup {
+            return self.look_up(port, &batch, &keys, &matchable, out);
+        }
         let probed = self.probe(port, &batch, &keys, &matchable, out)?;
         if self.kind.pads(port) {
             self.pad_probe_rows(port, &batch, &matchable, &probed.unmatched)?;
@@ -243,6 +277,22 @@ impl Operator for Join {
     fn on_frontier(&mut self, frontier_us: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
         for key in self.closing.due(frontier_us) {
             self.sides.iter_mut().for_each(|side| side.remove_key(&key));
+        }
+        for port in 0..2 {
+            let Some(expire) = self.expire[port] else {
+                continue;
+            };
+            let mut due = self.expiring[port].due(frontier_us);
+            due.sort_unstable();
+            due.dedup();
+            for key in due {
+                let (rows, times) = self.timed_rows(port, expire.key, &key)?;
+                for ((row, weight), time) in rows.iter().zip(times.iter()) {
+                    if time.is_some_and(|t| t.saturating_add(expire.slack_us) <= frontier_us) {
+                        self.sides[port].update(&key, row, -weight, 0);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -275,10 +325,44 @@ impl Operator for Join {
         for port in 0..2 {
             let keys: Vec<KeyBytes> = self.sides[port].keys().map(KeyBytes::new).collect();
             self.schedule_closes(keys.iter().map(|k| k.as_slice()))?;
+            if let Some(expire) = self.expire[port] {
+                for key in &keys {
+                    let (rows, times) = self.timed_rows(port, expire.key, key)?;
+                    let keys = vec![key.as_slice(); rows.len()];
+                    let times: ArrayRef = Arc::new(times);
+                    self.expiring[port].schedule(&keys, &times, expire.slack_us)?;
+                }
+            }
         }
         Ok(())
     }
 }
+
+impl Join {
+    /// A lookup join's batch: left rows are joined with the right side as
+    /// it is now (a LEFT join pads the unmatched, for good) and forgotten;
+    /// right rows only update the side.
+    fn look_up(
+        &mut self,
+        port: usize,
+        batch: &ChangeBatch,
+        keys: &Encoded,
+        matchable: &Matchable,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        if port == 1 {
+            return self.store(1, batch, keys, matchable, &[]);
+        }
+        let probed = self.probe(0, batch, keys, matchable, out)?;
+        if self.kind.pads(0) {
+            self.pad_probe_rows(0, batch, matchable, &probed.unmatched)?;
+        }
+        Ok(())
+    }
+}
+
+/// Stored rows copied out of a side, with their weights.
+type CopiedRows = Vec<(Box<[u8]>, i64)>;
 
 /// What probing a batch against the other side found out.
 struct Probed {
@@ -531,7 +615,7 @@ impl Join {
         sums: &[i64],
     ) -> Result<()> {
         let rows = self.sides[port].encode(&batch.data)?;
-        let watch = self.filter.is_none() && self.kind.pads(1 - port);
+        let watch = self.filter.is_none() && self.kind.pads(1 - port) && !self.lookup;
         // Key → whether this side held it before the batch.
         let mut flipped: FastMap<&[u8], bool> = FastMap::default();
         let mut created: Vec<&[u8]> = Vec::new();
@@ -557,6 +641,7 @@ impl Join {
             };
         }
         self.schedule_closes(created.into_iter())?;
+        self.schedule_expiry(port, batch, keys, matchable)?;
         let mut stored: Vec<&[u8]> = Vec::new();
         let mut diffs = Vec::new();
         for (key, was_present) in flipped {
@@ -573,6 +658,56 @@ impl Join {
         let padded = self.padded_stored(1 - port, &stored, &diffs)?;
         self.padding.extend(padded);
         Ok(())
+    }
+
+    /// The rows of `port` under `key` with their weights, and the times
+    /// in their column `column`, in microseconds.
+    fn timed_rows(
+        &self,
+        port: usize,
+        column: usize,
+        key: &[u8],
+    ) -> Result<(CopiedRows, datafusion::arrow::array::Int64Array)> {
+        let mut rows: CopiedRows = Vec::new();
+        self.sides[port].for_each(key, |row, counts| {
+            rows.push((row.into(), counts.weight));
+            Ok(())
+        })?;
+        let slices: Vec<&[u8]> = rows.iter().map(|(r, _)| r.as_ref()).collect();
+        let columns = self.sides[port].decode(&slices)?;
+        let times = match columns.get(column) {
+            Some(c) => timestamp_micros(c)?,
+            None => datafusion::arrow::array::Int64Array::new_null(rows.len()),
+        };
+        Ok((rows, times))
+    }
+
+    /// Notes when each row of `batch` (stored on `port` under `keys`)
+    /// expires, for a side whose rows do.
+    fn schedule_expiry(
+        &mut self,
+        port: usize,
+        batch: &ChangeBatch,
+        keys: &Encoded,
+        matchable: &Matchable,
+    ) -> Result<()> {
+        let Some(expire) = self.expire[port] else {
+            return Ok(());
+        };
+        let rows: Vec<u32> = (0..batch.len())
+            .filter(|i| matchable.at(*i) && batch.diffs[*i] > 0)
+            .map(|i| i as u32)
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let row_keys: Vec<&[u8]> = rows.iter().map(|i| keys.get(*i as usize)).collect();
+        let times = take(
+            batch.data.column(expire.key).as_ref(),
+            &UInt32Array::from(rows),
+            None,
+        )?;
+        self.expiring[port].schedule(&row_keys, &times, expire.slack_us)
     }
 
     /// Notes when each of `keys` (encoded, newly held on a side) closes:
@@ -814,6 +949,8 @@ mod tests {
             right_schema: side,
             output_schema: output,
             close: None,
+            expire: [None, None],
+            lookup: false,
         }
     }
 
@@ -894,6 +1031,83 @@ mod tests {
             lines(&["+1 30, 5, 30, 4", "-1 , , 30, 4"])
         );
         op.on_frontier(40, &mut out).unwrap();
+        assert_eq!(op.state_bytes(), 0);
+    }
+
+    #[test]
+    fn a_lookup_join_joins_left_rows_with_the_right_side_as_it_is_then() {
+        let spec = JoinSpec {
+            lookup: true,
+            ..spec(equi(JoinKind::Left))
+        };
+        let mut op = spec.instantiate().unwrap();
+        let op = op.as_mut();
+        assert!(step(op, &[(1, " I I\n + 1 100")]).is_empty());
+        assert_eq!(
+            step(op, &[(0, " I I\n + 1 10\n + 2 20\n + . 30")]),
+            lines(&["+1 1, 10, 1, 100", "+1 2, 20, , ", "+1 , 30, , "])
+        );
+        let right_only = op.state_bytes();
+        // Right changes rewrite nothing emitted; later left rows see them.
+        assert!(step(op, &[(1, " I I\n - 1 100\n + 1 101\n + 2 200")]).is_empty());
+        assert_eq!(
+            step(op, &[(0, " I I\n + 1 11\n + 2 21")]),
+            lines(&["+1 1, 11, 1, 101", "+1 2, 21, 2, 200"])
+        );
+        // Left rows are not kept: the state grew by one right row only.
+        let one_right_row = op.state_bytes() - right_only;
+        assert!(step(op, &[(0, " I I\n + 3 1\n + 3 2\n + 3 3")]).len() == 3);
+        assert_eq!(op.state_bytes() - right_only, one_right_row);
+    }
+
+    #[test]
+    fn rows_expire_once_the_frontier_passes_their_time_plus_the_slack() {
+        // Values are times: left rows expire at lv + 5, right rows at rv + 3.
+        let spec = JoinSpec {
+            expire: [
+                Some(KeyClose {
+                    key: 1,
+                    slack_us: 5,
+                }),
+                Some(KeyClose {
+                    key: 1,
+                    slack_us: 3,
+                }),
+            ],
+            ..spec(equi(JoinKind::Inner))
+        };
+        let mut op = spec.instantiate().unwrap();
+        assert_eq!(
+            step(
+                op.as_mut(),
+                &[(0, " I I\n + 1 10\n + 1 20"), (1, " I I\n + 1 10")]
+            ),
+            lines(&["+1 1, 10, 1, 10", "+1 1, 20, 1, 10"])
+        );
+        let mut out = Vec::new();
+        // The right row (10 + 3) expires, the left ones (15, 25) stay.
+        op.on_frontier(14, &mut out).unwrap();
+        assert!(step(op.as_mut(), &[(0, " I I\n + 1 30")]).is_empty());
+        assert_eq!(
+            step(op.as_mut(), &[(1, " I I\n + 1 12")]),
+            lines(&["+1 1, 10, 1, 12", "+1 1, 20, 1, 12", "+1 1, 30, 1, 12"])
+        );
+        op.on_frontier(25, &mut out).unwrap();
+        assert!(out.is_empty(), "expiring emits nothing");
+        let (mut op, _) = crate::dataflow::operator::testing::round_trip(
+            op.as_ref(),
+            || spec.instantiate().unwrap(),
+            Shard::SINGLE,
+            &[side_schema(), side_schema()],
+            "expiring join",
+        );
+        // Left 10 and 20 are gone; 30 stays until 35, on the restored
+        // instance too.
+        assert_eq!(
+            step(op.as_mut(), &[(1, " I I\n + 1 40")]),
+            lines(&["+1 1, 30, 1, 40"])
+        );
+        op.on_frontier(50, &mut out).unwrap();
         assert_eq!(op.state_bytes(), 0);
     }
 
@@ -1356,7 +1570,8 @@ mod tests {
                 let step_inputs = batches.iter().map(|(p, c)| (2 * p, batch_of(c))).collect();
                 let out = runtime
                     .step(id as u64, &graph, epoch, epoch == 0, None, step_inputs)
-                    .unwrap();
+                    .unwrap()
+                    .changes;
                 let all = ChangeBatch::concat(&output_schema(), &[accumulated, out]).unwrap();
                 accumulated = all.consolidate().unwrap();
                 let expected = reference(config, &state);
