@@ -113,6 +113,9 @@ impl Default for Repr {
 }
 
 impl KeyBytes {
+    /// No bytes.
+    pub const EMPTY: KeyBytes = KeyBytes(Repr::Inline(0, [0; INLINE_BYTES]));
+
     pub fn new(bytes: &[u8]) -> KeyBytes {
         KeyBytes(if bytes.len() <= INLINE_BYTES {
             let mut inline = [0u8; INLINE_BYTES];

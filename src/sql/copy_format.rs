@@ -799,8 +799,14 @@ impl CopyDecoder {
         let arrays = self
             .columns
             .iter_mut()
-            .map(|column| column.builder.finish())
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|column| {
+                // Builders grow by doubling; a table keeps these arrays, so
+                // they give back what they did not fill.
+                let mut array = column.builder.finish()?;
+                datafusion::arrow::array::Array::shrink_to_fit(&mut array);
+                Ok(array)
+            })
+            .collect::<Result<Vec<_>, CopyError>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(self.rows_in_batch));
         self.rows_in_batch = 0;
         RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options)

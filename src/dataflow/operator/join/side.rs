@@ -1,11 +1,14 @@
 //! One input of a join: its rows with their multiplicities (and, with a
 //! filter, their match counts), indexed by encoded join key.
 //!
-//! The rows under a key live back to back in one byte arena with a small
-//! entry per row, so storing a row costs no allocation of its own (a
-//! streamed side holds millions). Each entry keeps its row's hash: finding
-//! a row compares hashes first, and once a key holds more than a few rows a
-//! hash table of entry positions takes over from the linear search.
+//! A key holding one row (a table joined on its primary key: every key of
+//! a context table) keeps it in the map slot itself, inline when short, so
+//! such a key costs no allocation. A key with more rows gets a bucket: its
+//! rows back to back in one byte arena with a small entry per row, so
+//! storing a row costs no allocation of its own (a streamed side holds
+//! millions). Each entry keeps its row's hash: finding a row compares
+//! hashes first, and once a key holds more than a few rows a hash table of
+//! entry positions takes over from the linear search.
 
 use std::hash::BuildHasher;
 
@@ -23,7 +26,8 @@ use crate::error::Result;
 /// Rows a key holds before its rows get a hash index.
 const FEW_ROWS: usize = 16;
 
-/// Estimated bytes a key costs beyond its encoding (map slot, bucket).
+/// Estimated bytes a key costs beyond its encoding: its map slot (key and
+/// value, 64 bytes), at a table load between a half and seven eighths.
 const KEY_OVERHEAD_BYTES: usize = 96;
 
 /// Estimated bytes a stored row costs beyond its encoding (entry, index).
@@ -39,7 +43,7 @@ pub(super) struct Side {
     pub(super) schema: SchemaRef,
     /// `None` for an input without columns.
     codec: Option<RowCodec>,
-    buckets: FastMap<KeyBytes, Bucket>,
+    buckets: FastMap<KeyBytes, Slot>,
     hasher: DefaultHashBuilder,
     pub(super) bytes: usize,
 }
@@ -114,11 +118,11 @@ impl Side {
 
     /// Drops `key` and every row under it.
     pub(super) fn remove_key(&mut self, key: &[u8]) {
-        let Some(bucket) = self.buckets.remove(key) else {
+        let Some(slot) = self.buckets.remove(key) else {
             return;
         };
         self.bytes -= key.len() + KEY_OVERHEAD_BYTES;
-        let _ = bucket.try_for_each(|row, _| {
+        let _ = slot.try_for_each(|row, _| {
             self.bytes -= row.len() + ROW_OVERHEAD_BYTES;
             Ok(())
         });
@@ -145,9 +149,7 @@ impl Side {
     /// The counts of `row` under `key`, if it is held.
     pub(super) fn counts_mut(&mut self, key: &[u8], row: &[u8]) -> Option<&mut Counts> {
         let hash = self.hasher.hash_one(row);
-        let bucket = self.buckets.get_mut(key)?;
-        let position = bucket.find(hash, row)?;
-        Some(&mut bucket.entries[position].counts)
+        self.buckets.get_mut(key)?.counts_mut(hash, row)
     }
 
     /// Adds `diff` to `row` under `key`; `matches` is the row's match count
@@ -163,10 +165,12 @@ impl Side {
             None => {
                 presence = Presence::Created;
                 self.bytes += key.len() + KEY_OVERHEAD_BYTES;
-                self.buckets.entry(KeyBytes::new(key)).or_default()
+                self.buckets
+                    .entry(KeyBytes::new(key))
+                    .or_insert(Slot::EMPTY)
             }
         };
-        match bucket.add(hash, row, diff, matches) {
+        match bucket.add(&self.hasher, hash, row, diff, matches) {
             Change::New => self.bytes += row.len() + ROW_OVERHEAD_BYTES,
             Change::Removed => self.bytes -= row.len() + ROW_OVERHEAD_BYTES,
             Change::Kept => {}
@@ -182,14 +186,15 @@ impl Side {
     /// Every key with its rows (row, weight, match count).
     pub(super) fn write(&self, state: &mut StateWriter) {
         state.len(self.buckets.len());
-        for (key, bucket) in &self.buckets {
+        for (key, slot) in &self.buckets {
             state.bytes(key);
-            state.len(bucket.entries.len());
-            for entry in &bucket.entries {
-                state.bytes(bucket.row(entry));
-                state.i64(entry.counts.weight);
-                state.i64(entry.counts.matches);
-            }
+            state.len(slot.len());
+            let _ = slot.try_for_each(|row, counts| {
+                state.bytes(row);
+                state.i64(counts.weight);
+                state.i64(counts.matches);
+                Ok(())
+            });
         }
     }
 
@@ -213,6 +218,100 @@ impl Side {
             }
         }
         Ok(())
+    }
+}
+
+/// The rows under one key: one row in place, or a bucket of them.
+#[derive(Debug)]
+enum Slot {
+    /// A weight of zero is no row (a slot just made, before its first row).
+    One {
+        row: KeyBytes,
+        counts: Counts,
+    },
+    Many(Box<Bucket>),
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot::One {
+        row: KeyBytes::EMPTY,
+        counts: Counts {
+            weight: 0,
+            matches: 0,
+        },
+    };
+
+    /// Adds `diff` to `row` (whose hash is `hash`); a second distinct row
+    /// turns the slot into a bucket.
+    fn add(
+        &mut self,
+        hasher: &DefaultHashBuilder,
+        hash: u64,
+        row: &[u8],
+        diff: i64,
+        matches: i64,
+    ) -> Change {
+        match self {
+            Slot::One { row: held, counts } if counts.weight == 0 => {
+                held.overwrite(row);
+                *counts = Counts {
+                    weight: diff,
+                    matches,
+                };
+                Change::New
+            }
+            Slot::One { row: held, counts } if held.as_slice() == row => {
+                counts.weight += diff;
+                match counts.weight {
+                    0 => Change::Removed,
+                    _ => Change::Kept,
+                }
+            }
+            Slot::One { row: held, counts } => {
+                let mut bucket = Box::<Bucket>::default();
+                let first = held.as_slice();
+                bucket.add(hasher.hash_one(first), first, counts.weight, counts.matches);
+                let change = bucket.add(hash, row, diff, matches);
+                *self = Slot::Many(bucket);
+                change
+            }
+            Slot::Many(bucket) => bucket.add(hash, row, diff, matches),
+        }
+    }
+
+    fn counts_mut(&mut self, hash: u64, row: &[u8]) -> Option<&mut Counts> {
+        match self {
+            Slot::One { row: held, counts } if counts.weight != 0 && held.as_slice() == row => {
+                Some(counts)
+            }
+            Slot::One { .. } => None,
+            Slot::Many(bucket) => {
+                let position = bucket.find(hash, row)?;
+                Some(&mut bucket.entries[position].counts)
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Slot::One { counts, .. } => counts.weight == 0,
+            Slot::Many(bucket) => bucket.is_empty(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Slot::One { counts, .. } => usize::from(counts.weight != 0),
+            Slot::Many(bucket) => bucket.entries.len(),
+        }
+    }
+
+    fn try_for_each<'a>(&'a self, mut f: impl FnMut(&'a [u8], Counts) -> Result<()>) -> Result<()> {
+        match self {
+            Slot::One { row, counts } if counts.weight != 0 => f(row.as_slice(), *counts),
+            Slot::One { .. } => Ok(()),
+            Slot::Many(bucket) => bucket.try_for_each(f),
+        }
     }
 }
 
