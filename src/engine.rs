@@ -548,8 +548,22 @@ impl Engine {
         // Views' frontiers by name, and those that moved in this epoch.
         let mut known = df.known_frontiers();
         let mut moved: HashSet<String> = HashSet::new();
+        // A view over a failed view fails too: its input stopped changing.
+        let mut failed: HashSet<String> = df
+            .views
+            .values()
+            .filter(|v| v.failure().is_some())
+            .map(|v| v.def.name.clone())
+            .collect();
         for view in df.views.values() {
             if view.failure().is_some() {
+                continue;
+            }
+            if let Some((_, input)) = view.graph.sources().find(|(_, r)| failed.contains(*r)) {
+                view.fail(format!(
+                    "it reads materialized view \"{input}\", which has failed"
+                ));
+                failed.insert(view.def.name.clone());
                 continue;
             }
             // A stream's rows reach only the view whose reader read them.
@@ -567,11 +581,6 @@ impl Engine {
                         .is_none_or(|last| f > last)
                 }),
             };
-            if let Some(f) = frontier {
-                df.view_frontiers.insert(view.def.id, f);
-                known.insert(view.def.name.clone(), f);
-                moved.insert(view.def.name.clone());
-            }
             // On a tick, a view holding a trailing range steps even alone.
             let clocked = tick && view.graph.is_temporal();
             let inputs = match source_inputs(&view.graph, &batches, hidden) {
@@ -579,6 +588,7 @@ impl Engine {
                 Ok(inputs) => inputs,
                 Err(e) => {
                     view.fail(e.to_string());
+                    failed.insert(view.def.name.clone());
                     continue;
                 }
             };
@@ -593,7 +603,14 @@ impl Engine {
                         view.fail_out_of_memory(reason);
                         self.runtime.remove(view.def.id);
                         df.held.remove(&view.def.id);
+                        failed.insert(view.def.name.clone());
                         continue;
+                    }
+                    // Only a frontier the view took moves the views over it.
+                    if let Some(f) = frontier {
+                        df.view_frontiers.insert(view.def.id, f);
+                        known.insert(view.def.name.clone(), f);
+                        moved.insert(view.def.name.clone());
                     }
                     let out = stepped.changes;
                     if !out.is_empty() {
@@ -601,7 +618,10 @@ impl Engine {
                         outputs.push((Arc::clone(view), out));
                     }
                 }
-                Err(e) => view.fail(e.to_string()),
+                Err(e) => {
+                    view.fail(e.to_string());
+                    failed.insert(view.def.name.clone());
+                }
             }
         }
         outputs
@@ -614,7 +634,9 @@ impl Engine {
         let limit = self.memory_limit?;
         let operators: usize = df.held.values().sum();
         let outputs: usize = df.views.values().map(|v| v.output_bytes()).sum();
-        let incoming = changes.data.get_array_memory_size();
+        // Retractions shrink the output: only insertions count.
+        let inserted = changes.diffs.iter().filter(|d| **d > 0).count();
+        let incoming = changes.data.get_array_memory_size() * inserted / changes.len().max(1);
         let total = (operators + outputs + incoming) as u64;
         if total <= limit {
             return None;
@@ -704,7 +726,11 @@ impl Engine {
             )));
         }
         let _gate = self.gate.blocking_write();
-        view.apply(&initial.changes)?;
+        if let Err(e) = view.apply(&initial.changes) {
+            self.runtime.remove(id);
+            df.held.remove(&id);
+            return Err(e);
+        }
         df.views.insert(id, view);
         if let Some(f) = frontier {
             df.view_frontiers.insert(id, f);
@@ -958,17 +984,6 @@ impl Engine {
         df.dirty.remove(&id);
         df.stored.remove(&id);
         df.held.remove(&id);
-    }
-
-    /// The operator state of view `id` after its last step, summed over
-    /// workers (`None` before its first step after a restart, or failed).
-    pub fn held_bytes(&self, id: u64) -> Option<usize> {
-        self.views
-            .lock()
-            .expect("commit lock")
-            .held
-            .get(&id)
-            .copied()
     }
 
     /// The memory budget for all views' state, in bytes.

@@ -360,6 +360,24 @@ async fn a_view_over_the_memory_limit_fails_alone() -> anyhow::Result<()> {
         value(&client, "SELECT count(*) FROM eddy_catalog.views").await? == "1",
         "only small is left"
     );
+    // A write that takes a view over the budget is kept; the view fails,
+    // and so does the view over it, whose input stopped changing.
+    client
+        .batch_execute(
+            "CREATE TABLE notes (id bigint, body text);
+             CREATE MATERIALIZED VIEW note_rows AS SELECT id, body FROM notes;
+             CREATE MATERIALIZED VIEW note_count AS SELECT count(*) AS n FROM note_rows;
+             INSERT INTO notes SELECT g, repeat('y', 100) FROM generate_series(1, 40000) AS g(g);",
+        )
+        .await?;
+    ensure!(value(&client, "SELECT count(*) FROM notes").await? == "40000");
+    let (code, ..) = error_of(&client, "SELECT * FROM note_rows").await?;
+    ensure!(code == "53200", "{code}");
+    let (code, message, _) = error_of(&client, "SELECT * FROM note_count").await?;
+    ensure!(
+        code == "55000" && message.contains("\"note_rows\""),
+        "{code}: {message}"
+    );
     Ok(())
 }
 

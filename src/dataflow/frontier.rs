@@ -231,7 +231,9 @@ fn join_close(
 /// at time `t` matches only rows of `x`'s side with `x <= t + (b - a)`.
 /// Rows still to come on `x`'s side have `x + d > frontier` (`d` what `x`
 /// bounds), so once the frontier reaches `t + (b - a) + d` the row can
-/// match nothing new and is let go of. Per side, the soonest such expiry.
+/// match nothing new and is let go of (and not before `y`'s own bound has
+/// passed it, so that it cannot be retracted any more). Per side, the
+/// soonest such expiry.
 fn join_expiry(
     graph: &Graph,
     spec: &JoinSpec,
@@ -266,16 +268,22 @@ fn join_expiry(
         let (Some((x, a)), Some((y, b))) = (shifted_column(lower), shifted_column(upper)) else {
             continue;
         };
-        let ((x_side, x_column, x_input), (y_side, y_column, _)) = (side_of(x), side_of(y));
+        let ((x_side, x_column, x_input), (y_side, y_column, y_input)) = (side_of(x), side_of(y));
         if x_side == y_side {
             continue;
         }
-        let Some(d) = bound(graph, x_input, x_column, relation_bound) else {
+        // y's side must be bounded by time too: a row let go of must not
+        // be retracted later (a table's rows could be).
+        let (Some(d), Some(d_y)) = (
+            bound(graph, x_input, x_column, relation_bound),
+            bound(graph, y_input, y_column, relation_bound),
+        ) else {
             continue;
         };
         let Some(slack_us) = b.checked_sub(a).and_then(|c| c.checked_add(d)) else {
             continue;
         };
+        let slack_us = slack_us.max(d_y);
         let soonest = expire[y_side].is_none_or(|e: KeyClose| slack_us < e.slack_us);
         if soonest {
             expire[y_side] = Some(KeyClose {

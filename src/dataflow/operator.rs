@@ -54,6 +54,8 @@ pub(crate) const ENTRY_OVERHEAD_BYTES: usize = 48;
 #[derive(Debug, Default)]
 pub(crate) struct CloseSchedule {
     at: std::collections::BTreeMap<i64, Vec<KeyBytes>>,
+    /// Keys scheduled, for the state estimate.
+    keys: usize,
 }
 
 impl CloseSchedule {
@@ -70,6 +72,7 @@ impl CloseSchedule {
             if times.is_valid(i) {
                 let at = times.value(i).saturating_add(slack_us);
                 self.at.entry(at).or_default().push(KeyBytes::new(key));
+                self.keys += 1;
             }
         }
         Ok(())
@@ -82,10 +85,18 @@ impl CloseSchedule {
             Some(next) => self.at.split_off(&next),
             None => std::collections::BTreeMap::new(),
         };
-        std::mem::replace(&mut self.at, later)
+        let due: Vec<KeyBytes> = std::mem::replace(&mut self.at, later)
             .into_values()
             .flatten()
-            .collect()
+            .collect();
+        self.keys -= due.len();
+        due
+    }
+
+    /// Estimated bytes the schedule holds (a key and its share of a map
+    /// entry each).
+    pub(crate) fn bytes(&self) -> usize {
+        self.keys * std::mem::size_of::<KeyBytes>() + self.at.len() * ENTRY_OVERHEAD_BYTES
     }
 }
 

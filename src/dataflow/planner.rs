@@ -413,6 +413,16 @@ impl Lowering {
                 ))
             }
         };
+        if [&j.left, &j.right]
+            .iter()
+            .any(|input| looks_up_plain_view(input))
+        {
+            return Err(refuse(
+                "FOR SYSTEM_TIME AS OF PROCTIME() on a plain view",
+                "Look up a table, or a materialized view: a plain view is a query, with no \
+                 rows of its own to look up.",
+            ));
+        }
         if looks_up(&j.left) {
             return Err(refuse(
                 "FOR SYSTEM_TIME AS OF PROCTIME() on the left input of a join",
@@ -763,6 +773,23 @@ fn looks_up(plan: &LogicalPlan) -> bool {
         LogicalPlan::Projection(p) => looks_up(&p.input),
         LogicalPlan::Filter(f) => looks_up(&f.input),
         LogicalPlan::SubqueryAlias(a) => looks_up(&a.input),
+        _ => false,
+    }
+}
+
+/// Whether `plan` is a plain view named through `FOR SYSTEM_TIME AS OF
+/// PROCTIME()`: DataFusion inlines it under an alias in that schema.
+fn looks_up_plain_view(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => {
+            a.alias.schema() == Some(crate::sql::lookup::SCHEMA) || looks_up_plain_view(&a.input)
+        }
+        LogicalPlan::TableScan(scan) => {
+            scan.table_name.schema() == Some(crate::sql::lookup::SCHEMA)
+                && scan.source.get_logical_plan().is_some()
+        }
+        LogicalPlan::Projection(p) => looks_up_plain_view(&p.input),
+        LogicalPlan::Filter(f) => looks_up_plain_view(&f.input),
         _ => false,
     }
 }

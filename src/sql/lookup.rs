@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::keywords::{Keyword, RESERVED_FOR_TABLE_ALIAS};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use super::windows::byte_offset;
@@ -76,12 +76,13 @@ pub fn rewrite(sql: &str) -> Result<Cow<'_, str>> {
         }
         let name = &t[i - 1];
         let name_text = &sql[byte_offset(sql, name.span.start)..byte_offset(sql, name.span.end)];
-        // Keep a user's alias; otherwise the table's name is the alias.
+        // Keep a user's alias (any word the parser takes for a table
+        // alias); otherwise the table's name is the alias.
         let aliased = match t.get(i + 7).map(|t| &t.token) {
             Some(Token::Word(w)) => {
                 w.keyword == Keyword::AS
-                    || w.keyword == Keyword::NoKeyword
                     || w.quote_style.is_some()
+                    || !RESERVED_FOR_TABLE_ALIAS.contains(&w.keyword)
             }
             _ => false,
         };
@@ -127,6 +128,14 @@ mod tests {
             (
                 "SELECT * FROM s JOIN t FOR SYSTEM_TIME AS OF PROCTIME() c ON s.k = c.k",
                 "SELECT * FROM s JOIN eddy_lookup.t c ON s.k = c.k",
+            ),
+            (
+                "SELECT * FROM s JOIN regions FOR SYSTEM_TIME AS OF PROCTIME() location ON true",
+                "SELECT * FROM s JOIN eddy_lookup.regions location ON true",
+            ),
+            (
+                "SELECT * FROM s LEFT JOIN t FOR SYSTEM_TIME AS OF PROCTIME() WHERE true",
+                "SELECT * FROM s LEFT JOIN eddy_lookup.t AS t WHERE true",
             ),
             (
                 "SELECT 'for system_time as of proctime()' FROM t",

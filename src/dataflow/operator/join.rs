@@ -298,7 +298,14 @@ impl Operator for Join {
     }
 
     fn state_bytes(&self) -> usize {
-        self.sides.iter().map(|s| s.bytes).sum::<usize>() + self.padding.bytes()
+        self.sides.iter().map(|s| s.bytes).sum::<usize>()
+            + self.padding.bytes()
+            + self.closing.bytes()
+            + self
+                .expiring
+                .iter()
+                .map(CloseSchedule::bytes)
+                .sum::<usize>()
     }
 
     /// Both sides' rows. Padding is per epoch, flushed at the barrier.
