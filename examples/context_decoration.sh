@@ -18,8 +18,10 @@
 #
 # Run EddyDB first (`cargo run --release`), then: bash examples/context_decoration.sh
 # EDDYDB_HOST / EDDYDB_PORT say where it listens (default 127.0.0.1:6690);
-# CONTEXT_ROWS (default 1000000; scenario 2 has 16000000) and EVENTS
-# (default 1000000) set the sizes, EVENT_RATE the events per second.
+# CONTEXT_ROWS (default 1000000) and EVENTS (default 1000000) set the sizes,
+# EVENT_RATE (default 100000) the events per second. The live half must
+# outlast building the views; at scenario 2's size:
+#   CONTEXT_ROWS=16000000 EVENTS=2000000 EVENT_RATE=20000 bash examples/context_decoration.sh
 set -euo pipefail
 
 host=${EDDYDB_HOST:-127.0.0.1}
@@ -128,4 +130,8 @@ differ=$(value "SELECT count(*) FROM (
 echo "device counts that differ from the batch answer: $differ"
 retired_late=$(value "SELECT count(*) FROM decorated_on_arrival WHERE device_type = 'retired'")
 echo "events decorated as retired by the lookup join: $retired_late"
+if [ "$retired_late" = 0 ]; then
+  echo "no event arrived after the update: raise EVENTS or lower EVENT_RATE so that" \
+       "the live half of the stream outlasts building the views" >&2
+fi
 [ "$differ" = 0 ] && [ "$retired_late" -gt 0 ]
