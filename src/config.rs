@@ -63,15 +63,8 @@ pub struct Config {
 /// `4GB`, `512MiB`, `64kB`, or a bare number of bytes (units are powers of
 /// 1024, as in PostgreSQL's memory settings).
 fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size such as 512MB or 4GB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = number_and_unit(text, "a size such as 512MB or 4GB")?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "kb" | "kib" | "k" => 10,
         "mb" | "mib" | "m" => 20,
@@ -80,20 +73,27 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
         other => return Err(format!("unknown unit {other:?}: use kB, MB, GB or TB")),
     };
     n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{text:?} is too large"))
+        .ok_or_else(|| format!("{:?} is too large", text.trim()))
 }
 
-/// `500ms`, `1s`, `2m`, or a bare number of milliseconds.
-fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+/// The leading digits of `text` as a number, and the unit after them
+/// (trimmed); `what` names the expected form in the error.
+fn number_and_unit<'a>(text: &'a str, what: &str) -> Result<(u64, &'a str), String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
+    let n = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 1s or 2m"))?;
-    let millis = match unit.trim() {
+        .map_err(|_| format!("{text:?} is not {what}"))?;
+    Ok((n, unit.trim()))
+}
+
+/// `500ms`, `1s`, `2m`, or a bare number of milliseconds.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = number_and_unit(text, "a duration such as 500ms, 1s or 2m")?;
+    let millis = match unit {
         "" | "ms" => n,
         "s" => n.saturating_mul(1000),
         "m" | "min" => n.saturating_mul(60_000),

@@ -387,24 +387,14 @@ async fn a_view_over_the_memory_limit_fails_alone() -> anyhow::Result<()> {
 #[test]
 fn the_context_decoration_example_matches_the_batch_answer() -> anyhow::Result<()> {
     let server = TestServer::start()?;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/context_decoration.sh"
-    );
-    let output = std::process::Command::new("bash")
-        .arg(script)
-        .env("EDDYDB_PORT", server.port().to_string())
-        .env("CONTEXT_ROWS", "20000")
-        .env("EVENTS", "40000")
-        .env("EVENT_RATE", "10000")
-        .env("PGCONNECT_TIMEOUT", "30")
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success(),
-        "the example failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = server.run_example(
+        "context_decoration.sh",
+        &[
+            ("CONTEXT_ROWS", "20000"),
+            ("EVENTS", "40000"),
+            ("EVENT_RATE", "10000"),
+        ],
+    )?;
     ensure!(
         stdout.contains("device counts that differ from the batch answer: 0"),
         "{stdout}"

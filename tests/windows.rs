@@ -411,21 +411,7 @@ async fn emit_on_window_close_gives_the_final_rows_of_closed_windows() -> anyhow
 #[test]
 fn the_late_minute_totals_example_matches_the_batch_answer() -> anyhow::Result<()> {
     let server = TestServer::start()?;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/late_minute_totals.sh"
-    );
-    let output = std::process::Command::new("bash")
-        .arg(script)
-        .env("EDDYDB_PORT", server.port().to_string())
-        .env("PGCONNECT_TIMEOUT", "30")
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    ensure!(
-        output.status.success(),
-        "the example failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = server.run_example("late_minute_totals.sh", &[])?;
     ensure!(
         stdout.contains("hourly totals that differ from the batch answer: 0"),
         "{stdout}"

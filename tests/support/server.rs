@@ -292,6 +292,29 @@ impl TestServer {
         self.spawn()
     }
 
+    /// Runs `examples/<script>` against this server, as its README words
+    /// say (with `env` set); fails unless it succeeds, and returns its
+    /// standard output.
+    pub fn run_example(&self, script: &str, env: &[(&str, &str)]) -> anyhow::Result<String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(script);
+        let output = Command::new("bash")
+            .arg(path)
+            .env("EDDYDB_PORT", self.port().to_string())
+            .env("PGCONNECT_TIMEOUT", "30")
+            .envs(env.iter().copied())
+            .output()?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            bail!(
+                "{script} failed:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(stdout)
+    }
+
     /// The last 8 KiB of the server's stderr log, for failure messages.
     pub fn log_tail(&self) -> String {
         read_tail(&self.log_path(), 8192).unwrap_or_else(|e| format!("<no log: {e}>"))
