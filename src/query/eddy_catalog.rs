@@ -49,8 +49,9 @@ impl SchemaProvider for EddyCatalog {
             "source_errors" => source_errors(&self.0),
             "late_events" => late_events(&self.0),
             "checkpoints" => checkpoints(&self.0),
-            "views" => views(&self.0),
-            "operators" => operators(&self.0),
+            // Both ask the workers, which answer between steps.
+            "views" => blocking(|| views(&self.0)),
+            "operators" => blocking(|| operators(&self.0)),
             _ => return Ok(None),
         }?;
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -233,6 +234,18 @@ fn checkpoints(catalog: &Catalog) -> DfResult<RecordBatch> {
         )),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Runs `f`, which may wait for a dataflow step (a backfill can take
+/// seconds), without holding up the other tasks of the runtime's worker.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// The materialized views with their dataflows, by name.
