@@ -269,10 +269,16 @@ impl Catalog {
     }
 
     pub fn materialized_view(&self, name: &str) -> Option<Arc<MaterializedView>> {
-        match self.view(name)?.as_ref() {
-            ViewEntry::Materialized(view) => Some(Arc::clone(view)),
-            ViewEntry::Plain { .. } => None,
-        }
+        self.view(name)?.materialized().cloned()
+    }
+
+    /// Every materialized view, by name.
+    pub fn materialized_views(&self) -> Vec<Arc<MaterializedView>> {
+        let views = self.views.read().expect("catalog lock");
+        views
+            .values()
+            .filter_map(|v| v.materialized().cloned())
+            .collect()
     }
 
     pub fn relation_exists(&self, name: &str) -> bool {
@@ -484,6 +490,13 @@ impl ViewEntry {
         match self {
             ViewEntry::Materialized(view) => &view.def,
             ViewEntry::Plain { def, .. } => def,
+        }
+    }
+
+    pub fn materialized(&self) -> Option<&Arc<MaterializedView>> {
+        match self {
+            ViewEntry::Materialized(view) => Some(view),
+            ViewEntry::Plain { .. } => None,
         }
     }
 }

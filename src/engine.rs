@@ -601,8 +601,7 @@ impl Engine {
                     df.held.insert(view.def.id, stepped.state_bytes);
                     if let Some(reason) = self.over_budget(df, view.def.id, &stepped.changes) {
                         view.fail_out_of_memory(reason);
-                        self.runtime.remove(view.def.id);
-                        df.held.remove(&view.def.id);
+                        self.uninstall(&mut df.held, view.def.id);
                         failed.insert(view.def.name.clone());
                         continue;
                     }
@@ -625,6 +624,13 @@ impl Engine {
             }
         }
         outputs
+    }
+
+    /// Removes view `id`'s dataflow from the workers, and its state from
+    /// the budget (`held`, the engine's per-view operator state).
+    fn uninstall(&self, held: &mut BTreeMap<u64, usize>, id: u64) {
+        self.runtime.remove(id);
+        held.remove(&id);
     }
 
     /// With a memory budget, why view `id` cannot take on `changes` (its
@@ -718,8 +724,7 @@ impl Engine {
             .inspect_err(|_| self.runtime.remove(id))?;
         df.held.insert(id, initial.state_bytes);
         if let Some(reason) = self.over_budget(df, id, &initial.changes) {
-            self.runtime.remove(id);
-            df.held.remove(&id);
+            self.uninstall(&mut df.held, id);
             return Err(Error::MemoryLimit(format!(
                 "cannot create materialized view \"{}\": {reason}",
                 view.def.name
@@ -727,8 +732,7 @@ impl Engine {
         }
         let _gate = self.gate.blocking_write();
         if let Err(e) = view.apply(&initial.changes) {
-            self.runtime.remove(id);
-            df.held.remove(&id);
+            self.uninstall(&mut df.held, id);
             return Err(e);
         }
         df.views.insert(id, view);

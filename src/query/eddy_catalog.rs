@@ -248,18 +248,6 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// The materialized views with their dataflows, by name.
-fn materialized(catalog: &Catalog) -> Vec<Arc<crate::engine::MaterializedView>> {
-    catalog
-        .views()
-        .iter()
-        .filter_map(|v| match v.as_ref() {
-            crate::catalog::ViewEntry::Materialized(view) => Some(Arc::clone(view)),
-            crate::catalog::ViewEntry::Plain { .. } => None,
-        })
-        .collect()
-}
-
 fn views(catalog: &Catalog) -> DfResult<RecordBatch> {
     let schema: SchemaRef = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
@@ -272,7 +260,7 @@ fn views(catalog: &Catalog) -> DfResult<RecordBatch> {
         Field::new("memory_limit", DataType::Int64, true),
     ]));
     let engine = catalog.engine();
-    let views = materialized(catalog);
+    let views = catalog.materialized_views();
     let mut operator_bytes = Vec::with_capacity(views.len());
     for view in &views {
         let bytes = engine.operator_state_bytes(view.def.id).map_err(external)?;
@@ -316,7 +304,7 @@ fn operators(catalog: &Catalog) -> DfResult<RecordBatch> {
     let engine = catalog.engine();
     let (mut view, mut node, mut operator, mut inputs, mut bytes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for v in materialized(catalog) {
+    for v in catalog.materialized_views() {
         let held = engine.operator_state_bytes(v.def.id).map_err(external)?;
         for (i, n) in v.graph.nodes.iter().enumerate() {
             view.push(v.def.name.clone());

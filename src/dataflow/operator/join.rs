@@ -136,14 +136,13 @@ impl JoinSpec {
             Some(f) => format!(" [filter: {f}]"),
             None => String::new(),
         };
-        let close = match self.close {
+        let mut close = match self.close {
             Some(c) => format!(
                 " (keys close when the frontier passes {} + {} us)",
                 self.left_keys[c.key], c.slack_us
             ),
             None => String::new(),
         };
-        let mut close = close;
         let sides = [("left", &self.left_schema), ("right", &self.right_schema)];
         for ((side, schema), expire) in sides.iter().zip(&self.expire) {
             if let Some(e) = expire {
