@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, MaterializedView, RelationReader, ViewDef};
 use crate::error::{Error, Result};
+use crate::function::python::PythonConfig;
+use crate::function::{FunctionDef, FunctionEntry, FunctionErrorLog};
 use crate::storage::{Change, Store, Table};
 use crate::types::SqlType;
 
@@ -99,21 +101,25 @@ pub struct Catalog {
     engine: Arc<Engine>,
     /// Serialises DDL so ids and names are decided one at a time.
     ddl: Mutex<()>,
+    /// User functions by name.
+    functions: RwLock<BTreeMap<String, Arc<FunctionEntry>>>,
+    /// Bumped when a function is created or dropped: sessions register
+    /// the current Python functions with their planner again.
+    functions_version: AtomicU64,
+    /// Rows user functions failed on.
+    function_errors: Arc<FunctionErrorLog>,
+    /// How Python functions run.
+    python: PythonConfig,
     /// Bumped by every DDL statement; prepared plans older than it are re-planned.
     version: AtomicU64,
 }
 
 impl Catalog {
-    /// Opens the database under `data_dir`; views over streams are
-    /// checkpointed every `checkpoint_interval` (never with `None`), and
-    /// all views' state is held within `memory_limit` bytes.
-    pub fn open(
-        data_dir: &std::path::Path,
-        workers: usize,
-        checkpoint_interval: Option<std::time::Duration>,
-        memory_limit: Option<u64>,
-    ) -> Result<Catalog> {
-        let store = Store::open(data_dir)?;
+    /// Opens the database under the configured data directory; views over
+    /// streams are checkpointed every checkpoint interval, and all views'
+    /// state is held within the memory limit.
+    pub fn open(config: &crate::config::Config) -> Result<Catalog> {
+        let store = Store::open(&config.data_dir)?;
         let mut tables = BTreeMap::new();
         for def in store.table_defs()? {
             let table = store.open_table(def)?;
@@ -128,11 +134,25 @@ impl Catalog {
         let errors = crate::source::status::ErrorLog::new(store.tree("source_errors")?);
         let late = crate::source::status::ErrorLog::new(store.tree("late_events")?);
         let engine = Arc::new(Engine::new(
-            workers,
+            config.worker_count(),
             &store,
-            checkpoint_interval,
-            memory_limit,
+            config.checkpoint_interval(),
+            config.memory_limit(),
         )?);
+        let python = config.python();
+        let function_errors = Arc::new(FunctionErrorLog::default());
+        let mut functions = BTreeMap::new();
+        for def in store.function_defs()? {
+            let name = def.name.clone();
+            // Workers start at the first call, so a missing interpreter
+            // shows there, not here.
+            match FunctionEntry::new(def, &python, &function_errors, false) {
+                Ok(entry) => {
+                    functions.insert(name, Arc::new(entry));
+                }
+                Err(e) => tracing::error!(function = %name, error = %e, "cannot restore function"),
+            }
+        }
         Ok(Catalog {
             store,
             tables: RwLock::new(tables),
@@ -144,6 +164,10 @@ impl Catalog {
             late,
             engine,
             ddl: Mutex::new(()),
+            functions: RwLock::new(functions),
+            functions_version: AtomicU64::new(1),
+            function_errors,
+            python,
             version: AtomicU64::new(1),
         })
     }
@@ -404,6 +428,135 @@ impl Catalog {
         self.drop_dependents(name, entry.def().kind_name(), cascade)?;
         self.remove_view(&entry)?;
         Ok(true)
+    }
+
+    pub fn function(&self, name: &str) -> Option<Arc<FunctionEntry>> {
+        self.functions
+            .read()
+            .expect("catalog lock")
+            .get(name)
+            .cloned()
+    }
+
+    /// Every user function, by name.
+    pub fn functions(&self) -> Vec<Arc<FunctionEntry>> {
+        let functions = self.functions.read().expect("catalog lock");
+        functions.values().cloned().collect()
+    }
+
+    pub fn functions_version(&self) -> u64 {
+        self.functions_version.load(Ordering::Acquire)
+    }
+
+    pub fn function_errors(&self) -> &FunctionErrorLog {
+        &self.function_errors
+    }
+
+    /// Creates a function (checking its definition: a Python body must
+    /// define it). `or_replace` replaces one no view uses. `Ok(false)`
+    /// when it exists and `if_not_exists` is set.
+    pub fn create_function(
+        &self,
+        mut def: FunctionDef,
+        or_replace: bool,
+        if_not_exists: bool,
+    ) -> Result<bool> {
+        let _ddl = self.ddl.lock().expect("ddl lock");
+        if let Some(existing) = self.function(&def.name) {
+            if if_not_exists {
+                return Ok(false);
+            }
+            if !or_replace {
+                return Err(Error::DuplicateFunction(format!(
+                    "function {} already exists",
+                    existing.def.signature()
+                )));
+            }
+            let users = self.function_users(&def.name);
+            if let Some(user) = users.first() {
+                return Err(Error::DependentObjects {
+                    object: format!("function {}", existing.def.signature()),
+                    dependents: vec![format!(
+                        "{} {} depends on function {}",
+                        user.def().kind_name(),
+                        user.def().name,
+                        def.name
+                    )],
+                    cascade_hint: "Views keep the function they were created with: drop them \
+                                   (DROP FUNCTION … CASCADE), replace the function, and create \
+                                   them again."
+                        .into(),
+                });
+            }
+            def.id = existing.def.id;
+        }
+        let entry = FunctionEntry::new(def, &self.python, &self.function_errors, true)?;
+        self.store.put_function_def(&entry.def)?;
+        self.functions
+            .write()
+            .expect("catalog lock")
+            .insert(entry.def.name.clone(), Arc::new(entry));
+        self.functions_version.fetch_add(1, Ordering::AcqRel);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
+    }
+
+    /// Drops a function; with `cascade`, the views calling it too.
+    pub fn drop_function(&self, name: &str, if_exists: bool, cascade: bool) -> Result<bool> {
+        let _ddl = self.ddl.lock().expect("ddl lock");
+        let Some(entry) = self.function(name) else {
+            if if_exists {
+                return Ok(false);
+            }
+            return Err(Error::UndefinedFunction(format!(
+                "function {name} does not exist"
+            )));
+        };
+        let users = self.function_users(name);
+        if !users.is_empty() && !cascade {
+            return Err(Error::DependentObjects {
+                object: format!("function {}", entry.def.signature()),
+                dependents: users
+                    .iter()
+                    .map(|v| {
+                        format!(
+                            "{} {} depends on function {name}",
+                            v.def().kind_name(),
+                            v.def().name
+                        )
+                    })
+                    .collect(),
+                cascade_hint: "Use DROP ... CASCADE to drop the dependent objects too.".into(),
+            });
+        }
+        // The views calling it and the views over those, newest first.
+        let mut doomed: Vec<Arc<ViewEntry>> = Vec::new();
+        for user in users {
+            doomed.extend(self.dependents(&user.def().name));
+            doomed.push(user);
+        }
+        doomed.sort_by_key(|v| std::cmp::Reverse(v.def().id));
+        doomed.dedup_by_key(|v| v.def().id);
+        for view in doomed {
+            tracing::info!(view = %view.def().name, "dropping dependent view (CASCADE)");
+            self.remove_view(&view)?;
+        }
+        self.store.delete_function_def(name)?;
+        self.functions.write().expect("catalog lock").remove(name);
+        self.functions_version.fetch_add(1, Ordering::AcqRel);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
+    }
+
+    /// Views calling function `name`, newest first.
+    fn function_users(&self, name: &str) -> Vec<Arc<ViewEntry>> {
+        let mut users: Vec<Arc<ViewEntry>> = self
+            .views()
+            .into_iter()
+            .filter(|v| v.def().functions.iter().any(|f| f == name))
+            .collect();
+        users.sort_by_key(|v| std::cmp::Reverse(v.def().id));
+        users
     }
 
     fn remove_view(&self, entry: &ViewEntry) -> Result<()> {

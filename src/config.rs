@@ -58,6 +58,19 @@ pub struct Config {
     /// with 53200; the others go on.
     #[arg(long, env = "EDDYDB_MEMORY_LIMIT", default_value = "0", value_parser = parse_bytes)]
     pub memory_limit: u64,
+    /// The Python interpreter that runs `LANGUAGE python` functions, each
+    /// in worker processes of its own.
+    #[arg(long, env = "EDDYDB_PYTHON", default_value = "python3")]
+    pub python: PathBuf,
+    /// How long one call of a Python function may take before its row is
+    /// given up (the row's result is NULL and the error is kept in
+    /// `eddy_catalog.function_errors`).
+    #[arg(long, env = "EDDYDB_FUNCTION_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    pub function_timeout: std::time::Duration,
+    /// Address space each Python worker process may use: `1GB`, `512MB`;
+    /// `0` for no limit.
+    #[arg(long, env = "EDDYDB_FUNCTION_MEMORY_LIMIT", default_value = "2GB", value_parser = parse_bytes)]
+    pub function_memory_limit: u64,
 }
 
 /// `4GB`, `512MiB`, `64kB`, or a bare number of bytes (units are powers of
@@ -114,6 +127,18 @@ impl Config {
             log: "info".to_string(),
             checkpoint_interval: std::time::Duration::from_secs(1),
             memory_limit: 0,
+            python: PathBuf::from("python3"),
+            function_timeout: std::time::Duration::from_secs(10),
+            function_memory_limit: 2 << 30,
+        }
+    }
+
+    /// How `LANGUAGE python` functions run.
+    pub fn python(&self) -> crate::function::python::PythonConfig {
+        crate::function::python::PythonConfig {
+            program: self.python.clone(),
+            timeout: self.function_timeout,
+            memory_limit: Some(self.function_memory_limit).filter(|b| *b > 0),
         }
     }
 

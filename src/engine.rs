@@ -64,6 +64,10 @@ pub struct ViewDef {
     /// `EMIT ON WINDOW CLOSE`: windowed groups are emitted once, final.
     #[serde(default)]
     pub emit_on_window_close: bool,
+    /// User functions the query calls (directly or through other
+    /// functions): they cannot be dropped while the view exists.
+    #[serde(default)]
+    pub functions: Vec<String>,
 }
 
 impl ViewDef {

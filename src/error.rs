@@ -41,6 +41,10 @@ pub enum Error {
     #[error("{0}")]
     UndefinedObject(String),
     #[error("{0}")]
+    DuplicateFunction(String),
+    #[error("{0}")]
+    InvalidFunction(String),
+    #[error("{0}")]
     Grouping(String),
     #[error("{0}")]
     InvalidDefinition(String),
@@ -148,6 +152,8 @@ impl Error {
             Error::AmbiguousColumn(_) => "42702",
             Error::UndefinedFunction(_) => "42883",
             Error::UndefinedObject(_) => "42704",
+            Error::DuplicateFunction(_) => "42723",
+            Error::InvalidFunction(_) => "42P13",
             Error::Grouping(_) => "42803",
             Error::InvalidDefinition(_) => "42P16",
             Error::DatatypeMismatch(_) => "42804",
@@ -451,7 +457,10 @@ fn from_plan_message(m: String) -> Error {
         let name = rest.split('\'').next().unwrap_or(rest);
         return Error::UndefinedFunction(format!("function {name} does not exist"));
     }
-    if m.contains("Invalid function") || m.contains("Unknown function") {
+    if m.contains("Invalid function")
+        || m.contains("Unknown function")
+        || m.contains("No function matches the given name and argument types")
+    {
         return Error::UndefinedFunction(m);
     }
     if let Some((_, ty)) = m.split_once("non-boolean predicate") {

@@ -25,6 +25,7 @@ pub mod config;
 pub mod dataflow;
 pub mod engine;
 pub mod error;
+pub mod function;
 pub mod protocol;
 pub mod query;
 pub mod server;

@@ -35,6 +35,9 @@ pub const DML_SCHEMA: &str = "__dml";
 pub struct QueryContext {
     ctx: SessionContext,
     catalog: Arc<Catalog>,
+    /// The catalog's functions version the registered Python functions
+    /// are of, and their names.
+    functions: std::sync::Mutex<(u64, Vec<String>)>,
 }
 
 /// Interval literals in PostgreSQL's own output form (`1 year 2 mons
@@ -144,7 +147,11 @@ impl QueryContext {
         for session_bound in crate::sql::sessions::functions() {
             ctx.register_udwf(session_bound);
         }
-        Ok(QueryContext { ctx, catalog })
+        Ok(QueryContext {
+            ctx,
+            catalog,
+            functions: std::sync::Mutex::new((0, Vec::new())),
+        })
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -167,8 +174,9 @@ impl QueryContext {
     /// window table functions become derived tables
     /// ([`crate::sql::windows`]).
     pub fn rewrite(&self, stmt: &mut Statement) -> Result<()> {
-        crate::sql::windows::rewrite(stmt)?;
         let catalog = &self.catalog;
+        crate::function::inline::inline_calls(stmt, &|name| catalog.function(name))?;
+        crate::sql::windows::rewrite(stmt)?;
         pg_catalog::rewrite_statement(stmt, &|name| catalog.relation_exists(name));
         normalize_interval_literals(stmt);
         Ok(())
@@ -176,8 +184,40 @@ impl QueryContext {
 
     /// Plans a statement DataFusion understands (queries, VALUES, EXPLAIN).
     pub async fn plan(&self, stmt: Statement) -> Result<LogicalPlan> {
+        self.register_functions();
         let stmt = datafusion::sql::parser::Statement::Statement(Box::new(stmt));
         Ok(self.ctx.state().statement_to_plan(stmt).await?)
+    }
+
+    /// Registers the catalog's Python functions with the planner, if they
+    /// changed since the last statement (SQL functions are inlined by
+    /// [`QueryContext::rewrite`] instead).
+    fn register_functions(&self) {
+        let version = self.catalog.functions_version();
+        let mut registered = self.functions.lock().expect("functions lock");
+        if registered.0 == version {
+            return;
+        }
+        for name in registered.1.drain(..) {
+            self.ctx.deregister_udf(&name);
+        }
+        for entry in self.catalog.functions() {
+            if let crate::function::Body::Python(udf) = &entry.body {
+                self.ctx.register_udf(udf.as_ref().clone());
+                registered.1.push(entry.def.name.clone());
+            }
+        }
+        registered.0 = version;
+    }
+
+    /// Whether `name` is one of the planner's own functions (not a user's).
+    pub fn is_builtin_function(&self, name: &str) -> bool {
+        let state = self.ctx.state();
+        let registered = self.functions.lock().expect("functions lock");
+        !registered.1.iter().any(|n| n == name)
+            && (state.scalar_functions().contains_key(name)
+                || state.aggregate_functions().contains_key(name)
+                || state.window_functions().contains_key(name))
     }
 
     /// Runs a plan with its `$n` parameters bound, streaming the result.

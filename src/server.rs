@@ -23,12 +23,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> crate::Result<()> {
-    let catalog = Arc::new(Catalog::open(
-        &config.data_dir,
-        config.worker_count(),
-        config.checkpoint_interval(),
-        config.memory_limit(),
-    )?);
+    let catalog = Arc::new(Catalog::open(&config)?);
     let started = std::time::Instant::now();
     let restore_ctx =
         crate::query::QueryContext::new(Arc::clone(&catalog), config.worker_count(), "eddydb", 0)?;

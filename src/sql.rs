@@ -7,6 +7,7 @@ mod colnames;
 pub mod copy_format;
 pub(crate) mod ddl;
 mod dml;
+mod functions;
 pub mod lookup;
 pub(crate) mod names;
 mod point_lookup;
@@ -345,6 +346,10 @@ impl Session {
             Statement::CreateTable(create) => {
                 ddl::create_table(&self.catalog, &self.query, create).await
             }
+            Statement::CreateFunction(create) => {
+                functions::create(&self.catalog, &self.query, create).await
+            }
+            Statement::DropFunction(drop) => functions::drop(&self.catalog, drop),
             Statement::Drop {
                 object_type,
                 if_exists,

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 const TABLE_DEF_PREFIX: &str = "table/";
 const VIEW_DEF_PREFIX: &str = "view/";
 const SOURCE_DEF_PREFIX: &str = "source/";
+const FUNCTION_DEF_PREFIX: &str = "function/";
 const NEXT_TABLE_ID: &str = "next_table_id";
 const ROWS_TREE_PREFIX: &str = "rows/";
 
@@ -96,51 +97,64 @@ impl Store {
     }
 
     pub fn view_defs(&self) -> Result<Vec<crate::engine::ViewDef>> {
-        let mut defs = Vec::new();
-        for entry in self.meta.scan_prefix(VIEW_DEF_PREFIX) {
-            let (_, value) = entry?;
-            defs.push(
-                serde_json::from_slice(&value)
-                    .map_err(|e| Error::Storage(format!("corrupt view definition: {e}")))?,
-            );
-        }
-        Ok(defs)
+        self.defs(VIEW_DEF_PREFIX, "view")
     }
 
     pub fn put_view_def(&self, def: &crate::engine::ViewDef) -> Result<()> {
-        let json = serde_json::to_vec(def).map_err(|e| Error::Internal(e.to_string()))?;
-        self.meta
-            .insert(format!("{VIEW_DEF_PREFIX}{}", def.name), json)?;
-        self.flush()
+        self.put_def(VIEW_DEF_PREFIX, &def.name, def)
     }
 
     pub fn delete_view_def(&self, def: &crate::engine::ViewDef) -> Result<()> {
-        self.meta.remove(format!("{VIEW_DEF_PREFIX}{}", def.name))?;
-        self.flush()
+        self.delete_def(VIEW_DEF_PREFIX, &def.name)
     }
 
     /// Stored source definitions (JSON values of the caller's type).
     pub fn source_defs<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>> {
+        self.defs(SOURCE_DEF_PREFIX, "source")
+    }
+
+    pub fn put_source_def<T: serde::Serialize>(&self, name: &str, def: &T) -> Result<()> {
+        self.put_def(SOURCE_DEF_PREFIX, name, def)
+    }
+
+    pub fn delete_source_def(&self, name: &str) -> Result<()> {
+        self.delete_def(SOURCE_DEF_PREFIX, name)
+    }
+
+    pub fn function_defs(&self) -> Result<Vec<crate::function::FunctionDef>> {
+        self.defs(FUNCTION_DEF_PREFIX, "function")
+    }
+
+    pub fn put_function_def(&self, def: &crate::function::FunctionDef) -> Result<()> {
+        self.put_def(FUNCTION_DEF_PREFIX, &def.name, def)
+    }
+
+    pub fn delete_function_def(&self, name: &str) -> Result<()> {
+        self.delete_def(FUNCTION_DEF_PREFIX, name)
+    }
+
+    /// The definitions stored under `prefix` (JSON), of a `kind` named in errors.
+    fn defs<T: serde::de::DeserializeOwned>(&self, prefix: &str, kind: &str) -> Result<Vec<T>> {
         let mut defs = Vec::new();
-        for entry in self.meta.scan_prefix(SOURCE_DEF_PREFIX) {
+        for entry in self.meta.scan_prefix(prefix) {
             let (_, value) = entry?;
             defs.push(
                 serde_json::from_slice(&value)
-                    .map_err(|e| Error::Storage(format!("corrupt source definition: {e}")))?,
+                    .map_err(|e| Error::Storage(format!("corrupt {kind} definition: {e}")))?,
             );
         }
         Ok(defs)
     }
 
-    pub fn put_source_def<T: serde::Serialize>(&self, name: &str, def: &T) -> Result<()> {
+    /// Stores a definition durably (flushed before returning).
+    fn put_def<T: serde::Serialize>(&self, prefix: &str, name: &str, def: &T) -> Result<()> {
         let json = serde_json::to_vec(def).map_err(|e| Error::Internal(e.to_string()))?;
-        self.meta
-            .insert(format!("{SOURCE_DEF_PREFIX}{name}"), json)?;
+        self.meta.insert(format!("{prefix}{name}"), json)?;
         self.flush()
     }
 
-    pub fn delete_source_def(&self, name: &str) -> Result<()> {
-        self.meta.remove(format!("{SOURCE_DEF_PREFIX}{name}"))?;
+    fn delete_def(&self, prefix: &str, name: &str) -> Result<()> {
+        self.meta.remove(format!("{prefix}{name}"))?;
         self.flush()
     }
 

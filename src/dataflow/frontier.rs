@@ -79,6 +79,13 @@ pub fn mark_window_closes(
             }
             continue;
         }
+        if let (NodeKind::Over(spec), Some(input)) = (&graph.nodes[i].kind, input) {
+            let slack = expr_bound(graph, &spec.order, input, relation_bound);
+            if let NodeKind::Over(spec) = &mut graph.nodes[i].kind {
+                spec.close_slack_us = slack;
+            }
+            continue;
+        }
         if let NodeKind::Join(spec) = &graph.nodes[i].kind {
             let close = join_close(graph, spec, &graph.nodes[i].inputs, relation_bound);
             let expire = join_expiry(graph, spec, &graph.nodes[i].inputs, relation_bound);

@@ -8,8 +8,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::operator::{
-    AggregateSpec, Filter, JoinSpec, Operator, Project, SessionSpec, TemporalSpec, TopNSpec, Union,
-    Values,
+    AggregateSpec, Filter, JoinSpec, Operator, OverSpec, Project, SessionSpec, TemporalSpec,
+    TopNSpec, Union, Values,
 };
 use crate::error::Result;
 
@@ -35,6 +35,7 @@ pub enum NodeKind {
     Aggregate(AggregateSpec),
     Join(JoinSpec),
     TopN(TopNSpec),
+    Over(OverSpec),
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +89,7 @@ impl Graph {
             NodeKind::Aggregate(spec) => spec.close.is_some(),
             NodeKind::Join(spec) => spec.close.is_some() || spec.expire.iter().any(Option::is_some),
             NodeKind::TopN(spec) => spec.close.is_some(),
+            NodeKind::Over(spec) => spec.close_slack_us.is_some(),
             NodeKind::Session(spec) => spec.close_slack_us.is_some(),
             _ => false,
         })
@@ -203,6 +205,7 @@ fn describe_raw(kind: &NodeKind) -> String {
         NodeKind::Aggregate(op) => op.describe(),
         NodeKind::Join(op) => op.describe(),
         NodeKind::TopN(op) => op.describe(),
+        NodeKind::Over(op) => op.describe(),
     }
 }
 
@@ -220,6 +223,7 @@ pub fn instantiate(kind: &NodeKind) -> Result<Option<Box<dyn Operator>>> {
         NodeKind::Aggregate(spec) => spec.instantiate()?,
         NodeKind::Join(spec) => spec.instantiate()?,
         NodeKind::TopN(spec) => spec.instantiate()?,
+        NodeKind::Over(spec) => spec.instantiate()?,
     }))
 }
 

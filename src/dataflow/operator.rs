@@ -6,6 +6,7 @@
 mod aggregate;
 mod filter;
 mod join;
+mod over;
 mod project;
 mod session;
 mod temporal;
@@ -16,6 +17,7 @@ mod values;
 pub use aggregate::{AggCall, AggFunc, AggregateSpec, WindowClose};
 pub use filter::Filter;
 pub use join::{JoinKind, JoinSpec};
+pub use over::OverSpec;
 pub use project::Project;
 pub use session::{session_spans, SessionBound, SessionSpec};
 pub use temporal::TemporalSpec;
@@ -70,12 +72,16 @@ impl CloseSchedule {
         let times = timestamp_micros(times)?;
         for (i, key) in keys.iter().enumerate() {
             if times.is_valid(i) {
-                let at = times.value(i).saturating_add(slack_us);
-                self.at.entry(at).or_default().push(KeyBytes::new(key));
-                self.keys += 1;
+                self.push(times.value(i).saturating_add(slack_us), key);
             }
         }
         Ok(())
+    }
+
+    /// Schedules `key` to come out once the frontier reaches `at`.
+    pub(crate) fn push(&mut self, at: i64, key: &[u8]) {
+        self.at.entry(at).or_default().push(KeyBytes::new(key));
+        self.keys += 1;
     }
 
     /// Takes out every key the frontier has reached. A key scheduled twice

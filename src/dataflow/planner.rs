@@ -27,7 +27,7 @@ use super::batch::nullable_schema;
 use super::expr::fixed_interval_micros;
 use super::graph::{Graph, NodeKind};
 use super::operator::{
-    AggCall, AggFunc, AggregateSpec, Filter, JoinKind, JoinSpec, Project, SessionBound,
+    AggCall, AggFunc, AggregateSpec, Filter, JoinKind, JoinSpec, OverSpec, Project, SessionBound,
     SessionSpec, SortKey, TemporalSpec, TopNSpec, Union, Values,
 };
 use crate::error::{Error, Result};
@@ -195,7 +195,8 @@ impl Lowering {
             LogicalPlan::Limit(l) => self.lower_limit(l, plan),
             LogicalPlan::Window(w) => match session_window(w)? {
                 Some(session) => Ok((self.lower_session(w, session)?, None)),
-                None => Ok((self.lower_ranked(w, (1, None))?, None)),
+                None if only_row_numbers(w) => Ok((self.lower_ranked(w, (1, None))?, None)),
+                None => Ok((self.lower_over(w)?, None)),
             },
             LogicalPlan::Values(v) => self.lower_values(&v.values, plan),
             LogicalPlan::EmptyRelation(e) => {
@@ -623,6 +624,93 @@ impl Lowering {
             .add(NodeKind::TopN(spec), vec![exchanged], schema))
     }
 
+    /// Window functions over a bounded frame of preceding rows (see
+    /// `operator/over.rs`), all of one PARTITION BY and one ORDER BY.
+    fn lower_over(&mut self, w: &datafusion::logical_expr::Window) -> Result<usize> {
+        let input_schema = w.input.schema();
+        let mut shared: Option<(&[Expr], &[SortExpr])> = None;
+        let mut rows_back = 0usize;
+        let mut range_back: Option<i64> = None;
+        let mut functions = Vec::new();
+        for expr in &w.window_expr {
+            let Expr::WindowFunction(wf) = strip_alias(expr) else {
+                return Err(Error::Internal(format!(
+                    "window expression expected, got {expr}"
+                )));
+            };
+            let WindowFunction { fun, params } = wf.as_ref();
+            let name = fun.name().to_ascii_lowercase();
+            match shared {
+                None => shared = Some((&params.partition_by, &params.order_by)),
+                Some((partition, order))
+                    if partition == params.partition_by.as_slice()
+                        && order == params.order_by.as_slice() => {}
+                Some(_) => {
+                    return Err(refuse(
+                        "window functions with different PARTITION BY or ORDER BY in one SELECT",
+                        "Give every OVER clause of a SELECT the same PARTITION BY and ORDER BY \
+                         (frames may differ), or compute the others in a view of their own.",
+                    ))
+                }
+            }
+            match params.order_by.as_slice() {
+                [order] if order.asc => {}
+                _ => {
+                    return Err(refuse(
+                        &format!("{name}() OVER without one ascending ORDER BY"),
+                        "Order each partition by one column ascending, usually the event \
+                         time: OVER (PARTITION BY user_id ORDER BY ts ROWS BETWEEN 5 PRECEDING \
+                         AND 1 PRECEDING).",
+                    ))
+                }
+            }
+            let (rows, range) = frame_reach(&name, params)?;
+            rows_back = rows_back.max(rows);
+            if let Some(range) = range {
+                range_back = Some(range_back.map_or(range, |r: i64| r.max(range)));
+            }
+            functions.push(datafusion::physical_planner::create_window_expr(
+                expr,
+                input_schema,
+                &ExecutionProps::new(),
+                &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+            )?);
+        }
+        let Some((partition_by, order_by)) = shared else {
+            return Err(Error::Internal("window node without functions".into()));
+        };
+        let order_type = order_by[0].expr.get_type(input_schema)?;
+        let orderable = order_type.is_integer()
+            || matches!(
+                order_type,
+                DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+            );
+        if !orderable {
+            return Err(refuse(
+                &format!("OVER (ORDER BY a column of type {order_type})"),
+                "Order the partition by a timestamp, date or integer column.",
+            ));
+        }
+        let (input, _) = self.lower(&w.input)?;
+        let partition_exprs = physical_all(partition_by, input_schema)?;
+        let order = physical(&order_by[0].expr, input_schema)?;
+        let exchanged = self.exchange(input, partition_exprs.clone());
+        let schema = nullable_schema(w.schema.as_arrow());
+        let spec = OverSpec {
+            partition_exprs,
+            order,
+            functions,
+            rows_back,
+            range_back,
+            input_schema: nullable_schema(input_schema.as_arrow()),
+            output_schema: Arc::clone(&schema),
+            close_slack_us: None,
+        };
+        Ok(self
+            .graph
+            .add(NodeKind::Over(spec), vec![exchanged], schema))
+    }
+
     /// A `SESSION(…)` window: its bounds appended to every row.
     fn lower_session(
         &mut self,
@@ -696,6 +784,116 @@ fn trailing_calls(plan: &LogicalPlan) -> Result<usize> {
         })
     })?;
     Ok(calls)
+}
+
+/// Whether every function of `w` is `ROW_NUMBER()` (a ranking, lowered to
+/// top-N).
+fn only_row_numbers(w: &datafusion::logical_expr::Window) -> bool {
+    w.window_expr.iter().all(
+        |e| matches!(strip_alias(e), Expr::WindowFunction(wf) if wf.fun.name() == "row_number"),
+    )
+}
+
+/// How far back a window function reaches: rows, and order units (µs for
+/// times) of a RANGE frame. Frames reaching forward or to the partition's
+/// start are refused: their results would change with every later row, or
+/// need every earlier one.
+fn frame_reach(
+    name: &str,
+    params: &datafusion::logical_expr::expr::WindowFunctionParams,
+) -> Result<(usize, Option<i64>)> {
+    use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+    let bounded_hint = "Give the frame explicitly and bounded: ROWS BETWEEN 5 PRECEDING AND 1 \
+                        PRECEDING, or RANGE BETWEEN INTERVAL '1 hour' PRECEDING AND CURRENT ROW; \
+                        for totals over all of a key's rows, GROUP BY the key in a view.";
+    match name {
+        "lag" => {
+            let offset = match params.args.get(1) {
+                None => 1,
+                Some(Expr::Literal(v, _)) => v
+                    .clone()
+                    .cast_to(&DataType::Int64)
+                    .ok()
+                    .and_then(|v| match v {
+                        ScalarValue::Int64(Some(n)) if n >= 0 => Some(n as usize),
+                        _ => None,
+                    })
+                    .ok_or_else(|| {
+                        refuse("lag() with a negative offset", "Use lag(x, n) with n >= 0.")
+                    })?,
+                Some(_) => {
+                    return Err(refuse(
+                        "lag() with a computed offset",
+                        "Give the offset as a constant: lag(x, 2).",
+                    ))
+                }
+            };
+            return Ok((offset, None));
+        }
+        "lead" => {
+            return Err(refuse(
+                "lead()",
+                "A row's output would change with every later row; use lag() on the later row.",
+            ))
+        }
+        "row_number" | "rank" | "dense_rank" | "percent_rank" | "cume_dist" | "ntile" => {
+            return Err(refuse(
+                &format!("{name}() OVER"),
+                "Rank in a view of its own: ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) with \
+                 a filter rn <= N; count earlier rows with count(*) over a bounded frame.",
+            ))
+        }
+        _ => {}
+    }
+    let frame = &params.window_frame;
+    let reach = |bound: &WindowFrameBound| -> Result<Option<ScalarValue>> {
+        match bound {
+            WindowFrameBound::CurrentRow => Ok(None),
+            WindowFrameBound::Preceding(v) if !v.is_null() => Ok(Some(v.clone())),
+            WindowFrameBound::Preceding(_) => Err(refuse(
+                &format!("{name}() over a frame from UNBOUNDED PRECEDING"),
+                bounded_hint,
+            )),
+            WindowFrameBound::Following(_) => Err(refuse(
+                &format!("{name}() over a frame reaching FOLLOWING rows"),
+                bounded_hint,
+            )),
+        }
+    };
+    reach(&frame.end_bound)?;
+    let start = reach(&frame.start_bound)?;
+    match frame.units {
+        WindowFrameUnits::Rows => {
+            let n = match start {
+                None => 0,
+                Some(v) => match v.cast_to(&DataType::Int64)? {
+                    ScalarValue::Int64(Some(n)) if n >= 0 => n as usize,
+                    _ => return Err(refuse("a ROWS frame of a negative length", bounded_hint)),
+                },
+            };
+            Ok((n, None))
+        }
+        WindowFrameUnits::Range => {
+            let units = match start {
+                None => 0,
+                Some(v) => match fixed_interval_micros(&v) {
+                    Some(us) => us,
+                    None => match v.cast_to(&DataType::Int64) {
+                        Ok(ScalarValue::Int64(Some(n))) if n >= 0 => n,
+                        _ => {
+                            return Err(refuse(
+                                &format!("a RANGE frame of {v}"),
+                                "Give the range as a fixed interval (no months) or, over an \
+                                 integer order, a number.",
+                            ))
+                        }
+                    },
+                },
+            };
+            Ok((0, Some(units)))
+        }
+        WindowFrameUnits::Groups => Err(refuse("GROUPS frames", bounded_hint)),
+    }
 }
 
 /// The session window functions of one `SESSION(…)` call.

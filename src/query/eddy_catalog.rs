@@ -8,6 +8,7 @@
 //! - `views`: each materialized view's status and the memory its state
 //!   takes, against `--memory-limit`.
 //! - `operators`: each view's dataflow operators and the state each holds.
+//! - `function_errors`: rows user functions failed on.
 
 use std::sync::Arc;
 
@@ -25,13 +26,14 @@ use crate::catalog::Catalog;
 
 pub const SCHEMA: &str = "eddy_catalog";
 
-const RELATIONS: [&str; 6] = [
+const RELATIONS: [&str; 7] = [
     "source_partitions",
     "source_errors",
     "late_events",
     "checkpoints",
     "views",
     "operators",
+    "function_errors",
 ];
 
 #[derive(Debug)]
@@ -52,6 +54,7 @@ impl SchemaProvider for EddyCatalog {
             // Both ask the workers, which answer between steps.
             "views" => blocking(|| views(&self.0)),
             "operators" => blocking(|| operators(&self.0)),
+            "function_errors" => function_errors(&self.0),
             _ => return Ok(None),
         }?;
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -138,6 +141,34 @@ fn source_partitions(catalog: &Catalog) -> DfResult<RecordBatch> {
 
 fn source_errors(catalog: &Catalog) -> DfResult<RecordBatch> {
     set_apart(catalog.source_errors(), false)
+}
+
+/// The most recent rows user functions failed on, oldest first.
+fn function_errors(catalog: &Catalog) -> DfResult<RecordBatch> {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("function", DataType::Utf8, false),
+        Field::new("arguments", DataType::Utf8, false),
+        Field::new("message", DataType::Utf8, false),
+        Field::new("traceback", DataType::Utf8, false),
+        Field::new("at", timestamptz(), false),
+    ]));
+    let rows = catalog.function_errors().entries();
+    let text = |f: fn(&crate::function::FunctionError) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|(_, e)| f(e)),
+        ))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        text(|e| &e.function),
+        text(|e| &e.arguments),
+        text(|e| &e.message),
+        text(|e| &e.traceback),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|(at, _)| *at))
+                .with_timezone(crate::types::UTC),
+        ),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 fn late_events(catalog: &Catalog) -> DfResult<RecordBatch> {

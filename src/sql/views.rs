@@ -164,6 +164,8 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
         std::ops::ControlFlow::<()>::Continue(())
     });
     let plan = with_column_names(&stmt, plan, &spec.column_names)?;
+    let catalog = ctx.catalog();
+    let functions = crate::function::inline::functions_used(&stmt, &|name| catalog.function(name));
     let def = ViewDef {
         id: spec.id,
         name: spec.name,
@@ -173,6 +175,7 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
         depends_on,
         stream_starts: spec.stream_starts,
         emit_on_window_close: spec.emit_on_close,
+        functions,
     };
     if !def.materialized {
         return Ok(ViewEntry::Plain {
@@ -184,7 +187,6 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
     let schema = crate::dataflow::batch::nullable_schema(plan.schema().as_arrow());
     let optimized = ctx.session().state().optimize(&plan)?;
     let mut planned = plan_graph(&optimized)?;
-    let catalog = ctx.catalog();
     check_lookups(&planned.graph, catalog)?;
     let bound = |relation: &str, column: usize| relation_bound(catalog, relation, column);
     let closing = mark_window_closes(&mut planned.graph, &bound, def.emit_on_window_close);

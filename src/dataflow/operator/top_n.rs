@@ -476,13 +476,13 @@ impl PartialOrd for RankKey {
 
 /// Encodes columns of fixed types; no columns encode as the empty key.
 #[derive(Debug)]
-struct Codec {
+pub(super) struct Codec {
     types: Vec<DataType>,
     codec: Option<RowCodec>,
 }
 
 impl Codec {
-    fn new(fields: Vec<(DataType, SortOptions)>) -> Result<Codec> {
+    pub(super) fn new(fields: Vec<(DataType, SortOptions)>) -> Result<Codec> {
         let types = fields.iter().map(|(t, _)| t.clone()).collect();
         let codec = match fields.is_empty() {
             true => None,
@@ -491,7 +491,7 @@ impl Codec {
         Ok(Codec { types, codec })
     }
 
-    fn encode(&self, columns: Vec<ArrayRef>) -> Result<Option<Rows>> {
+    pub(super) fn encode(&self, columns: Vec<ArrayRef>) -> Result<Option<Rows>> {
         let Some(codec) = &self.codec else {
             return Ok(None);
         };
@@ -503,7 +503,10 @@ impl Codec {
         Ok(Some(codec.encode(&columns)?))
     }
 
-    fn decode<'a>(&self, rows: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<ArrayRef>> {
+    pub(super) fn decode<'a>(
+        &self,
+        rows: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<ArrayRef>> {
         match &self.codec {
             Some(codec) => codec.decode(rows),
             None => Ok(Vec::new()),
@@ -511,12 +514,12 @@ impl Codec {
     }
 }
 
-fn key_at(rows: &Option<Rows>, i: usize) -> &[u8] {
+pub(super) fn key_at(rows: &Option<Rows>, i: usize) -> &[u8] {
     rows.as_ref().map_or(&[], |r| r.row(i).data())
 }
 
 /// `array` as `data_type`, cast only when it differs.
-fn conform(array: ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
+pub(super) fn conform(array: ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
     if array.data_type() == data_type {
         return Ok(array);
     }

@@ -1,0 +1,566 @@
+//! Streaming OVER windows: each row with window functions of its
+//! partition's neighbouring rows — `lag(x) OVER (PARTITION BY user ORDER BY
+//! ts)`, `avg(x) OVER (… ROWS BETWEEN 5 PRECEDING AND 1 PRECEDING)`,
+//! `count(*) OVER (… RANGE BETWEEN INTERVAL '1 hour' PRECEDING AND CURRENT
+//! ROW)`.
+//!
+//! Frames only look back (the planner refuses FOLLOWING and UNBOUNDED
+//! PRECEDING), by at most `rows_back` rows or `range_back` order units. So
+//! a change at order value `t` alters the output of rows from `t` on, for
+//! `rows_back` rows or `range_back` units past the last change — for rows
+//! appended in order, of the new rows only. At the barrier, for each
+//! partition that changed, the operator evaluates the window functions
+//! (DataFusion's own window expressions, so results are those of a batch
+//! query) over those affected rows and the context before them, once
+//! before and once after applying the changes, and emits the difference.
+//!
+//! Rows are ordered by the order value, then by the whole row's encoding,
+//! so ties resolve the same way whatever the worker count or arrival
+//! order. When the order column is the event time of a source with a
+//! watermark, rows no frame can reach any more (older than the frontier by
+//! more than `range_back`, beyond the last `rows_back`) are let go of: state
+//! is bounded by the frames.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
+use datafusion::arrow::compute::{concat, take, SortOptions};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::HashMap as FastMap;
+use datafusion::physical_expr::window::WindowExpr;
+use datafusion::physical_plan::PhysicalExpr;
+
+use super::top_n::{conform, key_at, Codec};
+use super::{ChangeBatch, CloseSchedule, Operator, Shard, ENTRY_OVERHEAD_BYTES, OUTPUT_BATCH_ROWS};
+use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros, MICROS_PER_DAY};
+use crate::dataflow::state::{corrupt, StateReader, StateWriter};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct OverSpec {
+    /// Over the input batch; empty for one partition of all rows.
+    pub partition_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// The one ORDER BY expression, ascending: integers, dates or
+    /// timestamps (as microseconds).
+    pub order: Arc<dyn PhysicalExpr>,
+    /// The window functions, over the input schema.
+    pub functions: Vec<Arc<dyn WindowExpr>>,
+    /// How many rows back the furthest frame (or `lag`) reaches.
+    pub rows_back: usize,
+    /// How far back in order units (µs for times) the furthest RANGE
+    /// frame reaches; `None` without RANGE frames.
+    pub range_back: Option<i64>,
+    pub input_schema: SchemaRef,
+    /// Input fields, then one per function.
+    pub output_schema: SchemaRef,
+    /// Set when the order column is bounded by the event-time frontier
+    /// (its slack, see `frontier.rs`): rows no frame can reach are freed.
+    pub close_slack_us: Option<i64>,
+}
+
+impl OverSpec {
+    pub fn instantiate(&self) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(Over::new(self)?))
+    }
+
+    pub fn describe(&self) -> String {
+        let mut text = String::from("Over:");
+        if !self.partition_exprs.is_empty() {
+            let exprs: Vec<String> = self.partition_exprs.iter().map(|e| e.to_string()).collect();
+            text.push_str(&format!(" partition by [{}]", exprs.join(", ")));
+        }
+        text.push_str(&format!(" order by {}", self.order));
+        let functions: Vec<String> = self
+            .functions
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        text.push_str(&format!(" [{}]", functions.join(", ")));
+        let mut reach = Vec::new();
+        if self.rows_back > 0 {
+            reach.push(format!("{} rows", self.rows_back));
+        }
+        if let Some(range) = self.range_back {
+            reach.push(format!("{range} order units"));
+        }
+        if !reach.is_empty() {
+            text.push_str(&format!(" (reaches back {})", reach.join(" and ")));
+        }
+        if let Some(slack) = self.close_slack_us {
+            text.push_str(&format!(
+                " (rows beyond reach of the frontier - {slack} us are freed)"
+            ));
+        }
+        text
+    }
+}
+
+/// A row's place in its partition: order value, then the row's encoding.
+type Place = (i64, Box<[u8]>);
+
+/// One worker's instance.
+#[derive(Debug)]
+struct Over {
+    spec: OverSpec,
+    row: Codec,
+    partition: Codec,
+    /// Every row of every partition still within reach, with multiplicities.
+    partitions: FastMap<Box<[u8]>, BTreeMap<Place, i64>>,
+    /// This epoch's changes, applied at the barrier.
+    pending: FastMap<Box<[u8]>, BTreeMap<Place, i64>>,
+    /// With a frontier: partitions by when to look for rows out of reach.
+    pruning: CloseSchedule,
+    bytes: usize,
+    pending_bytes: usize,
+}
+
+impl Over {
+    fn new(spec: &OverSpec) -> Result<Over> {
+        let input = &spec.input_schema;
+        let row = Codec::new(
+            input
+                .fields()
+                .iter()
+                .map(|f| (f.data_type().clone(), SortOptions::default()))
+                .collect(),
+        )?;
+        let partition = Codec::new(
+            spec.partition_exprs
+                .iter()
+                .map(|e| Ok((e.data_type(input)?, SortOptions::default())))
+                .collect::<Result<Vec<_>>>()?,
+        )?;
+        Ok(Over {
+            spec: spec.clone(),
+            row,
+            partition,
+            partitions: FastMap::default(),
+            pending: FastMap::default(),
+            pruning: CloseSchedule::default(),
+            bytes: 0,
+            pending_bytes: 0,
+        })
+    }
+}
+
+/// Order values as i64: integers as they are, dates and timestamps in
+/// microseconds; NULL sorts last.
+pub fn order_values(values: &ArrayRef) -> Result<Vec<i64>> {
+    let micros = match values.data_type() {
+        DataType::Timestamp(..) => timestamp_micros(values)?,
+        DataType::Date32 | DataType::Date64 => {
+            let days = datafusion::arrow::compute::cast(values, &DataType::Date32)?;
+            let days = datafusion::arrow::compute::cast(&days, &DataType::Int32)?;
+            let days = datafusion::arrow::compute::cast(&days, &DataType::Int64)?;
+            let days = days
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .ok_or_else(|| Error::Internal("date cast to int64 failed".into()))?;
+            days.unary(|d| d.saturating_mul(MICROS_PER_DAY))
+        }
+        _ => {
+            let ints = datafusion::arrow::compute::cast(values, &DataType::Int64)?;
+            ints.as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .ok_or_else(|| Error::Internal("order cast to int64 failed".into()))?
+                .clone()
+        }
+    };
+    Ok((0..micros.len())
+        .map(|i| {
+            if micros.is_valid(i) {
+                micros.value(i)
+            } else {
+                i64::MAX
+            }
+        })
+        .collect())
+}
+
+impl Operator for Over {
+    fn on_batch(
+        &mut self,
+        _port: usize,
+        batch: ChangeBatch,
+        _out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let data = &batch.data;
+        let rows = self.row.encode(data.columns().to_vec())?;
+        let partitions = self
+            .partition
+            .encode(evaluate_all(&self.spec.partition_exprs, data)?)?;
+        let order = order_values(&evaluate(&self.spec.order, data)?)?;
+        for (i, diff) in batch.diffs.iter().enumerate() {
+            if *diff == 0 {
+                continue;
+            }
+            let partition = key_at(&partitions, i);
+            let changes = match self.pending.get_mut(partition) {
+                Some(changes) => changes,
+                None => {
+                    self.pending_bytes += partition.len() + ENTRY_OVERHEAD_BYTES;
+                    self.pending.entry(partition.into()).or_default()
+                }
+            };
+            match changes.entry((order[i], key_at(&rows, i).into())) {
+                Entry::Occupied(mut entry) => *entry.get_mut() += diff,
+                Entry::Vacant(entry) => {
+                    self.pending_bytes += entry.key().1.len() + 8 + ENTRY_OVERHEAD_BYTES;
+                    entry.insert(*diff);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, _epoch: u64, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let mut work = Work::default();
+        let mut touched = Vec::new();
+        for (partition, mut changes) in pending {
+            changes.retain(|_, diff| *diff != 0);
+            let (Some(first), Some(last)) = (changes.keys().next(), changes.keys().next_back())
+            else {
+                continue;
+            };
+            let (first, last) = (first.clone(), last.clone());
+            if let Some(rows) = self.partitions.get(&partition) {
+                work.add(rows, &first, &last, -1, &self.spec);
+            }
+            let rows = match self.partitions.get_mut(&partition) {
+                Some(rows) => rows,
+                None => {
+                    self.bytes += partition.len() + ENTRY_OVERHEAD_BYTES;
+                    self.partitions.entry(partition.clone()).or_default()
+                }
+            };
+            for (place, diff) in changes {
+                let size = place.1.len() + 8 + ENTRY_OVERHEAD_BYTES;
+                match rows.entry(place) {
+                    Entry::Occupied(mut entry) => {
+                        *entry.get_mut() += diff;
+                        if *entry.get() == 0 {
+                            entry.remove();
+                            self.bytes = self.bytes.saturating_sub(size);
+                        }
+                    }
+                    Entry::Vacant(entry) => {
+                        entry.insert(diff);
+                        self.bytes += size;
+                    }
+                }
+            }
+            work.add(rows, &first, &last, 1, &self.spec);
+            if rows.is_empty() {
+                self.partitions.remove(&partition);
+                self.bytes = self
+                    .bytes
+                    .saturating_sub(partition.len() + ENTRY_OVERHEAD_BYTES);
+            } else {
+                touched.push((partition, first.0));
+            }
+        }
+        self.schedule_pruning(touched);
+        work.emit(self, out)
+    }
+
+    fn on_frontier(&mut self, frontier_us: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let Some(slack) = self.spec.close_slack_us else {
+            return Ok(());
+        };
+        // Every later change is at or after this order value.
+        let horizon = frontier_us.saturating_sub(slack);
+        let mut again = Vec::new();
+        for partition in self.pruning.due(frontier_us) {
+            let Some(rows) = self.partitions.get_mut(partition.as_slice()) else {
+                continue;
+            };
+            let freed = prune(rows, horizon, &self.spec);
+            self.bytes = self.bytes.saturating_sub(freed);
+            if rows.is_empty() {
+                self.partitions.remove(partition.as_slice());
+                self.bytes = self
+                    .bytes
+                    .saturating_sub(partition.len() + ENTRY_OVERHEAD_BYTES);
+            } else if let Some(range) = self.spec.range_back {
+                // Rows kept for a RANGE frame go once the frontier leaves them behind.
+                if let Some(((t, _), _)) = rows
+                    .range((
+                        Bound::Included((horizon.saturating_sub(range), Box::default())),
+                        Bound::Unbounded,
+                    ))
+                    .next()
+                {
+                    again.push((partition.as_slice().into(), *t));
+                }
+            }
+        }
+        self.schedule_pruning(again);
+        Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.bytes + self.pending_bytes + self.pruning.bytes()
+    }
+
+    fn checkpoint(&self, state: &mut StateWriter) -> Result<()> {
+        if !self.pending.is_empty() {
+            return Err(Error::Internal(
+                "over window checkpointed with changes pending since the barrier".into(),
+            ));
+        }
+        state.len(self.partitions.len());
+        for (partition, rows) in &self.partitions {
+            state.bytes(partition);
+            state.len(rows.len());
+            for ((t, row), n) in rows {
+                state.i64(*t);
+                state.bytes(row);
+                state.i64(*n);
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(
+        &mut self,
+        _shard: Shard,
+        _inputs: &[SchemaRef],
+        state: &mut StateReader<'_>,
+    ) -> Result<()> {
+        let mut touched = Vec::new();
+        // A partition key's length and its row count.
+        for _ in 0..state.count(16)? {
+            let partition: Box<[u8]> = state.bytes()?.into();
+            self.bytes += partition.len() + ENTRY_OVERHEAD_BYTES;
+            let mut rows = BTreeMap::new();
+            // An order value, a row's length and a count.
+            for _ in 0..state.count(24)? {
+                let t = state.i64()?;
+                let row: Box<[u8]> = state.bytes()?.into();
+                self.bytes += row.len() + 8 + ENTRY_OVERHEAD_BYTES;
+                if rows.insert((t, row), state.i64()?).is_some() {
+                    return Err(corrupt("an over-window row held twice".into()));
+                }
+            }
+            if let Some(((t, _), _)) = rows.iter().next() {
+                touched.push((partition.clone(), *t));
+            }
+            if self.partitions.insert(partition, rows).is_some() {
+                return Err(corrupt("an over-window partition held twice".into()));
+            }
+        }
+        self.schedule_pruning(touched);
+        Ok(())
+    }
+}
+
+impl Over {
+    /// Notes when to look at each partition for rows out of reach: once the
+    /// frontier passes the given order value (plus the reach of RANGE
+    /// frames and the slack).
+    fn schedule_pruning(&mut self, partitions: Vec<(Box<[u8]>, i64)>) {
+        let Some(slack) = self.spec.close_slack_us else {
+            return;
+        };
+        let reach = self.spec.range_back.unwrap_or(0);
+        for (partition, t) in partitions {
+            if t == i64::MAX {
+                continue;
+            }
+            let at = t.saturating_add(reach).saturating_add(slack);
+            self.pruning.push(at, &partition);
+        }
+    }
+}
+
+/// Drops the rows of one partition no later change can reach: every later
+/// change is at or after `horizon`, and reaches back `rows_back` rows and
+/// `range_back` units. Returns the bytes freed.
+fn prune(rows: &mut BTreeMap<Place, i64>, horizon: i64, spec: &OverSpec) -> usize {
+    let cut = match spec.range_back {
+        Some(range) => horizon.saturating_sub(range),
+        None => horizon,
+    };
+    // Keep the last `rows_back` rows before the cut, counting multiplicities.
+    let mut kept = 0usize;
+    let mut first_kept: Option<Place> = None;
+    for (place, n) in rows.range(..(cut, Box::default())).rev() {
+        if kept >= spec.rows_back {
+            break;
+        }
+        kept += usize::try_from(*n).unwrap_or(0);
+        first_kept = Some(place.clone());
+    }
+    let boundary = first_kept.unwrap_or((cut, Box::default()));
+    let kept_rows = rows.split_off(&boundary);
+    let dropped = std::mem::replace(rows, kept_rows);
+    dropped
+        .keys()
+        .map(|(_, row)| row.len() + 8 + ENTRY_OVERHEAD_BYTES)
+        .sum()
+}
+
+/// Rows to evaluate the window functions over: per partition, a segment of
+/// context rows followed by the affected rows whose output is emitted
+/// (with `sign`), each row repeated as often as it is held.
+#[derive(Debug, Default)]
+struct Work {
+    bytes: Vec<u8>,
+    spans: Vec<std::ops::Range<usize>>,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    /// Index of the segment's first row in `spans`.
+    start: usize,
+    /// Rows of context before the affected ones.
+    context: usize,
+    len: usize,
+    sign: i64,
+}
+
+impl Work {
+    /// Adds the segment of `rows` (one partition) that changes in `first
+    /// ..= last` affect.
+    fn add(
+        &mut self,
+        rows: &BTreeMap<Place, i64>,
+        first: &Place,
+        last: &Place,
+        sign: i64,
+        spec: &OverSpec,
+    ) {
+        // RANGE frames end at the current row's peers: rows equal in order
+        // value to the first change are affected too.
+        let from: Place = match spec.range_back {
+            Some(_) => (first.0, Box::default()),
+            None => first.clone(),
+        };
+        let start = self.spans.len();
+        // Context: `rows_back` rows before, and rows within `range_back`.
+        let mut context: Vec<(&Place, i64)> = Vec::new();
+        let mut counted = 0usize;
+        for (place, n) in rows.range(..from.clone()).rev() {
+            let in_range = spec
+                .range_back
+                .is_some_and(|r| place.0 >= from.0.saturating_sub(r));
+            if counted >= spec.rows_back && !in_range {
+                break;
+            }
+            counted += usize::try_from(*n).unwrap_or(0);
+            context.push((place, *n));
+        }
+        for (place, n) in context.iter().rev() {
+            self.push(&place.1, *n);
+        }
+        let context_rows = self.spans.len() - start;
+        // Affected: from the first change to the last, then `rows_back`
+        // rows and `range_back` units further.
+        let mut after = 0usize;
+        for (place, n) in rows.range(from..) {
+            if place > last {
+                let in_range = spec
+                    .range_back
+                    .is_some_and(|r| place.0 <= last.0.saturating_add(r));
+                if after >= spec.rows_back && !in_range {
+                    break;
+                }
+                after += usize::try_from(*n).unwrap_or(0);
+            }
+            self.push(&place.1, *n);
+        }
+        let len = self.spans.len() - start;
+        if len > context_rows {
+            self.segments.push(Segment {
+                start,
+                context: context_rows,
+                len,
+                sign,
+            });
+        } else {
+            self.spans.truncate(start);
+        }
+    }
+
+    fn push(&mut self, row: &[u8], n: i64) {
+        for _ in 0..n.max(0) {
+            let at = self.bytes.len();
+            self.bytes.extend_from_slice(row);
+            self.spans.push(at..self.bytes.len());
+        }
+    }
+
+    /// Evaluates every segment and emits its affected rows with their
+    /// function values; equal retractions and insertions cancel out.
+    fn emit(self, op: &Over, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        if self.segments.is_empty() {
+            return Ok(());
+        }
+        let spec = &op.spec;
+        let columns = op
+            .row
+            .decode(self.spans.iter().map(|r| &self.bytes[r.clone()]))?;
+        let columns = columns
+            .into_iter()
+            .zip(spec.input_schema.fields())
+            .map(|(c, f)| conform(c, f.data_type()))
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(self.spans.len()));
+        let input =
+            RecordBatch::try_new_with_options(Arc::clone(&spec.input_schema), columns, &options)?;
+        let mut indices: Vec<u32> = Vec::new();
+        let mut diffs: Vec<i64> = Vec::new();
+        let mut values: Vec<Vec<ArrayRef>> = vec![Vec::new(); spec.functions.len()];
+        for segment in &self.segments {
+            let rows = input.slice(segment.start, segment.len);
+            let affected = segment.len - segment.context;
+            for (f, function) in spec.functions.iter().enumerate() {
+                let result = function.evaluate(&rows)?;
+                values[f].push(result.slice(segment.context, affected));
+            }
+            indices.extend(
+                (segment.start + segment.context..segment.start + segment.len).map(|i| i as u32),
+            );
+            diffs.extend(std::iter::repeat_n(segment.sign, affected));
+        }
+        let indices = UInt32Array::from(indices);
+        let width = spec.input_schema.fields().len();
+        let mut output: Vec<ArrayRef> = input
+            .columns()
+            .iter()
+            .map(|c| take(c, &indices, None))
+            .collect::<std::result::Result<_, _>>()?;
+        for (f, parts) in values.iter().enumerate() {
+            let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+            let joined = concat(&refs)?;
+            output.push(conform(
+                joined,
+                spec.output_schema.field(width + f).data_type(),
+            )?);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(diffs.len()));
+        let data =
+            RecordBatch::try_new_with_options(Arc::clone(&spec.output_schema), output, &options)?;
+        let change = ChangeBatch::new(data, diffs).consolidate()?;
+        let mut start = 0;
+        while start < change.len() {
+            let end = (start + OUTPUT_BATCH_ROWS).min(change.len());
+            out.push(ChangeBatch::new(
+                change.data.slice(start, end - start),
+                change.diffs[start..end].to_vec(),
+            ));
+            start = end;
+        }
+        Ok(())
+    }
+}

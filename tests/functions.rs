@@ -1,0 +1,279 @@
+//! User functions through the real protocol: SQL functions inlined into
+//! views and queries, Python functions run in worker processes whose
+//! failures stay in the rows they concern, and both surviving a restart.
+
+#[path = "support/query.rs"]
+mod query;
+#[path = "support/server.rs"]
+mod server;
+
+use anyhow::ensure;
+use query::{error_of, rows, value, wait_until};
+use server::{ServerOptions, TestServer};
+
+/// SQL functions: usable in ad-hoc queries and views (also nested), kept
+/// across a restart, protected from DROP while a view calls them, and
+/// refused with clear errors when their body or call is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_functions_inline_into_queries_and_views() -> anyhow::Result<()> {
+    let mut server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE FUNCTION with_tax(amount numeric(10,2), rate numeric(4,2)) RETURNS numeric(12,2)
+               LANGUAGE sql AS $$ amount * (1 + rate) $$;
+             CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql AS 'SELECT $1 * 2';
+             CREATE FUNCTION label(n int) RETURNS text LANGUAGE sql
+               RETURN CASE WHEN twice(n) > 10 THEN 'big' ELSE 'small' END;
+             CREATE TABLE orders (id int PRIMARY KEY, amount numeric(10,2), qty int);
+             INSERT INTO orders VALUES (1, 10.00, 2), (2, 99.50, 7);
+             CREATE MATERIALIZED VIEW priced AS
+               SELECT id, with_tax(amount, 0.25) AS gross, twice(qty) AS pairs, label(qty) AS size
+               FROM orders;",
+        )
+        .await?;
+    ensure!(value(&client, "SELECT twice(21)").await? == "42");
+    ensure!(value(&client, "SELECT with_tax(8, 0.5)").await? == "12.00");
+    let expected = ["1|12.50|4|small", "2|124.38|14|big"];
+    ensure!(rows(&client, "SELECT * FROM priced").await? == expected);
+    client
+        .batch_execute(
+            "INSERT INTO orders VALUES (3, 1.00, 6); UPDATE orders SET qty = 1 WHERE id = 2",
+        )
+        .await?;
+    let expected = ["1|12.50|4|small", "2|124.38|2|small", "3|1.25|12|big"];
+    ensure!(rows(&client, "SELECT * FROM priced").await? == expected);
+
+    // Dropping a function a view calls (directly or through another).
+    let (code, message, hint) = error_of(&client, "DROP FUNCTION twice").await?;
+    ensure!(code == "2BP01", "{code} {message}");
+    ensure!(message.contains("function twice(integer)"), "{message}");
+    ensure!(hint.is_some_and(|h| h.contains("CASCADE")));
+    let (code, _, _) = error_of(
+        &client,
+        "CREATE OR REPLACE FUNCTION twice(int) RETURNS int LANGUAGE sql AS 'SELECT $1 * 3'",
+    )
+    .await?;
+    ensure!(code == "2BP01", "{code}");
+
+    // Wrong definitions and calls.
+    let cases = [
+        (
+            "CREATE FUNCTION bad1(x int) RETURNS int LANGUAGE sql AS $$ x + y $$",
+            "42703",
+            "reads only its arguments",
+        ),
+        (
+            "CREATE FUNCTION twice(x int) RETURNS int LANGUAGE sql AS $$ x $$",
+            "42723",
+            "already exists",
+        ),
+        (
+            "CREATE FUNCTION abs(x int) RETURNS int LANGUAGE sql AS $$ x $$",
+            "42723",
+            "built-in",
+        ),
+        (
+            "CREATE FUNCTION bad2(x int) RETURNS int LANGUAGE cobol AS $$ x $$",
+            "42704",
+            "language \"cobol\"",
+        ),
+        (
+            "CREATE FUNCTION bad3(x int) RETURNS int LANGUAGE sql AS $$ SELECT x FROM orders $$",
+            "42P13",
+            "one expression",
+        ),
+        ("SELECT twice(1, 2)", "42883", "twice(integer)"),
+        ("DROP FUNCTION nothing_here", "42883", "does not exist"),
+    ];
+    for (sql, want, text) in cases {
+        let (code, message, _) = error_of(&client, sql).await?;
+        ensure!(
+            code == want && message.contains(text),
+            "{sql}: {code} {message}"
+        );
+    }
+    client
+        .batch_execute("DROP FUNCTION IF EXISTS nothing_here")
+        .await?;
+
+    // Functions and the views calling them come back after a restart.
+    server.stop()?;
+    server.restart()?;
+    let client = server.connect().await?;
+    ensure!(value(&client, "SELECT label(9)").await? == "big");
+    ensure!(rows(&client, "SELECT * FROM priced").await? == expected);
+    client.batch_execute("DROP FUNCTION twice CASCADE").await?;
+    ensure!(
+        value(
+            &client,
+            "SELECT count(*) FROM pg_matviews WHERE matviewname = 'priced'"
+        )
+        .await?
+            == "0"
+    );
+    let (code, _, _) = error_of(&client, "SELECT label(1)").await?;
+    ensure!(
+        code == "42883",
+        "label's body calls a dropped function: {code}"
+    );
+    Ok(())
+}
+
+const SCORE: &str = "CREATE FUNCTION score(x bigint, y double precision) RETURNS double precision
+  LANGUAGE python AS $$
+import math
+
+def score(x, y):
+    if x == 3:
+        raise ValueError('three is not allowed')
+    print('scoring', x)  # goes to the server log, not to the protocol
+    return math.sqrt(x) * y
+$$";
+
+/// A Python function in a view: rows it fails on are NULL and kept with
+/// their traceback in eddy_catalog.function_errors, the other rows are
+/// scored, and the view keeps following its table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_functions_fail_only_the_rows_they_fail_on() -> anyhow::Result<()> {
+    let mut server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(&format!(
+            "{SCORE};
+             CREATE TABLE points (x bigint PRIMARY KEY, y double precision);
+             INSERT INTO points SELECT g, 2 FROM generate_series(1, 5) AS g(g);
+             CREATE MATERIALIZED VIEW scored AS SELECT x, score(x, y) AS s FROM points;"
+        ))
+        .await?;
+    ensure!(value(&client, "SELECT round(score(4, 1.5)::numeric, 2)").await? == "3.00");
+    let got = rows(&client, "SELECT x, round(s::numeric, 3) FROM scored").await?;
+    ensure!(
+        got == ["1|2.000", "2|2.828", "3|NULL", "4|4.000", "5|4.472"],
+        "{got:?}"
+    );
+    let errors = rows(
+        &client,
+        "SELECT function, arguments, message, traceback LIKE '%ValueError: three is not allowed%' \
+         FROM eddy_catalog.function_errors",
+    )
+    .await?;
+    ensure!(errors.len() == 1, "{errors:?}");
+    ensure!(errors[0].starts_with("score|[3,2.0]|"), "{errors:?}");
+    ensure!(
+        errors[0].contains("three is not allowed") && errors[0].ends_with("|t"),
+        "{errors:?}"
+    );
+    client
+        .batch_execute("INSERT INTO points VALUES (9, 1); DELETE FROM points WHERE x = 1")
+        .await?;
+    ensure!(value(&client, "SELECT s FROM scored WHERE x = 9").await? == "3");
+    ensure!(value(&client, "SELECT count(*) FROM scored").await? == "5");
+
+    // A NULL argument reaches the function as None.
+    client
+        .batch_execute(
+            "CREATE FUNCTION describe(t text) RETURNS text LANGUAGE python AS $$
+def describe(t):
+    return 'nothing' if t is None else t.upper()
+$$",
+        )
+        .await?;
+    ensure!(
+        value(&client, "SELECT describe(NULL) || '/' || describe('abc')").await? == "nothing/ABC"
+    );
+
+    // Definitions are checked at CREATE, by a worker.
+    let (code, message, hint) = error_of(
+        &client,
+        "CREATE FUNCTION broken(x int) RETURNS int LANGUAGE python AS $$ def broken(x) return x $$",
+    )
+    .await?;
+    ensure!(
+        code == "22023" && message.contains("broken"),
+        "{code} {message}"
+    );
+    ensure!(hint.is_some_and(|h| h.contains("SyntaxError")));
+    let (code, message, _) = error_of(
+        &client,
+        "CREATE FUNCTION misnamed(x int) RETURNS int LANGUAGE python AS $$
+def other(x):
+    return x
+$$",
+    )
+    .await?;
+    ensure!(
+        code == "22023" && message.contains("misnamed"),
+        "{code} {message}"
+    );
+
+    // Both functions, and the view, are back after a restart.
+    server.stop()?;
+    server.restart()?;
+    let client = server.connect().await?;
+    ensure!(value(&client, "SELECT count(*) FROM scored WHERE s IS NULL").await? == "1");
+    client
+        .batch_execute("INSERT INTO points VALUES (16, 0.5)")
+        .await?;
+    ensure!(value(&client, "SELECT s FROM scored WHERE x = 16").await? == "2");
+    ensure!(value(&client, "SELECT describe('x')").await? == "X");
+    Ok(())
+}
+
+/// User code cannot block or crash the server: a call that hangs is cut
+/// off after the timeout (that row alone), and a worker that dies takes
+/// only its batch's rows, after which a fresh worker serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_and_crashing_python_code_leaves_the_server_running() -> anyhow::Result<()> {
+    let server = TestServer::start_with(ServerOptions {
+        env: vec![("EDDYDB_FUNCTION_TIMEOUT".into(), "1s".into())],
+        ..ServerOptions::default()
+    })?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(
+            "CREATE FUNCTION slow(x int) RETURNS int LANGUAGE python AS $$
+import time
+
+def slow(x):
+    if x == 2:
+        time.sleep(30)
+    return x * 10
+$$;
+             CREATE FUNCTION fragile(x int) RETURNS int LANGUAGE python AS $$
+import os
+
+def fragile(x):
+    if x < 0:
+        os._exit(3)
+    return x + 1
+$$;
+             CREATE TABLE nums (x int PRIMARY KEY);
+             INSERT INTO nums VALUES (1), (2), (3);
+             CREATE MATERIALIZED VIEW slowed AS SELECT x, slow(x) AS y FROM nums;",
+        )
+        .await?;
+    ensure!(rows(&client, "SELECT * FROM slowed").await? == ["1|10", "2|NULL", "3|30"]);
+    let timed_out = value(
+        &client,
+        "SELECT message FROM eddy_catalog.function_errors WHERE function = 'slow'",
+    )
+    .await?;
+    ensure!(timed_out.contains("timed out"), "{timed_out}");
+
+    ensure!(value(&client, "SELECT fragile(-1) IS NULL").await? == "t");
+    let died = value(
+        &client,
+        "SELECT message FROM eddy_catalog.function_errors WHERE function = 'fragile'",
+    )
+    .await?;
+    ensure!(died.contains("exit"), "{died}");
+    ensure!(value(&client, "SELECT fragile(41)").await? == "42");
+    wait_until(
+        &client,
+        "SELECT count(*) FROM eddy_catalog.function_errors",
+        |n| n == "2",
+    )
+    .await?;
+    Ok(())
+}
