@@ -492,3 +492,68 @@ async fn rows_leave_a_trailing_range_as_they_age() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// An OVER window over a stream whose events arrive out of order equals
+/// the batch answer (late rows re-evaluate the rows after them), and with a
+/// watermark keeps only the rows its frame can still reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_windows_follow_late_rows_and_free_what_no_frame_reaches() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    let view = |name: &str, source: &str| {
+        format!(
+            "CREATE MATERIALIZED VIEW {name} AS \
+             SELECT user_id, page, ts, \
+               count(*) OVER (PARTITION BY user_id ORDER BY ts \
+                 RANGE BETWEEN INTERVAL '2 seconds' PRECEDING AND CURRENT ROW) AS burst, \
+               max(page) OVER (PARTITION BY user_id ORDER BY ts \
+                 RANGE BETWEEN INTERVAL '2 seconds' PRECEDING AND INTERVAL '1 millisecond' PRECEDING) AS before \
+             FROM {source}"
+        )
+    };
+    client
+        .batch_execute(&format!(
+            "{};
+             CREATE SOURCE clicks_unbounded (user_id varchar, page varchar, ts timestamptz) WITH ({});
+             CREATE TABLE oracle (user_id varchar, page varchar, ts timestamptz) WITH ({});
+             {};
+             {};",
+            source("clicks", "5 seconds"),
+            generator(),
+            generator(),
+            view("bursts", "clicks"),
+            view("bursts_unbounded", "clicks_unbounded"),
+        ))
+        .await?;
+    let all = ROWS.to_string();
+    wait_for(&client, "SELECT count(*) FROM oracle", &all).await?;
+    let expected = "SELECT user_id, page, ts, \
+         count(*) OVER (PARTITION BY user_id ORDER BY ts \
+           RANGE BETWEEN INTERVAL '2 seconds' PRECEDING AND CURRENT ROW), \
+         max(page) OVER (PARTITION BY user_id ORDER BY ts \
+           RANGE BETWEEN INTERVAL '2 seconds' PRECEDING AND INTERVAL '1 millisecond' PRECEDING) \
+         FROM oracle";
+    for v in ["bursts", "bursts_unbounded"] {
+        wait_for(&client, &format!("SELECT count(*) FROM {v}"), &all).await?;
+        ensure!(differing(&client, expected, v).await? == "0", "{v} differs");
+    }
+    let explain = rows(&client, "EXPLAIN bursts").await?.join("\n");
+    ensure!(
+        explain.contains("Over:") && explain.contains("are freed"),
+        "{explain}"
+    );
+    let state = |view: &str| {
+        format!(
+            "SELECT state_bytes FROM eddy_catalog.operators \
+             WHERE view = '{view}' AND operator LIKE 'Over%'"
+        )
+    };
+    let bounded: i64 = value(&client, &state("bursts")).await?.parse()?;
+    let unbounded: i64 = value(&client, &state("bursts_unbounded")).await?.parse()?;
+    // Of 60 seconds of clicks, the last few (frame, lateness, watermark delay) stay.
+    ensure!(
+        bounded * 4 < unbounded,
+        "with a watermark {bounded} B, without {unbounded} B"
+    );
+    Ok(())
+}

@@ -1061,8 +1061,15 @@ fn agg_call(expr: &Expr, input: &DFSchema) -> Result<AggCall> {
         )));
     };
     let name = func.name().to_ascii_lowercase();
+    let mut distinct = params.distinct;
     let agg = match name.as_str() {
         "count" => AggFunc::Count,
+        // Counted exactly: the distinct values are kept anyway, so that a
+        // retraction can take one back.
+        "approx_distinct" => {
+            distinct = true;
+            AggFunc::Count
+        }
         "sum" => AggFunc::Sum,
         "avg" | "mean" => AggFunc::Avg,
         "min" => AggFunc::Min,
@@ -1071,27 +1078,43 @@ fn agg_call(expr: &Expr, input: &DFSchema) -> Result<AggCall> {
         "bool_or" => AggFunc::BoolOr,
         "string_agg" => AggFunc::StringAgg,
         "array_agg" => AggFunc::ArrayAgg,
+        "first_value" => AggFunc::FirstValue,
+        "last_value" => AggFunc::LastValue,
         other => {
             return Err(refuse(
                 &format!("aggregate function {other}()"),
-                "Views support count, sum, avg, min, max, bool_and, bool_or, string_agg and \
-                 array_agg.",
+                "Views support count, count(DISTINCT), approx_distinct, sum, avg, min, max, \
+                 bool_and, bool_or, string_agg, array_agg, first_value and last_value (the \
+                 last two with ORDER BY).",
             ))
         }
     };
-    if !params.order_by.is_empty() {
-        // Values are kept in ascending order: that order, on the argument
-        // itself, is the only one honoured.
-        let ascending_on_arg = params.order_by.len() == 1
-            && params.order_by[0].asc
-            && params.args.first() == Some(&params.order_by[0].expr);
-        if !ascending_on_arg {
-            return Err(refuse(
-                &format!("ORDER BY inside {name}()"),
-                "Aggregated values are kept in ascending order of the value itself; order \
-                 by the aggregated value ascending, or sort when querying.",
-            ));
-        }
+    // Values are kept in ascending order of themselves unless the call
+    // orders them by something else.
+    let ascending_on_arg = params.order_by.len() == 1
+        && params.order_by[0].asc
+        && params.args.first() == Some(&params.order_by[0].expr);
+    let order = if params.order_by.is_empty() || ascending_on_arg {
+        Vec::new()
+    } else {
+        sort_keys(&params.order_by, input)?
+    };
+    let keeps_order = matches!(
+        agg,
+        AggFunc::ArrayAgg | AggFunc::StringAgg | AggFunc::FirstValue | AggFunc::LastValue
+    );
+    if !order.is_empty() && (!keeps_order || distinct) {
+        return Err(refuse(
+            &format!("ORDER BY inside {name}()"),
+            "Only array_agg, string_agg, first_value and last_value keep an order (without \
+             DISTINCT); other aggregates do not depend on one.",
+        ));
+    }
+    if matches!(agg, AggFunc::FirstValue | AggFunc::LastValue) && order.is_empty() {
+        return Err(refuse(
+            &format!("{name}() without ORDER BY"),
+            "Say which row is first or last: last_value(city ORDER BY ts).",
+        ));
     }
     let args = match (agg, params.args.as_slice()) {
         // count(*) arrives as count(1): a constant is never NULL, so it counts rows.
@@ -1101,7 +1124,8 @@ fn agg_call(expr: &Expr, input: &DFSchema) -> Result<AggCall> {
     Ok(AggCall {
         func: agg,
         args,
-        distinct: params.distinct,
+        distinct,
+        order,
         filter: params
             .filter
             .as_ref()

@@ -30,7 +30,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::{ChangeBatch, Operator, Shard};
+use super::{ChangeBatch, Operator, Shard, SortKey};
 use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros};
 use crate::dataflow::row::{shard_of_empty_key, KeyBytes, RowCodec};
 use crate::dataflow::state::{corrupt, StateReader, StateWriter};
@@ -47,6 +47,9 @@ pub enum AggFunc {
     BoolOr,
     StringAgg,
     ArrayAgg,
+    /// The value of the group's first or last row in the call's ORDER BY.
+    FirstValue,
+    LastValue,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +58,10 @@ pub struct AggCall {
     /// Over the input batch; empty for `count(*)`. `string_agg` has two.
     pub args: Vec<Arc<dyn PhysicalExpr>>,
     pub distinct: bool,
+    /// `ORDER BY` inside the call (`array_agg(x ORDER BY t DESC)`,
+    /// `last_value(x ORDER BY t)`): the values are kept in that order.
+    /// Empty: in ascending order of the value itself.
+    pub order: Vec<SortKey>,
     /// `FILTER (WHERE …)`, over the input batch.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
 }
@@ -127,7 +134,18 @@ fn describe_call(call: &AggCall) -> String {
         args.join(", ")
     };
     let distinct = if call.distinct { "DISTINCT " } else { "" };
-    let mut text = format!("{}({distinct}{args})", func_name(call.func));
+    let order = match call.order.is_empty() {
+        true => String::new(),
+        false => {
+            let keys: Vec<String> = call
+                .order
+                .iter()
+                .map(super::top_n::describe_sort_key)
+                .collect();
+            format!(" ORDER BY {}", keys.join(", "))
+        }
+    };
+    let mut text = format!("{}({distinct}{args}{order})", func_name(call.func));
     if let Some(filter) = &call.filter {
         text.push_str(&format!(" FILTER (WHERE {filter})"));
     }
@@ -145,6 +163,8 @@ fn func_name(func: AggFunc) -> &'static str {
         AggFunc::BoolOr => "bool_or",
         AggFunc::StringAgg => "string_agg",
         AggFunc::ArrayAgg => "array_agg",
+        AggFunc::FirstValue => "first_value",
+        AggFunc::LastValue => "last_value",
     }
 }
 
@@ -729,6 +749,9 @@ struct CallState {
     /// Types the accumulator takes its values in (arguments are cast).
     value_types: Vec<DataType>,
     separator_expr: Option<Arc<dyn PhysicalExpr>>,
+    /// With an `ORDER BY` in the call, the values are its keys followed by
+    /// the aggregated value.
+    ordered: bool,
     /// `string_agg`'s separator, from the first row of the latest batch.
     separator: String,
     filter: Option<Arc<dyn PhysicalExpr>>,
@@ -748,7 +771,16 @@ impl CallState {
                 Error::Internal(format!("{} without an argument", func_name(call.func)))
             })
         };
+        if !call.order.is_empty() {
+            return CallState::ordered(call, input, first()?, out_type);
+        }
         let (acc, value_types) = match (call.func, call.distinct) {
+            (AggFunc::FirstValue | AggFunc::LastValue, _) => {
+                return Err(Error::Internal(format!(
+                    "{} without ORDER BY",
+                    func_name(call.func)
+                )))
+            }
             (AggFunc::Count, _) if arg_types.is_empty() => (Acc::Count(Vec::new()), Vec::new()),
             (AggFunc::Count, false) => (Acc::Count(Vec::new()), arg_types.clone()),
             (AggFunc::Count, true) => (Acc::Values(Multiset::new(&arg_types)?), arg_types.clone()),
@@ -786,10 +818,55 @@ impl CallState {
                 AggFunc::StringAgg => call.args.get(1).cloned(),
                 _ => None,
             },
+            ordered: false,
             separator: String::new(),
             filter: call.filter.clone(),
             out_type: out_type.clone(),
             acc,
+        })
+    }
+
+    /// A call with `ORDER BY`: its values are kept sorted by the order
+    /// keys (then by the value), and the value is the last column.
+    fn ordered(
+        call: &AggCall,
+        input: &Schema,
+        value_type: DataType,
+        out_type: &DataType,
+    ) -> Result<CallState> {
+        let value_type = match call.func {
+            AggFunc::StringAgg => DataType::Utf8,
+            _ => value_type,
+        };
+        let mut fields = call
+            .order
+            .iter()
+            .map(|k| {
+                let options = SortOptions {
+                    descending: k.descending,
+                    nulls_first: k.nulls_first,
+                };
+                Ok((k.expr.data_type(input)?, options))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        fields.push((value_type, SortOptions::default()));
+        let mut values: Vec<Arc<dyn PhysicalExpr>> =
+            call.order.iter().map(|k| Arc::clone(&k.expr)).collect();
+        values.push(Arc::clone(&call.args[0]));
+        Ok(CallState {
+            func: call.func,
+            distinct: call.distinct,
+            values,
+            value_types: fields.iter().map(|(t, _)| t.clone()).collect(),
+            separator_expr: match call.func {
+                AggFunc::StringAgg => call.args.get(1).cloned(),
+                _ => None,
+            },
+            ordered: true,
+            separator: String::new(),
+            filter: call.filter.clone(),
+            out_type: out_type.clone(),
+            acc: Acc::Values(Multiset::with_order(fields)?),
         })
     }
 
@@ -805,12 +882,16 @@ impl CallState {
             .zip(&self.value_types)
             .map(|(v, t)| cast_to(v, t))
             .collect::<Result<Vec<_>>>()?;
-        // array_agg keeps NULLs; every other aggregate ignores rows whose
-        // arguments are NULL.
-        if self.func != AggFunc::ArrayAgg {
-            for value in &values {
-                mask = and_valid(mask, value);
-            }
+        // array_agg, first_value and last_value keep NULLs; every other
+        // aggregate ignores rows whose arguments are NULL (NULL order keys
+        // do not count).
+        let arguments = match self.func {
+            AggFunc::ArrayAgg | AggFunc::FirstValue | AggFunc::LastValue => &values[..0],
+            _ if self.ordered => &values[values.len() - 1..],
+            _ => &values[..],
+        };
+        for value in arguments {
+            mask = and_valid(mask, value);
         }
         if let Some(expr) = &self.separator_expr {
             let separator = cast_to(&evaluate(expr, &batch.data)?, &DataType::Utf8)?;
@@ -1258,12 +1339,18 @@ impl Multiset {
             descending: false,
             nulls_first: false,
         };
-        let codec = RowCodec::with_order(value_types.iter().map(|t| (t.clone(), order)))?;
+        Multiset::with_order(value_types.iter().map(|t| (t.clone(), order)).collect())
+    }
+
+    /// Values of several columns, sorted column by column in the orders given.
+    fn with_order(fields: Vec<(DataType, SortOptions)>) -> Result<Multiset> {
+        let value_types: Vec<DataType> = fields.iter().map(|(t, _)| t.clone()).collect();
+        let codec = RowCodec::with_order(fields)?;
         let nulls: Vec<ArrayRef> = value_types.iter().map(|t| new_null_array(t, 1)).collect();
         let null_row = codec.encode(&nulls)?.row(0).data().into();
         Ok(Multiset {
             codec,
-            value_types: value_types.to_vec(),
+            value_types,
             sets: Vec::new(),
             null_row,
             bytes: 0,
@@ -1360,10 +1447,10 @@ impl Multiset {
                 let counts = slots.iter().map(|s| self.sets[*s as usize].len() as i64);
                 Ok(Arc::new(counts.collect::<Int64Array>()))
             }
-            AggFunc::Min | AggFunc::Max => {
+            AggFunc::Min | AggFunc::Max | AggFunc::FirstValue | AggFunc::LastValue => {
                 let rows = slots.iter().map(|s| {
                     let extreme = match out.func {
-                        AggFunc::Min => self.present(*s).next(),
+                        AggFunc::Min | AggFunc::FirstValue => self.present(*s).next(),
                         _ => self.present(*s).next_back(),
                     };
                     extreme.map_or(self.null_row.as_ref(), |(v, _)| v)
@@ -1418,11 +1505,13 @@ impl Multiset {
         Ok((self.decode_one(rows.into_iter())?, offsets))
     }
 
+    /// The values of `rows`: their last column (the others, if any, are
+    /// the order keys of an ordered call).
     fn decode_one<'a>(&self, rows: impl Iterator<Item = &'a [u8]>) -> Result<ArrayRef> {
         self.codec
             .decode(rows)?
             .into_iter()
-            .next()
+            .next_back()
             .ok_or_else(|| Error::Internal("multiset of no columns".into()))
     }
 }
@@ -1529,6 +1618,7 @@ mod tests {
             func,
             args,
             distinct: false,
+            order: Vec::new(),
             filter: None,
         }
     }

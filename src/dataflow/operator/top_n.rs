@@ -95,7 +95,7 @@ impl TopNSpec {
     }
 }
 
-fn describe_sort_key(key: &SortKey) -> String {
+pub(super) fn describe_sort_key(key: &SortKey) -> String {
     let mut text = key.expr.to_string();
     if key.descending {
         text.push_str(" DESC");
