@@ -277,3 +277,28 @@ $$;
     .await?;
     Ok(())
 }
+
+/// The login-anomaly example (scenario 1), small: profiles equal the batch
+/// answer, and the SQL and Python scores agree on every login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_anomaly_example_runs_as_its_readme_says() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let out = server.run_example(
+        "login_anomaly.sh",
+        &[
+            ("LOGINS", "20000"),
+            ("LOGIN_RATE", "4000"),
+            ("USERS", "300"),
+        ],
+    )?;
+    ensure!(
+        out.contains("profiles differing from the batch answer: 0"),
+        "{out}"
+    );
+    ensure!(
+        out.contains("logins scored differently by SQL and Python: 0"),
+        "{out}"
+    );
+    ensure!(out.contains("caught"), "{out}");
+    Ok(())
+}
