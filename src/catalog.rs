@@ -110,6 +110,8 @@ pub struct Catalog {
     function_errors: Arc<FunctionErrorLog>,
     /// How Python functions run.
     python: PythonConfig,
+    /// Functions the embedding program added.
+    extensions: crate::function::Extensions,
     /// Bumped by every DDL statement; prepared plans older than it are re-planned.
     version: AtomicU64,
 }
@@ -118,7 +120,10 @@ impl Catalog {
     /// Opens the database under the configured data directory; views over
     /// streams are checkpointed every checkpoint interval, and all views'
     /// state is held within the memory limit.
-    pub fn open(config: &crate::config::Config) -> Result<Catalog> {
+    pub fn open(
+        config: &crate::config::Config,
+        extensions: crate::function::Extensions,
+    ) -> Result<Catalog> {
         let store = Store::open(&config.data_dir)?;
         let mut tables = BTreeMap::new();
         for def in store.table_defs()? {
@@ -168,6 +173,7 @@ impl Catalog {
             functions_version: AtomicU64::new(1),
             function_errors,
             python,
+            extensions,
             version: AtomicU64::new(1),
         })
     }
@@ -446,6 +452,10 @@ impl Catalog {
 
     pub fn functions_version(&self) -> u64 {
         self.functions_version.load(Ordering::Acquire)
+    }
+
+    pub fn extensions(&self) -> &crate::function::Extensions {
+        &self.extensions
     }
 
     pub fn function_errors(&self) -> &FunctionErrorLog {

@@ -10,6 +10,7 @@
 //! process, so it cannot crash or block it, and a row it fails on is
 //! NULL and kept in `eddy_catalog.function_errors`.
 
+pub mod aggregate;
 pub mod inline;
 pub mod python;
 mod python_udf;
@@ -17,10 +18,12 @@ mod python_udf;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::sql::sqlparser::ast;
 use serde::{Deserialize, Serialize};
 
+use aggregate::PythonAggregate;
+pub use aggregate::{UserAggregate, UserAggregateUdf};
 pub use python_udf::{ErrorSink, FunctionError, PythonScalar};
 
 use crate::error::{Error, Result};
@@ -59,6 +62,10 @@ pub struct FunctionDef {
     pub language: Language,
     /// The text between `AS $$` and `$$` (or after `RETURN`).
     pub body: String,
+    /// `CREATE AGGREGATE`: the body defines create_state, accumulate,
+    /// retract and finish.
+    #[serde(default)]
+    pub aggregate: bool,
 }
 
 impl FunctionDef {
@@ -131,6 +138,17 @@ impl FunctionDef {
                 )))
             }
         };
+        let aggregate = create.options.iter().flatten().any(
+            |o| matches!(o, ast::SqlOption::KeyValue { key, .. } if key.value == AGGREGATE_OPTION),
+        );
+        if aggregate && language != Language::Python {
+            return Err(Error::unsupported(
+                format!("CREATE AGGREGATE {name} in LANGUAGE sql"),
+                "Aggregates are written in Python: CREATE AGGREGATE … LANGUAGE python AS $$ \
+                 def create_state(): … def accumulate(state, …): … def retract(state, …): … \
+                 def finish(state): … $$.",
+            ));
+        }
         Ok(FunctionDef {
             id,
             name,
@@ -138,6 +156,7 @@ impl FunctionDef {
             returns,
             language,
             body,
+            aggregate,
         })
     }
 }
@@ -155,6 +174,9 @@ pub enum Body {
     Sql(Box<ast::Expr>),
     /// The DataFusion function calling into the worker processes.
     Python(Arc<ScalarUDF>),
+    /// A Python aggregate, as DataFusion calls it (views find the
+    /// [`aggregate::UserAggregate`] inside).
+    Aggregate(Arc<AggregateUDF>),
 }
 
 impl FunctionEntry {
@@ -184,34 +206,129 @@ impl FunctionEntry {
                         ));
                     }
                 }
-                let pool = python::PythonPool::new(
-                    python.clone(),
-                    def.name.clone(),
-                    def.body.clone(),
-                    arg_types.clone(),
-                    def.returns.arrow_type(),
-                )
-                .map_err(|e| python_error(&def, e))?;
-                if check {
-                    pool.check().map_err(|e| python_error(&def, e))?;
-                }
                 let sink_log = Arc::clone(errors);
                 let sink: ErrorSink = Arc::new(move |e| sink_log.push(e));
-                Body::Python(Arc::new(ScalarUDF::new_from_impl(PythonScalar::new(
-                    def.name.clone(),
-                    arg_types,
-                    def.returns.arrow_type(),
-                    Arc::new(pool),
-                    sink,
-                ))))
+                let returns = def.returns.arrow_type();
+                let (name, body) = (def.name.clone(), def.body.clone());
+                if def.aggregate {
+                    let pool = python::PythonAggregatePool::new(
+                        python.clone(),
+                        name.clone(),
+                        body,
+                        arg_types.clone(),
+                        returns.clone(),
+                    )
+                    .map_err(|e| python_error(&def, e))?;
+                    if check {
+                        pool.check().map_err(|e| python_error(&def, e))?;
+                    }
+                    let aggregate = PythonAggregate::new(name, arg_types, returns, pool, sink);
+                    Body::Aggregate(Arc::new(AggregateUDF::new_from_impl(
+                        UserAggregateUdf::new(Arc::new(aggregate)),
+                    )))
+                } else {
+                    let pool = python::PythonPool::new(
+                        python.clone(),
+                        name.clone(),
+                        body,
+                        arg_types.clone(),
+                        returns.clone(),
+                    )
+                    .map_err(|e| python_error(&def, e))?;
+                    if check {
+                        pool.check().map_err(|e| python_error(&def, e))?;
+                    }
+                    Body::Python(Arc::new(ScalarUDF::new_from_impl(PythonScalar::new(
+                        name,
+                        arg_types,
+                        returns,
+                        Arc::new(pool),
+                        sink,
+                    ))))
+                }
             }
         };
         Ok(FunctionEntry { def, body })
     }
 }
 
+/// Marks a `CREATE FUNCTION` parsed from `CREATE AGGREGATE`.
+const AGGREGATE_OPTION: &str = "eddy_aggregate";
+
+/// `CREATE [OR REPLACE] AGGREGATE name(args) RETURNS type LANGUAGE python AS
+/// $$ … $$` (RisingWave's form) parsed as the `CREATE FUNCTION` it reads
+/// like, marked as an aggregate. `None` when `sql` holds no such statement.
+pub fn parse_create_aggregates(
+    sql: &str,
+    parse_one: &dyn Fn(&str) -> Result<Vec<ast::Statement>>,
+) -> Result<Option<Vec<ast::Statement>>> {
+    let pieces = crate::sql::split_statements(sql);
+    let heads: Vec<Option<String>> = pieces.iter().map(|p| as_create_function(p)).collect();
+    if heads.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let mut statements = Vec::new();
+    for (piece, head) in pieces.iter().zip(heads) {
+        match head {
+            None => statements.extend(parse_one(piece)?),
+            Some(rewritten) => {
+                for mut stmt in parse_one(&rewritten)? {
+                    // (A DROP needs no mark: one DROP FUNCTION drops either.)
+                    if let ast::Statement::CreateFunction(create) = &mut stmt {
+                        create.options.get_or_insert_with(Vec::new).push(
+                            ast::SqlOption::KeyValue {
+                                key: ast::Ident::new(AGGREGATE_OPTION),
+                                value: ast::Expr::value(ast::Value::Boolean(true)),
+                            },
+                        );
+                    }
+                    statements.push(stmt);
+                }
+            }
+        }
+    }
+    Ok(Some(statements))
+}
+
+/// The statement with `AGGREGATE` read as `FUNCTION`, if it is a `CREATE
+/// [OR REPLACE] AGGREGATE` or a `DROP AGGREGATE`.
+fn as_create_function(piece: &str) -> Option<String> {
+    let text = piece.trim_start();
+    let words: Vec<&str> = text.split_whitespace().take(4).collect();
+    let is = |i: usize, w: &str| words.get(i).is_some_and(|x| x.eq_ignore_ascii_case(w));
+    let at = match () {
+        _ if (is(0, "create") || is(0, "drop")) && is(1, "aggregate") => 1,
+        _ if is(0, "create") && is(1, "or") && is(2, "replace") && is(3, "aggregate") => 3,
+        _ => return None,
+    };
+    // Replace the `at`-th word, keeping everything else as written.
+    let mut rest = text;
+    let mut out = String::new();
+    for i in 0..=at {
+        let start = rest.find(|c: char| !c.is_whitespace()).unwrap_or(0);
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        out.push_str(if i == at { "FUNCTION" } else { &rest[..end] });
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 fn python_error(def: &FunctionDef, error: python::PythonError) -> Error {
     match error {
+        python::PythonError::Definition { message, traceback } if def.aggregate => {
+            Error::InvalidArgument {
+                message: format!("Python aggregate {} cannot be defined: {message}", def.name),
+                hint: format!(
+                    "The body must define create_state(), accumulate(state, …) and \
+                     finish(state), and retract(state, …) to take rows back; accumulate and \
+                     retract take {} argument(s) after the state.\n{traceback}",
+                    def.args.len()
+                ),
+            }
+        }
         python::PythonError::Definition { message, traceback } => Error::InvalidArgument {
             message: format!("Python function {} cannot be defined: {message}", def.name),
             hint: format!(
@@ -228,6 +345,47 @@ fn python_error(def: &FunctionDef, error: python::PythonError) -> Error {
             message: format!("Python function {} cannot be defined: {other}", def.name),
             hint: "Check the body with the same Python the server runs (--python).".into(),
         },
+    }
+}
+
+/// Functions a program embedding EddyDB adds, in Rust: DataFusion scalar
+/// functions and [`UserAggregate`]s. They are known to every session from
+/// the start, in views and ad-hoc queries alike, as built-in functions are
+/// (users cannot drop or replace them); pass them to
+/// [`crate::server::run_with`]. A scalar function used in a materialized
+/// view must be `Volatility::Immutable`.
+#[derive(Debug, Clone, Default)]
+pub struct Extensions {
+    scalars: Vec<ScalarUDF>,
+    aggregates: Vec<Arc<dyn UserAggregate>>,
+}
+
+impl Extensions {
+    pub fn new() -> Extensions {
+        Extensions::default()
+    }
+
+    /// Adds a scalar function, e.g. one made with
+    /// `datafusion::logical_expr::create_udf`.
+    pub fn scalar(mut self, function: ScalarUDF) -> Extensions {
+        self.scalars.push(function);
+        self
+    }
+
+    /// Adds an aggregate.
+    pub fn aggregate(mut self, aggregate: Arc<dyn UserAggregate>) -> Extensions {
+        self.aggregates.push(aggregate);
+        self
+    }
+
+    /// The scalar functions and the aggregates (as DataFusion calls them).
+    pub fn functions(&self) -> (Vec<ScalarUDF>, Vec<AggregateUDF>) {
+        let aggregates = self
+            .aggregates
+            .iter()
+            .map(|a| AggregateUDF::new_from_impl(UserAggregateUdf::new(Arc::clone(a))))
+            .collect();
+        (self.scalars.clone(), aggregates)
     }
 }
 

@@ -147,6 +147,13 @@ impl QueryContext {
         for session_bound in crate::sql::sessions::functions() {
             ctx.register_udwf(session_bound);
         }
+        let (scalars, aggregates) = catalog.extensions().functions();
+        for scalar in scalars {
+            ctx.register_udf(scalar);
+        }
+        for aggregate in aggregates {
+            ctx.register_udaf(aggregate);
+        }
         Ok(QueryContext {
             ctx,
             catalog,
@@ -200,12 +207,19 @@ impl QueryContext {
         }
         for name in registered.1.drain(..) {
             self.ctx.deregister_udf(&name);
+            self.ctx.deregister_udaf(&name);
         }
         for entry in self.catalog.functions() {
-            if let crate::function::Body::Python(udf) = &entry.body {
-                self.ctx.register_udf(udf.as_ref().clone());
-                registered.1.push(entry.def.name.clone());
+            match &entry.body {
+                crate::function::Body::Python(udf) => {
+                    self.ctx.register_udf(udf.as_ref().clone());
+                }
+                crate::function::Body::Aggregate(udaf) => {
+                    self.ctx.register_udaf(udaf.as_ref().clone());
+                }
+                crate::function::Body::Sql(_) => continue,
             }
+            registered.1.push(entry.def.name.clone());
         }
         registered.0 = version;
     }

@@ -23,7 +23,24 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> crate::Result<()> {
-    let catalog = Arc::new(Catalog::open(&config)?);
+    run_with(
+        listener,
+        config,
+        crate::function::Extensions::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] with functions of the embedding program's own
+/// (`examples/embedded.rs` shows how).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    extensions: crate::function::Extensions,
+    shutdown: impl Future<Output = ()>,
+) -> crate::Result<()> {
+    let catalog = Arc::new(Catalog::open(&config, extensions)?);
     let started = std::time::Instant::now();
     let restore_ctx =
         crate::query::QueryContext::new(Arc::clone(&catalog), config.worker_count(), "eddydb", 0)?;

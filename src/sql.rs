@@ -263,6 +263,11 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
         Parser::parse_sql(&PostgreSqlDialect {}, sql)
             .map_err(|e| Error::from(e).with_statement_text(sql))
     };
+    if sql.to_ascii_lowercase().contains("aggregate") {
+        if let Some(statements) = crate::function::parse_create_aggregates(sql, &parse_one)? {
+            return Ok(statements);
+        }
+    }
     if !sql.to_ascii_lowercase().contains("emit") {
         return parse_one(sql);
     }

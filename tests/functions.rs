@@ -8,7 +8,7 @@ mod query;
 mod server;
 
 use anyhow::ensure;
-use query::{error_of, rows, value, wait_until};
+use query::{error_of, rows, value, wait_for, wait_until};
 use server::{ServerOptions, TestServer};
 
 /// SQL functions: usable in ad-hoc queries and views (also nested), kept
@@ -300,5 +300,125 @@ async fn the_login_anomaly_example_runs_as_its_readme_says() -> anyhow::Result<(
         "{out}"
     );
     ensure!(out.contains("caught"), "{out}");
+    Ok(())
+}
+
+const MEAN_GAP: &str = "CREATE AGGREGATE mean_gap(ts timestamptz) RETURNS double precision
+  LANGUAGE python AS $$
+def create_state():
+    return {'first': None, 'last': None, 'n': 0}
+
+def accumulate(state, ts):
+    state['first'] = ts if state['first'] is None else min(state['first'], ts)
+    state['last'] = ts if state['last'] is None else max(state['last'], ts)
+    state['n'] += 1
+
+def finish(state):
+    if state['n'] < 2:
+        return None
+    return (state['last'] - state['first']).total_seconds() / (state['n'] - 1)
+$$";
+
+/// A Python aggregate keeps its per-user state in the view; the state is
+/// checkpointed with it, so after `kill -9` the view goes on to exactly
+/// the batch answer. It also works ad hoc, takes rows back with
+/// `retract`, and fails only the groups whose rows it fails on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_aggregates_keep_their_state_through_a_crash() -> anyhow::Result<()> {
+    let mut server = TestServer::start_with(ServerOptions {
+        checkpoint_interval: Some("100ms".into()),
+        ..ServerOptions::default()
+    })?;
+    let client = server.connect().await?;
+    let stream = "connector = 'datagen', datagen.rows = '30000', datagen.rows.per.second = '3000', \
+                  datagen.start.time = '2026-01-01 00:00:00+00', datagen.seed = '3', \
+                  fields.user_id.kind = 'random', fields.user_id.min = '1', fields.user_id.max = '20'";
+    client
+        .batch_execute(&format!(
+            "{MEAN_GAP};
+             CREATE SOURCE logins (user_id int, ts timestamptz) WITH ({stream});
+             CREATE TABLE logins_all (user_id int, ts timestamptz) WITH ({stream});
+             CREATE MATERIALIZED VIEW gaps AS
+               SELECT user_id, count(*) AS n, mean_gap(ts) AS gap FROM logins GROUP BY user_id;"
+        ))
+        .await?;
+    // Killed while the view is part-way through the stream.
+    wait_until(&client, "SELECT coalesce(sum(n), 0) FROM gaps", |n| {
+        n.parse::<i64>().is_ok_and(|n| n >= 5000)
+    })
+    .await?;
+    server.kill9()?;
+    server.restart()?;
+    let client = server.connect().await?;
+    wait_for(&client, "SELECT sum(n) FROM gaps", "30000").await?;
+    wait_for(&client, "SELECT count(*) FROM logins_all", "30000").await?;
+    // The batch answer: the same aggregate over every row.
+    let expected = "SELECT user_id, count(*), round(CAST(mean_gap(ts) AS numeric), 9) \
+                    FROM logins_all GROUP BY user_id";
+    let live = "SELECT user_id, n, round(CAST(gap AS numeric), 9) FROM gaps";
+    let diff = value(
+        &client,
+        &format!("SELECT count(*) FROM (({expected} EXCEPT {live}) UNION ALL ({live} EXCEPT {expected})) d"),
+    )
+    .await?;
+    ensure!(diff == "0", "{diff} groups differ from the batch answer");
+    ensure!(server.log_text().contains("recovered from checkpoint"));
+
+    // Retractions, errors in one group, definitions checked at CREATE.
+    client
+        .batch_execute(
+            "CREATE AGGREGATE total(v int) RETURNS bigint LANGUAGE python AS $$
+def create_state():
+    return 0
+
+def accumulate(state, v):
+    if v == 13:
+        raise ValueError('unlucky')
+    return state + v
+
+def retract(state, v):
+    return state - v
+
+def finish(state):
+    return state
+$$;
+             CREATE TABLE items (id int PRIMARY KEY, k text, v int);
+             INSERT INTO items VALUES (1, 'a', 1), (2, 'a', 2), (3, 'b', 13), (4, 'b', 4);
+             CREATE MATERIALIZED VIEW totals AS SELECT k, total(v) AS t FROM items GROUP BY k;
+             DELETE FROM items WHERE id = 1;",
+        )
+        .await?;
+    ensure!(rows(&client, "SELECT * FROM totals").await? == ["a|2", "b|4"]);
+    ensure!(value(&client, "SELECT total(v) FROM items WHERE k = 'a'").await? == "2");
+    let errors = value(
+        &client,
+        "SELECT count(*) FROM eddy_catalog.function_errors \
+         WHERE function = 'total' AND message LIKE '%unlucky%'",
+    )
+    .await?;
+    ensure!(errors != "0");
+    let (code, _, hint) = error_of(
+        &client,
+        "CREATE AGGREGATE broken(v int) RETURNS int LANGUAGE python AS $$
+def accumulate(state, v):
+    return state
+def finish(state):
+    return state
+$$",
+    )
+    .await?;
+    ensure!(
+        code == "22023" && hint.is_some_and(|h| h.contains("create_state")),
+        "{code}"
+    );
+    client.batch_execute("DROP AGGREGATE total CASCADE").await?;
+    ensure!(
+        value(
+            &client,
+            "SELECT count(*) FROM pg_matviews WHERE matviewname = 'totals'"
+        )
+        .await?
+            == "0"
+    );
     Ok(())
 }

@@ -28,6 +28,10 @@
 //!   (lookup) or a regular join into a small per-device-type count: load
 //!   rate and memory, events/s and CPU, the latency of a change to the
 //!   table (regular join), and the view's staleness behind a paced stream.
+//! - `logins`: scenario 1 (login anomaly detection) with the SQL of
+//!   `examples/login_anomaly.sh` over the `logins` generator: logins/s and
+//!   CPU from a backlog scored by the SQL function, then by the Python one,
+//!   and the staleness of the profiles and scores behind a paced stream.
 //!
 //! This file owns starting and stopping the servers it measures, and the
 //! Kafka broker (always by PID, also on failure or Ctrl-C), the data generators, and the CPU
@@ -111,6 +115,9 @@ enum BenchCommand {
     /// Events decorated with a large context table through a join: load,
     /// throughput, table-change latency, freshness.
     ContextJoin(ContextJoinArgs),
+    /// Login anomaly detection (scenario 1): logins scored by the SQL and by
+    /// the Python function with per-user profiles; throughput, freshness.
+    Logins(LoginsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -467,6 +474,51 @@ enum IngestPart {
     Freshness,
 }
 
+#[derive(Debug, Args)]
+struct LoginsArgs {
+    /// Logins in the backlog of the `sql` and `python` parts.
+    #[arg(long, default_value_t = 2_000_000)]
+    rows: u64,
+    /// Users of the generator (`generator.users`).
+    #[arg(long, default_value_t = 100_000)]
+    users: u64,
+    /// Dataflow workers of the server (`eddydb serve --workers`; default:
+    /// the server's own, one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Logins per second of the paced source of the freshness part.
+    #[arg(long, default_value_t = 50_000)]
+    rate: u64,
+    /// Length of the freshness part's measured window.
+    #[arg(long, default_value_t = 20)]
+    seconds: u32,
+    /// Pause between two reads of the readers' progress, and of the views
+    /// in the freshness part.
+    #[arg(long, default_value_t = 20)]
+    poll_ms: u64,
+    /// Logins per second of event time in the backlog (the generator's
+    /// clock): with `--rows`, how much event time the backlog spans.
+    #[arg(long, default_value_t = BACKLOG_ROWS_PER_SECOND)]
+    event_rate: u64,
+    /// Parts to run, comma-separated; each gets a fresh server.
+    #[arg(long, value_enum, value_delimiter = ',',
+          default_values_t = [LoginsPart::Sql, LoginsPart::Python, LoginsPart::Freshness])]
+    parts: Vec<LoginsPart>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LoginsPart {
+    /// Backlog scored by the SQL function `login_anomaly` into
+    /// `scored_logins`, with `user_profiles`.
+    Sql,
+    /// The same backlog scored by the Python function `anomaly_score` into
+    /// `py_scored_logins`, with `user_profiles`.
+    Python,
+    /// A paced source: how far `user_profiles` and `scored_logins` trail
+    /// the clock.
+    Freshness,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum CopyFormat {
     Text,
@@ -535,6 +587,7 @@ fn run(cli: &Cli, cleanup: &Cleanup) -> Result<()> {
         BenchCommand::KafkaIngest(args) => kafka_ingest_benchmark(&env, args),
         BenchCommand::Checkpoints(args) => checkpoint_benchmark(&env, args),
         BenchCommand::ContextJoin(args) => context_join_benchmark(&env, args),
+        BenchCommand::Logins(args) => logins_benchmark(&env, args),
     }
 }
 
@@ -988,6 +1041,9 @@ struct CpuSnapshot {
     own: u64,
     clients: u64,
     server: u64,
+    /// Of `server`: its child processes' ticks, live and reaped (the
+    /// workers of Python functions).
+    server_children: u64,
     server_threads: BTreeMap<String, u64>,
 }
 
@@ -997,6 +1053,8 @@ struct CpuUsage {
     generator_s: f64,
     clients_s: f64,
     server_s: f64,
+    /// Of `server_s`: the server's child processes.
+    server_children_s: f64,
     machine_s: f64,
     /// Server CPU per thread name, busiest first; threads that ended during
     /// the phase are missing here but counted in `server_s`.
@@ -1012,12 +1070,15 @@ impl CpuSnapshot {
             .and_then(|pid| proc_times(&pid.to_string()))
             .map_or(0, |(_, ticks, _)| ticks);
         let clients = reaped + live;
+        let server = tree_ticks(server_pid);
+        let server_own = proc_times(&server_pid.to_string()).map_or(server, |(_, ticks, _)| ticks);
         CpuSnapshot {
             at: Instant::now(),
             machine: machine_busy_ticks(),
             own,
             clients,
-            server: tree_ticks(server_pid),
+            server,
+            server_children: server.saturating_sub(server_own),
             server_threads: thread_ticks_by_name(server_pid),
         }
     }
@@ -1029,6 +1090,7 @@ impl CpuSnapshot {
             generator_s: secs(self.own, start.own),
             clients_s: secs(self.clients, start.clients),
             server_s: secs(self.server, start.server),
+            server_children_s: secs(self.server_children, start.server_children),
             machine_s: secs(self.machine, start.machine),
             server_threads_s: thread_deltas(&start.server_threads, &self.server_threads)
                 .into_iter()
@@ -3445,50 +3507,109 @@ fn ingest_run(
     args: &SourceIngestArgs,
     json: bool,
 ) -> Result<IngestRun> {
-    let pid = target.server_pid;
     let client = SqlClient::connect(target)?;
     let event_bytes = match json {
         true => Some(probe_event_bytes(&client, args)?),
         false => None,
     };
-    client.command(&ingest_source_ddl(args, json))?;
-    if let Some(setup) = args.view.setup() {
-        client.command(setup)?;
+    let mut setup = vec![ingest_source_ddl(args, json)];
+    setup.extend(args.view.setup().map(str::to_string));
+    let watched = match args.watch {
+        IngestWatch::View => PER_USER_TOTAL,
+        IngestWatch::Status => PER_USER_READER_ROWS,
+    };
+    let check = |client: &SqlClient| check_view_total(client, args.rows * args.view.copies());
+    let plan = BacklogPlan {
+        setup,
+        create: vec![args.view.create().to_string()],
+        watch: vec![watched.to_string()],
+        state_of: ("per_user", "aggregate"),
+        check: &check,
+        read: PER_USER_TOTAL,
+        status: EVENTS_STATUS,
+    };
+    let poll = Duration::from_millis(args.poll_ms);
+    let run = backlog_run(env, target, &client, &plan, args.rows, poll)?;
+    Ok(IngestRun {
+        json,
+        event_bytes,
+        ..run
+    })
+}
+
+/// What a backlog run makes, waits for and checks.
+struct BacklogPlan<'a> {
+    /// Made before the clock starts: the source, tables, functions, plain
+    /// views.
+    setup: Vec<String>,
+    /// Made once the clock has started: the measured views.
+    create: Vec<String>,
+    /// Counts waited for in turn until each reaches the run's rows; the
+    /// first is the one sampled by tenths ([`wait_for_count_sampling`]).
+    watch: Vec<String>,
+    /// The operator whose state is sampled, as [`operator_state`] takes it.
+    state_of: (&'a str, &'a str),
+    /// Fails unless the views hold what their readers read; run once the
+    /// clock has stopped.
+    check: &'a dyn Fn(&SqlClient) -> Result<()>,
+    /// Timed 20 times after the run.
+    read: &'a str,
+    /// The source's rows of `eddy_catalog.source_partitions`, in the
+    /// columns [`print_run_tail`] labels.
+    status: &'a str,
+}
+
+/// One backlog run of `rows` events by `plan`: from its first `create`
+/// until every watched count reaches `rows`. The run is typed rows with
+/// no message size; a JSON run says otherwise.
+fn backlog_run(
+    env: &BenchEnv,
+    target: &Target,
+    client: &SqlClient,
+    plan: &BacklogPlan,
+    rows: u64,
+    poll: Duration,
+) -> Result<IngestRun> {
+    let pid = target.server_pid;
+    for statement in &plan.setup {
+        client.command(statement)?;
     }
     let mut rss = RssMarks::default();
     rss.mark(pid, "before the view");
     let idle_before = idle_second(env, pid);
     let before = CpuSnapshot::take(pid, None);
-    client.command(args.view.create())?;
-    let poll = Duration::from_millis(args.poll_ms);
-    let watched = match args.watch {
-        IngestWatch::View => PER_USER_TOTAL,
-        IngestWatch::Status => PER_USER_READER_ROWS,
+    for statement in &plan.create {
+        client.command(statement)?;
+    }
+    let Some((first, rest)) = plan.watch.split_first() else {
+        bail!("bug: a backlog run with no count to wait for");
     };
-    let state_of = ("per_user", "aggregate");
-    let (reads, rss_by_tenth) =
-        wait_for_count_sampling(&client, watched, args.rows, poll, pid, state_of)?;
+    let (mut reads, rss_by_tenth) =
+        wait_for_count_sampling(client, first, rows, poll, pid, plan.state_of)?;
+    for watched in rest {
+        reads += wait_for_count(client, watched, rows, poll)?;
+    }
     let usage = CpuSnapshot::take(pid, None).usage_since(&before, env.clock_ticks_per_s);
     rss.mark(pid, "at the end");
-    check_view_total(&client, args.rows * args.view.copies())?;
+    (plan.check)(client)?;
     let idle_after = idle_second(env, pid);
     let mut read_us = Vec::new();
     for _ in 0..20 {
         let started = Instant::now();
-        client.text_rows(PER_USER_TOTAL)?;
+        client.text_rows(plan.read)?;
         read_us.push(micros(started, Instant::now()));
     }
     Ok(IngestRun {
-        json,
-        rows: args.rows,
+        json: false,
+        rows,
         reads,
         usage,
         idle_before,
         idle_after,
         read_us: Percentiles::new(read_us),
-        status: client.text_rows(EVENTS_STATUS)?,
+        status: client.text_rows(plan.status)?,
         rss,
-        event_bytes,
+        event_bytes: None,
         rss_by_tenth,
     })
 }
@@ -3539,25 +3660,88 @@ fn wait_for_count_sampling(
     }
 }
 
-/// The view's staleness, sampled on the client clock.
-struct Freshness {
-    /// now − max(last), taken when each answer arrived: an upper bound.
+/// A query of one view answering (newest event time, events counted), read
+/// by [`freshness_run`].
+#[derive(Debug, Clone, Copy)]
+struct FreshnessRead {
+    view: &'static str,
+    sql: &'static str,
+    /// The name of its staleness row in [`print_freshness`].
+    label: &'static str,
+}
+
+/// The freshness read of source-ingest and context-join: the view
+/// `latest`, shaped as [`LATEST_VIEW`].
+const LATEST_FRESHNESS: FreshnessRead = FreshnessRead {
+    view: "latest",
+    sql: LATEST_READ,
+    label: "now - max(last)",
+};
+
+/// One view's staleness, sampled on the client clock.
+struct Staleness {
+    read: FreshnessRead,
+    /// now − newest event time, taken when each answer arrived: an upper
+    /// bound.
     lag_us: Vec<u64>,
     /// The same with now taken when the read was sent: a lower bound
     /// (negative ones count as 0).
     lag_at_send_us: Vec<u64>,
     /// Round trip of each read of the view.
     read_us: Vec<u64>,
+    /// The view's count at each read.
+    counts: Vec<u64>,
+}
+
+impl Staleness {
+    fn new(read: FreshnessRead) -> Staleness {
+        Staleness {
+            read,
+            lag_us: Vec::new(),
+            lag_at_send_us: Vec::new(),
+            read_us: Vec::new(),
+            counts: Vec::new(),
+        }
+    }
+
+    /// Reads the view once and keeps the sample.
+    fn sample(&mut self, client: &SqlClient) -> Result<()> {
+        let (sent_us, sent) = (unix_now_us(), Instant::now());
+        let latest = read_latest(client, self.read.sql)?;
+        let (now_us, answered) = (unix_now_us(), Instant::now());
+        let view = self.read.view;
+        let (last_us, n) = latest.ok_or_else(|| anyhow!("view {view} became empty"))?;
+        self.lag_us
+            .push(u64::try_from(now_us - last_us).unwrap_or(0));
+        self.lag_at_send_us
+            .push(u64::try_from(sent_us - last_us).unwrap_or(0));
+        self.read_us.push(micros(sent, answered));
+        self.counts.push(n);
+        Ok(())
+    }
+
     /// Events the view counted over the window.
-    counted: u64,
+    fn counted(&self) -> u64 {
+        match (self.counts.first(), self.counts.last()) {
+            (Some(first), Some(last)) => last.saturating_sub(*first),
+            _ => 0,
+        }
+    }
+}
+
+/// The staleness of one or more views behind a paced stream.
+struct Freshness {
+    /// One per read, in the order [`freshness_run`] was given them.
+    views: Vec<Staleness>,
     usage: CpuUsage,
     status: Vec<Vec<String>>,
     rss: RssMarks,
 }
 
-/// One read of `latest`: (max(last) in µs since the epoch, sum(n)).
-fn read_latest(client: &SqlClient) -> Result<Option<(i64, u64)>> {
-    let rows = client.text_rows(LATEST_READ)?;
+/// One read of `sql`, shaped as [`LATEST_READ`]: (newest event time in µs
+/// since the epoch, events counted).
+fn read_latest(client: &SqlClient, sql: &str) -> Result<Option<(i64, u64)>> {
+    let rows = client.text_rows(sql)?;
     match rows.first().map(Vec::as_slice) {
         Some([last, n]) if last != "NULL" => Ok(Some((parse_timestamptz_us(last)?, n.parse()?))),
         _ => Ok(None),
@@ -3571,13 +3755,15 @@ const CAUGHT_UP: Duration = Duration::from_secs(1);
 /// before its freshness is measured anyway.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(120);
 
-/// Reads `latest` every `poll_ms` for `seconds`, after `setup` has created
-/// a paced source `events` and the view `latest` over it, shaped as
-/// [`LATEST_VIEW`] (which [`LATEST_READ`] reads).
+/// Reads each of `reads` every `poll_ms` for `seconds`, after `setup` has
+/// created a paced source and the views they read; `status` is the
+/// source's rows of `eddy_catalog.source_partitions`.
 fn freshness_run(
     env: &BenchEnv,
     target: &Target,
     setup: &[String],
+    reads: &[FreshnessRead],
+    status: &str,
     seconds: u32,
     poll_ms: u64,
 ) -> Result<Freshness> {
@@ -3588,44 +3774,38 @@ fn freshness_run(
     }
     let poll = Duration::from_millis(poll_ms);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while read_latest(&client)?.is_none() {
-        if Instant::now() > deadline {
-            bail!("view latest is still empty a minute after its creation");
+    for read in reads {
+        while read_latest(&client, read.sql)?.is_none() {
+            if Instant::now() > deadline {
+                bail!(
+                    "view {} is still empty a minute after its creation",
+                    read.view
+                );
+            }
+            std::thread::sleep(poll);
         }
-        std::thread::sleep(poll);
     }
-    wait_caught_up(&client, poll)?;
+    for read in reads {
+        wait_caught_up(&client, read, poll)?;
+    }
     std::thread::sleep(FRESHNESS_WARMUP);
     let mut rss = RssMarks::default();
     rss.mark(pid, "after the warm-up");
-    let (mut lag_us, mut lag_at_send_us) = (Vec::new(), Vec::new());
-    let (mut read_us, mut counts) = (Vec::new(), Vec::new());
+    let mut views: Vec<Staleness> = reads.iter().map(|read| Staleness::new(*read)).collect();
     let before = CpuSnapshot::take(pid, None);
     let window = Duration::from_secs(u64::from(seconds));
     while before.at.elapsed() < window {
-        let (sent_us, sent) = (unix_now_us(), Instant::now());
-        let latest = read_latest(&client)?;
-        let (now_us, answered) = (unix_now_us(), Instant::now());
-        let (last_us, n) = latest.ok_or_else(|| anyhow!("view latest became empty"))?;
-        lag_us.push(u64::try_from(now_us - last_us).unwrap_or(0));
-        lag_at_send_us.push(u64::try_from(sent_us - last_us).unwrap_or(0));
-        read_us.push(micros(sent, answered));
-        counts.push(n);
+        for view in &mut views {
+            view.sample(&client)?;
+        }
         std::thread::sleep(poll);
     }
     let usage = CpuSnapshot::take(pid, None).usage_since(&before, env.clock_ticks_per_s);
     rss.mark(pid, "at the end");
-    let counted = match (counts.first(), counts.last()) {
-        (Some(first), Some(last)) => last - first,
-        _ => 0,
-    };
     Ok(Freshness {
-        lag_us,
-        lag_at_send_us,
-        read_us,
-        counted,
+        views,
         usage,
-        status: client.text_rows(EVENTS_STATUS)?,
+        status: client.text_rows(status)?,
         rss,
     })
 }
@@ -3634,19 +3814,20 @@ fn freshness_run(
 /// behind its paced source: waits until its newest event is less than
 /// [`CAUGHT_UP`] old, or says how far behind it still is after
 /// [`CATCH_UP_LIMIT`] and goes on.
-fn wait_caught_up(client: &SqlClient, poll: Duration) -> Result<()> {
+fn wait_caught_up(client: &SqlClient, read: &FreshnessRead, poll: Duration) -> Result<()> {
     let started = Instant::now();
     loop {
-        let latest = read_latest(client)?;
-        let (last_us, _) = latest.ok_or_else(|| anyhow!("view latest became empty"))?;
+        let latest = read_latest(client, read.sql)?;
+        let (last_us, _) = latest.ok_or_else(|| anyhow!("view {} became empty", read.view))?;
         let lag_us = unix_now_us() - last_us;
         if lag_us < CAUGHT_UP.as_micros() as i64 {
             return Ok(());
         }
         if started.elapsed() > CATCH_UP_LIMIT {
             println!(
-                "   view latest is still {:.1} s behind its source after {CATCH_UP_LIMIT:?}; \
+                "   view {} is still {:.1} s behind its source after {CATCH_UP_LIMIT:?}; \
                  measuring anyway",
+                read.view,
                 lag_us as f64 / 1e6
             );
             return Ok(());
@@ -3720,7 +3901,15 @@ fn source_ingest_benchmark(env: &BenchEnv, args: &SourceIngestArgs) -> Result<()
                 events_source_ddl("events", &paced_options(args.rate), true),
                 LATEST_VIEW.to_string(),
             ];
-            let run = freshness_run(env, &server.target(), &setup, args.seconds, args.poll_ms);
+            let run = freshness_run(
+                env,
+                &server.target(),
+                &setup,
+                &[LATEST_FRESHNESS],
+                EVENTS_STATUS,
+                args.seconds,
+                args.poll_ms,
+            );
             let run = run.map_err(|e| server.explain(e))?;
             server.stop()?;
             Some(run)
@@ -3775,23 +3964,7 @@ fn print_ingest_runs(runs: &[IngestRun], view: IngestView) {
             run.read_us.at(0.5),
             run.read_us.max()
         );
-        let share = |usage: &CpuUsage| 100.0 * usage.server_s / usage.wall_s.max(1e-9);
-        let busiest = run.idle_after.server_threads_s.first();
-        println!(
-            "server idle          {:.1}% of a core the second before the view, \
-             {:.1}% the second after the last event (busiest thread: {})",
-            share(&run.idle_before),
-            share(&run.idle_after),
-            busiest.map_or("none".to_string(), |(name, s)| format!("{name} {s:.2} s"))
-        );
-        let tenths: Vec<String> = run
-            .rss_by_tenth
-            .iter()
-            .map(|(m, _)| format!("{m:.0}"))
-            .collect();
-        println!("RSS by tenth (MiB)   {}", tenths.join(" "));
-        let states: Vec<&str> = run.rss_by_tenth.iter().map(|(_, s)| s.as_str()).collect();
-        println!("aggregate state      {}", states.join(" | "));
+        print_idle_and_tenths(run, "aggregate state");
         print_run_tail(&run.status, &run.rss, &run.usage);
     }
     if let (Some(json), Some(typed)) = (runs.iter().find(|r| r.json), runs.iter().find(|r| !r.json))
@@ -3805,6 +3978,28 @@ fn print_ingest_runs(runs: &[IngestRun], view: IngestView) {
             1e6 * per_event(typed)
         );
     }
+}
+
+/// A backlog run's server CPU at rest around it, and its resident memory
+/// and sampled operator state (under the heading `state`) by tenth.
+fn print_idle_and_tenths(run: &IngestRun, state: &str) {
+    let share = |usage: &CpuUsage| 100.0 * usage.server_s / usage.wall_s.max(1e-9);
+    let busiest = run.idle_after.server_threads_s.first();
+    println!(
+        "server idle          {:.1}% of a core the second before the view, \
+         {:.1}% the second after the last event (busiest thread: {})",
+        share(&run.idle_before),
+        share(&run.idle_after),
+        busiest.map_or("none".to_string(), |(name, s)| format!("{name} {s:.2} s"))
+    );
+    let tenths: Vec<String> = run
+        .rss_by_tenth
+        .iter()
+        .map(|(m, _)| format!("{m:.0}"))
+        .collect();
+    println!("RSS by tenth (MiB)   {}", tenths.join(" "));
+    let states: Vec<&str> = run.rss_by_tenth.iter().map(|(_, s)| s.as_str()).collect();
+    println!("{state:<20} {}", states.join(" | "));
 }
 
 /// Fails unless `sum(n)` of the per-user view equals `expected` (the rows
@@ -3829,27 +4024,52 @@ fn print_run_tail(status: &[Vec<String>], rss: &RssMarks, usage: &CpuUsage) {
     usage.print("clients", available_cores(), true);
 }
 
-/// A freshness run's figures under the heading `== {title}`.
+/// A freshness run's figures under the heading `== {title}`; with several
+/// views, each is named before its rows.
 fn print_freshness(title: &str, rate: u64, poll_ms: u64, run: &Freshness) {
     println!();
     println!("== {title}");
+    let Some(first) = run.views.first() else {
+        println!("no view was read");
+        return;
+    };
+    let several = run.views.len() > 1;
+    let per_s = |n: u64| n as f64 / run.usage.wall_s.max(1e-9);
+    let the_view = match several {
+        true => format!("view {}", first.read.view),
+        false => "the view".to_string(),
+    };
     println!(
-        "paced source         {} events/s; the view counted {} events in the {:.1} s window \
+        "paced source         {} events/s; {the_view} counted {} events in the {:.1} s window \
          ({:.0} events/s)",
         rate,
-        run.counted,
+        first.counted(),
         run.usage.wall_s,
-        run.counted as f64 / run.usage.wall_s.max(1e-9)
+        per_s(first.counted())
     );
+    for view in &run.views[1..] {
+        println!(
+            "                     view {} counted {} events ({:.0} events/s)",
+            view.read.view,
+            view.counted(),
+            per_s(view.counted())
+        );
+    }
+    let each = if several { " of each view" } else { "" };
     println!(
-        "samples              {}, one read every {} ms",
-        run.lag_us.len(),
+        "samples              {}, one read{each} every {} ms",
+        first.lag_us.len(),
         poll_ms
     );
     print_percentile_header("us");
-    Percentiles::new(run.lag_us.clone()).print_row("now - max(last)");
-    Percentiles::new(run.lag_at_send_us.clone()).print_row("  with now at the send");
-    Percentiles::new(run.read_us.clone()).print_row("read round trip");
+    for view in &run.views {
+        if several {
+            println!("  {}: {}", view.read.view, view.read.sql);
+        }
+        Percentiles::new(view.lag_us.clone()).print_row(view.read.label);
+        Percentiles::new(view.lag_at_send_us.clone()).print_row("  with now at the send");
+        Percentiles::new(view.read_us.clone()).print_row("read round trip");
+    }
     println!("  (staleness of the view: the newest visible event's time against the client's");
     println!("  clock when the answer arrived; event time = due time, so it includes pacing,");
     println!("  the reader's poll, the commit and the read)");
@@ -4918,7 +5138,15 @@ fn context_join_run(env: &BenchEnv, server: &EddyServer, args: &ContextJoinArgs)
             context_events_ddl(args, &paced_options(args.rate)),
             decorated_latest_view(args.join),
         ];
-        let run = freshness_run(env, &target, &setup, args.seconds, args.poll_ms)?;
+        let run = freshness_run(
+            env,
+            &target,
+            &setup,
+            &[LATEST_FRESHNESS],
+            EVENTS_STATUS,
+            args.seconds,
+            args.poll_ms,
+        )?;
         let title = format!(
             "context-join freshness result ({} join, {}, paced)",
             args.join.name(),
@@ -5195,6 +5423,382 @@ fn probe_keys(client: &SqlClient, args: &ContextJoinArgs) -> Result<(Vec<i64>, u
     }
     keys.sort_unstable();
     Ok((keys, span))
+}
+
+// ---------------------------------------------------------------------------
+// logins: scenario 1, login anomaly detection, with the SQL of
+// examples/login_anomaly.sh over the built-in `logins` generator: backlog
+// throughput with the SQL and with the Python scoring function, then the
+// staleness of the profiles and scores behind a paced stream
+// ---------------------------------------------------------------------------
+
+/// The columns of the `logins` generator, with the example's watermark.
+const LOGIN_COLUMNS: &str = "user_id varchar, city varchar, ip varchar, device varchar, \
+     ts timestamptz, WATERMARK FOR ts AS ts - INTERVAL '1 second'";
+/// The model in SQL, as in `examples/login_anomaly.sh`.
+const LOGIN_ANOMALY_FUNCTION: &str =
+    "CREATE FUNCTION login_anomaly(new_city boolean, new_device boolean, outside boolean,
+                              last_minute bigint) RETURNS double precision
+LANGUAGE sql AS $$
+  0.5 * CAST(new_city AS int) + 0.2 * CAST(new_device AS int) + 0.3 * CAST(outside AS int)
+  + CAST(least(last_minute, 10) AS double precision) / 100
+$$";
+/// The same model in Python, as in `examples/login_anomaly.sh`.
+const ANOMALY_SCORE_FUNCTION: &str =
+    "CREATE FUNCTION anomaly_score(new_city boolean, new_device boolean, outside boolean,
+                              last_minute bigint) RETURNS double precision
+LANGUAGE python AS $$
+def anomaly_score(new_city, new_device, outside, last_minute):
+    score = 0.5 * new_city + 0.2 * new_device + 0.3 * outside
+    return score + min(last_minute, 10) / 100
+$$";
+/// Each login with its user's history just before it (a plain view, which
+/// each scoring view inlines).
+const LOGIN_FEATURES_VIEW: &str = "CREATE VIEW login_features AS
+SELECT user_id, ts, city, ip, device,
+  coalesce(NOT array_has(array_agg(city) OVER recent, city), false) AS new_city,
+  coalesce(NOT array_has(array_agg(device) OVER recent, device), false) AS new_device,
+  NOT starts_with(ip, '10.') AS outside,
+  count(*) OVER (PARTITION BY user_id ORDER BY ts
+                 RANGE BETWEEN INTERVAL '1 minute' PRECEDING AND CURRENT ROW) AS last_minute,
+  lag(ts) OVER (PARTITION BY user_id ORDER BY ts) AS previous_login
+FROM logins
+WINDOW recent AS (PARTITION BY user_id ORDER BY ts ROWS BETWEEN 5 PRECEDING AND 1 PRECEDING)";
+const SCORED_LOGINS_VIEW: &str = "CREATE MATERIALIZED VIEW scored_logins AS
+SELECT user_id, ts, city, ip, device, previous_login,
+  login_anomaly(new_city, new_device, outside, last_minute) AS score
+FROM login_features";
+const PY_SCORED_LOGINS_VIEW: &str = "CREATE MATERIALIZED VIEW py_scored_logins AS
+SELECT user_id, ts, anomaly_score(new_city, new_device, outside, last_minute) AS score
+FROM login_features";
+const USER_PROFILES_VIEW: &str = "CREATE MATERIALIZED VIEW user_profiles AS
+SELECT user_id,
+  count(*) AS logins,
+  count(DISTINCT city) AS cities,
+  approx_distinct(device) AS devices,
+  last_value(city ORDER BY ts) AS last_city,
+  (array_agg(city ORDER BY ts DESC))[1:5] AS recent_cities,
+  max(ts) AS last_login
+FROM logins GROUP BY user_id";
+const PROFILES_TOTAL: &str = "SELECT sum(logins) FROM user_profiles";
+/// The dashboard's point lookup (docs/login_anomaly.md), timed after a run.
+const PROFILE_BY_ID: &str = "SELECT * FROM user_profiles WHERE user_id = 'u42'";
+const LOGINS_STATUS: &str = "SELECT \"offset\", rows, events_per_second, bad_records, status \
+     FROM eddy_catalog.source_partitions WHERE source = 'logins'";
+const OPERATOR_STATES: &str = "SELECT view, operator, state_bytes FROM eddy_catalog.operators \
+     WHERE state_bytes > 0";
+const FUNCTION_ERRORS: &str = "SELECT count(*) FROM eddy_catalog.function_errors";
+/// What the freshness part reads: the profiles first (the target's), then
+/// the scores.
+const LOGINS_FRESHNESS: [FreshnessRead; 2] = [
+    FreshnessRead {
+        view: "user_profiles",
+        sql: "SELECT max(last_login), sum(logins) FROM user_profiles",
+        label: "now - max(last_login)",
+    },
+    FreshnessRead {
+        view: "scored_logins",
+        sql: "SELECT max(ts), count(*) FROM scored_logins",
+        label: "now - max(ts)",
+    },
+];
+/// The scenario's throughput target, with the SQL function on 2 cores.
+const LOGINS_TARGET_PER_S: f64 = 250_000.0;
+/// The scenario's freshness target: p99 from a login to its profile.
+const LOGINS_FRESHNESS_TARGET_MS: f64 = 100.0;
+
+impl LoginsPart {
+    /// (CREATE FUNCTION, the scoring view's name, its CREATE) of a part.
+    fn scoring(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            LoginsPart::Python => (
+                ANOMALY_SCORE_FUNCTION,
+                "py_scored_logins",
+                PY_SCORED_LOGINS_VIEW,
+            ),
+            LoginsPart::Sql | LoginsPart::Freshness => {
+                (LOGIN_ANOMALY_FUNCTION, "scored_logins", SCORED_LOGINS_VIEW)
+            }
+        }
+    }
+}
+
+/// One backlog part of `logins`.
+struct LoginsRun {
+    part: LoginsPart,
+    run: IngestRun,
+    /// (view, operator, state_bytes) of each operator holding state at the
+    /// end.
+    operators: Vec<Vec<String>>,
+    /// Rows of `eddy_catalog.function_errors` at the end.
+    function_errors: u64,
+}
+
+/// `CREATE SOURCE logins` of the example, with the part's `options`.
+fn logins_source_ddl(users: u64, options: &str) -> String {
+    let fields = format!("generator = 'logins', generator.users = '{users}', datagen.seed = '1'");
+    datagen_source_ddl("logins", LOGIN_COLUMNS, &fields, options, false)
+}
+
+/// The rows the reader of `view` has made visible, as
+/// [`PER_USER_READER_ROWS`] counts them for `per_user`.
+fn login_reader_rows(view: &str) -> String {
+    format!(
+        "SELECT sum(rows) FROM eddy_catalog.source_partitions \
+         WHERE source = 'logins' AND feeds = '{view}'"
+    )
+}
+
+/// Fails unless `sql` counts `expected`.
+fn check_count(client: &SqlClient, sql: &str, expected: u64) -> Result<()> {
+    let got = first_count(client, sql)?;
+    if got != expected {
+        bail!("`{sql}` gives {got}, not the {expected} logins its reader read");
+    }
+    Ok(())
+}
+
+fn logins_benchmark(env: &BenchEnv, args: &LoginsArgs) -> Result<()> {
+    let counts = [args.rows, args.users, args.rate, args.event_rate];
+    if counts.contains(&0) || args.seconds == 0 {
+        bail!("--rows, --users, --rate, --event-rate and --seconds must be at least 1");
+    }
+    if args.rows / args.event_rate >= 86_400 {
+        bail!("--rows / --event-rate must be under a day of event time, so all of it is due");
+    }
+    print_logins_sql(args);
+    let mut sql_run: Option<LoginsRun> = None;
+    for part in [LoginsPart::Sql, LoginsPart::Python] {
+        if !args.parts.contains(&part) {
+            continue;
+        }
+        let mut server = ingest_server(env, args.workers, &format!("{part:?} backlog"))?;
+        let run = logins_backlog_run(env, &server.target(), args, part);
+        let run = run.map_err(|e| server.explain(e))?;
+        server.stop()?;
+        print_logins_run(&run, sql_run.as_ref());
+        if part == LoginsPart::Sql {
+            sql_run = Some(run);
+        }
+    }
+    if args.parts.contains(&LoginsPart::Freshness) {
+        let mut server = ingest_server(env, args.workers, "freshness")?;
+        let setup = [
+            logins_source_ddl(args.users, &paced_options(args.rate)),
+            LOGIN_ANOMALY_FUNCTION.to_string(),
+            LOGIN_FEATURES_VIEW.to_string(),
+            USER_PROFILES_VIEW.to_string(),
+            SCORED_LOGINS_VIEW.to_string(),
+        ];
+        let run = freshness_run(
+            env,
+            &server.target(),
+            &setup,
+            &LOGINS_FRESHNESS,
+            LOGINS_STATUS,
+            args.seconds,
+            args.poll_ms,
+        );
+        let run = run.map_err(|e| server.explain(e))?;
+        server.stop()?;
+        print_logins_freshness(args, &run);
+    }
+    Ok(())
+}
+
+/// The SQL every part runs, so that the figures can be cited with it.
+fn print_logins_sql(args: &LoginsArgs) {
+    let workers = args
+        .workers
+        .map_or("the server's default".to_string(), |n| n.to_string());
+    println!(
+        "== logins benchmark: {} logins of backlog from {} users, freshness at {} logins/s \
+         for {} s, workers: {workers}, reads every {} ms",
+        args.rows, args.users, args.rate, args.seconds, args.poll_ms
+    );
+    println!("-- the SQL of examples/login_anomaly.sh:");
+    println!("{};", logins_source_ddl(args.users, "<part's options>"));
+    for statement in [
+        LOGIN_ANOMALY_FUNCTION,
+        ANOMALY_SCORE_FUNCTION,
+        LOGIN_FEATURES_VIEW,
+        SCORED_LOGINS_VIEW,
+        PY_SCORED_LOGINS_VIEW,
+        USER_PROFILES_VIEW,
+    ] {
+        println!("{statement};");
+    }
+    println!("-- sql and python parts: a backlog of all --rows logins, due at once:");
+    println!("--   {}", backlog_options_at(args.rows, args.event_rate));
+    println!(
+        "--   before the clock: the source, the part's function (login_anomaly | anomaly_score),"
+    );
+    println!("--   login_features; the clock runs from CREATE MATERIALIZED VIEW scored_logins |");
+    println!(
+        "--   py_scored_logins and user_profiles until every {} ms both of",
+        args.poll_ms
+    );
+    println!("--   `{}`", login_reader_rows("<scoring view>"));
+    println!("--   `{}`", login_reader_rows("user_profiles"));
+    println!(
+        "--   count {} logins; then `SELECT count(*) FROM <scoring view>` and `{PROFILES_TOTAL}`",
+        args.rows
+    );
+    println!("--   must give {} too.", args.rows);
+    println!(
+        "-- freshness part: the source paced at {}:",
+        paced_options(args.rate)
+    );
+    println!(
+        "--   login_anomaly, login_features, user_profiles, scored_logins; read every {} ms:",
+        args.poll_ms
+    );
+    for read in &LOGINS_FRESHNESS {
+        println!("--   `{}`", read.sql);
+    }
+}
+
+/// A backlog part: the part's scoring view and `user_profiles` over all of
+/// `--rows` logins, due when the views are created.
+fn logins_backlog_run(
+    env: &BenchEnv,
+    target: &Target,
+    args: &LoginsArgs,
+    part: LoginsPart,
+) -> Result<LoginsRun> {
+    let (function, view, create) = part.scoring();
+    let client = SqlClient::connect(target)?;
+    let backlog = backlog_options_at(args.rows, args.event_rate);
+    let scored = format!("SELECT count(*) FROM {view}");
+    let check = |client: &SqlClient| -> Result<()> {
+        check_count(client, &scored, args.rows)?;
+        check_count(client, PROFILES_TOTAL, args.rows)
+    };
+    let plan = BacklogPlan {
+        setup: vec![
+            logins_source_ddl(args.users, &backlog),
+            function.to_string(),
+            LOGIN_FEATURES_VIEW.to_string(),
+        ],
+        create: vec![create.to_string(), USER_PROFILES_VIEW.to_string()],
+        watch: vec![login_reader_rows(view), login_reader_rows("user_profiles")],
+        state_of: (view, "over"),
+        check: &check,
+        read: PROFILE_BY_ID,
+        status: LOGINS_STATUS,
+    };
+    let poll = Duration::from_millis(args.poll_ms);
+    let run = backlog_run(env, target, &client, &plan, args.rows, poll)?;
+    Ok(LoginsRun {
+        part,
+        run,
+        operators: client.text_rows(OPERATOR_STATES)?,
+        function_errors: first_count(&client, FUNCTION_ERRORS)?,
+    })
+}
+
+/// A backlog part's figures; `sql` is the SQL function's run, if there
+/// was one before, for the Python run to be compared with.
+fn print_logins_run(run: &LoginsRun, sql: Option<&LoginsRun>) {
+    let (_, view, _) = run.part.scoring();
+    let python = run.part == LoginsPart::Python;
+    let ingest = &run.run;
+    let per_s = ingest.events_per_s();
+    println!();
+    println!(
+        "== logins backlog result ({} function, {view} and user_profiles)",
+        if python { "Python" } else { "SQL" }
+    );
+    println!(
+        "logins               {} in {:.2} s (CREATE MATERIALIZED VIEW {view}, user_profiles \
+         until all {} visible in both; {} polls)",
+        ingest.rows, ingest.usage.wall_s, ingest.rows, ingest.reads
+    );
+    println!("throughput           {per_s:.0} logins/s");
+    println!(
+        "server CPU           {:.2} s: {:.0} logins per CPU-second ({:.2} s of it in the \
+         server's child processes)",
+        ingest.usage.server_s,
+        ingest.events_per_cpu_s(),
+        ingest.usage.server_children_s
+    );
+    let verdict = |met: bool| if met { "met" } else { "not met" };
+    let cores = available_cores();
+    if python {
+        println!(
+            "  (the Python workers are child processes of the server: their CPU, live and \
+             reaped, is in the server's)"
+        );
+        let errors = match run.function_errors {
+            0 => "0".to_string(),
+            n => format!("{n}: NOT 0, those logins were scored NULL"),
+        };
+        println!("function errors      {errors} (`{FUNCTION_ERRORS}`)");
+        println!(
+            "target               the SQL function's throughput, >= {LOGINS_TARGET_PER_S:.0} \
+             logins/s on 2 cores ({cores} cores here): {}",
+            verdict(per_s >= LOGINS_TARGET_PER_S)
+        );
+        if let Some(sql) = sql {
+            println!(
+                "Python / SQL         {:.2} of the SQL function's {:.0} logins/s",
+                per_s / sql.run.events_per_s().max(1e-9),
+                sql.run.events_per_s()
+            );
+        }
+    } else {
+        println!(
+            "target               >= {LOGINS_TARGET_PER_S:.0} logins/s on 2 cores with the SQL \
+             function ({cores} cores here): {}; the hand-written Go system did 20000/s on 4 cores",
+            verdict(per_s >= LOGINS_TARGET_PER_S)
+        );
+    }
+    println!(
+        "one profile by id    {} us p50, {} us max (`{PROFILE_BY_ID}`, after the run, 20 reads)",
+        ingest.read_us.at(0.5),
+        ingest.read_us.max()
+    );
+    print_idle_and_tenths(ingest, "window state");
+    print_operator_states(&run.operators);
+    if python {
+        println!("(the server's RSS below is its own process's; the Python workers' is not in it)");
+    }
+    print_run_tail(&ingest.status, &ingest.rss, &ingest.usage);
+}
+
+/// Rows of [`OPERATOR_STATES`]: the state each operator holds.
+fn print_operator_states(rows: &[Vec<String>]) {
+    println!("state per operator at the end (`{OPERATOR_STATES}`):");
+    let mut total = 0;
+    for row in rows {
+        let [view, operator, bytes] = row.as_slice() else {
+            continue;
+        };
+        let bytes: u64 = bytes.parse().unwrap_or(0);
+        total += bytes;
+        println!(
+            "  {view:<18} {:>9.1} MiB  {}",
+            mib(bytes),
+            abbreviate(operator, 100)
+        );
+    }
+    println!("  all operators      {:>9.1} MiB", mib(total));
+}
+
+fn print_logins_freshness(args: &LoginsArgs, run: &Freshness) {
+    let title = "logins freshness result (paced; user_profiles and scored_logins)";
+    print_freshness(title, args.rate, args.poll_ms, run);
+    if let Some(profiles) = run.views.first() {
+        let p99_ms = Percentiles::new(profiles.lag_us.clone()).at(0.99) as f64 / 1e3;
+        let verdict = match p99_ms <= LOGINS_FRESHNESS_TARGET_MS {
+            true => "met",
+            false => "not met",
+        };
+        println!(
+            "profiles p99         {p99_ms:.1} ms: {verdict}   \
+             (target p99 <= {LOGINS_FRESHNESS_TARGET_MS:.0} ms (event -> profile visible))"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -1061,6 +1061,26 @@ fn agg_call(expr: &Expr, input: &DFSchema) -> Result<AggCall> {
         )));
     };
     let name = func.name().to_ascii_lowercase();
+    if let Some(user) = crate::function::aggregate::user_aggregate_of(func) {
+        if params.distinct || !params.order_by.is_empty() {
+            return Err(refuse(
+                &format!("DISTINCT or ORDER BY inside {name}()"),
+                "A user aggregate sees each row once, in no order it can rely on.",
+            ));
+        }
+        return Ok(AggCall {
+            func: AggFunc::User,
+            args: physical_all(&params.args, input)?,
+            distinct: false,
+            order: Vec::new(),
+            user: Some(user),
+            filter: params
+                .filter
+                .as_ref()
+                .map(|f| physical(f, input))
+                .transpose()?,
+        });
+    }
     let mut distinct = params.distinct;
     let agg = match name.as_str() {
         "count" => AggFunc::Count,
@@ -1126,6 +1146,7 @@ fn agg_call(expr: &Expr, input: &DFSchema) -> Result<AggCall> {
         args,
         distinct,
         order,
+        user: None,
         filter: params
             .filter
             .as_ref()

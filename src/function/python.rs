@@ -1,20 +1,28 @@
-//! Python scalar functions, run in child processes.
+//! Python scalar functions and aggregates, run in child processes.
 //!
-//! This file owns the worker processes of one function definition (a
-//! [`PythonPool`]), the frame protocol spoken with them, and the conversion
-//! of Arrow columns to the JSON wire form `worker.py` reads, and of its
-//! replies back to an Arrow column. User code never runs in the server's
-//! process: a worker that dies is replaced, one that stops answering is
-//! killed, and a row that raises is NULL with its traceback reported.
-//! Turning a whole-batch failure into NULLs and error records for a query is
-//! left to [`super::python_udf`].
+//! This file owns the worker processes of one definition (a [`PythonPool`]
+//! for a scalar function, a [`PythonAggregatePool`] for an aggregate, both
+//! over the same `Workers`), the frame protocol spoken with them, and the
+//! conversion of Arrow columns to the JSON wire form `worker.py` reads, and
+//! of its replies back to an Arrow column. User code never runs in the
+//! server's process: a worker that dies is replaced, one that stops
+//! answering is killed, and a row that raises is NULL with its traceback
+//! reported. Turning a whole-batch failure into NULLs and error records for
+//! a query is left to [`super::python_udf`]; keeping an aggregate's states
+//! (with the view, in its checkpoints) is left to the dataflow.
 //!
 //! Protocol: frames of a 4-byte big-endian length followed by UTF-8 JSON, in
-//! both directions. The first frame sets the worker up for one function;
+//! both directions. The first frame sets the worker up for one definition;
 //! each later frame is one batch of rows, column-oriented, answered with one
-//! result per row after any number of `{"progress": rows}` frames (sent
-//! while a batch is slow, so that a slow batch is not taken for a hung
-//! worker). `worker.py` describes the Python side.
+//! result per row (scalar) or per group (aggregate) after any number of
+//! `{"progress": n}` frames (sent while a batch is slow, so that a slow
+//! batch is not taken for a hung worker). `worker.py` describes the Python
+//! side.
+//!
+//! Aggregates keep no state in their workers: each call carries the states
+//! of the groups it updates, pickled by Python and opaque here, and returns
+//! the new ones, so that the dataflow can checkpoint them like any other
+//! state and any worker can serve any call.
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
@@ -22,7 +30,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -174,7 +182,8 @@ pub struct RowError {
 pub enum PythonError {
     #[error("cannot start the Python interpreter: {0}")]
     Spawn(#[source] io::Error),
-    /// The body does not run, or does not define a function of the name.
+    /// The body does not run, or does not define a function of the name
+    /// (an aggregate: create_state, accumulate and finish).
     #[error("{message}")]
     Definition { message: String, traceback: String },
     #[error("the Python worker process exited ({status}){}", last_output(.stderr_tail))]
@@ -200,20 +209,14 @@ fn last_output(stderr_tail: &str) -> String {
     }
 }
 
-/// A pool of worker processes for one function definition. `Send + Sync`;
+/// A pool of worker processes for one scalar function. `Send + Sync`;
 /// `call` may run concurrently from several threads (each takes its own
 /// worker from the pool, spawning one when none is idle; the pool keeps at
 /// most a handful idle). A worker that died, hung or broke protocol is
 /// killed (by its PID, via Child::kill + wait) and not returned to the pool.
 /// Dropping the pool kills its idle workers.
 pub struct PythonPool {
-    config: PythonConfig,
-    name: String,
-    args: Vec<DataType>,
-    returns: DataType,
-    /// The encoded setup frame every new worker gets.
-    setup: Vec<u8>,
-    idle: Mutex<Vec<Worker>>,
+    workers: Workers,
 }
 
 impl PythonPool {
@@ -224,35 +227,14 @@ impl PythonPool {
         args: Vec<DataType>,
         returns: DataType,
     ) -> Result<PythonPool, PythonError> {
-        let arg_wires = args
-            .iter()
-            .map(supported_wire)
-            .collect::<Result<Vec<_>, _>>()?;
-        let return_wire = supported_wire(&returns)?;
-        let setup = serde_json::json!({
-            "name": name,
-            "body": body,
-            "args": arg_wires,
-            "returns": return_wire,
-            "timeout": config.timeout.as_secs_f64(),
-            "memory_limit": config.memory_limit,
-        });
-        Ok(PythonPool {
-            config,
-            name,
-            args,
-            returns,
-            setup: setup.to_string().into_bytes(),
-            idle: Mutex::new(Vec::new()),
-        })
+        let workers = Workers::new(config, Kind::Scalar, name, body, args, returns)?;
+        Ok(PythonPool { workers })
     }
 
     /// Starts one worker now and checks the definition (used at CREATE FUNCTION so a
     /// syntax error or a missing function is reported at once); keeps it idle in the pool.
     pub fn check(&self) -> Result<(), PythonError> {
-        let worker = self.start_worker()?;
-        self.give_back(worker);
-        Ok(())
+        self.workers.check()
     }
 
     /// Runs the function over `n` rows: `columns[i]` is argument i (length n).
@@ -262,21 +244,334 @@ impl PythonPool {
         columns: &[ArrayRef],
         n: usize,
     ) -> Result<(ArrayRef, Vec<RowError>), PythonError> {
-        let request = self.encode_request(columns, n)?;
+        let mut request = self.workers.begin_request(columns, n)?;
+        request.push('}');
+        let request = checked_frame(request)?;
         if n == 0 {
-            return Ok((new_empty_array(&self.returns), Vec::new()));
+            return Ok((new_empty_array(&self.workers.returns), Vec::new()));
         }
+        self.workers
+            .exchange(&request, |reply| self.finish(reply, n))
+    }
+
+    /// The result column and row errors of a batch reply.
+    fn finish(&self, reply: Reply, n: usize) -> Result<(ArrayRef, Vec<RowError>), PythonError> {
+        let results = reply
+            .results
+            .ok_or_else(|| PythonError::Protocol("a batch reply without results".into()))?;
+        if results.len() != n {
+            return Err(PythonError::Protocol(format!(
+                "{} results for a batch of {n} rows",
+                results.len()
+            )));
+        }
+        let values: Vec<&Value> = results.iter().collect();
+        let (array, failures) =
+            decode_values(&values, &self.workers.returns).map_err(PythonError::Protocol)?;
+        let errors = row_errors(reply.errors, failures, n, "row", "")?;
+        Ok((array, errors))
+    }
+}
+
+impl fmt::Debug for PythonPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.workers.describe(f, "PythonPool")
+    }
+}
+
+/// One group's work in an aggregate call: its state so far (None: a new group,
+/// made by create_state()) and its rows, as indexes into the argument columns
+/// with a weight (+n: accumulate n times, -n: retract n times), in order.
+#[derive(Debug, Clone)]
+pub struct GroupUpdate {
+    pub state: Option<Vec<u8>>,
+    pub rows: Vec<(usize, i64)>,
+}
+
+/// What an aggregate call gives back: per group (same order), the new state
+/// (None when the group's state could not be produced — keep the old one),
+/// the finished values as one array of the return type (NULL where finish
+/// failed), and the failures (RowError.row = the group's index; message says
+/// which function failed — accumulate/retract/finish/pickle — and for
+/// accumulate/retract the row's argument values).
+#[derive(Debug)]
+pub struct AggregateOutput {
+    pub states: Vec<Option<Vec<u8>>>,
+    pub values: ArrayRef,
+    pub errors: Vec<RowError>,
+}
+
+/// A pool of worker processes for one aggregate, pooled and supervised as a
+/// [`PythonPool`]'s are. The workers are stateless between calls: a group's
+/// state travels with each call (Python `pickle`, protocol 5, opaque here)
+/// and comes back updated.
+pub struct PythonAggregatePool {
+    workers: Workers,
+}
+
+impl PythonAggregatePool {
+    pub fn new(
+        config: PythonConfig,
+        name: String,
+        body: String,
+        args: Vec<DataType>,
+        returns: DataType,
+    ) -> Result<Self, PythonError> {
+        let workers = Workers::new(config, Kind::Aggregate, name, body, args, returns)?;
+        Ok(PythonAggregatePool { workers })
+    }
+
+    /// Starts a worker and checks the body defines create_state, accumulate and finish (callables);
+    /// `retract` is optional. Errors as PythonError::Definition with message + traceback.
+    pub fn check(&self) -> Result<(), PythonError> {
+        self.workers.check()
+    }
+
+    /// Whether the body defines retract (known after the first worker started: check() or a call).
+    pub fn retracts(&self) -> Option<bool> {
+        self.workers.retract.get().copied()
+    }
+
+    /// Updates every group of `groups` in one crossing to a worker:
+    /// `columns[i]` is argument i, and the groups' rows index into them.
+    pub fn update(
+        &self,
+        columns: &[ArrayRef],
+        groups: &[GroupUpdate],
+    ) -> Result<AggregateOutput, PythonError> {
+        let n = self.rows_given(columns, groups)?;
+        let mut request = self.workers.begin_request(columns, n)?;
+        self.write_groups(&mut request, groups, n)?;
+        let request = checked_frame(request)?;
+        if groups.is_empty() {
+            return Ok(AggregateOutput {
+                states: Vec::new(),
+                values: new_empty_array(&self.workers.returns),
+                errors: Vec::new(),
+            });
+        }
+        self.workers
+            .exchange(&request, |reply| self.finish(reply, groups.len()))
+    }
+
+    /// The rows of the argument columns: their length, or for an aggregate
+    /// without arguments one past the highest row a group names.
+    fn rows_given(
+        &self,
+        columns: &[ArrayRef],
+        groups: &[GroupUpdate],
+    ) -> Result<usize, PythonError> {
+        if let Some(first) = columns.first() {
+            return Ok(first.len());
+        }
+        let rows = groups.iter().flat_map(|group| group.rows.iter());
+        let n = rows.map(|&(row, _)| row.saturating_add(1)).max();
+        Ok(n.unwrap_or(0))
+    }
+
+    /// `,"groups":[{"state": base64 or null, "rows": [row, weight, row, weight, …]}, …]}`,
+    /// closing the request. The pairs are flat: Python decodes an array of
+    /// numbers several times faster than an array of pairs.
+    fn write_groups(
+        &self,
+        out: &mut String,
+        groups: &[GroupUpdate],
+        n: usize,
+    ) -> Result<(), PythonError> {
+        out.push_str(",\"groups\":[");
+        for (g, group) in groups.iter().enumerate() {
+            if g > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"state\":");
+            match &group.state {
+                Some(state) => {
+                    out.push('"');
+                    push_base64(out, state);
+                    out.push('"');
+                }
+                None => out.push_str("null"),
+            }
+            out.push_str(",\"rows\":[");
+            for (k, &(row, weight)) in group.rows.iter().enumerate() {
+                if row >= n {
+                    return Err(PythonError::Arguments(format!(
+                        "bug: group {g} of a call of Python aggregate {} names row {row} \
+                         of {n} argument rows",
+                        self.workers.name
+                    )));
+                }
+                if k > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "{row},{weight}"); // writing to a String cannot fail
+            }
+            out.push_str("]}");
+        }
+        out.push_str("]}");
+        Ok(())
+    }
+
+    /// The states, values and errors of an aggregate reply.
+    fn finish(&self, reply: Reply, count: usize) -> Result<AggregateOutput, PythonError> {
+        let groups = reply
+            .groups
+            .ok_or_else(|| PythonError::Protocol("an aggregate reply without groups".into()))?;
+        if groups.len() != count {
+            return Err(PythonError::Protocol(format!(
+                "{} results for a call of {count} groups",
+                groups.len()
+            )));
+        }
+        let states = groups
+            .iter()
+            .map(|group| group.state.as_deref().map(decode_base64).transpose())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PythonError::Protocol)?;
+        let values: Vec<&Value> = groups.iter().map(|group| &group.value).collect();
+        let (values, failures) =
+            decode_values(&values, &self.workers.returns).map_err(PythonError::Protocol)?;
+        let errors = row_errors(reply.errors, failures, count, "group", "finish: ")?;
+        Ok(AggregateOutput {
+            states,
+            values,
+            errors,
+        })
+    }
+}
+
+impl fmt::Debug for PythonAggregatePool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.workers.describe(f, "PythonAggregatePool")
+    }
+}
+
+/// The errors of one reply, the worker's and the values that did not fit
+/// the result type (`prefix` says where those came from), sorted by row
+/// (for aggregates: by group, in the order they happened within a group).
+fn row_errors(
+    reported: Vec<(usize, String, String)>,
+    failures: RowFailures,
+    n: usize,
+    unit: &str,
+    prefix: &str,
+) -> Result<Vec<RowError>, PythonError> {
+    let mut errors = Vec::with_capacity(reported.len() + failures.len());
+    for (row, message, traceback) in reported {
+        if row >= n {
+            return Err(PythonError::Protocol(format!(
+                "an error for {unit} {row} of a batch of {n} {unit}s"
+            )));
+        }
+        errors.push(RowError {
+            row,
+            message,
+            traceback,
+        });
+    }
+    errors.extend(failures.into_iter().map(|(row, message)| RowError {
+        row,
+        message: format!("{prefix}{message}"),
+        traceback: String::new(),
+    }));
+    errors.sort_by_key(|e| e.row);
+    Ok(errors)
+}
+
+/// A request frame's body, refused when a worker would not accept it.
+fn checked_frame(request: String) -> Result<Vec<u8>, PythonError> {
+    if request.len() > MAX_FRAME_BYTES {
+        return Err(PythonError::Arguments(format!(
+            "one batch takes {} bytes as JSON, more than the {MAX_FRAME_BYTES} a Python \
+             worker accepts",
+            request.len()
+        )));
+    }
+    Ok(request.into_bytes())
+}
+
+/// Which protocol a worker speaks after its setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Scalar,
+    Aggregate,
+}
+
+/// The worker processes of one definition, scalar or aggregate: each set up
+/// by the same first frame, kept idle between calls (a handful at most),
+/// and used for one request and its reply at a time.
+struct Workers {
+    config: PythonConfig,
+    name: String,
+    args: Vec<DataType>,
+    returns: DataType,
+    /// The encoded setup frame every new worker gets.
+    setup: Vec<u8>,
+    idle: Mutex<Vec<Worker>>,
+    /// Whether an aggregate's body defines `retract`, as the first setup
+    /// reply said (every worker runs the same body).
+    retract: OnceLock<bool>,
+}
+
+impl Workers {
+    fn new(
+        config: PythonConfig,
+        kind: Kind,
+        name: String,
+        body: String,
+        args: Vec<DataType>,
+        returns: DataType,
+    ) -> Result<Workers, PythonError> {
+        let arg_wires = args
+            .iter()
+            .map(supported_wire)
+            .collect::<Result<Vec<_>, _>>()?;
+        let return_wire = supported_wire(&returns)?;
+        let setup = serde_json::json!({
+            "kind": match kind {
+                Kind::Scalar => "scalar",
+                Kind::Aggregate => "aggregate",
+            },
+            "name": name,
+            "body": body,
+            "args": arg_wires,
+            "returns": return_wire,
+            "timeout": config.timeout.as_secs_f64(),
+            "memory_limit": config.memory_limit,
+        });
+        Ok(Workers {
+            config,
+            name,
+            args,
+            returns,
+            setup: setup.to_string().into_bytes(),
+            idle: Mutex::new(Vec::new()),
+            retract: OnceLock::new(),
+        })
+    }
+
+    fn check(&self) -> Result<(), PythonError> {
+        let worker = self.start_worker()?;
+        self.give_back(worker);
+        Ok(())
+    }
+
+    /// Sends one request to a worker and reads its reply into `finish`. The
+    /// worker goes back to the pool only when both went well; otherwise it
+    /// is dropped, which kills and reaps it.
+    fn exchange<T>(
+        &self,
+        request: &[u8],
+        finish: impl FnOnce(Reply) -> Result<T, PythonError>,
+    ) -> Result<T, PythonError> {
         let mut worker = self.take_worker()?;
-        if worker.send(&request).is_err() {
+        if worker.send(request).is_err() {
             return Err(worker.died());
         }
-        let outcome = worker
-            .next_reply(self.silence_limit())
-            .and_then(|reply| self.finish(reply, n));
+        let outcome = worker.next_reply(self.silence_limit()).and_then(finish);
         if outcome.is_ok() {
             self.give_back(worker);
         }
-        // Otherwise the worker is dropped here, which kills and reaps it.
         outcome
     }
 
@@ -285,8 +580,9 @@ impl PythonPool {
         (!self.config.timeout.is_zero()).then(|| self.config.timeout + HANG_GRACE)
     }
 
-    /// The request frame of one batch: `{"columns": [[…], …], "n": n}`.
-    fn encode_request(&self, columns: &[ArrayRef], n: usize) -> Result<Vec<u8>, PythonError> {
+    /// The start of a request frame, `{"columns": [[…], …], "n": n`, left
+    /// open for the caller to add to and close.
+    fn begin_request(&self, columns: &[ArrayRef], n: usize) -> Result<String, PythonError> {
         if columns.len() != self.args.len() {
             return Err(PythonError::Arguments(format!(
                 "bug: Python function {} takes {} arguments but was given {}",
@@ -306,15 +602,8 @@ impl PythonPool {
             write_values(&mut out, column.as_ref()).map_err(PythonError::Arguments)?;
             out.push(']');
         }
-        let _ = write!(out, "],\"n\":{n}}}"); // writing to a String cannot fail
-        if out.len() > MAX_FRAME_BYTES {
-            return Err(PythonError::Arguments(format!(
-                "the arguments of one batch take {} bytes as JSON, more than the {MAX_FRAME_BYTES} \
-                 a Python worker accepts",
-                out.len()
-            )));
-        }
-        Ok(out.into_bytes())
+        let _ = write!(out, "],\"n\":{n}"); // writing to a String cannot fail
+        Ok(out)
     }
 
     fn check_argument(
@@ -341,42 +630,6 @@ impl PythonPool {
             )));
         }
         Ok(())
-    }
-
-    /// The result column and row errors of a batch reply.
-    fn finish(&self, reply: Reply, n: usize) -> Result<(ArrayRef, Vec<RowError>), PythonError> {
-        let results = reply
-            .results
-            .ok_or_else(|| PythonError::Protocol("a batch reply without results".into()))?;
-        if results.len() != n {
-            return Err(PythonError::Protocol(format!(
-                "{} results for a batch of {n} rows",
-                results.len()
-            )));
-        }
-        let values: Vec<&Value> = results.iter().collect();
-        let (array, failures) =
-            decode_values(&values, &self.returns).map_err(PythonError::Protocol)?;
-        let mut errors = Vec::with_capacity(reply.errors.len() + failures.len());
-        for (row, message, traceback) in reply.errors {
-            if row >= n {
-                return Err(PythonError::Protocol(format!(
-                    "an error for row {row} of a batch of {n} rows"
-                )));
-            }
-            errors.push(RowError {
-                row,
-                message,
-                traceback,
-            });
-        }
-        errors.extend(failures.into_iter().map(|(row, message)| RowError {
-            row,
-            message,
-            traceback: String::new(),
-        }));
-        errors.sort_by_key(|e| e.row);
-        Ok((array, errors))
     }
 
     /// An idle worker, or a new one. Workers that exited while idle (killed
@@ -408,7 +661,7 @@ impl PythonPool {
         drop(surplus);
     }
 
-    /// Starts a worker and sets it up for this function.
+    /// Starts a worker and sets it up for this definition.
     fn start_worker(&self) -> Result<Worker, PythonError> {
         let mut worker = Worker::start(&self.config.program, &self.name)?;
         if worker.send(&self.setup).is_err() {
@@ -416,6 +669,9 @@ impl PythonPool {
         }
         let reply = worker.next_reply(Some(self.config.timeout + SETUP_GRACE))?;
         if reply.ok == Some(true) {
+            if let Some(retract) = reply.retract {
+                let _ = self.retract.set(retract); // every worker runs the same body
+            }
             return Ok(worker);
         }
         match reply.error {
@@ -428,11 +684,9 @@ impl PythonPool {
             )),
         }
     }
-}
 
-impl fmt::Debug for PythonPool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PythonPool")
+    fn describe(&self, f: &mut fmt::Formatter<'_>, label: &str) -> fmt::Result {
+        f.debug_struct(label)
             .field("name", &self.name)
             .field("program", &self.config.program)
             .field("args", &self.args)
@@ -467,12 +721,28 @@ enum Frame {
 #[derive(Debug, Deserialize)]
 struct Reply {
     progress: Option<u64>,
+    /// A scalar batch's values, one per row.
     results: Option<Vec<Value>>,
+    /// An aggregate call's groups, in the order they were sent.
+    groups: Option<Vec<GroupReply>>,
+    /// (row or group, message, traceback)
     #[serde(default)]
     errors: Vec<(usize, String, String)>,
     ok: Option<bool>,
+    /// In an aggregate's setup reply: whether the body defines `retract`.
+    retract: Option<bool>,
     error: Option<String>,
     traceback: Option<String>,
+}
+
+/// One group of an aggregate reply.
+#[derive(Debug, Deserialize)]
+struct GroupReply {
+    /// The new state, pickled and in base64; null when it could not be made.
+    state: Option<String>,
+    /// `finish(state)` as a wire value.
+    #[serde(default)]
+    value: Value,
 }
 
 /// One worker process. Dropping it kills and reaps the process.
@@ -690,6 +960,71 @@ fn read_line_capped(reader: &mut impl BufRead, line: &mut Vec<u8>, cap: usize) -
         if complete {
             return Ok(true);
         }
+    }
+}
+
+// ---------------------------------------------------------------- states
+
+/// The standard base64 alphabet, in which aggregate states travel (as
+/// Python's `binascii` writes and reads it).
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Appends `bytes` in base64, padded with `=`.
+fn push_base64(out: &mut String, bytes: &[u8]) {
+    out.reserve(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let byte = |k: usize| u32::from(chunk.get(k).copied().unwrap_or(0));
+        let bits = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                let sextet = (bits >> (18 - 6 * k)) & 63;
+                out.push(char::from(BASE64_ALPHABET[sextet as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+}
+
+/// Bytes from padded base64, as [`push_base64`] and Python's
+/// `binascii.b2a_base64` write it.
+fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
+    let invalid = || format!("a state that is not base64 ({} characters)", text.len());
+    let bytes = text.as_bytes();
+    if bytes.len() % 4 != 0 {
+        return Err(invalid());
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (k, quad) in bytes.chunks(4).enumerate() {
+        let last = (k + 1) * 4 == bytes.len();
+        let padding = if last {
+            quad.iter().rev().take_while(|&&c| c == b'=').count()
+        } else {
+            0
+        };
+        if padding > 2 {
+            return Err(invalid());
+        }
+        let mut bits = 0u32;
+        for &c in &quad[..4 - padding] {
+            bits = (bits << 6) | u32::from(base64_sextet(c).ok_or_else(invalid)?);
+        }
+        bits <<= 6 * padding;
+        let decoded = [(bits >> 16) as u8, (bits >> 8) as u8, bits as u8];
+        out.extend_from_slice(&decoded[..3 - padding]);
+    }
+    Ok(out)
+}
+
+fn base64_sextet(c: u8) -> Option<u8> {
+    match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
     }
 }
 
@@ -1418,7 +1753,7 @@ mod tests {
         );
         let error = pool.call(&[ints(&[Some(1)])], 1).expect_err("hung");
         assert!(matches!(error, PythonError::Hung { .. }), "{error}");
-        assert!(lock(&pool.idle).is_empty());
+        assert!(lock(&pool.workers.idle).is_empty());
     }
 
     #[test]
@@ -1485,7 +1820,7 @@ mod tests {
             DataType::Int64,
         );
         fine.check().expect("check");
-        assert_eq!(lock(&fine.idle).len(), 1);
+        assert_eq!(lock(&fine.workers.idle).len(), 1);
     }
 
     #[test]
@@ -1554,7 +1889,7 @@ mod tests {
                 });
             }
         });
-        assert!(lock(&pool.idle).len() <= MAX_IDLE_WORKERS);
+        assert!(lock(&pool.workers.idle).len() <= MAX_IDLE_WORKERS);
     }
 
     #[test]
@@ -1699,5 +2034,413 @@ mod tests {
         let columns = [ints(&[Some(1), Some(2)]), texts];
         assert_eq!(row_json(&columns, 0), r#"[1,"a\"b"]"#);
         assert_eq!(row_json(&columns, 1), "[2,null]");
+    }
+
+    // ------------------------------------------------------------ aggregates
+
+    /// Sums and counts integers; finish shows both as "sum/count".
+    const SUM_COUNT: &str = "\
+def create_state():
+    return {'sum': 0, 'count': 0}
+
+def accumulate(state, x):
+    if x == 13:
+        raise ValueError('unlucky')
+    state['sum'] += x
+    state['count'] += 1
+
+def retract(state, x):
+    return {'sum': state['sum'] - x, 'count': state['count'] - 1}
+
+def finish(state):
+    return f\"{state['sum']}/{state['count']}\"
+";
+
+    fn aggregate(body: &str, args: Vec<DataType>, returns: DataType) -> PythonAggregatePool {
+        aggregate_with(config(Duration::from_secs(10)), body, args, returns)
+    }
+
+    fn aggregate_with(
+        config: PythonConfig,
+        body: &str,
+        args: Vec<DataType>,
+        returns: DataType,
+    ) -> PythonAggregatePool {
+        PythonAggregatePool::new(config, "agg".into(), body.into(), args, returns)
+            .expect("aggregate pool")
+    }
+
+    fn sum_count() -> PythonAggregatePool {
+        aggregate(SUM_COUNT, vec![DataType::Int64], DataType::Utf8)
+    }
+
+    fn group(state: &Option<Vec<u8>>, rows: &[(usize, i64)]) -> GroupUpdate {
+        GroupUpdate {
+            state: state.clone(),
+            rows: rows.to_vec(),
+        }
+    }
+
+    fn texts(values: &ArrayRef) -> Vec<Option<String>> {
+        let values = values.as_string::<i32>();
+        values.iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    fn shown(values: &[&str]) -> Vec<Option<String>> {
+        values.iter().map(|v| Some(v.to_string())).collect()
+    }
+
+    #[test]
+    fn aggregate_pools_are_shared_between_threads() {
+        fn shared<T: Send + Sync + fmt::Debug>() {}
+        shared::<PythonAggregatePool>();
+    }
+
+    #[test]
+    fn aggregates_carry_their_states_across_calls() {
+        let pool = sum_count();
+        assert_eq!(pool.retracts(), None);
+        let first = pool
+            .update(
+                &[ints(&[Some(1), Some(2), Some(3), Some(4), Some(5)])],
+                &[
+                    group(&None, &[(0, 1), (2, 1), (4, 1)]),
+                    group(&None, &[(1, 1), (3, 2)]),
+                ],
+            )
+            .expect("first update");
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        assert_eq!(texts(&first.values), shown(&["9/3", "10/3"]));
+        assert_eq!(pool.retracts(), Some(true));
+        // Pickle protocol 5: PROTO opcode, then the version.
+        let state = first.states[0].as_ref().expect("state");
+        assert_eq!(&state[..2], &[0x80, 5]);
+
+        let second = pool
+            .update(
+                &[ints(&[Some(10), Some(20)])],
+                &[
+                    group(&first.states[0], &[(0, 1)]),
+                    group(&first.states[1], &[(1, 1)]),
+                    group(&None, &[]),
+                ],
+            )
+            .expect("second update");
+        assert!(second.errors.is_empty(), "{:?}", second.errors);
+        assert_eq!(texts(&second.values), shown(&["19/4", "30/4", "0/0"]));
+        assert!(second.states.iter().all(Option::is_some));
+
+        let empty = pool.update(&[ints(&[])], &[]).expect("no groups");
+        assert!(empty.states.is_empty() && empty.values.is_empty());
+    }
+
+    #[test]
+    fn retractions_undo_accumulations() {
+        let pool = sum_count();
+        let added = pool
+            .update(
+                &[ints(&[Some(5), Some(7)])],
+                &[group(&None, &[(0, 1), (1, 3)])],
+            )
+            .expect("accumulate");
+        assert_eq!(texts(&added.values), shown(&["26/4"]));
+        let retracted = pool
+            .update(
+                &[ints(&[Some(5), Some(7)])],
+                &[group(&added.states[0], &[(1, -2), (0, -1), (0, 0)])],
+            )
+            .expect("retract");
+        assert!(retracted.errors.is_empty(), "{:?}", retracted.errors);
+        assert_eq!(texts(&retracted.values), shown(&["7/1"]));
+    }
+
+    #[test]
+    fn without_retract_retractions_fail_and_accumulations_go_on() {
+        let body = SUM_COUNT.replace("def retract(", "def not_retract(");
+        let pool = aggregate(&body, vec![DataType::Int64], DataType::Utf8);
+        pool.check().expect("check");
+        assert_eq!(pool.retracts(), Some(false));
+        let output = pool
+            .update(
+                &[ints(&[Some(1), Some(2), Some(4)])],
+                &[
+                    group(&None, &[(0, 1), (1, -1), (2, 1), (1, -1)]),
+                    group(&None, &[(1, -1)]),
+                ],
+            )
+            .expect("update");
+        assert_eq!(texts(&output.values), shown(&["5/2", "0/0"]));
+        let groups: Vec<usize> = output.errors.iter().map(|e| e.row).collect();
+        assert_eq!(
+            groups,
+            vec![0, 1],
+            "one error per group: {:?}",
+            output.errors
+        );
+        assert_eq!(
+            output.errors[0].message,
+            "aggregate agg cannot retract rows: define retract(state, x)"
+        );
+        assert!(output.states.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn an_exception_in_accumulate_skips_its_row_only() {
+        let pool = sum_count();
+        let output = pool
+            .update(
+                &[ints(&[Some(1), Some(13), Some(2)])],
+                &[group(&None, &[(0, 1), (1, 1), (2, 1)])],
+            )
+            .expect("update");
+        assert_eq!(texts(&output.values), shown(&["3/2"]));
+        assert!(output.states[0].is_some());
+        assert_eq!(output.errors.len(), 1, "{:?}", output.errors);
+        let error = &output.errors[0];
+        assert_eq!(error.row, 0);
+        assert_eq!(
+            error.message,
+            "accumulate for arguments [13]: ValueError: unlucky"
+        );
+        assert!(
+            error.traceback.contains("in accumulate"),
+            "{}",
+            error.traceback
+        );
+    }
+
+    #[test]
+    fn a_finish_of_the_wrong_type_is_null() {
+        let body = "\
+def create_state():
+    return []
+def accumulate(state, x):
+    state.append(x)
+def finish(state):
+    return 'text' if 0 in state else sum(state) * 10 ** 9
+";
+        let pool = aggregate(body, vec![DataType::Int64], DataType::Int32);
+        let output = pool
+            .update(
+                &[ints(&[Some(0), Some(1), Some(3)])],
+                &[
+                    group(&None, &[(0, 1)]),
+                    group(&None, &[(1, 1)]),
+                    group(&None, &[(2, 1)]),
+                ],
+            )
+            .expect("update");
+        let values = output.values.as_primitive::<Int32Type>();
+        assert!(values.is_null(0) && values.is_null(2));
+        assert_eq!(values.value(1), 1_000_000_000);
+        let messages: Vec<(usize, &str)> = output
+            .errors
+            .iter()
+            .map(|e| (e.row, e.message.as_str()))
+            .collect();
+        assert_eq!(
+            messages,
+            vec![
+                (0, "finish: wrong return type: expected int, got str"),
+                (2, "finish: value 3000000000 out of range for integer"),
+            ]
+        );
+        // The states are kept all the same.
+        assert!(output.states.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn aggregate_definition_errors_are_reported_at_check() {
+        let body = SUM_COUNT.replace("def create_state(", "def make_state(");
+        let pool = aggregate(&body, vec![DataType::Int64], DataType::Utf8);
+        match pool.check().expect_err("no create_state") {
+            PythonError::Definition { message, .. } => {
+                assert!(
+                    message.starts_with("the body does not define a function named create_state"),
+                    "{message}"
+                )
+            }
+            other => panic!("expected Definition, got {other:?}"),
+        }
+        let pool = aggregate(
+            "create_state = 1\ndef accumulate(s, x): pass\ndef finish(s): pass\n",
+            vec![DataType::Int64],
+            DataType::Int64,
+        );
+        match pool.check().expect_err("not callable") {
+            PythonError::Definition { message, .. } => {
+                assert_eq!(message, "create_state in the body is a int, not a function")
+            }
+            other => panic!("expected Definition, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_state_that_cannot_be_pickled_is_none() {
+        let body = "\
+def create_state():
+    return {'n': 0}
+def accumulate(state, x):
+    state['n'] += 1
+    if x < 0:
+        state['f'] = lambda: x
+def finish(state):
+    return state['n']
+";
+        let pool = aggregate(body, vec![DataType::Int64], DataType::Int64);
+        let output = pool
+            .update(
+                &[ints(&[Some(1), Some(-1)])],
+                &[group(&None, &[(0, 1)]), group(&None, &[(0, 1), (1, 1)])],
+            )
+            .expect("update");
+        assert!(output.states[0].is_some());
+        assert!(output.states[1].is_none());
+        // finish still ran on the state as it was.
+        let values = output.values.as_primitive::<Int64Type>();
+        assert_eq!((values.value(0), values.value(1)), (1, 2));
+        assert_eq!(output.errors.len(), 1, "{:?}", output.errors);
+        assert_eq!(output.errors[0].row, 1);
+        assert!(
+            output.errors[0]
+                .message
+                .starts_with("pickle.dumps(state): "),
+            "{}",
+            output.errors[0].message
+        );
+    }
+
+    #[test]
+    fn states_may_hold_classes_of_the_body() {
+        let body = "\
+import dataclasses
+@dataclasses.dataclass
+class Gap:
+    last: int = None
+    total: int = 0
+def create_state():
+    return Gap()
+def accumulate(state, x):
+    if state.last is not None:
+        state.total += x - state.last
+    state.last = x
+def finish(state):
+    return state.total
+";
+        let pool = aggregate(body, vec![DataType::Int64], DataType::Int64);
+        let first = pool
+            .update(
+                &[ints(&[Some(3), Some(5)])],
+                &[group(&None, &[(0, 1), (1, 1)])],
+            )
+            .expect("first");
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        // A fresh worker (the pool's only idle one is taken by this call,
+        // so the state is read by a process that did not write it).
+        drop(lock(&pool.workers.idle).pop());
+        let second = pool
+            .update(&[ints(&[Some(9)])], &[group(&first.states[0], &[(0, 1)])])
+            .expect("second");
+        assert!(second.errors.is_empty(), "{:?}", second.errors);
+        assert_eq!(second.values.as_primitive::<Int64Type>().value(0), 6);
+    }
+
+    #[test]
+    fn aggregates_without_arguments() {
+        let body = "def create_state():\n    return 0\ndef accumulate(n):\n    return n + 1\n\
+                    def retract(n):\n    return n - 1\ndef finish(n):\n    return n\n";
+        let pool = aggregate(body, vec![], DataType::Int64);
+        let output = pool
+            .update(&[], &[group(&None, &[(0, 1), (7, 2), (3, -1)])])
+            .expect("update");
+        assert!(output.errors.is_empty(), "{:?}", output.errors);
+        assert_eq!(output.values.as_primitive::<Int64Type>().value(0), 2);
+    }
+
+    #[test]
+    fn an_accumulate_past_its_time_limit_skips_its_row_only() {
+        let body = SUM_COUNT.replace(
+            "    if x == 13:",
+            "    if x == 2:\n        import time\n        time.sleep(60)\n    if x == 13:",
+        );
+        let pool = aggregate_with(
+            config(Duration::from_secs(1)),
+            &body,
+            vec![DataType::Int64],
+            DataType::Utf8,
+        );
+        let output = pool
+            .update(
+                &[ints(&[Some(1), Some(2), Some(3)])],
+                &[group(&None, &[(0, 1), (1, 1), (2, 1)])],
+            )
+            .expect("update");
+        assert_eq!(texts(&output.values), shown(&["4/2"]));
+        assert_eq!(output.errors.len(), 1, "{:?}", output.errors);
+        assert_eq!(
+            output.errors[0].message,
+            "accumulate for arguments [2]: timed out after 1 s"
+        );
+    }
+
+    #[test]
+    fn a_dead_aggregate_worker_fails_the_call_and_is_replaced() {
+        let body = SUM_COUNT.replace(
+            "    if x == 13:",
+            "    if x == 3:\n        import os\n        os._exit(3)\n    if x == 13:",
+        );
+        let pool = aggregate(&body, vec![DataType::Int64], DataType::Utf8);
+        let error = pool
+            .update(
+                &[ints(&[Some(1), Some(3)])],
+                &[group(&None, &[(0, 1), (1, 1)])],
+            )
+            .expect_err("died");
+        assert!(matches!(error, PythonError::Died { .. }), "{error}");
+        let output = pool
+            .update(
+                &[ints(&[Some(1), Some(2)])],
+                &[group(&None, &[(0, 1), (1, 1)])],
+            )
+            .expect("next update");
+        assert_eq!(texts(&output.values), shown(&["3/2"]));
+    }
+
+    #[test]
+    fn aggregate_calls_that_do_not_fit_the_declaration_are_refused() {
+        let pool = sum_count();
+        let error = pool
+            .update(&[ints(&[Some(1)])], &[group(&None, &[(1, 1)])])
+            .expect_err("row out of range");
+        assert!(matches!(error, PythonError::Arguments(_)), "{error}");
+        let error = pool
+            .update(&[], &[group(&None, &[])])
+            .expect_err("no column");
+        assert!(matches!(error, PythonError::Arguments(_)), "{error}");
+    }
+
+    #[test]
+    fn states_travel_in_base64() {
+        let encoded = |bytes: &[u8]| {
+            let mut out = String::new();
+            push_base64(&mut out, bytes);
+            out
+        };
+        for (bytes, text) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"\xff\xfe\x00", "//4A"),
+        ] {
+            assert_eq!(encoded(bytes), text);
+            assert_eq!(decode_base64(text).as_deref(), Ok(bytes));
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(decode_base64(&encoded(&all)), Ok(all));
+        for bad in ["Zm9", "Zm=v", "Z===", "Zm9v!A==", "Zg==Zg=="] {
+            assert!(decode_base64(bad).is_err(), "{bad}");
+        }
     }
 }

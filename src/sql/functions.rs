@@ -32,12 +32,16 @@ pub async fn create(
         check_sql_body(ctx, &def).await?;
     }
     let (or_replace, if_not_exists) = (create.or_replace, create.if_not_exists);
+    let tag = match def.aggregate {
+        true => "CREATE AGGREGATE",
+        false => "CREATE FUNCTION",
+    };
     let catalog = Arc::clone(catalog);
     // A Python function's first worker starts here, off the async runtime.
     tokio::task::spawn_blocking(move || catalog.create_function(def, or_replace, if_not_exists))
         .await
         .map_err(|e| Error::Internal(format!("create function task failed: {e}")))??;
-    Ok(Output::Command(CommandTag::new("CREATE FUNCTION")))
+    Ok(Output::Command(CommandTag::new(tag)))
 }
 
 /// A SQL function's body must plan over arguments of the declared types

@@ -21,7 +21,7 @@ use datafusion::arrow::array::{
     Int64Array, ListArray, StringBuilder,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer};
-use datafusion::arrow::compute::{cast, SortOptions};
+use datafusion::arrow::compute::{cast, concat, SortOptions};
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Decimal128Type, Field, Float64Type, Int16Type, Int32Type,
     Int64Type, Int8Type, Schema, SchemaRef, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
@@ -29,12 +29,14 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
+use datafusion::scalar::ScalarValue;
 
 use super::{ChangeBatch, Operator, Shard, SortKey};
 use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros};
 use crate::dataflow::row::{shard_of_empty_key, KeyBytes, RowCodec};
 use crate::dataflow::state::{corrupt, StateReader, StateWriter};
 use crate::error::{Error, Result};
+use crate::function::aggregate::{GroupUpdate, UserAggregate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggFunc {
@@ -50,6 +52,8 @@ pub enum AggFunc {
     /// The value of the group's first or last row in the call's ORDER BY.
     FirstValue,
     LastValue,
+    /// A user-defined aggregate (`AggCall::user`).
+    User,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +66,8 @@ pub struct AggCall {
     /// `last_value(x ORDER BY t)`): the values are kept in that order.
     /// Empty: in ascending order of the value itself.
     pub order: Vec<SortKey>,
+    /// The aggregate of `AggFunc::User`.
+    pub user: Option<Arc<dyn UserAggregate>>,
     /// `FILTER (WHERE …)`, over the input batch.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
 }
@@ -145,7 +151,11 @@ fn describe_call(call: &AggCall) -> String {
             format!(" ORDER BY {}", keys.join(", "))
         }
     };
-    let mut text = format!("{}({distinct}{args}{order})", func_name(call.func));
+    let name = match &call.user {
+        Some(user) => user.name(),
+        None => func_name(call.func),
+    };
+    let mut text = format!("{name}({distinct}{args}{order})");
     if let Some(filter) = &call.filter {
         text.push_str(&format!(" FILTER (WHERE {filter})"));
     }
@@ -165,6 +175,7 @@ fn func_name(func: AggFunc) -> &'static str {
         AggFunc::ArrayAgg => "array_agg",
         AggFunc::FirstValue => "first_value",
         AggFunc::LastValue => "last_value",
+        AggFunc::User => "a user aggregate",
     }
 }
 
@@ -286,6 +297,10 @@ impl Operator for Aggregate {
         if touched.is_empty() {
             return Ok(());
         }
+        // Nothing is left pending past a barrier (a checkpoint may follow).
+        for call in &mut self.calls {
+            call.settle(&touched)?;
+        }
         if self.spec.close.is_some_and(|c| c.emit_on_close) {
             // Nothing is emitted before a window closes; a group whose
             // rows all went is simply forgotten.
@@ -305,7 +320,7 @@ impl Operator for Aggregate {
             .collect();
         let columns = self
             .calls
-            .iter()
+            .iter_mut()
             .map(|c| c.finalize(&live_slots))
             .collect::<Result<Vec<_>>>()?;
         let mut encoded = self.encode_outputs(&columns, live_slots.len())?.into_iter();
@@ -365,7 +380,7 @@ impl Operator for Aggregate {
                 .collect();
             let columns = self
                 .calls
-                .iter()
+                .iter_mut()
                 .map(|c| c.finalize(&live))
                 .collect::<Result<Vec<_>>>()?;
             let encoded = self.encode_outputs(&columns, live.len())?;
@@ -775,6 +790,13 @@ impl CallState {
             return CallState::ordered(call, input, first()?, out_type);
         }
         let (acc, value_types) = match (call.func, call.distinct) {
+            (AggFunc::User, _) => {
+                let user = call.user.clone().ok_or_else(|| {
+                    Error::Internal("a user aggregate call without its aggregate".into())
+                })?;
+                let types = user.args().to_vec();
+                (Acc::User(UserAcc::new(user)), types)
+            }
             (AggFunc::FirstValue | AggFunc::LastValue, _) => {
                 return Err(Error::Internal(format!(
                     "{} without ORDER BY",
@@ -886,7 +908,9 @@ impl CallState {
         // aggregate ignores rows whose arguments are NULL (NULL order keys
         // do not count).
         let arguments = match self.func {
-            AggFunc::ArrayAgg | AggFunc::FirstValue | AggFunc::LastValue => &values[..0],
+            AggFunc::ArrayAgg | AggFunc::FirstValue | AggFunc::LastValue | AggFunc::User => {
+                &values[..0]
+            }
             _ if self.ordered => &values[values.len() - 1..],
             _ => &values[..],
         };
@@ -904,8 +928,17 @@ impl CallState {
         self.acc.update(&values, mask.as_ref(), slots, &batch.diffs)
     }
 
+    /// Applies what changed since the last barrier for the accumulators
+    /// that wait for it (user aggregates), for the groups `touched`.
+    fn settle(&mut self, touched: &[u32]) -> Result<()> {
+        match &mut self.acc {
+            Acc::User(user) => user.settle(touched),
+            _ => Ok(()),
+        }
+    }
+
     /// The call's output for each group of `slots`, in the output type.
-    fn finalize(&self, slots: &[u32]) -> Result<ArrayRef> {
+    fn finalize(&mut self, slots: &[u32]) -> Result<ArrayRef> {
         let out = Finish {
             func: self.func,
             distinct: self.distinct,
@@ -944,6 +977,7 @@ enum Acc {
         falses: Vec<i64>,
     },
     Values(Multiset),
+    User(UserAcc),
 }
 
 /// The accumulator of a non-distinct `sum`/`avg` over `input`, and the
@@ -999,6 +1033,7 @@ impl Acc {
                 falses.resize(groups, 0);
             }
             Acc::Values(set) => set.resize(groups),
+            Acc::User(user) => user.resize(groups),
         }
     }
 
@@ -1018,6 +1053,7 @@ impl Acc {
                 falses[slot] = 0;
             }
             Acc::Values(set) => set.reset(slot),
+            Acc::User(user) => user.reset(slot),
         }
     }
 
@@ -1044,6 +1080,7 @@ impl Acc {
                 write_vec(state, falses, StateWriter::i64);
             }
             Acc::Values(set) => set.write(state),
+            Acc::User(user) => user.write(state),
         }
     }
 
@@ -1073,6 +1110,7 @@ impl Acc {
                 *falses = read_vec(state, groups, StateReader::i64)?;
             }
             Acc::Values(set) => set.read(state, groups)?,
+            Acc::User(user) => user.read(state, groups)?,
         }
         Ok(())
     }
@@ -1084,6 +1122,7 @@ impl Acc {
             Acc::Float { sums, .. } => 16 * sums.len(),
             Acc::Bools { trues, .. } => 16 * trues.len(),
             Acc::Values(set) => set.bytes(),
+            Acc::User(user) => user.bytes,
         }
     }
 
@@ -1131,11 +1170,12 @@ impl Acc {
                 });
             }
             Acc::Values(set) => set.update(values, mask, slots, diffs)?,
+            Acc::User(user) => user.update(values, mask, slots, diffs),
         }
         Ok(())
     }
 
-    fn finalize(&self, out: &Finish<'_>, slots: &[u32]) -> Result<ArrayRef> {
+    fn finalize(&mut self, out: &Finish<'_>, slots: &[u32]) -> Result<ArrayRef> {
         let at = |s: &u32| *s as usize;
         Ok(match self {
             Acc::Count(counts) => {
@@ -1171,7 +1211,165 @@ impl Acc {
                 Arc::new(values.collect::<BooleanArray>())
             }
             Acc::Values(set) => set.finalize(out, slots)?,
+            Acc::User(user) => user.finalize(slots)?,
         })
+    }
+}
+
+/// A batch's argument columns, its row count, and its rows kept as
+/// (group slot, row, weight).
+type PendingRows = (Vec<ArrayRef>, usize, Vec<(u32, usize, i64)>);
+
+/// A user aggregate's accumulator: per group the state bytes the
+/// aggregate made, the rows since the barrier, and the finished values.
+struct UserAcc {
+    func: Arc<dyn UserAggregate>,
+    states: Vec<Option<Vec<u8>>>,
+    /// `None` where unknown (after a restore, or a state change not yet
+    /// finished).
+    finished: Vec<Option<ScalarValue>>,
+    /// The batches since the barrier.
+    pending: Vec<PendingRows>,
+    bytes: usize,
+}
+
+impl UserAcc {
+    fn new(func: Arc<dyn UserAggregate>) -> UserAcc {
+        UserAcc {
+            func,
+            states: Vec::new(),
+            finished: Vec::new(),
+            pending: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn resize(&mut self, groups: usize) {
+        self.states.resize(groups, None);
+        self.finished.resize(groups, None);
+    }
+
+    fn reset(&mut self, slot: usize) {
+        let freed = self.states[slot].take().map_or(0, |s| s.len());
+        self.bytes = self.bytes.saturating_sub(freed);
+        self.finished[slot] = None;
+    }
+
+    fn update(
+        &mut self,
+        values: &[ArrayRef],
+        mask: Option<&BooleanBuffer>,
+        slots: &[u32],
+        diffs: &[i64],
+    ) {
+        let mut rows = Vec::new();
+        for_each_kept(slots.len(), mask, |i| {
+            if diffs[i] != 0 {
+                rows.push((slots[i], i, diffs[i]));
+            }
+        });
+        if !rows.is_empty() {
+            self.pending.push((values.to_vec(), slots.len(), rows));
+        }
+    }
+
+    /// Hands every group with rows since the barrier, and every group of
+    /// `wanted` whose value is unknown, to the aggregate in one call.
+    fn settle(&mut self, wanted: &[u32]) -> Result<()> {
+        let mut groups: BTreeMap<u32, Vec<(usize, i64)>> = BTreeMap::new();
+        let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.func.args().len()];
+        let mut offset = 0;
+        for (columns, len, rows) in std::mem::take(&mut self.pending) {
+            for (slot, row, diff) in rows {
+                groups.entry(slot).or_default().push((offset + row, diff));
+            }
+            for (part, column) in parts.iter_mut().zip(columns) {
+                part.push(column);
+            }
+            offset += len;
+        }
+        for slot in wanted {
+            if self.finished[*slot as usize].is_none() {
+                groups.entry(*slot).or_default();
+            }
+        }
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let columns = parts
+            .iter()
+            .zip(self.func.args())
+            .map(|(part, t)| match part.is_empty() {
+                true => Ok(new_null_array(t, 0)),
+                false => {
+                    let refs: Vec<&dyn Array> = part.iter().map(|a| a.as_ref()).collect();
+                    Ok(concat(&refs)?)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let updates: Vec<GroupUpdate> = groups
+            .iter()
+            .map(|(slot, rows)| GroupUpdate {
+                state: self.states[*slot as usize].clone(),
+                rows: rows.clone(),
+            })
+            .collect();
+        let output = self.func.update(&columns, &updates)?;
+        if output.states.len() != updates.len() || output.values.len() != updates.len() {
+            return Err(Error::Internal(format!(
+                "aggregate {} answered for {} groups of {}",
+                self.func.name(),
+                output.states.len(),
+                updates.len()
+            )));
+        }
+        for (i, (slot, state)) in groups.keys().zip(output.states).enumerate() {
+            let slot = *slot as usize;
+            if let Some(state) = state {
+                let old = self.states[slot].as_ref().map_or(0, |s| s.len());
+                self.bytes = self.bytes.saturating_sub(old) + state.len();
+                self.states[slot] = Some(state);
+            }
+            self.finished[slot] = Some(ScalarValue::try_from_array(&output.values, i)?);
+        }
+        Ok(())
+    }
+
+    fn finalize(&mut self, slots: &[u32]) -> Result<ArrayRef> {
+        self.settle(slots)?;
+        let null = ScalarValue::try_from(self.func.returns())?;
+        let values = slots.iter().map(|s| {
+            self.finished[*s as usize]
+                .clone()
+                .unwrap_or_else(|| null.clone())
+        });
+        Ok(ScalarValue::iter_to_array(values)?)
+    }
+
+    /// Per group, its state (settled at the barrier: nothing pending).
+    fn write(&self, state: &mut StateWriter) {
+        state.len(self.states.len());
+        for group in &self.states {
+            state.bool(group.is_some());
+            if let Some(bytes) = group {
+                state.bytes(bytes);
+            }
+        }
+    }
+
+    fn read(&mut self, state: &mut StateReader<'_>, groups: usize) -> Result<()> {
+        self.states = Vec::with_capacity(group_count(state, groups)?);
+        self.bytes = 0;
+        for _ in 0..groups {
+            let group = match state.bool()? {
+                true => Some(state.bytes()?.to_vec()),
+                false => None,
+            };
+            self.bytes += group.as_ref().map_or(0, |g| g.len());
+            self.states.push(group);
+        }
+        self.finished = vec![None; groups];
+        Ok(())
     }
 }
 
@@ -1466,9 +1664,9 @@ impl Multiset {
                 let (values, offsets) = self.gather(slots, !out.distinct)?;
                 array_agg(values, &offsets, out.out_type)
             }
-            AggFunc::BoolAnd | AggFunc::BoolOr => {
-                Err(Error::Internal("bool aggregates do not keep values".into()))
-            }
+            AggFunc::BoolAnd | AggFunc::BoolOr | AggFunc::User => Err(Error::Internal(
+                "bool and user aggregates do not keep their values in a multiset".into(),
+            )),
         }
     }
 
@@ -1619,6 +1817,7 @@ mod tests {
             args,
             distinct: false,
             order: Vec::new(),
+            user: None,
             filter: None,
         }
     }
