@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use anyhow::ensure;
 use query::{error_of, rows, value, wait_for};
-use server::TestServer;
+use server::{ServerOptions, TestServer};
 
 const ROWS: u64 = 60_000;
 
@@ -494,11 +494,15 @@ async fn rows_leave_a_trailing_range_as_they_age() -> anyhow::Result<()> {
 }
 
 /// An OVER window over a stream whose events arrive out of order equals
-/// the batch answer (late rows re-evaluate the rows after them), and with a
+/// the batch answer (late rows re-evaluate the rows after them), also after
+/// `kill -9` part-way (its rows come back from a checkpoint), and with a
 /// watermark keeps only the rows its frame can still reach.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_windows_follow_late_rows_and_free_what_no_frame_reaches() -> anyhow::Result<()> {
-    let server = TestServer::start()?;
+    let mut server = TestServer::start_with(ServerOptions {
+        checkpoint_interval: Some("200ms".into()),
+        ..ServerOptions::default()
+    })?;
     let client = server.connect().await?;
     let view = |name: &str, source: &str| {
         format!(
@@ -525,6 +529,14 @@ async fn over_windows_follow_late_rows_and_free_what_no_frame_reaches() -> anyho
             view("bursts_unbounded", "clicks_unbounded"),
         ))
         .await?;
+    // Killed part-way: the windows' rows come back from the checkpoint.
+    query::wait_until(&client, "SELECT count(*) FROM bursts", |n| {
+        n.parse::<u64>().is_ok_and(|n| n >= ROWS / 3)
+    })
+    .await?;
+    server.kill9()?;
+    server.restart()?;
+    let client = server.connect().await?;
     let all = ROWS.to_string();
     wait_for(&client, "SELECT count(*) FROM oracle", &all).await?;
     let expected = "SELECT user_id, page, ts, \

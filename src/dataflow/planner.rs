@@ -653,11 +653,20 @@ impl Lowering {
                     ))
                 }
             }
+            if params.null_treatment
+                == Some(datafusion::logical_expr::expr::NullTreatment::IgnoreNulls)
+            {
+                return Err(refuse(
+                    &format!("{name}() IGNORE NULLS"),
+                    "It may look back past any number of rows; filter the NULL rows out \
+                     before the window instead.",
+                ));
+            }
             match params.order_by.as_slice() {
-                [order] if order.asc => {}
+                [order] if order.asc && !order.nulls_first => {}
                 _ => {
                     return Err(refuse(
-                        &format!("{name}() OVER without one ascending ORDER BY"),
+                        &format!("{name}() OVER without one ascending ORDER BY (NULLS LAST)"),
                         "Order each partition by one column ascending, usually the event \
                          time: OVER (PARTITION BY user_id ORDER BY ts ROWS BETWEEN 5 PRECEDING \
                          AND 1 PRECEDING).",
@@ -836,6 +845,8 @@ fn frame_reach(
                 "A row's output would change with every later row; use lag() on the later row.",
             ))
         }
+        "count" | "sum" | "avg" | "mean" | "min" | "max" | "array_agg" | "first_value"
+        | "last_value" | "nth_value" => {}
         "row_number" | "rank" | "dense_rank" | "percent_rank" | "cume_dist" | "ntile" => {
             return Err(refuse(
                 &format!("{name}() OVER"),
@@ -843,7 +854,13 @@ fn frame_reach(
                  a filter rn <= N; count earlier rows with count(*) over a bounded frame.",
             ))
         }
-        _ => {}
+        other => {
+            return Err(refuse(
+                &format!("{other}() OVER"),
+                "Window functions over preceding rows in a view are lag, count, sum, avg, min, \
+                 max, array_agg, first_value, last_value and nth_value.",
+            ))
+        }
     }
     let frame = &params.window_frame;
     let reach = |bound: &WindowFrameBound| -> Result<Option<ScalarValue>> {
@@ -1130,7 +1147,7 @@ fn agg_call(expr: &Expr, input: &DFSchema) -> Result<AggCall> {
              DISTINCT); other aggregates do not depend on one.",
         ));
     }
-    if matches!(agg, AggFunc::FirstValue | AggFunc::LastValue) && order.is_empty() {
+    if matches!(agg, AggFunc::FirstValue | AggFunc::LastValue) && params.order_by.is_empty() {
         return Err(refuse(
             &format!("{name}() without ORDER BY"),
             "Say which row is first or last: last_value(city ORDER BY ts).",

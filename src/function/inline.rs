@@ -26,8 +26,9 @@ const MAX_DEPTH: usize = 16;
 pub fn parse_body(def: &FunctionDef) -> Result<Expr> {
     let text = def.body.trim().trim_end_matches(';').trim();
     let is_select = text
-        .get(..7)
-        .is_some_and(|head| head.eq_ignore_ascii_case("select "));
+        .split_whitespace()
+        .next()
+        .is_some_and(|word| word.eq_ignore_ascii_case("select"));
     let query = if is_select {
         text.to_string()
     } else {
@@ -53,12 +54,35 @@ pub fn parse_body(def: &FunctionDef) -> Result<Expr> {
         && select.having.is_none()
         && query.order_by.is_none()
         && query.limit_clause.is_none();
-    match select.projection.as_slice() {
+    let body = match select.projection.as_slice() {
         [SelectItem::UnnamedExpr(e)] | [SelectItem::ExprWithAlias { expr: e, .. }] if plain => {
-            Ok(e.clone())
+            e.clone()
         }
-        _ => Err(not_one_expression()),
+        _ => return Err(not_one_expression()),
+    };
+    // A `$k` beyond the arguments would become a parameter of the calling
+    // statement.
+    let mut stray = None;
+    let _ = ast::visit_expressions(&body, |e| {
+        if let Expr::Value(v) = e {
+            if let Value::Placeholder(p) = &v.value {
+                let n = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
+                if !n.is_some_and(|n| (1..=def.args.len()).contains(&n)) {
+                    stray = Some(p.clone());
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(p) = stray {
+        return Err(Error::InvalidFunction(format!(
+            "there is no parameter {p} in function {}: it has {} argument(s)",
+            def.name,
+            def.args.len()
+        )));
     }
+    Ok(body)
 }
 
 /// `type` as a sqlparser data type, for the casts around arguments and

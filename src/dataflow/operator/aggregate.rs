@@ -1336,6 +1336,11 @@ impl UserAcc {
     }
 
     fn finalize(&mut self, slots: &[u32]) -> Result<ArrayRef> {
+        if slots.is_empty() {
+            return Ok(datafusion::arrow::array::new_empty_array(
+                self.func.returns(),
+            ));
+        }
         self.settle(slots)?;
         let null = ScalarValue::try_from(self.func.returns())?;
         let values = slots.iter().map(|s| {

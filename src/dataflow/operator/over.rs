@@ -409,9 +409,13 @@ fn prune(rows: &mut BTreeMap<Place, i64>, horizon: i64, spec: &OverSpec) -> usiz
         .sum()
 }
 
-/// Rows to evaluate the window functions over: per partition, a segment of
-/// context rows followed by the affected rows whose output is emitted
-/// (with `sign`), each row repeated as often as it is held.
+/// Rows to evaluate the window functions over. Each affected row is
+/// evaluated on a segment of its own: from a start that depends only on the
+/// rows before it (`rows_back` rows, and all rows within `range_back`) to
+/// its last peer. So a row's values are computed from the same rows, in the
+/// same way, each time — also float sums, whose sliding evaluation would
+/// otherwise depend on where a segment starts — and what a retraction
+/// recomputes is exactly what was emitted.
 #[derive(Debug, Default)]
 struct Work {
     bytes: Vec<u8>,
@@ -423,15 +427,15 @@ struct Work {
 struct Segment {
     /// Index of the segment's first row in `spans`.
     start: usize,
-    /// Rows of context before the affected ones.
-    context: usize,
     len: usize,
+    /// The affected row, within the segment.
+    target: usize,
     sign: i64,
 }
 
 impl Work {
-    /// Adds the segment of `rows` (one partition) that changes in `first
-    /// ..= last` affect.
+    /// Adds the segments of the rows of `rows` (one partition) that changes
+    /// in `first ..= last` affect.
     fn add(
         &mut self,
         rows: &BTreeMap<Place, i64>,
@@ -446,7 +450,6 @@ impl Work {
             Some(_) => (first.0, Box::default()),
             None => first.clone(),
         };
-        let start = self.spans.len();
         // Context: `rows_back` rows before, and rows within `range_back`.
         let mut context: Vec<(&Place, i64)> = Vec::new();
         let mut counted = 0usize;
@@ -460,48 +463,60 @@ impl Work {
             counted += usize::try_from(*n).unwrap_or(0);
             context.push((place, *n));
         }
-        for (place, n) in context.iter().rev() {
-            self.push(&place.1, *n);
-        }
-        let context_rows = self.spans.len() - start;
+        context.reverse();
         // Affected: from the first change to the last, then `rows_back`
-        // rows and `range_back` units further.
+        // rows and `range_back` units further, never stopping inside a run
+        // of peers (a RANGE frame ends at the current row's last peer).
+        let mut affected: Vec<(&Place, i64)> = Vec::new();
         let mut after = 0usize;
         for (place, n) in rows.range(from..) {
             if place > last {
                 let in_range = spec
                     .range_back
                     .is_some_and(|r| place.0 <= last.0.saturating_add(r));
-                if after >= spec.rows_back && !in_range {
+                let peer = spec.range_back.is_some()
+                    && affected.last().is_some_and(|(p, _)| p.0 == place.0);
+                if after >= spec.rows_back && !in_range && !peer {
                     break;
                 }
                 after += usize::try_from(*n).unwrap_or(0);
             }
-            self.push(&place.1, *n);
+            affected.push((place, *n));
         }
-        let len = self.spans.len() - start;
-        if len > context_rows {
+        // Expanded rows (one per copy held) with their order values.
+        let base = self.spans.len();
+        let mut times: Vec<i64> = Vec::new();
+        for (place, n) in context.iter().chain(&affected) {
+            for _ in 0..(*n).max(0) {
+                let at = self.bytes.len();
+                self.bytes.extend_from_slice(&place.1);
+                self.spans.push(at..self.bytes.len());
+                times.push(place.0);
+            }
+        }
+        let first_affected: usize = context.iter().map(|(_, n)| (*n).max(0) as usize).sum();
+        let affected_rows: usize = affected.iter().map(|(_, n)| (*n).max(0) as usize).sum();
+        for k in first_affected..first_affected + affected_rows {
+            let mut start = k.saturating_sub(spec.rows_back);
+            if let Some(range) = spec.range_back {
+                let reach = times[k].saturating_sub(range);
+                start = start.min(times.partition_point(|t| *t < reach));
+            }
+            let end = match spec.range_back {
+                Some(_) => times.partition_point(|t| *t <= times[k]),
+                None => k + 1,
+            };
             self.segments.push(Segment {
-                start,
-                context: context_rows,
-                len,
+                start: base + start,
+                len: end - start,
+                target: k - start,
                 sign,
             });
-        } else {
-            self.spans.truncate(start);
         }
     }
 
-    fn push(&mut self, row: &[u8], n: i64) {
-        for _ in 0..n.max(0) {
-            let at = self.bytes.len();
-            self.bytes.extend_from_slice(row);
-            self.spans.push(at..self.bytes.len());
-        }
-    }
-
-    /// Evaluates every segment and emits its affected rows with their
-    /// function values; equal retractions and insertions cancel out.
+    /// Evaluates every segment and emits its affected row with its function
+    /// values; equal retractions and insertions cancel out.
     fn emit(self, op: &Over, out: &mut Vec<ChangeBatch>) -> Result<()> {
         if self.segments.is_empty() {
             return Ok(());
@@ -523,15 +538,12 @@ impl Work {
         let mut values: Vec<Vec<ArrayRef>> = vec![Vec::new(); spec.functions.len()];
         for segment in &self.segments {
             let rows = input.slice(segment.start, segment.len);
-            let affected = segment.len - segment.context;
             for (f, function) in spec.functions.iter().enumerate() {
                 let result = function.evaluate(&rows)?;
-                values[f].push(result.slice(segment.context, affected));
+                values[f].push(result.slice(segment.target, 1));
             }
-            indices.extend(
-                (segment.start + segment.context..segment.start + segment.len).map(|i| i as u32),
-            );
-            diffs.extend(std::iter::repeat_n(segment.sign, affected));
+            indices.push((segment.start + segment.target) as u32);
+            diffs.push(segment.sign);
         }
         let indices = UInt32Array::from(indices);
         let width = spec.input_schema.fields().len();
