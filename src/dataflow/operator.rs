@@ -17,7 +17,7 @@ mod values;
 pub use aggregate::{AggCall, AggFunc, AggregateSpec, WindowClose};
 pub use filter::Filter;
 pub use join::{JoinKind, JoinSpec};
-pub use over::OverSpec;
+pub use over::{Direct, Frame, OverSpec};
 pub use project::Project;
 pub use session::{session_spans, SessionBound, SessionSpec};
 pub use temporal::TemporalSpec;

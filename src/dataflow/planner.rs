@@ -27,8 +27,8 @@ use super::batch::nullable_schema;
 use super::expr::fixed_interval_micros;
 use super::graph::{Graph, NodeKind};
 use super::operator::{
-    AggCall, AggFunc, AggregateSpec, Filter, JoinKind, JoinSpec, OverSpec, Project, SessionBound,
-    SessionSpec, SortKey, TemporalSpec, TopNSpec, Union, Values,
+    AggCall, AggFunc, AggregateSpec, Direct, Filter, Frame, JoinKind, JoinSpec, OverSpec, Project,
+    SessionBound, SessionSpec, SortKey, TemporalSpec, TopNSpec, Union, Values,
 };
 use crate::error::{Error, Result};
 
@@ -632,6 +632,7 @@ impl Lowering {
         let mut rows_back = 0usize;
         let mut range_back: Option<i64> = None;
         let mut functions = Vec::new();
+        let mut direct = Vec::new();
         for expr in &w.window_expr {
             let Expr::WindowFunction(wf) = strip_alias(expr) else {
                 return Err(Error::Internal(format!(
@@ -678,6 +679,8 @@ impl Lowering {
             if let Some(range) = range {
                 range_back = Some(range_back.map_or(range, |r: i64| r.max(range)));
             }
+            let order_type = params.order_by[0].expr.get_type(input_schema)?;
+            direct.push(direct_form(&name, params, input_schema, &order_type)?);
             functions.push(datafusion::physical_planner::create_window_expr(
                 expr,
                 input_schema,
@@ -709,6 +712,7 @@ impl Lowering {
             partition_exprs,
             order,
             functions,
+            direct,
             rows_back,
             range_back,
             input_schema: nullable_schema(input_schema.as_arrow()),
@@ -801,6 +805,96 @@ fn only_row_numbers(w: &datafusion::logical_expr::Window) -> bool {
     w.window_expr.iter().all(
         |e| matches!(strip_alias(e), Expr::WindowFunction(wf) if wf.fun.name() == "row_number"),
     )
+}
+
+/// The direct form of a common window function (see `operator/over.rs`),
+/// or `None` for DataFusion's window expression to compute it.
+fn direct_form(
+    name: &str,
+    params: &datafusion::logical_expr::expr::WindowFunctionParams,
+    input: &DFSchema,
+    order_type: &DataType,
+) -> Result<Option<Direct>> {
+    use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+    if params.filter.is_some() || params.distinct || params.null_treatment.is_some() {
+        return Ok(None);
+    }
+    let as_count = |v: &ScalarValue| match v.cast_to(&DataType::Int64) {
+        Ok(ScalarValue::Int64(Some(n))) if n >= 0 => Some(n),
+        _ => None,
+    };
+    let timed = matches!(order_type, DataType::Timestamp(..));
+    let units = |v: &ScalarValue| match timed {
+        true => fixed_interval_micros(v),
+        false if order_type.is_integer() => as_count(v),
+        false => None,
+    };
+    let frame = || -> Option<Frame> {
+        let f = &params.window_frame;
+        let bound = |b: &WindowFrameBound| match b {
+            WindowFrameBound::CurrentRow => Some(None),
+            WindowFrameBound::Preceding(v) if !v.is_null() => Some(Some(v.clone())),
+            _ => None,
+        };
+        let (start, end) = (bound(&f.start_bound)?, bound(&f.end_bound)?);
+        match f.units {
+            WindowFrameUnits::Rows => {
+                let n = |v: Option<ScalarValue>| v.map_or(Some(0), |v| as_count(&v));
+                Some(Frame::Rows {
+                    start: usize::try_from(n(start)?).ok()?,
+                    end: usize::try_from(n(end)?).ok()?,
+                })
+            }
+            WindowFrameUnits::Range => Some(Frame::Range {
+                start: start.map_or(Some(0), |v| units(&v))?,
+                end: match end {
+                    None => None,
+                    Some(v) => Some(units(&v)?),
+                },
+            }),
+            WindowFrameUnits::Groups => None,
+        }
+    };
+    let arg = |i: usize| physical(&params.args[i], input);
+    Ok(match (name, params.args.as_slice()) {
+        ("lag", [_]) => Some(Direct::Lag {
+            arg: arg(0)?,
+            offset: 1,
+        }),
+        ("lag", [_, Expr::Literal(offset, _)])
+        | ("lag", [_, Expr::Literal(offset, _), Expr::Literal(ScalarValue::Null, _)]) => {
+            match as_count(offset) {
+                Some(n) => Some(Direct::Lag {
+                    arg: arg(0)?,
+                    offset: n as usize,
+                }),
+                None => None,
+            }
+        }
+        ("count", []) => frame().map(|frame| Direct::Count { arg: None, frame }),
+        ("count", [Expr::Literal(v, _)]) if !v.is_null() => {
+            frame().map(|frame| Direct::Count { arg: None, frame })
+        }
+        ("count", [_]) => match frame() {
+            Some(frame) => Some(Direct::Count {
+                arg: Some(arg(0)?),
+                frame,
+            }),
+            None => None,
+        },
+        ("array_agg" | "first_value" | "last_value", [_]) => match frame() {
+            Some(frame) => {
+                let arg = arg(0)?;
+                Some(match name {
+                    "array_agg" => Direct::ArrayAgg { arg, frame },
+                    "first_value" => Direct::FirstValue { arg, frame },
+                    _ => Direct::LastValue { arg, frame },
+                })
+            }
+            None => None,
+        },
+        _ => None,
+    })
 }
 
 /// How far back a window function reaches: rows, and order units (µs for

@@ -49,6 +49,9 @@ pub struct OverSpec {
     pub order: Arc<dyn PhysicalExpr>,
     /// The window functions, over the input schema.
     pub functions: Vec<Arc<dyn WindowExpr>>,
+    /// Per function, how to compute it directly when it is one of the
+    /// common ones (`None`: DataFusion's window expression does).
+    pub direct: Vec<Option<Direct>>,
     /// How many rows back the furthest frame (or `lag`) reaches.
     pub rows_back: usize,
     /// How far back in order units (µs for times) the furthest RANGE
@@ -60,6 +63,43 @@ pub struct OverSpec {
     /// Set when the order column is bounded by the event-time frontier
     /// (its slack, see `frontier.rs`): rows no frame can reach are freed.
     pub close_slack_us: Option<i64>,
+}
+
+/// A window function computed without DataFusion's window machinery: a
+/// gather of the rows its frame reaches, for all affected rows at once.
+#[derive(Debug, Clone)]
+pub enum Direct {
+    /// `lag(x, offset)` with no default.
+    Lag {
+        arg: Arc<dyn PhysicalExpr>,
+        offset: usize,
+    },
+    /// `count(*)` (no argument) or `count(x)` over the frame.
+    Count {
+        arg: Option<Arc<dyn PhysicalExpr>>,
+        frame: Frame,
+    },
+    ArrayAgg {
+        arg: Arc<dyn PhysicalExpr>,
+        frame: Frame,
+    },
+    FirstValue {
+        arg: Arc<dyn PhysicalExpr>,
+        frame: Frame,
+    },
+    LastValue {
+        arg: Arc<dyn PhysicalExpr>,
+        frame: Frame,
+    },
+}
+
+/// A frame reaching back: `ROWS BETWEEN start PRECEDING AND end PRECEDING`
+/// (0 = CURRENT ROW), or `RANGE BETWEEN start PRECEDING AND end PRECEDING`
+/// in order units (`None` = CURRENT ROW, with its peers).
+#[derive(Debug, Clone, Copy)]
+pub enum Frame {
+    Rows { start: usize, end: usize },
+    Range { start: i64, end: Option<i64> },
 }
 
 impl OverSpec {
@@ -420,6 +460,8 @@ fn prune(rows: &mut BTreeMap<Place, i64>, horizon: i64, spec: &OverSpec) -> usiz
 struct Work {
     bytes: Vec<u8>,
     spans: Vec<std::ops::Range<usize>>,
+    /// The order value of each row of `spans`.
+    times: Vec<i64>,
     segments: Vec<Segment>,
 }
 
@@ -485,17 +527,18 @@ impl Work {
         }
         // Expanded rows (one per copy held) with their order values.
         let base = self.spans.len();
-        let mut times: Vec<i64> = Vec::new();
         for (place, n) in context.iter().chain(&affected) {
             for _ in 0..(*n).max(0) {
                 let at = self.bytes.len();
                 self.bytes.extend_from_slice(&place.1);
                 self.spans.push(at..self.bytes.len());
-                times.push(place.0);
+                self.times.push(place.0);
             }
         }
+        let times = &self.times[base..];
         let first_affected: usize = context.iter().map(|(_, n)| (*n).max(0) as usize).sum();
         let affected_rows: usize = affected.iter().map(|(_, n)| (*n).max(0) as usize).sum();
+        let mut segments = Vec::with_capacity(affected_rows);
         for k in first_affected..first_affected + affected_rows {
             let mut start = k.saturating_sub(spec.rows_back);
             if let Some(range) = spec.range_back {
@@ -506,13 +549,114 @@ impl Work {
                 Some(_) => times.partition_point(|t| *t <= times[k]),
                 None => k + 1,
             };
-            self.segments.push(Segment {
+            segments.push(Segment {
                 start: base + start,
                 len: end - start,
                 target: k - start,
                 sign,
             });
         }
+        self.segments.extend(segments);
+    }
+
+    /// The frame of each segment's affected row, as `start..end` indexes
+    /// of the input rows.
+    fn frames(&self, frame: Frame) -> Vec<std::ops::Range<usize>> {
+        self.segments
+            .iter()
+            .map(|s| {
+                let (first, at, last) = (s.start, s.start + s.target, s.start + s.len);
+                let times = &self.times[first..last];
+                let t = self.times[at];
+                let (lo, hi) = match frame {
+                    Frame::Rows { start, end } => {
+                        let lo = at.saturating_sub(start).max(first);
+                        let hi = (at + 1).saturating_sub(end).max(lo);
+                        (lo, hi)
+                    }
+                    Frame::Range { start, end } => {
+                        let from = t.saturating_sub(start);
+                        let to = end.map_or(t, |e| t.saturating_sub(e));
+                        let lo = first + times.partition_point(|x| *x < from);
+                        let hi = first + times.partition_point(|x| *x <= to);
+                        (lo, hi.max(lo))
+                    }
+                };
+                lo..hi
+            })
+            .collect()
+    }
+
+    /// A directly computed function's value for every segment's affected
+    /// row, in segment order.
+    fn direct(&self, direct: &Direct, input: &RecordBatch) -> Result<ArrayRef> {
+        let gather = |arg: &Arc<dyn PhysicalExpr>, at: Vec<Option<u32>>| -> Result<ArrayRef> {
+            let values = evaluate(arg, input)?;
+            Ok(take(&values, &UInt32Array::from(at), None)?)
+        };
+        Ok(match direct {
+            Direct::Lag { arg, offset } => {
+                let at = self
+                    .segments
+                    .iter()
+                    .map(|s| {
+                        let row = s.start + s.target;
+                        (row >= s.start + offset).then(|| (row - offset) as u32)
+                    })
+                    .collect();
+                gather(arg, at)?
+            }
+            Direct::FirstValue { arg, frame } | Direct::LastValue { arg, frame } => {
+                let last = matches!(direct, Direct::LastValue { .. });
+                let at = self
+                    .frames(*frame)
+                    .into_iter()
+                    .map(|r| match (r.is_empty(), last) {
+                        (true, _) => None,
+                        (false, false) => Some(r.start as u32),
+                        (false, true) => Some((r.end - 1) as u32),
+                    })
+                    .collect();
+                gather(arg, at)?
+            }
+            Direct::Count { arg, frame } => {
+                let frames = self.frames(*frame);
+                let counts: Vec<i64> = match arg {
+                    None => frames.iter().map(|r| r.len() as i64).collect(),
+                    Some(arg) => {
+                        let values = evaluate(arg, input)?;
+                        frames
+                            .iter()
+                            .map(|r| r.clone().filter(|i| values.is_valid(*i)).count() as i64)
+                            .collect()
+                    }
+                };
+                Arc::new(datafusion::arrow::array::Int64Array::from(counts))
+            }
+            Direct::ArrayAgg { arg, frame } => {
+                let frames = self.frames(*frame);
+                let values = evaluate(arg, input)?;
+                let at: Vec<u32> = frames
+                    .iter()
+                    .flat_map(|r| r.clone().map(|i| i as u32))
+                    .collect();
+                let items = take(&values, &UInt32Array::from(at), None)?;
+                let offsets = datafusion::arrow::buffer::OffsetBuffer::from_lengths(
+                    frames.iter().map(|r| r.len()),
+                );
+                let valid: Vec<bool> = frames.iter().map(|r| !r.is_empty()).collect();
+                let field = Arc::new(datafusion::arrow::datatypes::Field::new_list_field(
+                    values.data_type().clone(),
+                    true,
+                ));
+                Arc::new(datafusion::arrow::array::ListArray::try_new(
+                    field,
+                    offsets,
+                    items,
+                    Some(datafusion::arrow::buffer::NullBuffer::from(valid)),
+                )?)
+            }
+        })
     }
 
     /// Evaluates every segment and emits its affected row with its function
@@ -536,14 +680,26 @@ impl Work {
         let mut indices: Vec<u32> = Vec::new();
         let mut diffs: Vec<i64> = Vec::new();
         let mut values: Vec<Vec<ArrayRef>> = vec![Vec::new(); spec.functions.len()];
+        let computed = spec
+            .direct
+            .iter()
+            .map(|d| d.as_ref().map(|d| self.direct(d, &input)).transpose())
+            .collect::<Result<Vec<_>>>()?;
         for segment in &self.segments {
             let rows = input.slice(segment.start, segment.len);
             for (f, function) in spec.functions.iter().enumerate() {
-                let result = function.evaluate(&rows)?;
-                values[f].push(result.slice(segment.target, 1));
+                if computed[f].is_none() {
+                    let result = function.evaluate(&rows)?;
+                    values[f].push(result.slice(segment.target, 1));
+                }
             }
             indices.push((segment.start + segment.target) as u32);
             diffs.push(segment.sign);
+        }
+        for (f, direct) in computed.into_iter().enumerate() {
+            if let Some(array) = direct {
+                values[f] = vec![array];
+            }
         }
         let indices = UInt32Array::from(indices);
         let width = spec.input_schema.fields().len();
