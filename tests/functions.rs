@@ -84,6 +84,8 @@ async fn sql_functions_inline_into_queries_and_views() -> anyhow::Result<()> {
             "one expression",
         ),
         ("SELECT twice(1, 2)", "42883", "twice(integer)"),
+        ("CREATE OR REPLACE FUNCTION label(n int) RETURNS text LANGUAGE sql AS $$ label(n - 1) $$", "42P13", "call itself"),
+        ("CREATE FUNCTION bad4(n int) RETURNS int LANGUAGE sql AS $$ $1 + $2 $$", "42P13", "no parameter $2"),
         ("DROP FUNCTION nothing_here", "42883", "does not exist"),
     ];
     for (sql, want, text) in cases {

@@ -251,6 +251,44 @@ pub fn inline_calls(
     )))
 }
 
+/// Whether `def`'s body calls `def` itself, directly or through other SQL
+/// functions (as they are now).
+pub fn calls_itself(
+    def: &FunctionDef,
+    lookup: &dyn Fn(&str) -> Option<Arc<FunctionEntry>>,
+) -> Result<bool> {
+    let body = parse_body(def)?;
+    let mut pending: Vec<Arc<FunctionEntry>> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    let mut calls_self = false;
+    let mut visit = |e: &Expr, pending: &mut Vec<Arc<FunctionEntry>>| {
+        if let Expr::Function(f) = e {
+            if names::relation_name(&f.name).is_ok_and(|n| n == def.name) {
+                calls_self = true;
+            } else if let Some(entry) = called(f, lookup) {
+                pending.push(entry);
+            }
+        }
+    };
+    let _ = ast::visit_expressions(&body, |e| {
+        visit(e, &mut pending);
+        ControlFlow::<()>::Continue(())
+    });
+    while let Some(entry) = pending.pop() {
+        if seen.contains(&entry.def.name) {
+            continue;
+        }
+        seen.push(entry.def.name.clone());
+        if let Body::Sql(body) = &entry.body {
+            let _ = ast::visit_expressions(body.as_ref(), |e| {
+                visit(e, &mut pending);
+                ControlFlow::<()>::Continue(())
+            });
+        }
+    }
+    Ok(calls_self)
+}
+
 /// The user functions `stmt` calls, and those their bodies call, by name.
 pub fn functions_used(
     stmt: &Statement,

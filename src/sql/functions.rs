@@ -47,6 +47,14 @@ pub async fn create(
 /// A SQL function's body must plan over arguments of the declared types
 /// (NULLs stand in for them) and reach the declared result type.
 async fn check_sql_body(ctx: &QueryContext, def: &FunctionDef) -> Result<()> {
+    let catalog = ctx.catalog();
+    if inline::calls_itself(def, &|name| catalog.function(name))? {
+        return Err(Error::InvalidFunction(format!(
+            "function {} would call itself (directly or through other functions); SQL \
+             functions are inlined, so they cannot recurse",
+            def.name
+        )));
+    }
     let mut stmt = inline::trial_call(def)?;
     let in_body = |e: Error| match e {
         Error::UndefinedColumn(m) => Error::UndefinedColumn(format!(
