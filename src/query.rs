@@ -182,7 +182,6 @@ impl QueryContext {
     /// ([`crate::sql::windows`]).
     pub fn rewrite(&self, stmt: &mut Statement) -> Result<()> {
         let catalog = &self.catalog;
-        crate::function::inline::inline_calls(stmt, &|name| catalog.function(name))?;
         crate::sql::windows::rewrite(stmt)?;
         pg_catalog::rewrite_statement(stmt, &|name| catalog.relation_exists(name));
         normalize_interval_literals(stmt);
@@ -190,8 +189,13 @@ impl QueryContext {
     }
 
     /// Plans a statement DataFusion understands (queries, VALUES, EXPLAIN).
-    pub async fn plan(&self, stmt: Statement) -> Result<LogicalPlan> {
+    pub async fn plan(&self, mut stmt: Statement) -> Result<LogicalPlan> {
         self.register_functions();
+        // SQL functions are inlined into every statement planned, EddyDB's
+        // own included (UPDATE and DELETE find their rows with generated
+        // queries that carry the user's conditions).
+        let catalog = &self.catalog;
+        crate::function::inline::inline_calls(&mut stmt, &|name| catalog.function(name))?;
         let stmt = datafusion::sql::parser::Statement::Statement(Box::new(stmt));
         Ok(self.ctx.state().statement_to_plan(stmt).await?)
     }

@@ -43,6 +43,28 @@ async fn sql_functions_inline_into_queries_and_views() -> anyhow::Result<()> {
         .await?;
     let expected = ["1|12.50|4|small", "2|124.38|2|small", "3|1.25|12|big"];
     ensure!(rows(&client, "SELECT * FROM priced").await? == expected);
+    // In writes too: INSERT … SELECT, SET, WHERE.
+    client
+        .batch_execute(
+            "INSERT INTO orders SELECT 4, with_tax(8, 0.5), twice(5);
+             UPDATE orders SET qty = twice(qty) WHERE label(qty) = 'big' AND id = 4;
+             DELETE FROM orders WHERE twice(qty) = 40",
+        )
+        .await?;
+    ensure!(rows(&client, "SELECT * FROM priced").await? == expected);
+    client
+        .batch_execute("INSERT INTO orders SELECT 4, with_tax(8, 0.5), twice(5)")
+        .await?;
+    let with_four = [
+        "1|12.50|4|small",
+        "2|124.38|2|small",
+        "3|1.25|12|big",
+        "4|15.00|20|big",
+    ];
+    ensure!(rows(&client, "SELECT * FROM priced").await? == with_four);
+    client
+        .batch_execute("DELETE FROM orders WHERE twice(id) = 8")
+        .await?;
 
     // Dropping a function a view calls (directly or through another).
     let (code, message, hint) = error_of(&client, "DROP FUNCTION twice").await?;
