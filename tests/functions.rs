@@ -207,6 +207,28 @@ $$",
         value(&client, "SELECT describe(NULL) || '/' || describe('abc')").await? == "nothing/ABC"
     );
 
+    // A value of the wrong type is that row's error, not the batch's.
+    client
+        .batch_execute(
+            "CREATE FUNCTION halve(x bigint) RETURNS double precision LANGUAGE python AS $$
+def halve(x):
+    return 'half' if x == 7 else x / 2
+$$",
+        )
+        .await?;
+    let halves = rows(
+        &client,
+        "SELECT g, halve(g) FROM generate_series(6, 8) AS t(g) ORDER BY g",
+    )
+    .await?;
+    ensure!(halves == ["6|3", "7|NULL", "8|4"], "{halves:?}");
+    let wrong = value(
+        &client,
+        "SELECT message FROM eddy_catalog.function_errors WHERE function = 'halve'",
+    )
+    .await?;
+    ensure!(wrong.contains("wrong return type"), "{wrong}");
+
     // Definitions are checked at CREATE, by a worker.
     let (code, message, hint) = error_of(
         &client,
