@@ -344,6 +344,14 @@ impl Catalog {
                 return Err(Error::UndefinedTable(dependency.clone()));
             }
         }
+        // A function dropped while the view was being planned.
+        for function in &entry.def().functions {
+            if self.function(function).is_none() {
+                return Err(Error::UndefinedFunction(format!(
+                    "function {function} does not exist"
+                )));
+            }
+        }
         let mut stored = entry.def().clone();
         if let ViewEntry::Materialized(view) = &entry {
             let resume = self
