@@ -529,6 +529,13 @@ async fn over_windows_follow_late_rows_and_free_what_no_frame_reaches() -> anyho
             view("bursts_unbounded", "clicks_unbounded"),
         ))
         .await?;
+    // A ROWS-only frame: a user's last row is all that stays.
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW previous AS SELECT user_id, ts, \
+             lag(page) OVER (PARTITION BY user_id ORDER BY ts) AS previous_page FROM clicks",
+        )
+        .await?;
     // Killed part-way: the windows' rows come back from the checkpoint.
     query::wait_until(&client, "SELECT count(*) FROM bursts", |n| {
         n.parse::<u64>().is_ok_and(|n| n >= ROWS / 3)
@@ -566,6 +573,12 @@ async fn over_windows_follow_late_rows_and_free_what_no_frame_reaches() -> anyho
     ensure!(
         bounded * 4 < unbounded,
         "with a watermark {bounded} B, without {unbounded} B"
+    );
+    wait_for(&client, "SELECT count(*) FROM previous", &all).await?;
+    let rows_only: i64 = value(&client, &state("previous")).await?.parse()?;
+    ensure!(
+        rows_only * 4 < unbounded,
+        "lag with a watermark {rows_only} B, RANGE without {unbounded} B"
     );
     Ok(())
 }

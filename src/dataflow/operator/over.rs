@@ -341,6 +341,14 @@ impl Operator for Over {
                 {
                     again.push((partition.as_slice().into(), *t));
                 }
+            } else if rows.values().map(|n| (*n).max(0) as usize).sum::<usize>()
+                > self.spec.rows_back
+            {
+                // More rows than a ROWS frame needs: all but the last go once
+                // the frontier passes the newest.
+                if let Some(((t, _), _)) = rows.iter().next_back() {
+                    again.push((partition.as_slice().into(), *t));
+                }
             }
         }
         self.schedule_pruning(again);
@@ -416,7 +424,11 @@ impl Over {
             if t == i64::MAX {
                 continue;
             }
-            let at = t.saturating_add(reach).saturating_add(slack);
+            // Once the horizon is past `t + reach`, the row at `t` is out of reach.
+            let at = t
+                .saturating_add(reach)
+                .saturating_add(slack)
+                .saturating_add(1);
             self.pruning.push(at, &partition);
         }
     }
