@@ -248,17 +248,8 @@ struct RowsAccumulator {
 
 impl RowsAccumulator {
     fn columns(&self) -> DfResult<Vec<ArrayRef>> {
-        self.parts
-            .iter()
-            .zip(self.inner.args())
-            .map(|(parts, t)| match parts.is_empty() {
-                true => Ok(new_null_array(t, 0)),
-                false => {
-                    let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
-                    Ok(concat(&refs)?)
-                }
-            })
-            .collect()
+        argument_columns(&self.parts, self.inner.args())
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
     }
 }
 
@@ -319,6 +310,23 @@ impl Accumulator for RowsAccumulator {
         }
         Ok(())
     }
+}
+
+/// The argument columns of an update, from the pieces of each argument
+/// gathered since the last one (an argument without pieces is an empty
+/// column of its type).
+pub fn argument_columns(parts: &[Vec<ArrayRef>], types: &[DataType]) -> Result<Vec<ArrayRef>> {
+    parts
+        .iter()
+        .zip(types)
+        .map(|(pieces, t)| match pieces.is_empty() {
+            true => Ok(new_null_array(t, 0)),
+            false => {
+                let refs: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
+                Ok(concat(&refs)?)
+            }
+        })
+        .collect()
 }
 
 /// `as_any` for the planner: whether an aggregate function of a plan is

@@ -252,41 +252,18 @@ pub fn inline_calls(
 }
 
 /// Whether `def`'s body calls `def` itself, directly or through other SQL
-/// functions (as they are now).
+/// functions (as they are now; `def`'s own stored body, if it is being
+/// replaced, is not followed).
 pub fn calls_itself(
     def: &FunctionDef,
     lookup: &dyn Fn(&str) -> Option<Arc<FunctionEntry>>,
 ) -> Result<bool> {
     let body = parse_body(def)?;
-    let mut pending: Vec<Arc<FunctionEntry>> = Vec::new();
-    let mut seen: Vec<String> = Vec::new();
-    let mut calls_self = false;
-    let mut visit = |e: &Expr, pending: &mut Vec<Arc<FunctionEntry>>| {
-        if let Expr::Function(f) = e {
-            if names::relation_name(&f.name).is_ok_and(|n| n == def.name) {
-                calls_self = true;
-            } else if let Some(entry) = called(f, lookup) {
-                pending.push(entry);
-            }
-        }
+    let others = |name: &str| match name == def.name {
+        true => None,
+        false => lookup(name),
     };
-    let _ = ast::visit_expressions(&body, |e| {
-        visit(e, &mut pending);
-        ControlFlow::<()>::Continue(())
-    });
-    while let Some(entry) = pending.pop() {
-        if seen.contains(&entry.def.name) {
-            continue;
-        }
-        seen.push(entry.def.name.clone());
-        if let Body::Sql(body) = &entry.body {
-            let _ = ast::visit_expressions(body.as_ref(), |e| {
-                visit(e, &mut pending);
-                ControlFlow::<()>::Continue(())
-            });
-        }
-    }
-    Ok(calls_self)
+    Ok(reachable(direct_calls(&body), &others).contains(&def.name))
 }
 
 /// The user functions `stmt` calls, and those their bodies call, by name.
@@ -294,31 +271,44 @@ pub fn functions_used(
     stmt: &Statement,
     lookup: &dyn Fn(&str) -> Option<Arc<FunctionEntry>>,
 ) -> Vec<String> {
-    let mut used: Vec<String> = Vec::new();
-    let visit = |e: &Expr, found: &mut Vec<Arc<FunctionEntry>>| {
-        if let Expr::Function(f) = e {
-            if let Some(entry) = called(f, lookup) {
-                found.push(entry);
-            }
-        }
-    };
-    let mut pending = Vec::new();
-    let _ = ast::visit_expressions(stmt, |e| {
-        visit(e, &mut pending);
-        ControlFlow::<()>::Continue(())
-    });
-    while let Some(entry) = pending.pop() {
-        if used.contains(&entry.def.name) {
-            continue;
-        }
-        used.push(entry.def.name.clone());
-        if let Body::Sql(body) = &entry.body {
-            let _ = ast::visit_expressions(body, |e| {
-                visit(e, &mut pending);
-                ControlFlow::<()>::Continue(())
-            });
-        }
-    }
+    let mut used: Vec<String> = reachable(direct_calls(stmt), lookup)
+        .into_iter()
+        .filter(|name| lookup(name).is_some())
+        .collect();
     used.sort();
     used
+}
+
+/// The names of the functions called anywhere in `node`.
+fn direct_calls<V: ast::Visit>(node: &V) -> Vec<String> {
+    let mut names = Vec::new();
+    let _ = ast::visit_expressions(node, |e| {
+        if let Expr::Function(f) = e {
+            if let Ok(name) = names::relation_name(&f.name) {
+                names.push(name);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    names
+}
+
+/// `names`, and every name the bodies of the SQL functions among them call,
+/// transitively; `lookup` finds a name's function (one it does not find is
+/// kept but not followed).
+fn reachable(
+    mut pending: Vec<String>,
+    lookup: &dyn Fn(&str) -> Option<Arc<FunctionEntry>>,
+) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    while let Some(name) = pending.pop() {
+        if seen.contains(&name) {
+            continue;
+        }
+        if let Some(Body::Sql(body)) = lookup(&name).as_deref().map(|e| &e.body) {
+            pending.extend(direct_calls(body.as_ref()));
+        }
+        seen.push(name);
+    }
+    seen
 }

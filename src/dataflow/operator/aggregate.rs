@@ -21,7 +21,7 @@ use datafusion::arrow::array::{
     Int64Array, ListArray, StringBuilder,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer};
-use datafusion::arrow::compute::{cast, concat, SortOptions};
+use datafusion::arrow::compute::{cast, SortOptions};
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Decimal128Type, Field, Float64Type, Int16Type, Int32Type,
     Int64Type, Int8Type, Schema, SchemaRef, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
@@ -36,7 +36,7 @@ use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros};
 use crate::dataflow::row::{shard_of_empty_key, KeyBytes, RowCodec};
 use crate::dataflow::state::{corrupt, StateReader, StateWriter};
 use crate::error::{Error, Result};
-use crate::function::aggregate::{GroupUpdate, UserAggregate};
+use crate::function::aggregate::{argument_columns, GroupUpdate, UserAggregate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggFunc {
@@ -1296,17 +1296,7 @@ impl UserAcc {
         if groups.is_empty() {
             return Ok(());
         }
-        let columns = parts
-            .iter()
-            .zip(self.func.args())
-            .map(|(part, t)| match part.is_empty() {
-                true => Ok(new_null_array(t, 0)),
-                false => {
-                    let refs: Vec<&dyn Array> = part.iter().map(|a| a.as_ref()).collect();
-                    Ok(concat(&refs)?)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let columns = argument_columns(&parts, self.func.args())?;
         let updates: Vec<GroupUpdate> = groups
             .iter()
             .map(|(slot, rows)| GroupUpdate {
