@@ -30,7 +30,7 @@ use crate::dataflow::arrangement::Arrangement;
 use crate::dataflow::graph::Graph;
 use crate::dataflow::row::RowCodec;
 use crate::dataflow::runtime::{Runtime, StepInput};
-use crate::dataflow::state::{checksum, StateReader, StateWriter};
+use crate::dataflow::state::{checksum, corrupt, StateReader, StateWriter};
 use crate::dataflow::ChangeBatch;
 use crate::error::{Error, Result};
 use crate::source::reader::{Offsets, Resume};
@@ -213,20 +213,45 @@ impl MaterializedView {
         self.state.read().expect("view lock").output.state_bytes()
     }
 
-    fn checkpoint_output(&self, state: &mut StateWriter) {
-        self.state
-            .read()
-            .expect("view lock")
-            .output
-            .checkpoint(state);
+    /// The output for a checkpoint: whole (tracking its changes from
+    /// here), or with `changes` what changed since the last checkpoint;
+    /// a flag first says which.
+    fn checkpoint_output(&self, state: &mut StateWriter, changes: bool) {
+        let output = &mut self.state.write().expect("view lock").output;
+        let flag = state.written();
+        state.bool(false);
+        if changes && output.checkpoint_changes(state) {
+            state.set_bool(flag, true);
+        } else {
+            output.checkpoint(state);
+            output.track_changes();
+        }
     }
 
-    /// The output a checkpoint holds (`bytes`, read to the end).
-    fn read_output(&self, bytes: &[u8]) -> Result<Arrangement> {
+    /// The output a chain of checkpointed outputs gives (each read to the
+    /// end): the last whole one with the changes after it applied.
+    fn read_output(&self, chain: &[&[u8]]) -> Result<Arrangement> {
         let mut output = Arrangement::new(Arc::clone(&self.schema))?;
-        let mut state = StateReader::new(bytes);
-        output.restore(&mut state)?;
-        state.finish()?;
+        let mut whole_seen = false;
+        for (i, bytes) in chain.iter().enumerate() {
+            let mut state = StateReader::new(bytes);
+            match state.bool()? {
+                false => {
+                    // Only the last whole one counts.
+                    if chain[i + 1..].iter().any(|b| b.first() == Some(&0)) {
+                        continue;
+                    }
+                    output.restore(&mut state)?;
+                    whole_seen = true;
+                }
+                true if whole_seen => output.restore_changes(&mut state)?,
+                true => continue,
+            }
+            state.finish()?;
+        }
+        if !whole_seen {
+            return Err(corrupt("a view's output has no whole state".into()));
+        }
         Ok(output)
     }
 
@@ -281,10 +306,36 @@ struct Dataflows {
     /// Whether a checkpointed view's reader committed since then.
     moved: bool,
     /// Where each checkpointed view's latest stored state is.
-    stored: BTreeMap<u64, StateRef>,
+    stored: BTreeMap<u64, Stored>,
     last_checkpoint: Instant,
     /// Per view, the operator state its workers held after its last step.
     held: BTreeMap<u64, usize>,
+}
+
+/// Changes at most written after a whole state before the next whole one
+/// (a restart reads them all).
+const MAX_CHANGES: usize = 100;
+
+/// A view's stored state: where a checkpoint finds it, and whether the
+/// next one can store just what changed.
+#[derive(Debug, Clone)]
+struct Stored {
+    state: StateRef,
+    changes: Vec<StateRef>,
+    /// Whether the view's operators keep track of their changes since its
+    /// last part: so since this process stored it, not when recovered.
+    tracked: bool,
+}
+
+impl Stored {
+    /// Whether the next state should be changes only: while they are
+    /// tracked, and the changes stored add up to less than the whole state
+    /// (as stored, or as held now, `held` bytes, if the view grew since),
+    /// so a chain never takes more than about twice the state to read.
+    fn next_is_changes(&self, held: u64) -> bool {
+        let changes: u64 = self.changes.iter().map(|c| c.len).sum();
+        self.tracked && self.changes.len() < MAX_CHANGES && changes < self.state.len.max(held)
+    }
 }
 
 pub struct Engine {
@@ -773,11 +824,12 @@ impl Engine {
         if !inputs.iter().all(|i| recovery.restored.contains(i)) {
             return None;
         }
-        let restored = self
-            .checkpoints
-            .store()
-            .read_state(id, &entry.state)
-            .and_then(|bytes| self.load_view_state(view, &bytes));
+        let store = self.checkpoints.store();
+        let restored = entry
+            .chain()
+            .map(|state| store.read_state(id, state))
+            .collect::<Result<Vec<_>>>()
+            .and_then(|chain| self.load_view_state(view, &chain));
         if let Err(e) = restored {
             self.runtime.remove(id);
             tracing::error!(view = %view.def.name, error = %e, "cannot restore view from its checkpoint; rebuilding it");
@@ -791,7 +843,14 @@ impl Engine {
         df.checkpointed.insert(id);
         df.positions.insert(id, entry.positions.clone());
         df.watermarks.insert(id, entry.watermarks.clone());
-        df.stored.insert(id, entry.state);
+        df.stored.insert(
+            id,
+            Stored {
+                state: entry.state,
+                changes: entry.changes,
+                tracked: false,
+            },
+        );
         Some(Resume {
             positions: entry.positions,
             watermarks: entry.watermarks,
@@ -799,16 +858,26 @@ impl Engine {
     }
 
     /// Installs a view's dataflow with the operator states and output a
-    /// checkpoint holds (see [`Engine::view_state`]).
-    fn load_view_state(&self, view: &MaterializedView, bytes: &[u8]) -> Result<()> {
-        let mut state = StateReader::new(bytes);
-        let workers = state.count(8)?;
-        let mut parts = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            parts.push(state.bytes()?.to_vec());
+    /// checkpoint holds: a chain of states [`Engine::view_state`] wrote,
+    /// the first whole.
+    fn load_view_state(&self, view: &MaterializedView, chain: &[Vec<u8>]) -> Result<()> {
+        let workers = self.runtime.worker_count();
+        let mut parts = vec![Vec::with_capacity(chain.len()); workers];
+        let mut outputs = Vec::with_capacity(chain.len());
+        for bytes in chain {
+            let mut state = StateReader::new(bytes);
+            let written = state.count(8)?;
+            if written != workers {
+                return Err(Error::Internal(format!(
+                    "a checkpoint of {written} workers cannot be restored on {workers}"
+                )));
+            }
+            for part in &mut parts {
+                part.push(state.bytes()?.to_vec());
+            }
+            outputs.push(state.bytes()?);
+            state.finish()?;
         }
-        let output = state.bytes()?;
-        state.finish()?;
         self.runtime.install(view.def.id, Arc::clone(&view.graph))?;
         // The workers load the operators while this thread loads the output.
         std::thread::scope(|scope| {
@@ -816,7 +885,7 @@ impl Engine {
                 .name("eddydb-restore".into())
                 .spawn_scoped(scope, || self.runtime.restore(view.def.id, parts))
                 .map_err(|e| Error::Internal(format!("cannot start a thread: {e}")))?;
-            let output = view.read_output(output);
+            let output = view.read_output(&outputs);
             operators
                 .join()
                 .unwrap_or_else(|_| Err(Error::Internal("restoring operators panicked".into())))?;
@@ -828,18 +897,32 @@ impl Engine {
     }
 
     /// A view's checkpointed state: every worker's operator states, then
-    /// the output arrangement.
-    fn view_state(&self, view: &MaterializedView) -> Result<Vec<u8>> {
-        let parts = self.runtime.checkpoint(view.def.id)?;
+    /// the output arrangement; whole, or with `changes` what changed since
+    /// the last checkpoint, where the operator or output tracks that.
+    /// The workers write their operators while this thread writes the
+    /// output (the pause lasts as long as the longer of the two).
+    fn view_state(&self, view: &MaterializedView, changes: bool) -> Result<Vec<u8>> {
+        let (parts, output) = std::thread::scope(|scope| {
+            let parts = std::thread::Builder::new()
+                .name("eddydb-snapshot".into())
+                .spawn_scoped(scope, || self.runtime.checkpoint(view.def.id, changes))
+                .map_err(|e| Error::Internal(format!("cannot start a thread: {e}")))?;
+            // Room for the whole output: pages never written are never
+            // touched.
+            let mut output = StateWriter::with_capacity(view.output_bytes() + 64);
+            view.checkpoint_output(&mut output, changes);
+            let parts = parts
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal("a snapshot panicked".into())))?;
+            Ok::<_, Error>((parts, output.into_bytes()))
+        })?;
         let size: usize = parts.iter().map(|p| p.len() + 8).sum();
-        let mut state = StateWriter::with_capacity(size + view.output_bytes() + 64);
+        let mut state = StateWriter::with_capacity(size + output.len() + 64);
         state.len(parts.len());
         for part in parts {
             state.bytes(&part);
         }
-        let output = state.begin_section();
-        view.checkpoint_output(&mut state);
-        state.end_section(output);
+        state.bytes(&output);
         Ok(state.into_bytes())
     }
 
@@ -909,31 +992,49 @@ impl Engine {
                 continue;
             }
             let state = match df.stored.get(vid) {
-                Some(state) if !df.dirty.contains(vid) => *state,
-                _ => {
+                Some(state) if !df.dirty.contains(vid) => state.clone(),
+                previous => {
+                    let held = df.held.get(vid).copied().unwrap_or(0) + view.output_bytes();
+                    let changes = previous.is_some_and(|p| p.next_is_changes(held as u64));
                     // A view that cannot be snapshot is left out (and so
                     // are the views over it, at recovery).
-                    let bytes = match self.view_state(view) {
+                    let bytes = match self.view_state(view, changes) {
                         Ok(bytes) => bytes,
                         Err(e) => {
+                            // Its operators may have forgotten changes:
+                            // the next state is whole.
+                            df.stored.remove(vid);
                             tracing::error!(view = %view.def.name, error = %e, "view left out of the checkpoint");
                             continue;
                         }
                     };
-                    let state = StateRef {
+                    let part = StateRef {
                         blob: id,
                         len: bytes.len() as u64,
                         checksum: checksum(&bytes),
                     };
+                    let state = match previous {
+                        Some(previous) if changes => {
+                            let mut state = previous.clone();
+                            state.changes.push(part);
+                            state
+                        }
+                        _ => Stored {
+                            state: part,
+                            changes: Vec::new(),
+                            tracked: true,
+                        },
+                    };
                     states.push((*vid, bytes));
-                    stored.push((*vid, state));
+                    stored.push((*vid, state.clone()));
                     state
                 }
             };
             entries.push(ViewEntry {
                 view: *vid,
                 graph: view.fingerprint(),
-                state,
+                state: state.state,
+                changes: state.changes,
                 positions: df.positions.get(vid).cloned().unwrap_or_default(),
                 watermarks: df.watermarks.get(vid).cloned().unwrap_or_default(),
             });

@@ -265,6 +265,18 @@ async fn views_over_streams_are_exact_after_kill_9_at_random_moments() -> anyhow
         .await?
         .parse()?;
     ensure!(taken > 0, "eddy_catalog.checkpoints is empty");
+    // After a view's first whole state, checkpoints store its changes
+    // only: the restarts above recovered from chains of them.
+    let incremental: u64 = value(
+        &client,
+        "SELECT count(*) FROM eddy_catalog.checkpoints WHERE views_changes_only > 0",
+    )
+    .await?
+    .parse()?;
+    ensure!(
+        incremental > 0,
+        "no checkpoint stored changes only ({taken} taken)"
+    );
     Ok(())
 }
 

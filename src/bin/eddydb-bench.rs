@@ -198,6 +198,12 @@ struct CheckpointArgs {
     /// Distinct keys of the ingest runs' per-key view.
     #[arg(long, default_value_t = 100_000)]
     ingest_keys: u64,
+    /// Keys of a second, "cold" source the ingest runs' view also reads
+    /// (one event per key, `1..=N`, through UNION ALL): a large state of
+    /// which the events touch only the first `--ingest-keys`. `0` reads
+    /// the events alone.
+    #[arg(long, default_value_t = 0)]
+    cold_keys: u64,
     /// Checkpoint interval of the ingest run with checkpoints.
     #[arg(long, default_value = "1s")]
     interval: String,
@@ -4708,8 +4714,36 @@ fn keyed_events_ddl(keys: u64, sequential: bool, options: &str) -> String {
 
 const KEYED_VIEW: &str = "CREATE MATERIALIZED VIEW per_user AS \
      SELECT user_id, count(*) AS n, sum(amount) AS s FROM events GROUP BY user_id";
+
+/// The source of `--cold-keys`: one event per key, as fast as it goes.
+fn cold_events_ddl(keys: u64) -> String {
+    keyed_events_ddl(keys, true, &backlog_options(keys)).replacen(
+        "CREATE SOURCE events",
+        "CREATE SOURCE cold_events",
+        1,
+    )
+}
+
+/// The per-key view, over the events and, with `cold_keys`, the cold ones.
+fn keyed_view(cold_keys: u64) -> String {
+    match cold_keys {
+        0 => KEYED_VIEW.to_string(),
+        _ => KEYED_VIEW.replacen(
+            "FROM events",
+            "FROM (SELECT user_id, amount FROM events \
+             UNION ALL SELECT user_id, amount FROM cold_events) AS e",
+            1,
+        ),
+    }
+}
 const KEYED_READER_ROWS: &str = "SELECT sum(rows) FROM eddy_catalog.source_partitions \
      WHERE feeds = 'per_user'";
+const COLD_READER_ROWS: &str = "SELECT sum(rows) FROM eddy_catalog.source_partitions \
+     WHERE feeds = 'per_user' AND source = 'cold_events'";
+const HOT_READER_ROWS: &str = "SELECT sum(rows) FROM eddy_catalog.source_partitions \
+     WHERE feeds = 'per_user' AND source = 'events'";
+const LAST_CHECKPOINT_ID: &str =
+    "SELECT coalesce(max(checkpoint_id), 0) FROM eddy_catalog.checkpoints";
 const CHECKPOINT_FIGURES: &str = "SELECT count(*), coalesce(avg(snapshot_ms), 0), \
      coalesce(max(snapshot_ms), 0), coalesce(avg(duration_ms), 0), \
      coalesce(max(duration_ms), 0), coalesce(sum(bytes_written), 0), \
@@ -4738,7 +4772,10 @@ fn checkpoint_benchmark(env: &BenchEnv, args: &CheckpointArgs) -> Result<()> {
         "source: {}",
         keyed_events_ddl(args.ingest_keys, false, &backlog_options(args.rows))
     );
-    println!("view:   {KEYED_VIEW}");
+    if args.cold_keys > 0 {
+        println!("cold:   {}", cold_events_ddl(args.cold_keys));
+    }
+    println!("view:   {}", keyed_view(args.cold_keys));
     let poll = Duration::from_millis(args.poll_ms);
     let intervals = match args.rows {
         0 => Vec::new(),
@@ -4771,27 +4808,53 @@ fn checkpoint_ingest_run(
         false,
         &backlog_options(args.rows),
     ))?;
-    let before = CpuSnapshot::take(target.server_pid, None);
-    client.command(KEYED_VIEW)?;
-    wait_for_count(&client, KEYED_READER_ROWS, args.rows, poll)?;
+    if args.cold_keys > 0 {
+        client.command(&cold_events_ddl(args.cold_keys))?;
+    }
+    let mut before = CpuSnapshot::take(target.server_pid, None);
+    client.command(&keyed_view(args.cold_keys))?;
+    // With cold keys, the figures are of the events read once every cold
+    // key is in the state, and of the checkpoints taken from then on.
+    let (mut rows, mut first_checkpoint) = (args.rows + args.cold_keys, 0);
+    if args.cold_keys > 0 {
+        wait_for_count(&client, COLD_READER_ROWS, args.cold_keys, poll)?;
+        before = CpuSnapshot::take(target.server_pid, None);
+        let read = first_count(&client, HOT_READER_ROWS)?;
+        first_checkpoint = first_count(&client, LAST_CHECKPOINT_ID)? + 1;
+        println!();
+        println!(
+            "cold keys read      {} cold keys in the state, {read} events read then; \
+             figures below are of the {} events after, and checkpoints from {first_checkpoint}",
+            args.cold_keys,
+            args.rows - read
+        );
+        rows = args.rows - read;
+    }
+    wait_for_count(&client, KEYED_READER_ROWS, args.rows + args.cold_keys, poll)?;
     let usage =
         CpuSnapshot::take(target.server_pid, None).usage_since(&before, env.clock_ticks_per_s);
     let total = first_count(&client, "SELECT sum(n) FROM per_user")?;
-    if total != args.rows {
-        bail!("per_user counts {total} events, expected {}", args.rows);
+    if total != args.rows + args.cold_keys {
+        bail!(
+            "per_user counts {total} events, expected {}",
+            args.rows + args.cold_keys
+        );
     }
-    let figures = client.text_rows(CHECKPOINT_FIGURES)?;
+    let figures = client.text_rows(&CHECKPOINT_FIGURES.replace(
+        "FROM eddy_catalog.checkpoints",
+        &format!("FROM eddy_catalog.checkpoints WHERE checkpoint_id >= {first_checkpoint}"),
+    ))?;
     let f = figures.first().context("no checkpoint figures")?;
     println!();
     println!("== checkpoints ingest result (--checkpoint-interval {interval})");
     println!(
         "events/s             {:.0} (wall {:.2} s)",
-        args.rows as f64 / usage.wall_s.max(1e-9),
+        rows as f64 / usage.wall_s.max(1e-9),
         usage.wall_s
     );
     println!(
         "events per CPU-s     {:.0} (server CPU {:.2} s)",
-        args.rows as f64 / usage.server_s.max(1e-9),
+        rows as f64 / usage.server_s.max(1e-9),
         usage.server_s
     );
     println!(

@@ -31,6 +31,9 @@ pub struct Arrangement {
     bytes: usize,
     /// Vacant slots (see [`Arrangement::update`]) filled, ever.
     vacancies_filled: u64,
+    /// Keys changed since the last checkpoint, kept once a checkpoint
+    /// asked for them (see [`Arrangement::track_changes`]).
+    changed: Option<FastMap<KeyBytes, ()>>,
 }
 
 impl Arrangement {
@@ -43,6 +46,7 @@ impl Arrangement {
             distinct_rows: 0,
             bytes: 0,
             vacancies_filled: 0,
+            changed: None,
         })
     }
 
@@ -108,6 +112,11 @@ impl Arrangement {
     fn add_row(&mut self, key: &[u8], row: &[u8], diff: i64) -> bool {
         if diff == 0 {
             return false;
+        }
+        if let Some(changed) = &mut self.changed {
+            if !changed.contains_key(key) {
+                changed.insert(KeyBytes::new(key), ());
+            }
         }
         let bucket = match self.map.get_mut(key) {
             Some(bucket) => bucket,
@@ -207,13 +216,66 @@ impl Arrangement {
     pub fn checkpoint(&self, state: &mut StateWriter) {
         state.len(self.map.len());
         for (key, bucket) in &self.map {
-            state.bytes(key);
-            state.len(bucket.iter().count());
-            for (row, weight) in bucket.iter() {
-                state.bytes(row);
-                state.i64(weight);
+            write_bucket(state, key, bucket);
+        }
+    }
+
+    /// From now on, keeps the keys that change, for
+    /// [`Arrangement::checkpoint_changes`].
+    pub fn track_changes(&mut self) {
+        self.changed = Some(FastMap::default());
+    }
+
+    /// Writes the keys changed since the last checkpoint with the rows
+    /// they hold now (none for a key gone), and returns `true`; returns
+    /// `false`, writing nothing, when changes are not tracked, or when so
+    /// many keys changed that writing the whole arrangement (in one pass
+    /// over the map, rather than a lookup per key) is quicker.
+    pub fn checkpoint_changes(&mut self, state: &mut StateWriter) -> bool {
+        let Some(changed) = &mut self.changed else {
+            return false;
+        };
+        if changed.len() > self.map.len() / 4 {
+            return false;
+        }
+        state.len(changed.len());
+        for (key, ()) in changed.drain() {
+            match self.map.get(key.as_slice()) {
+                Some(bucket) => write_bucket(state, &key, bucket),
+                None => {
+                    state.bytes(&key);
+                    state.len(0);
+                }
             }
         }
+        true
+    }
+
+    /// Applies what [`Arrangement::checkpoint_changes`] wrote: each key
+    /// written holds just the rows written with it.
+    pub fn restore_changes(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        for _ in 0..state.count(16)? {
+            let key = state.bytes()?;
+            self.remove_key(key);
+            for _ in 0..state.count(16)? {
+                let row = state.bytes()?;
+                let weight = state.i64()?;
+                self.update_row(key, row, weight);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `key` with all its rows.
+    fn remove_key(&mut self, key: &[u8]) {
+        let Some(bucket) = self.map.remove(key) else {
+            return;
+        };
+        for (row, _) in bucket.iter() {
+            self.bytes -= row.len() + 24;
+            self.distinct_rows -= 1;
+        }
+        self.bytes -= key.len() + 48;
     }
 
     /// Adds what [`Arrangement::checkpoint`] wrote (into an empty one).
@@ -241,6 +303,26 @@ impl Arrangement {
             ));
         }
         Ok(())
+    }
+}
+
+/// A key with its rows and their weights (matched out rather than
+/// through `Bucket::iter`, which boxes: this runs once per key of a
+/// checkpoint, under the commit lock).
+fn write_bucket(state: &mut StateWriter, key: &[u8], bucket: &Bucket) {
+    state.bytes(key);
+    let mut write = |rows: usize, entries: &mut dyn Iterator<Item = (&KeyBytes, &i64)>| {
+        state.len(rows);
+        for (row, weight) in entries {
+            state.bytes(row);
+            state.i64(*weight);
+        }
+    };
+    match bucket {
+        Bucket::Empty => write(0, &mut std::iter::empty()),
+        Bucket::One(row, weight) => write(1, &mut std::iter::once((row, weight))),
+        Bucket::Few(entries) => write(entries.len(), &mut entries.iter().map(|(r, n)| (r, n))),
+        Bucket::Many(map) => write(map.len(), &mut map.iter()),
     }
 }
 
@@ -469,6 +551,75 @@ mod tests {
         assert!(cut
             .restore(&mut StateReader::new(&bytes[..bytes.len() - 3]))
             .is_err());
+    }
+
+    /// A whole state and the changes after it, applied in turn, give the
+    /// arrangement as it ended: keys added, changed, emptied and removed.
+    #[test]
+    fn changes_applied_to_a_whole_state_give_the_arrangement_as_it_ended() {
+        let schema = ChangeBatch::from_pretty(" I T\n + 1 a").unwrap().schema();
+        let mut arr = Arrangement::new(Arc::clone(&schema)).unwrap();
+        let mut restored = Arrangement::new(schema).unwrap();
+        let write = |arr: &mut Arrangement, whole: bool| {
+            let mut state = StateWriter::new();
+            if whole {
+                arr.checkpoint(&mut state);
+                arr.track_changes();
+            } else {
+                assert!(arr.checkpoint_changes(&mut state));
+            }
+            state.into_bytes()
+        };
+        // Untracked: nothing to write as changes.
+        assert!(!arr.checkpoint_changes(&mut StateWriter::new()));
+        // Keys that do not change: few enough change for changes to pay.
+        for i in 0..40u8 {
+            arr.update_row(&[b'f', i], b"filler", 1);
+        }
+        arr.update_row(b"k1", b"r1", 1);
+        arr.update_row(b"k2", b"r2", 2);
+        arr.update_row(b"k3", b"r3", 1);
+        let whole = write(&mut arr, true);
+        restored.restore(&mut StateReader::new(&whole)).unwrap();
+        let mut chain = Vec::new();
+        // Changed, gone, new, a second row, then gone and back.
+        arr.update_row(b"k1", b"r1", 2);
+        arr.update_row(b"k2", b"r2", -2);
+        arr.update_row(b"k4", b"r4", 1);
+        chain.push(write(&mut arr, false));
+        arr.update_row(b"k4", b"r5", 3);
+        arr.update_row(b"k3", b"r3", -1);
+        arr.update_row(b"k3", b"r3", 1);
+        chain.push(write(&mut arr, false));
+        // Nothing changed: an empty list of keys.
+        chain.push(write(&mut arr, false));
+        for changes in &chain {
+            let mut reader = StateReader::new(changes);
+            restored.restore_changes(&mut reader).unwrap();
+            reader.finish().unwrap();
+        }
+        let contents = |a: &Arrangement| {
+            type Rows = Vec<(Vec<u8>, i64)>;
+            let mut keys: Vec<(Vec<u8>, Rows)> = a
+                .keys()
+                .map(|k| {
+                    let mut rows: Vec<_> = a.get(k).map(|(r, n)| (r.to_vec(), n)).collect();
+                    rows.sort();
+                    (k.to_vec(), rows)
+                })
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(contents(&restored), contents(&arr));
+        assert_eq!(restored.state_bytes(), arr.state_bytes());
+        assert_eq!(restored.distinct_rows(), arr.distinct_rows());
+        assert_eq!(chain[2].len(), 8);
+        // Most keys changed: the whole arrangement is written instead.
+        for i in 0..30u8 {
+            arr.update_row(&[b'f', i], b"filler", 1);
+        }
+        assert!(!arr.checkpoint_changes(&mut StateWriter::new()));
     }
 
     /// One key taken from one row through a list and a map of rows and back

@@ -174,6 +174,27 @@ pub trait Operator: Send {
         inputs: &[SchemaRef],
         state: &mut StateReader<'_>,
     ) -> Result<()>;
+
+    /// Called once [`Operator::checkpoint`]'s state is stored as the base
+    /// of an incremental chain: an operator whose state can be large starts
+    /// keeping track of what changes from here on.
+    fn track_changes(&mut self) {}
+
+    /// For an incremental checkpoint: writes what changed since the last
+    /// checkpoint (see [`Operator::track_changes`]) and returns `true`, or
+    /// writes nothing and returns `false` when the operator only writes
+    /// whole states (the caller then calls [`Operator::checkpoint`]).
+    fn checkpoint_changes(&mut self, _state: &mut StateWriter) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Applies what [`Operator::checkpoint_changes`] wrote to a state
+    /// [`Operator::restore`] loaded (and to the changes applied after it).
+    fn restore_changes(&mut self, _state: &mut StateReader<'_>) -> Result<()> {
+        Err(crate::error::Error::Internal(
+            "this operator keeps no incremental checkpoints".into(),
+        ))
+    }
 }
 
 /// `checkpoint` and `restore` of an operator that holds no state.

@@ -62,11 +62,12 @@ enum Command {
     },
     Checkpoint {
         id: DataflowId,
+        changes: bool,
         reply: Sender<Result<Vec<u8>>>,
     },
     Restore {
         id: DataflowId,
-        state: Vec<u8>,
+        chain: Vec<Vec<u8>>,
         reply: Sender<Result<()>>,
     },
 }
@@ -220,30 +221,33 @@ impl Runtime {
     }
 
     /// Every worker's operator states of dataflow `id`, as of the last
-    /// step, in worker order.
-    pub fn checkpoint(&self, id: DataflowId) -> Result<Vec<Vec<u8>>> {
+    /// step, in worker order: whole states, from which operators track
+    /// their changes, or with `changes` only what changed since the last
+    /// checkpoint, from operators that track them (see
+    /// [`Operator::checkpoint_changes`]).
+    pub fn checkpoint(&self, id: DataflowId, changes: bool) -> Result<Vec<Vec<u8>>> {
         let _step = self.step_lock.lock().expect("step lock");
-        self.broadcast(|reply| Command::Checkpoint { id, reply })?
+        self.broadcast(|reply| Command::Checkpoint { id, changes, reply })?
             .into_iter()
             .collect()
     }
 
     /// Loads states [`Runtime::checkpoint`] returned into the freshly
-    /// installed dataflow `id`, one per worker; the dataflow then goes on
-    /// without its start step.
-    pub fn restore(&self, id: DataflowId, states: Vec<Vec<u8>>) -> Result<()> {
-        if states.len() != self.workers.len() {
+    /// installed dataflow `id`: per worker, a chain of them, oldest first,
+    /// the first whole. The dataflow then goes on without its start step.
+    pub fn restore(&self, id: DataflowId, chains: Vec<Vec<Vec<u8>>>) -> Result<()> {
+        if chains.len() != self.workers.len() {
             return Err(Error::Internal(format!(
                 "a checkpoint of {} workers cannot be restored on {}",
-                states.len(),
+                chains.len(),
                 self.workers.len()
             )));
         }
         let _step = self.step_lock.lock().expect("step lock");
-        let mut states = states.into_iter();
+        let mut chains = chains.into_iter();
         self.broadcast(|reply| Command::Restore {
             id,
-            state: states.next().unwrap_or_default(),
+            chain: chains.next().unwrap_or_default(),
             reply,
         })?
         .into_iter()
@@ -323,11 +327,11 @@ impl Worker {
                 Command::StateBytes { id, reply } => {
                     let _ = reply.send(self.node_bytes(id));
                 }
-                Command::Checkpoint { id, reply } => {
-                    let _ = reply.send(self.checkpoint(id));
+                Command::Checkpoint { id, changes, reply } => {
+                    let _ = reply.send(self.checkpoint(id, changes));
                 }
-                Command::Restore { id, state, reply } => {
-                    let _ = reply.send(self.restore(id, &state));
+                Command::Restore { id, chain, reply } => {
+                    let _ = reply.send(self.restore(id, &chain));
                 }
             }
         }
@@ -357,9 +361,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Each node's operator state, length-prefixed, in node order (empty
-    /// for sources and exchanges).
-    fn checkpoint(&self, id: DataflowId) -> Result<Vec<u8>> {
+    /// Each node's operator state in node order, flagged as changes only
+    /// or whole, length-prefixed (empty for sources and exchanges).
+    fn checkpoint(&mut self, id: DataflowId, changes: bool) -> Result<Vec<u8>> {
         let dataflow = self.installed(id)?;
         let estimate: usize = dataflow
             .operators
@@ -369,49 +373,76 @@ impl Worker {
             .sum();
         let mut state = StateWriter::with_capacity(estimate);
         state.len(dataflow.operators.len());
-        for op in &dataflow.operators {
+        for op in &mut dataflow.operators {
+            let flag = state.written();
+            state.bool(false);
             let section = state.begin_section();
             if let Some(op) = op {
-                op.checkpoint(&mut state)?;
+                if changes && op.checkpoint_changes(&mut state)? {
+                    state.set_bool(flag, true);
+                } else {
+                    op.checkpoint(&mut state)?;
+                    op.track_changes();
+                }
             }
             state.end_section(section);
         }
         Ok(state.into_bytes())
     }
 
-    fn restore(&mut self, id: DataflowId, bytes: &[u8]) -> Result<()> {
+    /// Loads a chain of states `checkpoint` wrote, oldest first: each
+    /// operator restores the last whole state of its own and applies the
+    /// changes written after it.
+    fn restore(&mut self, id: DataflowId, chain: &[Vec<u8>]) -> Result<()> {
         let shard = self.shard;
-        let dataflow = self
-            .dataflows
-            .get_mut(&id)
-            .ok_or_else(|| Error::Internal(format!("dataflow {id} is not installed")))?;
-        let mut state = StateReader::new(bytes);
-        let nodes = state.count(8)?;
-        if nodes != dataflow.operators.len() {
-            return Err(corrupt(format!(
-                "{nodes} operators in the checkpoint, {} in the dataflow",
-                dataflow.operators.len()
-            )));
+        let dataflow = self.installed(id)?;
+        let nodes = dataflow.operators.len();
+        // Per node, per state of the chain: (changes only, bytes).
+        let mut sections: Vec<Vec<(bool, &[u8])>> = vec![Vec::new(); nodes];
+        for bytes in chain {
+            let mut state = StateReader::new(bytes);
+            let written = state.count(9)?;
+            if written != nodes {
+                return Err(corrupt(format!(
+                    "{written} operators in the checkpoint, {nodes} in the dataflow"
+                )));
+            }
+            for node in &mut sections {
+                let changes = state.bool()?;
+                node.push((changes, state.bytes()?));
+            }
+            state.finish()?;
         }
         for (i, op) in dataflow.operators.iter_mut().enumerate() {
-            let mut node = StateReader::new(state.bytes()?);
-            if let Some(op) = op {
-                let graph = &dataflow.graph;
-                let inputs: Vec<_> = graph.nodes[i]
-                    .inputs
-                    .iter()
-                    .map(|n| graph.schema_of(*n))
-                    .collect();
-                op.restore(shard, &inputs, &mut node)?;
+            let node = &sections[i];
+            let base = node
+                .iter()
+                .rposition(|(changes, _)| !changes)
+                .ok_or_else(|| corrupt(format!("operator {i} has no whole state")))?;
+            let Some(op) = op else {
+                continue;
+            };
+            let graph = &dataflow.graph;
+            let inputs: Vec<_> = graph.nodes[i]
+                .inputs
+                .iter()
+                .map(|n| graph.schema_of(*n))
+                .collect();
+            let mut whole = StateReader::new(node[base].1);
+            op.restore(shard, &inputs, &mut whole)?;
+            whole.finish()?;
+            for (_, changes) in &node[base + 1..] {
+                let mut changes = StateReader::new(changes);
+                op.restore_changes(&mut changes)?;
+                changes.finish()?;
             }
-            node.finish()?;
         }
-        state.finish()
+        Ok(())
     }
 
-    fn installed(&self, id: DataflowId) -> Result<&Installed> {
+    fn installed(&mut self, id: DataflowId) -> Result<&mut Installed> {
         self.dataflows
-            .get(&id)
+            .get_mut(&id)
             .ok_or_else(|| Error::Internal(format!("dataflow {id} is not installed")))
     }
 

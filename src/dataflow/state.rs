@@ -64,6 +64,11 @@ impl StateWriter {
         self.buf.push(u8::from(v));
     }
 
+    /// Overwrites the flag written at `at` (see [`StateWriter::written`]).
+    pub fn set_bool(&mut self, at: usize, v: bool) {
+        self.buf[at] = u8::from(v);
+    }
+
     /// A count or a length.
     pub fn len(&mut self, n: usize) {
         self.u64(n as u64);
@@ -182,14 +187,26 @@ pub fn corrupt(detail: String) -> Error {
 /// A 64-bit checksum of `data`. Each 8-byte word goes through a step that
 /// is a bijection of the running value for a fixed word and injective in
 /// the word for a fixed running value, so changing any one word always
-/// changes the result; the length is mixed in last.
+/// changes the result. Words are taken in four interleaved lanes (so the
+/// steps of one lane overlap those of the others: several GB/s), which
+/// are folded together by the same step; the rest and the length are mixed
+/// in last.
 pub fn checksum(data: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let step = |h: u64, w: u64| (h ^ w).wrapping_mul(PRIME).rotate_left(23);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut words = data.chunks_exact(8);
-    for word in &mut words {
-        h = step(h, u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    let seed: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut lanes = [seed, seed ^ 1, seed ^ 2, seed ^ 3];
+    let mut blocks = data.chunks_exact(32);
+    for block in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(8)) {
+            *lane = step(*lane, word(w));
+        }
+    }
+    let mut h = lanes.iter().fold(seed, |h, lane| step(h, *lane));
+    let mut words = blocks.remainder().chunks_exact(8);
+    for w in &mut words {
+        h = step(h, word(w));
     }
     let rest = words.remainder();
     if !rest.is_empty() {

@@ -23,12 +23,17 @@
 //!   slow every start. A view that did not change since the previous
 //!   checkpoint is not written again: its manifest entry names the older
 //!   checkpoint holding its state.
+//! - A view's state is a chain: a whole state, then states holding only
+//!   what changed since the one before (see `Operator::checkpoint_changes`),
+//!   each in the file of the checkpoint that wrote it. The engine starts a
+//!   new chain once the changes add up to the whole state.
 //!
 //! The newest [`KEEP`] manifests are kept, and the states they name. A
 //! manifest or state that fails its checksum makes recovery use the
 //! checkpoint before it, saying so in the log. A state that did not change
 //! is shared by consecutive checkpoints, so damage to it rules them all
-//! out: views over streams are then rebuilt from their sources.
+//! out (and so does damage to the whole state a chain starts from): views
+//! over streams are then rebuilt from their sources.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::mpsc::{channel, Sender};
@@ -78,7 +83,11 @@ pub(super) struct ViewEntry {
     /// Checksum of the view's dataflow as EXPLAIN describes it: a view that
     /// plans differently now is not restored from it.
     pub graph: u64,
+    /// The view's whole state ...
     pub state: StateRef,
+    /// ... and the changes written after it, oldest first.
+    #[serde(default)]
+    pub changes: Vec<StateRef>,
     /// Per stream source: the next offsets its reader had not yet
     /// committed. A source missing here had committed nothing.
     pub positions: BTreeMap<String, Offsets>,
@@ -87,12 +96,19 @@ pub(super) struct ViewEntry {
     pub watermarks: BTreeMap<String, Offsets>,
 }
 
+impl ViewEntry {
+    /// The states to read, in order: the whole one, then the changes.
+    pub fn chain(&self) -> impl Iterator<Item = &StateRef> {
+        std::iter::once(&self.state).chain(&self.changes)
+    }
+}
+
 /// What must match for a checkpoint's states to be read by this build:
 /// the version of the state layout and of EddyDB, and where keys go among
 /// workers (a probe of the key hash).
 pub(super) fn build_identity() -> String {
     format!(
-        "state-v1 eddydb-{} shard-probe-{}",
+        "state-v2 eddydb-{} shard-probe-{}",
         env!("CARGO_PKG_VERSION"),
         crate::dataflow::row::shard_probe()
     )
@@ -129,6 +145,10 @@ pub struct CheckpointInfo {
     /// Bytes of state of every view it covers, written now or before.
     pub state_bytes: u64,
     pub views: usize,
+    /// Views whose state it wrote ...
+    pub views_written: usize,
+    /// ... of which as changes since the previous checkpoint only.
+    pub views_changes_only: usize,
 }
 
 impl CheckpointInfo {
@@ -140,8 +160,18 @@ impl CheckpointInfo {
             snapshot_ms: m.snapshot_ms,
             duration_ms: m.duration_ms,
             bytes_written: m.bytes_written,
-            state_bytes: m.views.iter().map(|v| v.state.len).sum(),
+            state_bytes: m.views.iter().flat_map(|v| v.chain().map(|s| s.len)).sum(),
             views: m.views.len(),
+            views_written: m
+                .views
+                .iter()
+                .filter(|v| v.chain().any(|s| s.blob == m.id))
+                .count(),
+            views_changes_only: m
+                .views
+                .iter()
+                .filter(|v| v.changes.last().is_some_and(|s| s.blob == m.id))
+                .count(),
         }
     }
 }
@@ -268,7 +298,11 @@ impl CheckpointStore {
             .iter()
             .take(KEEP)
             .filter_map(|(_, m)| m.as_ref().ok())
-            .flat_map(|m| m.views.iter().map(|v| (v.state.blob, v.view)))
+            .flat_map(|m| {
+                m.views
+                    .iter()
+                    .flat_map(|v| v.chain().map(|s| (s.blob, v.view)))
+            })
             .collect();
         for (id, _) in manifests.iter().skip(KEEP) {
             self.tree.remove(manifest_key(*id))?;
@@ -327,7 +361,9 @@ fn recover(store: &CheckpointStore, workers: usize) -> Result<(Option<Recovery>,
             Some(_) => manifest,
             None => manifest.and_then(|m| {
                 for v in &m.views {
-                    store.read_state(v.view, &v.state)?;
+                    for state in v.chain() {
+                        store.read_state(v.view, state)?;
+                    }
                 }
                 Ok(m)
             }),
@@ -582,6 +618,7 @@ mod tests {
                 len: bytes.len() as u64,
                 checksum: checksum(bytes),
             },
+            changes: Vec::new(),
             positions: BTreeMap::new(),
             watermarks: BTreeMap::new(),
         }

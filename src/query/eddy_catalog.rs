@@ -239,10 +239,17 @@ fn checkpoints(catalog: &Catalog) -> DfResult<RecordBatch> {
         Field::new("bytes_written", DataType::Int64, false),
         Field::new("state_bytes", DataType::Int64, false),
         Field::new("views", DataType::Int32, false),
+        Field::new("views_written", DataType::Int32, false),
+        Field::new("views_changes_only", DataType::Int32, false),
     ]));
     let rows = catalog.engine().checkpoint_history();
     let int64 = |f: fn(&crate::engine::CheckpointInfo) -> i64| -> ArrayRef {
         Arc::new(Int64Array::from_iter_values(rows.iter().map(f)))
+    };
+    let int32 = |f: fn(&crate::engine::CheckpointInfo) -> usize| -> ArrayRef {
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| f(r) as i32),
+        ))
     };
     let float64 = |f: fn(&crate::engine::CheckpointInfo) -> f64| -> ArrayRef {
         Arc::new(Float64Array::from_iter_values(rows.iter().map(f)))
@@ -260,9 +267,9 @@ fn checkpoints(catalog: &Catalog) -> DfResult<RecordBatch> {
         float64(|r| r.duration_ms),
         int64(|r| r.bytes_written as i64),
         int64(|r| r.state_bytes as i64),
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|r| r.views as i32),
-        )),
+        int32(|r| r.views),
+        int32(|r| r.views_written),
+        int32(|r| r.views_changes_only),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -211,6 +211,7 @@ impl Aggregate {
             slots: Vec::new(),
             close_at: Vec::new(),
             closing: BTreeMap::new(),
+            restored_input: None,
         };
         if aggregate.is_global() {
             // The one group of a global aggregate lives for good, in slot 0.
@@ -245,6 +246,9 @@ struct Aggregate {
     /// ... and the slots by that time. Entries of slots since freed (and
     /// perhaps reused) are stale, told apart by `close_at`.
     closing: BTreeMap<i64, Vec<u32>>,
+    /// The input schema a restore was given, for initialising the calls
+    /// when changes applied after it are the first to have them.
+    restored_input: Option<SchemaRef>,
 }
 
 /// `Aggregate::close_at` of a slot without a group.
@@ -288,6 +292,7 @@ impl Operator for Aggregate {
             .collect::<Result<Vec<_>>>()?;
         let encoded = self.encode_outputs(&columns, 1)?;
         self.groups.emitted[0] = encoded.into_iter().next();
+        self.groups.mark_changed(0);
         out.push(self.build_output(&[], &[0])?);
         Ok(())
     }
@@ -437,17 +442,104 @@ impl Operator for Aggregate {
         if self.is_global() && self.groups.index.get([].as_slice()) != Some(&0) {
             return Err(corrupt("global aggregate without its group".into()));
         }
-        if !initialized {
-            return Ok(());
-        }
         let input = inputs
             .first()
             .ok_or_else(|| Error::Internal("aggregate restored without its input".into()))?;
+        self.restored_input = Some(Arc::clone(input));
+        if !initialized {
+            return Ok(());
+        }
         self.init(input)?;
         let groups = self.groups.capacity();
         for call in &mut self.calls {
             call.acc.read(state, groups)?;
             call.separator = state.str()?.to_string();
+        }
+        self.rebuild_closing()
+    }
+
+    fn track_changes(&mut self) {
+        self.groups.track_changes();
+    }
+
+    /// Whether the calls are initialised, then each group slot changed
+    /// since the last checkpoint: its number, and either its key, weight,
+    /// emitted row and accumulators, or that it is free; then per call its
+    /// separator.
+    fn checkpoint_changes(&mut self, state: &mut StateWriter) -> Result<bool> {
+        let Some(slots) = self.groups.take_changed()? else {
+            return Ok(false);
+        };
+        state.bool(self.initialized);
+        state.len(self.groups.capacity());
+        state.len(slots.len());
+        for slot in slots {
+            state.u64(u64::from(slot));
+            let live = self.groups.is_live_slot(slot);
+            state.bool(live);
+            if live {
+                self.groups.write_slot(state, slot);
+                for call in &self.calls {
+                    call.acc.write_slot(state, slot as usize);
+                }
+            }
+        }
+        for call in &self.calls {
+            state.str(&call.separator);
+        }
+        Ok(true)
+    }
+
+    fn restore_changes(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        if state.bool()? && !self.initialized {
+            let input = self.restored_input.clone().ok_or_else(|| {
+                Error::Internal("aggregate changes applied before its state".into())
+            })?;
+            self.init(&input)?;
+        }
+        let capacity = state.count(0)?;
+        if capacity < self.groups.capacity() {
+            return Err(corrupt(format!(
+                "{capacity} group slots in changes to {}",
+                self.groups.capacity()
+            )));
+        }
+        self.groups.grow(capacity);
+        for call in &mut self.calls {
+            call.acc.resize(capacity);
+        }
+        let mut free = vec![false; capacity];
+        self.groups
+            .free
+            .iter()
+            .for_each(|s| free[*s as usize] = true);
+        // A slot number, a flag.
+        let count = state.count(9)?;
+        let mut changed = Vec::with_capacity(count);
+        for _ in 0..count {
+            let slot = state.u64()?;
+            let s = usize::try_from(slot)
+                .ok()
+                .filter(|s| *s < capacity)
+                .ok_or_else(|| corrupt(format!("group slot {slot} of {capacity}")))?;
+            let live = state.bool()?;
+            let old = self.groups.read_slot(state, s as u32, live)?;
+            changed.push((s as u32, old, live));
+            free[s] = !live;
+            for call in &mut self.calls {
+                match live {
+                    true => call.acc.read_slot(state, s)?,
+                    false => call.acc.reset(s),
+                }
+            }
+        }
+        for call in &mut self.calls {
+            call.separator = state.str()?.to_string();
+        }
+        self.groups.reindex(&changed)?;
+        self.groups.free = (0..capacity as u32).filter(|s| free[*s as usize]).collect();
+        if self.is_global() && self.groups.index.get([].as_slice()) != Some(&0) {
+            return Err(corrupt("global aggregate without its group".into()));
         }
         self.rebuild_closing()
     }
@@ -637,6 +729,12 @@ struct Groups {
     touched: Vec<bool>,
     touched_slots: Vec<u32>,
     free: Vec<u32>,
+    /// Whether slots changed since the last checkpoint are kept (once a
+    /// checkpoint asked for them) ...
+    tracking: bool,
+    /// ... per slot, whether it did, and those that did.
+    changed: Vec<bool>,
+    changed_slots: Vec<u32>,
 }
 
 impl Groups {
@@ -654,10 +752,12 @@ impl Groups {
                 self.weights.push(0);
                 self.emitted.push(None);
                 self.touched.push(false);
+                self.changed.push(false);
                 (self.keys.len() - 1) as u32
             }
         };
         self.index.insert(key.into(), slot);
+        self.mark_changed(slot);
         slot
     }
 
@@ -666,7 +766,112 @@ impl Groups {
         if !*touched {
             *touched = true;
             self.touched_slots.push(slot);
+            self.mark_changed(slot);
         }
+    }
+
+    fn mark_changed(&mut self, slot: u32) {
+        if self.tracking {
+            let changed = &mut self.changed[slot as usize];
+            if !*changed {
+                *changed = true;
+                self.changed_slots.push(slot);
+            }
+        }
+    }
+
+    fn track_changes(&mut self) {
+        self.tracking = true;
+        self.changed_slots.clear();
+        self.changed.clear();
+        self.changed.resize(self.keys.len(), false);
+    }
+
+    /// The slots changed since the last checkpoint, in ascending order,
+    /// forgotten from here on; `None` while changes are not tracked.
+    fn take_changed(&mut self) -> Result<Option<Vec<u32>>> {
+        if !self.touched_slots.is_empty() {
+            return Err(Error::Internal(
+                "aggregate checkpointed with groups touched since the barrier".into(),
+            ));
+        }
+        if !self.tracking {
+            return Ok(None);
+        }
+        let mut slots = std::mem::take(&mut self.changed_slots);
+        slots.iter().for_each(|s| self.changed[*s as usize] = false);
+        slots.sort_unstable();
+        Ok(Some(slots))
+    }
+
+    /// Whether a group holds the slot (a free one is in no group).
+    fn is_live_slot(&self, slot: u32) -> bool {
+        self.index.get(&self.keys[slot as usize]) == Some(&slot)
+    }
+
+    /// Adds free slots up to `capacity`.
+    fn grow(&mut self, capacity: usize) {
+        self.keys.resize(capacity, KeyBytes::default());
+        self.weights.resize(capacity, 0);
+        self.emitted.resize(capacity, None);
+        self.touched.resize(capacity, false);
+        self.changed.resize(capacity, false);
+    }
+
+    /// One live slot's key, weight and emitted row.
+    fn write_slot(&self, state: &mut StateWriter, slot: u32) {
+        let s = slot as usize;
+        state.bytes(&self.keys[s]);
+        state.i64(self.weights[s]);
+        state.bool(self.emitted[s].is_some());
+        if let Some(row) = &self.emitted[s] {
+            state.bytes(row);
+        }
+    }
+
+    /// Sets a slot to what `write_slot` wrote (`live`), or frees it,
+    /// returning the key it held. The index and the free list are the
+    /// caller's: a key may move between slots within one set of changes.
+    fn read_slot(
+        &mut self,
+        state: &mut StateReader<'_>,
+        slot: u32,
+        live: bool,
+    ) -> Result<KeyBytes> {
+        let s = slot as usize;
+        let old = std::mem::take(&mut self.keys[s]);
+        self.weights[s] = 0;
+        self.emitted[s] = None;
+        if live {
+            self.keys[s] = state.bytes()?.into();
+            self.weights[s] = state.i64()?;
+            self.emitted[s] = match state.bool()? {
+                true => Some(state.bytes()?.into()),
+                false => None,
+            };
+        }
+        Ok(old)
+    }
+
+    /// Indexes slots `read_slot` set: `changed` holds each with the key
+    /// it held before and whether it is live now.
+    fn reindex(&mut self, changed: &[(u32, KeyBytes, bool)]) -> Result<()> {
+        for (slot, old, _) in changed {
+            if self.index.get(old) == Some(slot) {
+                self.index.remove(old);
+            }
+        }
+        for (slot, _, live) in changed {
+            if *live
+                && self
+                    .index
+                    .insert(self.keys[*slot as usize].clone(), *slot)
+                    .is_some()
+            {
+                return Err(corrupt("aggregate group held twice".into()));
+            }
+        }
+        Ok(())
     }
 
     fn take_touched(&mut self) -> Vec<u32> {
@@ -676,6 +881,7 @@ impl Groups {
     }
 
     fn release(&mut self, slot: u32) {
+        self.mark_changed(slot);
         let s = slot as usize;
         self.index.remove(&self.keys[s]);
         self.keys[s] = KeyBytes::default();
@@ -719,6 +925,7 @@ impl Groups {
             weights: Vec::with_capacity(slots),
             emitted: Vec::with_capacity(slots),
             touched: vec![false; slots],
+            changed: vec![false; slots],
             ..Groups::default()
         };
         for _ in 0..slots {
@@ -1115,6 +1322,49 @@ impl Acc {
         Ok(())
     }
 
+    /// One group's values, for an incremental checkpoint.
+    fn write_slot(&self, state: &mut StateWriter, slot: usize) {
+        match self {
+            Acc::Count(counts) => state.i64(counts[slot]),
+            Acc::Exact { sums, counts, .. } => {
+                state.i128(sums[slot]);
+                state.i64(counts[slot]);
+            }
+            Acc::Float { sums, counts } => {
+                state.f64(sums[slot]);
+                state.i64(counts[slot]);
+            }
+            Acc::Bools { trues, falses } => {
+                state.i64(trues[slot]);
+                state.i64(falses[slot]);
+            }
+            Acc::Values(set) => set.write_slot(state, slot),
+            Acc::User(user) => user.write_slot(state, slot),
+        }
+    }
+
+    /// Sets one group to what `write_slot` wrote.
+    fn read_slot(&mut self, state: &mut StateReader<'_>, slot: usize) -> Result<()> {
+        match self {
+            Acc::Count(counts) => counts[slot] = state.i64()?,
+            Acc::Exact { sums, counts, .. } => {
+                sums[slot] = state.i128()?;
+                counts[slot] = state.i64()?;
+            }
+            Acc::Float { sums, counts } => {
+                sums[slot] = state.f64()?;
+                counts[slot] = state.i64()?;
+            }
+            Acc::Bools { trues, falses } => {
+                trues[slot] = state.i64()?;
+                falses[slot] = state.i64()?;
+            }
+            Acc::Values(set) => set.read_slot(state, slot)?,
+            Acc::User(user) => user.read_slot(state, slot)?,
+        }
+        Ok(())
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Acc::Count(counts) => 8 * counts.len(),
@@ -1344,12 +1594,27 @@ impl UserAcc {
     /// Per group, its state (settled at the barrier: nothing pending).
     fn write(&self, state: &mut StateWriter) {
         state.len(self.states.len());
-        for group in &self.states {
-            state.bool(group.is_some());
-            if let Some(bytes) = group {
-                state.bytes(bytes);
-            }
+        for slot in 0..self.states.len() {
+            self.write_slot(state, slot);
         }
+    }
+
+    fn write_slot(&self, state: &mut StateWriter, slot: usize) {
+        let group = &self.states[slot];
+        state.bool(group.is_some());
+        if let Some(bytes) = group {
+            state.bytes(bytes);
+        }
+    }
+
+    fn read_slot(&mut self, state: &mut StateReader<'_>, slot: usize) -> Result<()> {
+        self.reset(slot);
+        if state.bool()? {
+            let group = state.bytes()?.to_vec();
+            self.bytes += group.len();
+            self.states[slot] = Some(group);
+        }
+        Ok(())
     }
 
     fn read(&mut self, state: &mut StateReader<'_>, groups: usize) -> Result<()> {
@@ -1566,13 +1831,39 @@ impl Multiset {
     /// Per group, its values with their weights.
     fn write(&self, state: &mut StateWriter) {
         state.len(self.sets.len());
-        for set in &self.sets {
-            state.len(set.len());
-            for (value, n) in set {
-                state.bytes(value);
-                state.i64(*n);
+        for slot in 0..self.sets.len() {
+            self.write_slot(state, slot);
+        }
+    }
+
+    fn write_slot(&self, state: &mut StateWriter, slot: usize) {
+        let set = &self.sets[slot];
+        state.len(set.len());
+        for (value, n) in set {
+            state.bytes(value);
+            state.i64(*n);
+        }
+    }
+
+    /// Sets one group to what `write_slot` wrote.
+    fn read_slot(&mut self, state: &mut StateReader<'_>, slot: usize) -> Result<()> {
+        self.reset(slot);
+        self.sets[slot] = self.read_set(state)?;
+        Ok(())
+    }
+
+    /// One group's values, accounting their bytes as `update` does.
+    fn read_set(&mut self, state: &mut StateReader<'_>) -> Result<BTreeMap<Box<[u8]>, i64>> {
+        let mut set = BTreeMap::new();
+        // A value's length and its weight.
+        for _ in 0..state.count(16)? {
+            let value = state.bytes()?;
+            self.bytes += entry_bytes(value);
+            if set.insert(value.into(), state.i64()?).is_some() {
+                return Err(corrupt("a value held twice in a group".into()));
             }
         }
+        Ok(set)
     }
 
     /// What `write` wrote, accounting its bytes as `update` does.
@@ -1580,15 +1871,7 @@ impl Multiset {
         self.sets = Vec::with_capacity(group_count(state, groups)?);
         self.bytes = 0;
         for _ in 0..groups {
-            let mut set = BTreeMap::new();
-            // A value's length and its weight.
-            for _ in 0..state.count(16)? {
-                let value = state.bytes()?;
-                self.bytes += entry_bytes(value);
-                if set.insert(value.into(), state.i64()?).is_some() {
-                    return Err(corrupt("a value held twice in a group".into()));
-                }
-            }
+            let set = self.read_set(state)?;
             self.sets.push(set);
         }
         Ok(())
@@ -2529,6 +2812,104 @@ mod tests {
             );
         }
         assert_eq!(restored.view(), original.view());
+    }
+
+    /// A whole state taken after `before` epochs, then changes after
+    /// every few epochs (some with nothing changed), restored and applied
+    /// in turn: the restored aggregate holds the same state and goes on
+    /// alike.
+    fn changes_restore_alike(seed: u64, grouped: bool, before: usize) {
+        let spec = every_accumulator(grouped);
+        let mut original = Harness::new(&spec);
+        let mut rng = XorShift(seed);
+        let mut rows = Rows::new();
+        let epoch = |rng: &mut XorShift, rows: &mut Rows| -> Vec<ChangeBatch> {
+            (0..=rng.next(2)).map(|_| random_batch(rng, rows)).collect()
+        };
+        for _ in 0..before {
+            original.step_batches(epoch(&mut rng, &mut rows));
+        }
+        let mut whole = StateWriter::new();
+        original.op.checkpoint(&mut whole).unwrap();
+        original.op.track_changes();
+        let whole = whole.into_bytes();
+        let mut chain = Vec::new();
+        for round in 0..8 {
+            let epochs: Vec<Vec<ChangeBatch>> = match round {
+                3 => vec![vec![retract_all(&mut rows)]],
+                5 => vec![],
+                _ => (0..=rng.next(4))
+                    .map(|_| epoch(&mut rng, &mut rows))
+                    .collect(),
+            };
+            for batches in epochs {
+                original.step_batches(batches);
+            }
+            let mut changes = StateWriter::new();
+            assert!(original.op.checkpoint_changes(&mut changes).unwrap());
+            chain.push(changes.into_bytes());
+        }
+        let context = format!("seed {seed}, grouped {grouped}, {before} before");
+        let mut op = spec.instantiate().unwrap();
+        let inputs = [input(" I I")];
+        let mut reader = StateReader::new(&whole);
+        op.restore(Shard::SINGLE, &inputs, &mut reader).unwrap();
+        reader.finish().unwrap();
+        for changes in &chain {
+            let mut reader = StateReader::new(changes);
+            op.restore_changes(&mut reader).unwrap();
+            reader.finish().unwrap();
+            // Cut short, changes never apply.
+            let mut cut = StateReader::new(&changes[..changes.len() - 1]);
+            assert!(spec
+                .instantiate()
+                .unwrap()
+                .restore_changes(&mut cut)
+                .is_err());
+        }
+        let mut restored = Harness {
+            op,
+            schema: Arc::clone(&original.schema),
+            outputs: original.outputs.clone(),
+            epoch: original.epoch,
+        };
+        let state = |h: &Harness| {
+            let mut state = StateWriter::new();
+            h.op.checkpoint(&mut state).unwrap();
+            state.into_bytes()
+        };
+        assert_eq!(
+            restored.op.state_bytes(),
+            original.op.state_bytes(),
+            "{context}"
+        );
+        assert!(
+            state(&restored) == state(&original),
+            "{context}: states differ"
+        );
+        for n in 0..20 {
+            let batches = epoch(&mut rng, &mut rows);
+            let expected = original.step_batches(batches.clone());
+            assert_eq!(
+                restored.step_batches(batches),
+                expected,
+                "{context}, epoch {n}"
+            );
+        }
+        assert_eq!(restored.view(), original.view(), "{context}");
+    }
+
+    #[test]
+    fn changes_after_a_whole_state_restore_an_aggregate_that_continues_alike() {
+        for (seed, grouped, before) in [
+            (3, true, 0),
+            (17, true, 10),
+            (99, true, 40),
+            (8, false, 0),
+            (31, false, 12),
+        ] {
+            changes_restore_alike(seed, grouped, before);
+        }
     }
 
     #[test]
