@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataflow::arrangement::Arrangement;
 use crate::dataflow::graph::Graph;
+use crate::dataflow::operator::Shard;
 use crate::dataflow::row::RowCodec;
 use crate::dataflow::runtime::{Runtime, StepInput};
 use crate::dataflow::state::{checksum, corrupt, StateReader, StateWriter};
@@ -228,31 +229,8 @@ impl MaterializedView {
         }
     }
 
-    /// The output a chain of checkpointed outputs gives (each read to the
-    /// end): the last whole one with the changes after it applied.
     fn read_output(&self, chain: &[&[u8]]) -> Result<Arrangement> {
-        let mut output = Arrangement::new(Arc::clone(&self.schema))?;
-        let mut whole_seen = false;
-        for (i, bytes) in chain.iter().enumerate() {
-            let mut state = StateReader::new(bytes);
-            match state.bool()? {
-                false => {
-                    // Only the last whole one counts.
-                    if chain[i + 1..].iter().any(|b| b.first() == Some(&0)) {
-                        continue;
-                    }
-                    output.restore(&mut state)?;
-                    whole_seen = true;
-                }
-                true if whole_seen => output.restore_changes(&mut state)?,
-                true => continue,
-            }
-            state.finish()?;
-        }
-        if !whole_seen {
-            return Err(corrupt("a view's output has no whole state".into()));
-        }
-        Ok(output)
+        read_output(&self.schema, chain)
     }
 
     fn set_output(&self, output: Arrangement) {
@@ -262,6 +240,98 @@ impl MaterializedView {
     fn fingerprint(&self) -> u64 {
         self.fingerprint
     }
+}
+
+/// The output a chain of checkpointed outputs of `schema` gives (each read
+/// to the end): the last whole one with the changes after it applied.
+fn read_output(schema: &SchemaRef, chain: &[&[u8]]) -> Result<Arrangement> {
+    let mut output = Arrangement::new(Arc::clone(schema))?;
+    let mut whole_seen = false;
+    for (i, bytes) in chain.iter().enumerate() {
+        let mut state = StateReader::new(bytes);
+        match state.bool()? {
+            false => {
+                // Only the last whole one counts.
+                if chain[i + 1..].iter().any(|b| b.first() == Some(&0)) {
+                    continue;
+                }
+                output.restore(&mut state)?;
+                whole_seen = true;
+            }
+            true if whole_seen => output.restore_changes(&mut state)?,
+            true => continue,
+        }
+        state.finish()?;
+    }
+    if !whole_seen {
+        return Err(corrupt("a view's output has no whole state".into()));
+    }
+    Ok(output)
+}
+
+/// A view's state as a checkpoint stores it: the count of workers, each
+/// worker's operator states, then the output's.
+fn assemble_view_state(parts: Vec<Vec<u8>>, output: &[u8]) -> Vec<u8> {
+    let size: usize = parts.iter().map(|p| p.len() + 8).sum();
+    let mut state = StateWriter::with_capacity(size + output.len() + 64);
+    state.len(parts.len());
+    for part in parts {
+        state.bytes(&part);
+    }
+    state.bytes(output);
+    state.into_bytes()
+}
+
+/// Each worker's operator states and the outputs of a chain of view
+/// states (see [`assemble_view_state`]), in chain order.
+type SplitChain<'a> = (Vec<Vec<&'a [u8]>>, Vec<&'a [u8]>);
+
+fn split_view_states(chain: &[Vec<u8>], workers: usize) -> Result<SplitChain<'_>> {
+    let mut parts = vec![Vec::with_capacity(chain.len()); workers];
+    let mut outputs = Vec::with_capacity(chain.len());
+    for bytes in chain {
+        let mut state = StateReader::new(bytes);
+        let written = state.count(8)?;
+        if written != workers {
+            return Err(Error::Internal(format!(
+                "a checkpoint of {written} workers cannot be restored on {workers}"
+            )));
+        }
+        for part in &mut parts {
+            part.push(state.bytes()?);
+        }
+        outputs.push(state.bytes()?);
+        state.finish()?;
+    }
+    Ok((parts, outputs))
+}
+
+/// The whole state of a view with dataflow `graph` and output `schema`
+/// that a chain of its states gives: what a checkpoint taken at the
+/// chain's last state would have written whole.
+fn fold_view_states(
+    graph: &Graph,
+    schema: &SchemaRef,
+    workers: usize,
+    chain: &[Vec<u8>],
+) -> Result<Vec<u8>> {
+    let (parts, outputs) = split_view_states(chain, workers)?;
+    let parts = parts
+        .iter()
+        .enumerate()
+        .map(|(index, part)| {
+            let shard = Shard {
+                index,
+                count: workers,
+            };
+            crate::dataflow::runtime::compact_states(graph, shard, part)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let output = read_output(schema, &outputs)?;
+    let mut state = StateWriter::with_capacity(output.state_bytes() + 64);
+    state.bool(false);
+    output.checkpoint(&mut state);
+    Ok(assemble_view_state(parts, &state.into_bytes()))
 }
 
 /// Every node of `graph` with its place in it, as EXPLAIN describes it,
@@ -328,13 +398,32 @@ struct Stored {
 }
 
 impl Stored {
-    /// Whether the next state should be changes only: while they are
-    /// tracked, and the changes stored add up to less than the whole state
-    /// (as stored, or as held now, `held` bytes, if the view grew since),
-    /// so a chain never takes more than about twice the state to read.
-    fn next_is_changes(&self, held: u64) -> bool {
+    /// Whether the chain is `factor` times as long as it should grow: its
+    /// changes add up to `factor` times the whole state (as stored, or as
+    /// held now, `held` bytes, if the view grew since), or number `factor`
+    /// times [`MAX_CHANGES`]. At 1 it is folded into one whole state beside
+    /// the dataflow (see `Checkpoints::compact`), so that a restart reads
+    /// at most about twice the state; at 2, when that fails to keep up,
+    /// the next state is written whole.
+    fn is_long(&self, held: u64, factor: u64) -> bool {
         let changes: u64 = self.changes.iter().map(|c| c.len).sum();
-        self.tracked && self.changes.len() < MAX_CHANGES && changes < self.state.len.max(held)
+        self.changes.len() as u64 >= factor * MAX_CHANGES as u64
+            || changes >= factor * self.state.len.max(held)
+    }
+
+    /// Whether the last changes took a quarter of the whole state or
+    /// more: then writing the state whole costs about as much as changes,
+    /// and far less than folding a chain, so a long chain is not folded
+    /// but started again.
+    fn churns(&self, held: u64) -> bool {
+        self.changes
+            .last()
+            .is_some_and(|c| c.len.saturating_mul(4) >= self.state.len.max(held))
+    }
+
+    /// Whether the next state is changes only.
+    fn next_is_changes(&self, held: u64) -> bool {
+        self.tracked && !self.is_long(held, 2) && !(self.is_long(held, 1) && self.churns(held))
     }
 }
 
@@ -861,23 +950,11 @@ impl Engine {
     /// checkpoint holds: a chain of states [`Engine::view_state`] wrote,
     /// the first whole.
     fn load_view_state(&self, view: &MaterializedView, chain: &[Vec<u8>]) -> Result<()> {
-        let workers = self.runtime.worker_count();
-        let mut parts = vec![Vec::with_capacity(chain.len()); workers];
-        let mut outputs = Vec::with_capacity(chain.len());
-        for bytes in chain {
-            let mut state = StateReader::new(bytes);
-            let written = state.count(8)?;
-            if written != workers {
-                return Err(Error::Internal(format!(
-                    "a checkpoint of {written} workers cannot be restored on {workers}"
-                )));
-            }
-            for part in &mut parts {
-                part.push(state.bytes()?.to_vec());
-            }
-            outputs.push(state.bytes()?);
-            state.finish()?;
-        }
+        let (parts, outputs) = split_view_states(chain, self.runtime.worker_count())?;
+        let parts: Vec<Vec<Vec<u8>>> = parts
+            .into_iter()
+            .map(|part| part.into_iter().map(<[u8]>::to_vec).collect())
+            .collect();
         self.runtime.install(view.def.id, Arc::clone(&view.graph))?;
         // The workers load the operators while this thread loads the output.
         std::thread::scope(|scope| {
@@ -916,14 +993,7 @@ impl Engine {
                 .unwrap_or_else(|_| Err(Error::Internal("a snapshot panicked".into())))?;
             Ok::<_, Error>((parts, output.into_bytes()))
         })?;
-        let size: usize = parts.iter().map(|p| p.len() + 8).sum();
-        let mut state = StateWriter::with_capacity(size + output.len() + 64);
-        state.len(parts.len());
-        for part in parts {
-            state.bytes(&part);
-        }
-        state.bytes(&output);
-        Ok(state.into_bytes())
+        Ok(assemble_view_state(parts, &output))
     }
 
     /// Called once every stored view has been created again at start: logs
@@ -980,10 +1050,22 @@ impl Engine {
         if self.checkpoints.failed.swap(false, Ordering::AcqRel) {
             df.stored.clear();
         }
+        // Chains folded since: each whole state replaces the chain up to
+        // the state it folds in, unless the chain started again since.
+        for done in self.checkpoints.take_compacted() {
+            if let Some(stored) = df.stored.get_mut(&done.view) {
+                if let Some(at) = stored.changes.iter().position(|c| c.blob == done.upto) {
+                    stored.state = done.state;
+                    stored.changes.drain(..=at);
+                }
+            }
+            self.checkpoints.store().settle(done.view, &done.state);
+        }
         let id = self.checkpoints.next_id();
         let mut entries = Vec::new();
         let mut states = Vec::new();
         let mut stored = Vec::new();
+        let mut compact = Vec::new();
         for vid in &df.checkpointed {
             let Some(view) = df.views.get(vid) else {
                 continue;
@@ -994,8 +1076,9 @@ impl Engine {
             let state = match df.stored.get(vid) {
                 Some(state) if !df.dirty.contains(vid) => state.clone(),
                 previous => {
-                    let held = df.held.get(vid).copied().unwrap_or(0) + view.output_bytes();
-                    let changes = previous.is_some_and(|p| p.next_is_changes(held as u64));
+                    let held =
+                        (df.held.get(vid).copied().unwrap_or(0) + view.output_bytes()) as u64;
+                    let changes = previous.is_some_and(|p| p.next_is_changes(held));
                     // A view that cannot be snapshot is left out (and so
                     // are the views over it, at recovery).
                     let bytes = match self.view_state(view, changes) {
@@ -1012,11 +1095,18 @@ impl Engine {
                         blob: id,
                         len: bytes.len() as u64,
                         checksum: checksum(&bytes),
+                        compacted: false,
                     };
                     let state = match previous {
                         Some(previous) if changes => {
                             let mut state = previous.clone();
                             state.changes.push(part);
+                            if state.is_long(held, 1)
+                                && !state.churns(held)
+                                && !self.checkpoints.is_compacting(*vid)
+                            {
+                                compact.push((Arc::clone(view), state.clone()));
+                            }
                             state
                         }
                         _ => Stored {
@@ -1050,10 +1140,23 @@ impl Engine {
             workers: self.runtime.worker_count(),
             views: entries,
         };
-        self.checkpoints.submit(manifest, states, started)?;
+        if let Err(e) = self.checkpoints.submit(manifest, states, started) {
+            // Compactions taken in may name states no manifest will: the
+            // next checkpoint writes every view whole.
+            self.checkpoints.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
         df.stored.extend(stored);
         df.dirty.clear();
         df.moved = false;
+        for (view, state) in compact {
+            let chain: Vec<StateRef> = std::iter::once(state.state).chain(state.changes).collect();
+            let workers = self.runtime.worker_count();
+            let (graph, schema) = (Arc::clone(&view.graph), Arc::clone(&view.schema));
+            self.checkpoints.compact(view.def.id, chain, move |states| {
+                fold_view_states(&graph, &schema, workers, states)
+            });
+        }
         Ok(())
     }
 

@@ -361,82 +361,18 @@ impl Worker {
         Ok(())
     }
 
-    /// Each node's operator state in node order, flagged as changes only
-    /// or whole, length-prefixed (empty for sources and exchanges).
+    /// Each node's operator state in node order (see [`write_states`]).
     fn checkpoint(&mut self, id: DataflowId, changes: bool) -> Result<Vec<u8>> {
         let dataflow = self.installed(id)?;
-        let estimate: usize = dataflow
-            .operators
-            .iter()
-            .flatten()
-            .map(|op| op.state_bytes() + 64)
-            .sum();
-        let mut state = StateWriter::with_capacity(estimate);
-        state.len(dataflow.operators.len());
-        for op in &mut dataflow.operators {
-            let flag = state.written();
-            state.bool(false);
-            let section = state.begin_section();
-            if let Some(op) = op {
-                if changes && op.checkpoint_changes(&mut state)? {
-                    state.set_bool(flag, true);
-                } else {
-                    op.checkpoint(&mut state)?;
-                    op.track_changes();
-                }
-            }
-            state.end_section(section);
-        }
-        Ok(state.into_bytes())
+        write_states(&mut dataflow.operators, changes, true)
     }
 
-    /// Loads a chain of states `checkpoint` wrote, oldest first: each
-    /// operator restores the last whole state of its own and applies the
-    /// changes written after it.
+    /// Loads a chain of states `checkpoint` wrote (see [`read_states`]).
     fn restore(&mut self, id: DataflowId, chain: &[Vec<u8>]) -> Result<()> {
         let shard = self.shard;
         let dataflow = self.installed(id)?;
-        let nodes = dataflow.operators.len();
-        // Per node, per state of the chain: (changes only, bytes).
-        let mut sections: Vec<Vec<(bool, &[u8])>> = vec![Vec::new(); nodes];
-        for bytes in chain {
-            let mut state = StateReader::new(bytes);
-            let written = state.count(9)?;
-            if written != nodes {
-                return Err(corrupt(format!(
-                    "{written} operators in the checkpoint, {nodes} in the dataflow"
-                )));
-            }
-            for node in &mut sections {
-                let changes = state.bool()?;
-                node.push((changes, state.bytes()?));
-            }
-            state.finish()?;
-        }
-        for (i, op) in dataflow.operators.iter_mut().enumerate() {
-            let node = &sections[i];
-            let base = node
-                .iter()
-                .rposition(|(changes, _)| !changes)
-                .ok_or_else(|| corrupt(format!("operator {i} has no whole state")))?;
-            let Some(op) = op else {
-                continue;
-            };
-            let graph = &dataflow.graph;
-            let inputs: Vec<_> = graph.nodes[i]
-                .inputs
-                .iter()
-                .map(|n| graph.schema_of(*n))
-                .collect();
-            let mut whole = StateReader::new(node[base].1);
-            op.restore(shard, &inputs, &mut whole)?;
-            whole.finish()?;
-            for (_, changes) in &node[base + 1..] {
-                let mut changes = StateReader::new(changes);
-                op.restore_changes(&mut changes)?;
-                changes.finish()?;
-            }
-        }
+        let chain: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+        dataflow.operators = read_states(&dataflow.graph, shard, &chain)?;
         Ok(())
     }
 
@@ -568,6 +504,104 @@ impl Worker {
             None => Ok(received.into_iter().flatten().collect()),
         }
     }
+}
+
+/// One worker's operator states of a dataflow, in node order, each flagged
+/// as changes only or whole and length-prefixed (empty for sources and
+/// exchanges): with `changes`, what changed since the last checkpoint from
+/// operators that track that, whole states from the others. With `track`,
+/// operators written whole track their changes from here on.
+fn write_states(
+    operators: &mut [Option<Box<dyn Operator>>],
+    changes: bool,
+    track: bool,
+) -> Result<Vec<u8>> {
+    let estimate: usize = operators
+        .iter()
+        .flatten()
+        .map(|op| op.state_bytes() + 64)
+        .sum();
+    let mut state = StateWriter::with_capacity(estimate);
+    state.len(operators.len());
+    for op in operators.iter_mut() {
+        let flag = state.written();
+        state.bool(false);
+        let section = state.begin_section();
+        if let Some(op) = op {
+            if changes && op.checkpoint_changes(&mut state)? {
+                state.set_bool(flag, true);
+            } else {
+                op.checkpoint(&mut state)?;
+                if track {
+                    op.track_changes();
+                }
+            }
+        }
+        state.end_section(section);
+    }
+    Ok(state.into_bytes())
+}
+
+/// Fresh operators of `graph` on `shard`, loaded from a chain of states
+/// [`write_states`] wrote, oldest first: each restores the last whole
+/// state of its own and applies the changes written after it.
+fn read_states(
+    graph: &Graph,
+    shard: Shard,
+    chain: &[&[u8]],
+) -> Result<Vec<Option<Box<dyn Operator>>>> {
+    let nodes = graph.nodes.len();
+    // Per node, per state of the chain: (changes only, bytes).
+    let mut sections: Vec<Vec<(bool, &[u8])>> = vec![Vec::new(); nodes];
+    for bytes in chain {
+        let mut state = StateReader::new(bytes);
+        let written = state.count(9)?;
+        if written != nodes {
+            return Err(corrupt(format!(
+                "{written} operators in the checkpoint, {nodes} in the dataflow"
+            )));
+        }
+        for node in &mut sections {
+            let changes = state.bool()?;
+            node.push((changes, state.bytes()?));
+        }
+        state.finish()?;
+    }
+    let mut operators = Vec::with_capacity(nodes);
+    for (i, node) in sections.iter().enumerate() {
+        let base = node
+            .iter()
+            .rposition(|(changes, _)| !changes)
+            .ok_or_else(|| corrupt(format!("operator {i} has no whole state")))?;
+        let Some(mut op) = instantiate(&graph.nodes[i].kind)? else {
+            operators.push(None);
+            continue;
+        };
+        let inputs: Vec<_> = graph.nodes[i]
+            .inputs
+            .iter()
+            .map(|n| graph.schema_of(*n))
+            .collect();
+        let mut whole = StateReader::new(node[base].1);
+        op.restore(shard, &inputs, &mut whole)?;
+        whole.finish()?;
+        for (_, changes) in &node[base + 1..] {
+            let mut changes = StateReader::new(changes);
+            op.restore_changes(&mut changes)?;
+            changes.finish()?;
+        }
+        operators.push(Some(op));
+    }
+    Ok(operators)
+}
+
+/// One worker's operator states, whole, that a chain of them gives: what
+/// a checkpoint would have written whole at the chain's last state. Runs
+/// beside the dataflow (on fresh operators), so that a long chain is
+/// replaced without the dataflow pausing to write its state whole.
+pub fn compact_states(graph: &Graph, shard: Shard, chain: &[&[u8]]) -> Result<Vec<u8>> {
+    let mut operators = read_states(graph, shard, chain)?;
+    write_states(&mut operators, false, false)
 }
 
 /// Splits `batch` by the worker owning each row's key.

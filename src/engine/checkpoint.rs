@@ -25,8 +25,10 @@
 //!   checkpoint holding its state.
 //! - A view's state is a chain: a whole state, then states holding only
 //!   what changed since the one before (see `Operator::checkpoint_changes`),
-//!   each in the file of the checkpoint that wrote it. The engine starts a
-//!   new chain once the changes add up to the whole state.
+//!   each in the file of the checkpoint that wrote it. Once the changes
+//!   add up to the whole state, a compaction thread folds the chain into a
+//!   whole state, `<checkpoint id>-<view id>-whole.state` (named after the
+//!   last state it folds in), which later manifests name in its place.
 //!
 //! The newest [`KEEP`] manifests are kept, and the states they name. A
 //! manifest or state that fails its checksum makes recovery use the
@@ -70,10 +72,15 @@ fn failpoint() -> Option<u64> {
 /// Where a view's state is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct StateRef {
-    /// The checkpoint that wrote it.
+    /// The checkpoint that wrote it (for a compacted state, the checkpoint
+    /// of the last state it folds in).
     pub blob: u64,
     pub len: u64,
     pub checksum: u64,
+    /// Whether it is a whole state folded from a chain beside the
+    /// dataflow (see `Engine::compact`), kept in a file of its own.
+    #[serde(default)]
+    pub compacted: bool,
 }
 
 /// One view in a checkpoint.
@@ -149,6 +156,8 @@ pub struct CheckpointInfo {
     pub views_written: usize,
     /// ... of which as changes since the previous checkpoint only.
     pub views_changes_only: usize,
+    /// Views whose chain starts from a state compacted beside the dataflow.
+    pub views_compacted: usize,
 }
 
 impl CheckpointInfo {
@@ -172,6 +181,7 @@ impl CheckpointInfo {
                 .iter()
                 .filter(|v| v.changes.last().is_some_and(|s| s.blob == m.id))
                 .count(),
+            views_compacted: m.views.iter().filter(|v| v.state.compacted).count(),
         }
     }
 }
@@ -182,6 +192,9 @@ pub(super) struct CheckpointStore {
     tree: sled::Tree,
     db: crate::storage::Store,
     states: std::path::PathBuf,
+    /// Compacted states written that no manifest names yet: garbage
+    /// collection leaves them be.
+    pending: Arc<Mutex<BTreeSet<StateFile>>>,
 }
 
 fn manifest_key(id: u64) -> Vec<u8> {
@@ -190,17 +203,34 @@ fn manifest_key(id: u64) -> Vec<u8> {
     key
 }
 
-fn state_name(blob: u64, view: u64) -> String {
-    format!("{blob:016x}-{view:016x}.state")
+/// A state file: the checkpoint that wrote it (or whose state it folds
+/// in), the view, and whether it is compacted.
+type StateFile = (u64, u64, bool);
+
+fn state_name((blob, view, compacted): StateFile) -> String {
+    let kind = if compacted { "-whole" } else { "" };
+    format!("{blob:016x}-{view:016x}{kind}.state")
 }
 
-/// The (checkpoint, view) of a state file's name.
-fn parse_state_name(name: &str) -> Option<(u64, u64)> {
-    let (blob, view) = name.strip_suffix(".state")?.split_once('-')?;
+/// The [`StateFile`] of a state file's name.
+fn parse_state_name(name: &str) -> Option<StateFile> {
+    let name = name.strip_suffix(".state")?;
+    let (name, compacted) = match name.strip_suffix("-whole") {
+        Some(name) => (name, true),
+        None => (name, false),
+    };
+    let (blob, view) = name.split_once('-')?;
     Some((
         u64::from_str_radix(blob, 16).ok()?,
         u64::from_str_radix(view, 16).ok()?,
+        compacted,
     ))
+}
+
+impl StateRef {
+    fn file(&self, view: u64) -> StateFile {
+        (self.blob, view, self.compacted)
+    }
 }
 
 fn io_error(what: &str, path: &std::path::Path, e: std::io::Error) -> Error {
@@ -215,17 +245,18 @@ impl CheckpointStore {
             tree: db.tree("checkpoints")?,
             db: db.clone(),
             states,
+            pending: Arc::default(),
         })
     }
 
-    fn state_path(&self, blob: u64, view: u64) -> std::path::PathBuf {
-        self.states.join(state_name(blob, view))
+    fn state_path(&self, file: StateFile) -> std::path::PathBuf {
+        self.states.join(state_name(file))
     }
 
     /// Writes and fsyncs one view's state.
-    fn write_state(&self, blob: u64, view: u64, state: &[u8]) -> Result<()> {
+    fn write_state(&self, file: StateFile, state: &[u8]) -> Result<()> {
         use std::io::Write;
-        let path = self.state_path(blob, view);
+        let path = self.state_path(file);
         let mut file = std::fs::File::create(&path).map_err(|e| io_error("create", &path, e))?;
         file.write_all(state)
             .and_then(|()| file.sync_all())
@@ -241,7 +272,7 @@ impl CheckpointStore {
 
     /// A view's state, checked against its length and checksum.
     pub fn read_state(&self, view: u64, state: &StateRef) -> Result<Vec<u8>> {
-        let path = self.state_path(state.blob, view);
+        let path = self.state_path(state.file(view));
         let bytes = std::fs::read(&path).map_err(|e| {
             corrupt(format!(
                 "view {view}'s state in checkpoint {} cannot be read: {e}",
@@ -257,8 +288,34 @@ impl CheckpointStore {
         Ok(bytes)
     }
 
-    fn remove_state(&self, blob: u64, view: u64) -> Result<()> {
-        let path = self.state_path(blob, view);
+    /// Writes a compacted state of `view` folding in the states up to
+    /// checkpoint `blob`'s, kept from garbage collection until
+    /// [`CheckpointStore::named`] says a manifest names it.
+    pub fn write_compacted(&self, view: u64, blob: u64, state: &[u8]) -> Result<StateRef> {
+        let file = (blob, view, true);
+        self.pending.lock().expect("checkpoint lock").insert(file);
+        self.write_state(file, state)?;
+        self.sync_folder()?;
+        Ok(StateRef {
+            blob,
+            len: state.len() as u64,
+            checksum: checksum(state),
+            compacted: true,
+        })
+    }
+
+    /// A compacted state is named by the manifest about to be written, or
+    /// dropped: from now on it lives as long as a kept manifest names it
+    /// (if none does, the next garbage collection removes it).
+    pub fn settle(&self, view: u64, state: &StateRef) {
+        self.pending
+            .lock()
+            .expect("checkpoint lock")
+            .remove(&state.file(view));
+    }
+
+    fn remove_state(&self, file: StateFile) -> Result<()> {
+        let path = self.state_path(file);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -294,16 +351,17 @@ impl CheckpointStore {
     /// a checkpoint whose manifest never followed: a crash in between).
     fn collect_garbage(&self) -> Result<()> {
         let manifests = self.manifests()?;
-        let live: BTreeSet<(u64, u64)> = manifests
+        let mut live: BTreeSet<StateFile> = manifests
             .iter()
             .take(KEEP)
             .filter_map(|(_, m)| m.as_ref().ok())
             .flat_map(|m| {
                 m.views
                     .iter()
-                    .flat_map(|v| v.chain().map(|s| (s.blob, v.view)))
+                    .flat_map(|v| v.chain().map(|s| s.file(v.view)))
             })
             .collect();
+        live.extend(self.pending.lock().expect("checkpoint lock").iter());
         for (id, _) in manifests.iter().skip(KEEP) {
             self.tree.remove(manifest_key(*id))?;
         }
@@ -312,9 +370,9 @@ impl CheckpointStore {
         for entry in entries {
             let entry = entry.map_err(|e| io_error("list", &self.states, e))?;
             let name = entry.file_name();
-            if let Some((blob, view)) = parse_state_name(&name.to_string_lossy()) {
-                if !live.contains(&(blob, view)) {
-                    self.remove_state(blob, view)?;
+            if let Some(file) = parse_state_name(&name.to_string_lossy()) {
+                if !live.contains(&file) {
+                    self.remove_state(file)?;
                 }
             }
         }
@@ -435,6 +493,20 @@ pub(super) struct Checkpoints {
     history: Arc<Mutex<VecDeque<CheckpointInfo>>>,
     next_id: std::sync::atomic::AtomicU64,
     pub recovery: Mutex<Option<Recovery>>,
+    /// The view whose chain is being compacted, if any (one at a time) ...
+    compacting: Arc<Mutex<Option<u64>>>,
+    /// ... and the compactions done, for the next checkpoint to take in.
+    compacted: Arc<Mutex<Vec<Compacted>>>,
+}
+
+/// A chain folded into one whole state beside the dataflow.
+#[derive(Debug)]
+pub(super) struct Compacted {
+    pub view: u64,
+    /// The checkpoint of the chain's last state: the whole state replaces
+    /// the chain up to it.
+    pub upto: u64,
+    pub state: StateRef,
 }
 
 impl Checkpoints {
@@ -470,7 +542,86 @@ impl Checkpoints {
             history: Arc::new(Mutex::new(history)),
             next_id: std::sync::atomic::AtomicU64::new(newest + 1),
             recovery: Mutex::new(recovery),
+            compacting: Arc::default(),
+            compacted: Arc::default(),
         })
+    }
+
+    /// Whether `view`'s chain is being compacted.
+    pub fn is_compacting(&self, view: u64) -> bool {
+        *self.compacting.lock().expect("checkpoint lock") == Some(view)
+    }
+
+    /// Starts folding `view`'s `chain` into one whole state on a thread of
+    /// its own, once the checkpoint writing its last state is written;
+    /// `fold` makes the whole state of the chain's states. Returns `false`
+    /// (doing nothing) while another compaction runs.
+    pub fn compact(
+        &self,
+        view: u64,
+        chain: Vec<StateRef>,
+        fold: impl FnOnce(&[Vec<u8>]) -> Result<Vec<u8>> + Send + 'static,
+    ) -> bool {
+        let Some(upto) = chain.last().map(|s| s.blob) else {
+            return false;
+        };
+        {
+            let mut compacting = self.compacting.lock().expect("checkpoint lock");
+            if compacting.is_some() {
+                return false;
+            }
+            *compacting = Some(view);
+        }
+        let store = self.store.clone();
+        let busy = Arc::clone(&self.busy);
+        let compacting = Arc::clone(&self.compacting);
+        let compacted = Arc::clone(&self.compacted);
+        let spawned = std::thread::Builder::new()
+            .name("eddydb-compact".into())
+            .spawn(move || {
+                wait_idle(&busy);
+                let started = Instant::now();
+                let folded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let states = chain
+                        .iter()
+                        .map(|s| store.read_state(view, s))
+                        .collect::<Result<Vec<_>>>()?;
+                    store.write_compacted(view, upto, &fold(&states)?)
+                }))
+                .unwrap_or_else(|_| Err(Error::Internal("compaction panicked".into())));
+                match folded {
+                    Ok(state) => {
+                        tracing::debug!(
+                            view,
+                            upto,
+                            states = chain.len(),
+                            bytes = state.len,
+                            ms = started.elapsed().as_millis() as u64,
+                            "checkpoint chain compacted"
+                        );
+                        compacted.lock().expect("checkpoint lock").push(Compacted {
+                            view,
+                            upto,
+                            state,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(view, error = %e, "checkpoint chain not compacted");
+                    }
+                }
+                *compacting.lock().expect("checkpoint lock") = None;
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a compaction");
+            *self.compacting.lock().expect("checkpoint lock") = None;
+            return false;
+        }
+        true
+    }
+
+    /// The compactions done since the last call.
+    pub fn take_compacted(&self) -> Vec<Compacted> {
+        std::mem::take(&mut *self.compacted.lock().expect("checkpoint lock"))
     }
 
     pub fn store(&self) -> &CheckpointStore {
@@ -488,11 +639,7 @@ impl Checkpoints {
 
     /// Waits until no checkpoint is being written.
     pub fn wait_idle(&self) {
-        let (lock, idle) = &*self.busy;
-        let mut busy = lock.lock().expect("checkpoint lock");
-        while *busy {
-            busy = idle.wait(busy).expect("checkpoint lock");
-        }
+        wait_idle(&self.busy);
     }
 
     pub fn history(&self) -> Vec<CheckpointInfo> {
@@ -571,6 +718,15 @@ impl Checkpoints {
     }
 }
 
+/// Waits until the writer is not `busy`.
+fn wait_idle(busy: &(Mutex<bool>, Condvar)) {
+    let (lock, idle) = busy;
+    let mut busy = lock.lock().expect("checkpoint lock");
+    while *busy {
+        busy = idle.wait(busy).expect("checkpoint lock");
+    }
+}
+
 /// Writes a checkpoint's states, flushes them, then writes its manifest.
 fn write(store: &CheckpointStore, job: Job, failpoint: Option<u64>) -> Result<Manifest> {
     let Job {
@@ -580,7 +736,7 @@ fn write(store: &CheckpointStore, job: Job, failpoint: Option<u64>) -> Result<Ma
     } = job;
     let mut written = 0u64;
     for (view, state) in &states {
-        store.write_state(manifest.id, *view, state)?;
+        store.write_state((manifest.id, *view, false), state)?;
         written += state.len() as u64;
     }
     store.sync_folder()?;
@@ -617,6 +773,7 @@ mod tests {
                 blob,
                 len: bytes.len() as u64,
                 checksum: checksum(bytes),
+                compacted: false,
             },
             changes: Vec::new(),
             positions: BTreeMap::new(),
@@ -653,9 +810,9 @@ mod tests {
         for id in 1..=7 {
             if id == 1 || id == 5 {
                 quiet_blob = id;
-                store.write_state(id, 1, &quiet(id)).unwrap();
+                store.write_state((id, 1, false), &quiet(id)).unwrap();
             }
-            store.write_state(id, 2, &busy(id)).unwrap();
+            store.write_state((id, 2, false), &busy(id)).unwrap();
             let views = vec![
                 entry(1, quiet_blob, &quiet(quiet_blob)),
                 entry(2, id, &busy(id)),
@@ -676,7 +833,7 @@ mod tests {
         assert!(store.read_state(2, &entry(2, 4, &busy(4)).state).is_err());
         assert!(store.read_state(1, &entry(1, 5, &quiet(5)).state).is_ok());
         // A crash between states and manifest: the states are swept.
-        store.write_state(8, 2, &busy(8)).unwrap();
+        store.write_state((8, 2, false), &busy(8)).unwrap();
         store.collect_garbage().unwrap();
         assert!(store.read_state(2, &entry(2, 8, &busy(8)).state).is_err());
         drop(store);

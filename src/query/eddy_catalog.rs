@@ -241,6 +241,7 @@ fn checkpoints(catalog: &Catalog) -> DfResult<RecordBatch> {
         Field::new("views", DataType::Int32, false),
         Field::new("views_written", DataType::Int32, false),
         Field::new("views_changes_only", DataType::Int32, false),
+        Field::new("views_compacted", DataType::Int32, false),
     ]));
     let rows = catalog.engine().checkpoint_history();
     let int64 = |f: fn(&crate::engine::CheckpointInfo) -> i64| -> ArrayRef {
@@ -270,6 +271,7 @@ fn checkpoints(catalog: &Catalog) -> DfResult<RecordBatch> {
         int32(|r| r.views),
         int32(|r| r.views_written),
         int32(|r| r.views_changes_only),
+        int32(|r| r.views_compacted),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -2775,21 +2775,35 @@ mod tests {
         ChangeBatch::from_pretty(&text).unwrap()
     }
 
+    /// One epoch of one to three random batches.
+    fn random_epoch(rng: &mut XorShift, rows: &mut Rows) -> Vec<ChangeBatch> {
+        (0..=rng.next(2)).map(|_| random_batch(rng, rows)).collect()
+    }
+
+    /// An aggregate of every accumulator after `before` random epochs,
+    /// with the generator and rows to go on from.
+    fn random_start(
+        seed: u64,
+        grouped: bool,
+        before: usize,
+    ) -> (AggregateSpec, Harness, XorShift, Rows) {
+        let spec = every_accumulator(grouped);
+        let mut original = Harness::new(&spec);
+        let mut rng = XorShift(seed);
+        let mut rows = Rows::new();
+        for _ in 0..before {
+            original.step_batches(random_epoch(&mut rng, &mut rows));
+        }
+        (spec, original, rng, rows)
+    }
+
     /// Random epochs, a checkpoint after `before` of them, then the same
     /// epochs (ending with every row retracted, then some inserted again)
     /// fed to the original and the restored instance: their outputs must
     /// agree at every epoch.
     fn restored_runs_alike(seed: u64, grouped: bool, before: usize) {
-        let spec = every_accumulator(grouped);
-        let mut original = Harness::new(&spec);
-        let mut rng = XorShift(seed);
-        let mut rows = Rows::new();
-        let epoch = |rng: &mut XorShift, rows: &mut Rows| -> Vec<ChangeBatch> {
-            (0..=rng.next(2)).map(|_| random_batch(rng, rows)).collect()
-        };
-        for _ in 0..before {
-            original.step_batches(epoch(&mut rng, &mut rows));
-        }
+        let (spec, mut original, mut rng, mut rows) = random_start(seed, grouped, before);
+        let epoch = random_epoch;
         // No `on_start`: the restored state already holds its output.
         let mut restored = Harness {
             op: round_trip(&spec, original.op.as_ref(), Shard { index: 0, count: 1 }),
@@ -2819,16 +2833,8 @@ mod tests {
     /// in turn: the restored aggregate holds the same state and goes on
     /// alike.
     fn changes_restore_alike(seed: u64, grouped: bool, before: usize) {
-        let spec = every_accumulator(grouped);
-        let mut original = Harness::new(&spec);
-        let mut rng = XorShift(seed);
-        let mut rows = Rows::new();
-        let epoch = |rng: &mut XorShift, rows: &mut Rows| -> Vec<ChangeBatch> {
-            (0..=rng.next(2)).map(|_| random_batch(rng, rows)).collect()
-        };
-        for _ in 0..before {
-            original.step_batches(epoch(&mut rng, &mut rows));
-        }
+        let (spec, mut original, mut rng, mut rows) = random_start(seed, grouped, before);
+        let epoch = random_epoch;
         let mut whole = StateWriter::new();
         original.op.checkpoint(&mut whole).unwrap();
         original.op.track_changes();
