@@ -216,16 +216,28 @@ impl MaterializedView {
 
     /// The output for a checkpoint: whole (tracking its changes from
     /// here), or with `changes` what changed since the last checkpoint;
-    /// a flag first says which.
+    /// a flag first says which. Only taking the changed keys and starting
+    /// to track them again
+    /// need the view's write lock: queries read the view while it is
+    /// written (the commit lock keeps the output as it is meanwhile).
     fn checkpoint_output(&self, state: &mut StateWriter, changes: bool) {
-        let output = &mut self.state.write().expect("view lock").output;
-        let flag = state.written();
-        state.bool(false);
-        if changes && output.checkpoint_changes(state) {
-            state.set_bool(flag, true);
-        } else {
-            output.checkpoint(state);
-            output.track_changes();
+        let changed = match changes {
+            true => self.state.write().expect("view lock").output.take_changes(),
+            false => None,
+        };
+        let view = self.state.read().expect("view lock");
+        state.bool(changed.is_some());
+        match changed {
+            Some(keys) => view.output.write_changes(keys, state),
+            None => {
+                view.output.checkpoint(state);
+                drop(view);
+                self.state
+                    .write()
+                    .expect("view lock")
+                    .output
+                    .track_changes();
+            }
         }
     }
 

@@ -33,8 +33,11 @@ pub struct Arrangement {
     vacancies_filled: u64,
     /// Keys changed since the last checkpoint, kept once a checkpoint
     /// asked for them (see [`Arrangement::track_changes`]).
-    changed: Option<FastMap<KeyBytes, ()>>,
+    changed: Option<ChangedKeys>,
 }
+
+/// The keys of an arrangement changed since its last checkpoint.
+pub type ChangedKeys = FastMap<KeyBytes, ()>;
 
 impl Arrangement {
     pub fn new(schema: SchemaRef) -> Result<Arrangement> {
@@ -228,18 +231,33 @@ impl Arrangement {
 
     /// Writes the keys changed since the last checkpoint with the rows
     /// they hold now (none for a key gone), and returns `true`; returns
-    /// `false`, writing nothing, when changes are not tracked, or when so
-    /// many keys changed that writing the whole arrangement (in one pass
-    /// over the map, rather than a lookup per key) is quicker.
+    /// `false`, writing nothing, when [`Arrangement::take_changes`] gives
+    /// nothing.
     pub fn checkpoint_changes(&mut self, state: &mut StateWriter) -> bool {
-        let Some(changed) = &mut self.changed else {
+        let Some(keys) = self.take_changes() else {
             return false;
         };
+        self.write_changes(keys, state);
+        true
+    }
+
+    /// The keys changed since the last checkpoint, forgotten here: `None`
+    /// when changes are not tracked, or when so many keys changed that
+    /// writing the whole arrangement (one pass over the map, rather than a
+    /// lookup per key) is quicker.
+    pub fn take_changes(&mut self) -> Option<ChangedKeys> {
+        let changed = self.changed.as_mut()?;
         if changed.len() > self.map.len() / 4 {
-            return false;
+            return None;
         }
-        state.len(changed.len());
-        for (key, ()) in changed.drain() {
+        Some(std::mem::take(changed))
+    }
+
+    /// Writes `keys` (from [`Arrangement::take_changes`]) with the rows
+    /// they hold now.
+    pub fn write_changes(&self, keys: ChangedKeys, state: &mut StateWriter) {
+        state.len(keys.len());
+        for (key, ()) in keys {
             match self.map.get(key.as_slice()) {
                 Some(bucket) => write_bucket(state, &key, bucket),
                 None => {
@@ -248,7 +266,6 @@ impl Arrangement {
                 }
             }
         }
-        true
     }
 
     /// Applies what [`Arrangement::checkpoint_changes`] wrote: each key

@@ -361,7 +361,10 @@ impl CheckpointStore {
                     .flat_map(|v| v.chain().map(|s| s.file(v.view)))
             })
             .collect();
-        live.extend(self.pending.lock().expect("checkpoint lock").iter());
+        // Held through the sweep: a compacted state is added to `pending`
+        // before its file is created, so it is either kept or not there yet.
+        let pending = self.pending.lock().expect("checkpoint lock");
+        live.extend(pending.iter());
         for (id, _) in manifests.iter().skip(KEEP) {
             self.tree.remove(manifest_key(*id))?;
         }
