@@ -388,10 +388,18 @@ async fn python_aggregates_keep_their_state_through_a_crash() -> anyhow::Result<
                SELECT user_id, count(*) AS n, mean_gap(ts) AS gap FROM logins GROUP BY user_id;"
         ))
         .await?;
-    // Killed while the view is part-way through the stream.
+    // Killed once the view is part-way through the stream and a
+    // checkpoint of it is written (the backlog is due at once, so the
+    // stream may be read whole by then).
     wait_until(&client, "SELECT coalesce(sum(n), 0) FROM gaps", |n| {
         n.parse::<i64>().is_ok_and(|n| n >= 5000)
     })
+    .await?;
+    wait_until(
+        &client,
+        "SELECT count(*) > 0 FROM eddy_catalog.checkpoints",
+        |v| v == "t",
+    )
     .await?;
     server.kill9()?;
     server.restart()?;
