@@ -257,26 +257,25 @@ impl MaterializedView {
 /// The output a chain of checkpointed outputs of `schema` gives (each read
 /// to the end): the last whole one with the changes after it applied.
 fn read_output(schema: &SchemaRef, chain: &[&[u8]]) -> Result<Arrangement> {
-    let mut output = Arrangement::new(Arc::clone(schema))?;
-    let mut whole_seen = false;
-    for (i, bytes) in chain.iter().enumerate() {
+    // As for operators (`runtime::read_states`): per state, whether it
+    // holds changes only; the last whole one is loaded, then the changes
+    // after it.
+    let mut states = Vec::with_capacity(chain.len());
+    for bytes in chain {
         let mut state = StateReader::new(bytes);
-        match state.bool()? {
-            false => {
-                // Only the last whole one counts.
-                if chain[i + 1..].iter().any(|b| b.first() == Some(&0)) {
-                    continue;
-                }
-                output.restore(&mut state)?;
-                whole_seen = true;
-            }
-            true if whole_seen => output.restore_changes(&mut state)?,
-            true => continue,
+        states.push((state.bool()?, state));
+    }
+    let base = states
+        .iter()
+        .rposition(|(changes, _)| !changes)
+        .ok_or_else(|| corrupt("a view's output has no whole state".into()))?;
+    let mut output = Arrangement::new(Arc::clone(schema))?;
+    for (i, (_, state)) in states.iter_mut().enumerate().skip(base) {
+        match i == base {
+            true => output.restore(state)?,
+            false => output.restore_changes(state)?,
         }
         state.finish()?;
-    }
-    if !whole_seen {
-        return Err(corrupt("a view's output has no whole state".into()));
     }
     Ok(output)
 }
