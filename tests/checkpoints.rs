@@ -397,8 +397,15 @@ async fn a_crash_while_a_checkpoint_is_written_leaves_the_one_before_in_use() ->
 async fn a_compacted_chain_recovers_exactly_after_kill_9() -> anyhow::Result<()> {
     const COLD: u64 = 20_000;
     const HOT: u64 = 400_000;
-    let query = "SELECT k, count(*) AS n, sum(v) AS s FROM \
-                 (SELECT k, v FROM cold UNION ALL SELECT k, v FROM hot) AS e GROUP BY k";
+    let query = "SELECT k, count(*) AS n, sum(v) AS s, \
+                   count(*) FILTER (WHERE hot AND v <= 10) AS hot_small FROM \
+                 (SELECT k, v, false AS hot FROM cold UNION ALL SELECT k, v, true AS hot FROM hot) \
+                 AS e GROUP BY k";
+    // An OVER window's partitions are checkpointed as changes too: the
+    // cold keys' partitions stay, a tenth of the hot rows change theirs.
+    let over = "SELECT k, v, lag(v) OVER w AS before, count(*) OVER w AS n FROM \
+                (SELECT k, v FROM cold UNION ALL SELECT k, v FROM hot WHERE v <= 10) AS e \
+                WINDOW w AS (PARTITION BY k ORDER BY v ROWS BETWEEN 2 PRECEDING AND 1 PRECEDING)";
     let mut server = TestServer::start_with(options("100ms"))?;
     let client = server.connect().await?;
     client
@@ -412,7 +419,8 @@ async fn a_compacted_chain_recovers_exactly_after_kill_9() -> anyhow::Result<()>
              WITH (connector = 'datagen', fields.k.min = '1', fields.k.max = '1000', \
                    fields.v.min = '1', fields.v.max = '100', datagen.seed = '5', \
                    datagen.rows = '{HOT}', datagen.rows.per.second = '20000');
-             CREATE MATERIALIZED VIEW per_key AS {query};"
+             CREATE MATERIALIZED VIEW per_key AS {query};
+             CREATE MATERIALIZED VIEW recent AS {over};"
         ))
         .await?;
     wait_until(
@@ -432,6 +440,27 @@ async fn a_compacted_chain_recovers_exactly_after_kill_9() -> anyhow::Result<()>
         .batch_execute(&format!("CREATE MATERIALIZED VIEW ref_per_key AS {query}"))
         .await?;
     wait_for(&client, "SELECT sum(n) FROM ref_per_key", &total).await?;
+    client
+        .batch_execute(&format!("CREATE MATERIALIZED VIEW ref_recent AS {over}"))
+        .await?;
+    // One row out per row in.
+    let n = value(
+        &client,
+        &format!("SELECT {COLD} + sum(hot_small) FROM per_key"),
+    )
+    .await?;
+    wait_for(&client, "SELECT count(*) FROM recent", &n).await?;
+    wait_for(&client, "SELECT count(*) FROM ref_recent", &n).await?;
+    let differing = value(
+        &client,
+        "SELECT count(*) FROM ((SELECT * FROM recent EXCEPT ALL SELECT * FROM ref_recent) \
+         UNION ALL (SELECT * FROM ref_recent EXCEPT ALL SELECT * FROM recent)) d",
+    )
+    .await?;
+    ensure!(
+        differing == "0" && n.parse::<u64>()? > COLD,
+        "recent: {differing} rows differ from a view that never crashed ({n} rows)"
+    );
     let mut got = rows(&client, "SELECT * FROM per_key").await?;
     let mut expected = rows(&client, "SELECT * FROM ref_per_key").await?;
     got.sort();

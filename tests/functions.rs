@@ -349,6 +349,97 @@ async fn the_login_anomaly_example_runs_as_its_readme_says() -> anyhow::Result<(
     Ok(())
 }
 
+/// A profile over a stream: its extremes and its sliced, ordered list keep
+/// one value (or the slice) per user, since a stream never takes a row
+/// back. It matches the batch answer after `kill -9` and holds far less
+/// than the same view over a table, where any row may be deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_over_a_stream_keep_only_what_insertions_can_change() -> anyhow::Result<()> {
+    let mut server = TestServer::start_with(ServerOptions {
+        checkpoint_interval: Some("100ms".into()),
+        ..ServerOptions::default()
+    })?;
+    let client = server.connect().await?;
+    let stream = "connector = 'datagen', generator = 'logins', generator.users = '200', \
+                  datagen.rows = '40000', datagen.rows.per.second = '4000', \
+                  datagen.start.time = '2026-01-01 00:00:00+00', datagen.seed = '9'";
+    let profile = |from: &str| {
+        format!(
+            "SELECT user_id, count(*) AS logins, min(city) AS first_city, max(ts) AS last_login, \
+               first_value(ip ORDER BY ts) AS first_ip, last_value(device ORDER BY ts) AS device, \
+               (array_agg(city ORDER BY ts DESC))[1:3] AS recent \
+             FROM {from} GROUP BY user_id"
+        )
+    };
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE logins (user_id varchar, city varchar, ip varchar, device varchar, \
+               ts timestamptz) WITH ({stream});
+             CREATE TABLE logins_all (user_id varchar, city varchar, ip varchar, device varchar, \
+               ts timestamptz) WITH ({stream});
+             CREATE MATERIALIZED VIEW profiles AS {};",
+            profile("logins")
+        ))
+        .await?;
+    let explain = rows(&client, "EXPLAIN profiles").await?.join("\n");
+    ensure!(
+        explain.contains("keeping 3 (append-only input)"),
+        "{explain}"
+    );
+    wait_until(
+        &client,
+        "SELECT coalesce(sum(logins), 0) FROM profiles",
+        |n| n.parse::<i64>().is_ok_and(|n| n >= 5000),
+    )
+    .await?;
+    wait_until(
+        &client,
+        "SELECT count(*) > 0 FROM eddy_catalog.checkpoints",
+        |v| v == "t",
+    )
+    .await?;
+    server.kill9()?;
+    server.restart()?;
+    let client = server.connect().await?;
+    wait_for(&client, "SELECT sum(logins) FROM profiles", "40000").await?;
+    wait_for(&client, "SELECT count(*) FROM logins_all", "40000").await?;
+    let columns = "user_id, logins, first_city, last_login, first_ip, device, \
+                   array_to_string(recent, ',')";
+    let live = format!("SELECT {columns} FROM profiles");
+    let batch = format!("SELECT {columns} FROM ({}) b", profile("logins_all"));
+    let diff = value(
+        &client,
+        &format!(
+            "SELECT count(*) FROM (({batch} EXCEPT {live}) UNION ALL ({live} EXCEPT {batch})) d"
+        ),
+    )
+    .await?;
+    ensure!(diff == "0", "{diff} profiles differ from the batch answer");
+    ensure!(server.log_text().contains("recovered from checkpoint"));
+
+    client
+        .batch_execute(&format!(
+            "CREATE MATERIALIZED VIEW table_profiles AS {}",
+            profile("logins_all")
+        ))
+        .await?;
+    let explain = rows(&client, "EXPLAIN table_profiles").await?.join("\n");
+    ensure!(!explain.contains("append-only"), "{explain}");
+    let state = |view: &str| {
+        format!(
+            "SELECT sum(state_bytes) FROM eddy_catalog.operators \
+             WHERE view = '{view}' AND operator LIKE 'Aggregate%'"
+        )
+    };
+    let on_stream: i64 = value(&client, &state("profiles")).await?.parse()?;
+    let on_table: i64 = value(&client, &state("table_profiles")).await?.parse()?;
+    ensure!(
+        on_stream * 5 < on_table,
+        "{on_stream} bytes over the stream against {on_table} over the table"
+    );
+    Ok(())
+}
+
 const MEAN_GAP: &str = "CREATE AGGREGATE mean_gap(ts timestamptz) RETURNS double precision
   LANGUAGE python AS $$
 def create_state():

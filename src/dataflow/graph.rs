@@ -95,6 +95,39 @@ impl Graph {
         })
     }
 
+    /// Marks each aggregate whose input only ever grows (`is_stream` says
+    /// which relations are append-only streams): such an aggregate keeps
+    /// one value per group for min, max, first_value and last_value, and
+    /// only the prefix a view reads of an ordered array_agg.
+    pub fn mark_append_only(&mut self, is_stream: impl Fn(&str) -> bool) {
+        for node in 0..self.nodes.len() {
+            if !matches!(self.nodes[node].kind, NodeKind::Aggregate(_)) {
+                continue;
+            }
+            let input = self.nodes[node].inputs[0];
+            let append_only = self.appends_only(input, &is_stream);
+            if let NodeKind::Aggregate(spec) = &mut self.nodes[node].kind {
+                spec.append_only = append_only;
+            }
+        }
+    }
+
+    /// Whether `node` emits insertions only: a stream, through row-by-row
+    /// operators and the stream side of lookup joins (which never revise
+    /// what they joined).
+    fn appends_only(&self, node: usize, is_stream: &impl Fn(&str) -> bool) -> bool {
+        let n = &self.nodes[node];
+        match &n.kind {
+            NodeKind::Source { relation } => is_stream(relation),
+            NodeKind::Exchange { .. }
+            | NodeKind::Filter(_)
+            | NodeKind::Project(_)
+            | NodeKind::Union(_) => n.inputs.iter().all(|i| self.appends_only(*i, is_stream)),
+            NodeKind::Join(spec) if spec.lookup => self.appends_only(n.inputs[0], is_stream),
+            _ => false,
+        }
+    }
+
     /// The relations `node` reads when only row-by-row operators (filters,
     /// projections, unions, exchanges) lie in between, so that it changes
     /// only as they do: `None` when anything holding state does.

@@ -13,7 +13,7 @@ use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, JoinType, NullEquality};
+use datafusion::common::{Column, DFSchema, JoinType, NullEquality};
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction};
 use datafusion::logical_expr::{
@@ -152,6 +152,7 @@ impl Lowering {
             LogicalPlan::TableScan(scan) => self.lower_scan(scan),
             LogicalPlan::Projection(p) => {
                 let (input, key) = self.lower(&p.input)?;
+                self.bound_array_aggs(input, &p.expr, p.input.schema());
                 let exprs = physical_all(&p.expr, p.input.schema())?;
                 let key = key.and_then(|key| projected_key(&key, &p.expr, p.input.schema()));
                 let schema = schema_of(plan);
@@ -356,6 +357,25 @@ impl Lowering {
         Ok(node)
     }
 
+    /// When a projection reads an ordered `array_agg` of the aggregate
+    /// `node` only through subscripts with constant positions
+    /// (`(array_agg(x ORDER BY t DESC))[1:5]`, `…[1]`), tells the call how
+    /// many of its first values are read, so that over an append-only
+    /// input it keeps no more.
+    fn bound_array_aggs(&mut self, node: usize, exprs: &[Expr], input: &DFSchema) {
+        let NodeKind::Aggregate(spec) = &mut self.graph.nodes[node].kind else {
+            return;
+        };
+        let groups = spec.group_exprs.len();
+        for (i, call) in spec.calls.iter_mut().enumerate() {
+            if call.func != AggFunc::ArrayAgg || call.order.is_empty() || call.distinct {
+                continue;
+            }
+            let column = Column::from(input.qualified_field(groups + i));
+            call.keep = prefix_read(exprs, &column);
+        }
+    }
+
     fn exchange(&mut self, input: usize, keys: Vec<Arc<dyn PhysicalExpr>>) -> usize {
         let schema = self.graph.schema_of(input);
         self.graph
@@ -390,6 +410,7 @@ impl Lowering {
             calls,
             output_schema: Arc::clone(&schema),
             close: None,
+            append_only: false,
         };
         let node = self
             .graph
@@ -1190,6 +1211,7 @@ fn agg_call(expr: &Expr, input: &DFSchema) -> Result<AggCall> {
                 .as_ref()
                 .map(|f| physical(f, input))
                 .transpose()?,
+            keep: None,
         });
     }
     let mut distinct = params.distinct;
@@ -1263,7 +1285,58 @@ fn agg_call(expr: &Expr, input: &DFSchema) -> Result<AggCall> {
             .as_ref()
             .map(|f| physical(f, input))
             .transpose()?,
+        keep: None,
     })
+}
+
+/// How many first elements of the array `column` the expressions read,
+/// when they read it only through `array_slice` and `array_element` with
+/// constant positive positions; `None` when they read it any other way (or
+/// not at all).
+fn prefix_read(exprs: &[Expr], column: &Column) -> Option<usize> {
+    let mut read = 0usize;
+    let mut whole = false;
+    for expr in exprs {
+        let _ = expr.apply(|e| {
+            if let Expr::Column(c) = e {
+                whole |= c == column;
+                return Ok(TreeNodeRecursion::Continue);
+            }
+            let Expr::ScalarFunction(f) = e else {
+                return Ok(TreeNodeRecursion::Continue);
+            };
+            let (name, args) = (f.func.name(), f.args.as_slice());
+            let reads = |position: &Expr| match strip_alias(position) {
+                Expr::Literal(v, _) => v.cast_to(&DataType::Int64).ok().and_then(|v| match v {
+                    ScalarValue::Int64(Some(n)) if n >= 1 => usize::try_from(n).ok(),
+                    _ => None,
+                }),
+                _ => None,
+            };
+            let last = match (name, args) {
+                ("array_slice", [array, from, to, rest @ ..]) if rest.len() <= 1 => {
+                    let stride = rest.first().map_or(Some(1), reads);
+                    matches!(strip_alias(array), Expr::Column(c) if c == column)
+                        .then(|| reads(from).and(stride).and(reads(to)))
+                        .flatten()
+                }
+                ("array_element", [array, index]) => {
+                    matches!(strip_alias(array), Expr::Column(c) if c == column)
+                        .then(|| reads(index))
+                        .flatten()
+                }
+                _ => None,
+            };
+            match last {
+                Some(n) => {
+                    read = read.max(n);
+                    Ok(TreeNodeRecursion::Jump)
+                }
+                None => Ok(TreeNodeRecursion::Continue),
+            }
+        });
+    }
+    (!whole && read > 0).then_some(read)
 }
 
 /// Positions kept by a ROW_NUMBER filter: first (1-based) and last, inclusive.

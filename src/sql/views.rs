@@ -188,6 +188,9 @@ async fn build_view(ctx: &QueryContext, spec: ViewSpec) -> Result<ViewEntry> {
     let optimized = ctx.session().state().optimize(&plan)?;
     let mut planned = plan_graph(&optimized)?;
     check_lookups(&planned.graph, catalog)?;
+    planned
+        .graph
+        .mark_append_only(|r| catalog.stream_source(r).is_some());
     let bound = |relation: &str, column: usize| relation_bound(catalog, relation, column);
     let closing = mark_window_closes(&mut planned.graph, &bound, def.emit_on_window_close);
     // A view's frontier is the least over everything it reads: one input

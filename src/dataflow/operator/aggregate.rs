@@ -27,6 +27,7 @@ use datafusion::arrow::datatypes::{
     Int64Type, Int8Type, Schema, SchemaRef, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
@@ -70,6 +71,10 @@ pub struct AggCall {
     pub user: Option<Arc<dyn UserAggregate>>,
     /// `FILTER (WHERE …)`, over the input batch.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// An ordered `array_agg` of which the view reads only the first
+    /// `keep` values (`(array_agg(x ORDER BY t DESC))[1:5]`): over an
+    /// append-only input, only those are kept.
+    pub keep: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +86,11 @@ pub struct AggregateSpec {
     pub output_schema: SchemaRef,
     /// Set when a group key is a window of the sources' event time.
     pub close: Option<WindowClose>,
+    /// The input only ever inserts (a stream, through row-by-row
+    /// operators): min, max, first_value and last_value keep one value per
+    /// group, and an ordered `array_agg` with `keep` only that many, since
+    /// no retraction can ask for the values they let go.
+    pub append_only: bool,
 }
 
 /// A group key that bounds the event time of the group's rows, so the
@@ -114,7 +124,11 @@ impl AggregateSpec {
         if !groups.is_empty() {
             parts.push(format!("group by [{}]", groups.join(", ")));
         }
-        parts.extend(self.calls.iter().map(describe_call));
+        parts.extend(
+            self.calls
+                .iter()
+                .map(|call| describe_call(call, self.append_only)),
+        );
         let close = match self.close {
             Some(c) => format!(
                 " (groups close when the frontier passes {} + {} us{})",
@@ -128,11 +142,15 @@ impl AggregateSpec {
             ),
             None => String::new(),
         };
-        format!("Aggregate: {}{close}", parts.join(", "))
+        let append_only = match self.append_only {
+            true => " (append-only input)",
+            false => "",
+        };
+        format!("Aggregate: {}{close}{append_only}", parts.join(", "))
     }
 }
 
-fn describe_call(call: &AggCall) -> String {
+fn describe_call(call: &AggCall, append_only: bool) -> String {
     let args = if call.args.is_empty() {
         "*".to_string()
     } else {
@@ -158,6 +176,9 @@ fn describe_call(call: &AggCall) -> String {
     let mut text = format!("{name}({distinct}{args}{order})");
     if let Some(filter) = &call.filter {
         text.push_str(&format!(" FILTER (WHERE {filter})"));
+    }
+    if let (Some(keep), true) = (call.keep, append_only) {
+        text.push_str(&format!(" keeping {keep}"));
     }
     text
 }
@@ -579,7 +600,7 @@ impl Aggregate {
             .calls
             .iter()
             .zip(&self.out_types)
-            .map(|(call, out)| CallState::new(call, input, out))
+            .map(|(call, out)| CallState::new(call, input, out, self.spec.append_only))
             .collect::<Result<_>>()?;
         let groups = self.groups.capacity();
         self.calls.iter_mut().for_each(|c| c.acc.resize(groups));
@@ -982,7 +1003,12 @@ struct CallState {
 }
 
 impl CallState {
-    fn new(call: &AggCall, input: &Schema, out_type: &DataType) -> Result<CallState> {
+    fn new(
+        call: &AggCall,
+        input: &Schema,
+        out_type: &DataType,
+        append_only: bool,
+    ) -> Result<CallState> {
         let arg_types = call
             .args
             .iter()
@@ -994,7 +1020,7 @@ impl CallState {
             })
         };
         if !call.order.is_empty() {
-            return CallState::ordered(call, input, first()?, out_type);
+            return CallState::ordered(call, input, first()?, out_type, append_only);
         }
         let (acc, value_types) = match (call.func, call.distinct) {
             (AggFunc::User, _) => {
@@ -1018,6 +1044,14 @@ impl CallState {
                 let (_, value_type) = numeric_acc(call.func, &first()?)?;
                 let acc = Acc::Values(Multiset::new(&value_type)?);
                 (acc, value_type)
+            }
+            (AggFunc::Min | AggFunc::Max, _) if append_only => {
+                let value_type = vec![first()?];
+                let greatest = call.func == AggFunc::Max;
+                (
+                    Acc::Extreme(Extreme::new(&value_type, greatest)?),
+                    value_type,
+                )
             }
             (AggFunc::Min | AggFunc::Max | AggFunc::ArrayAgg, _) => {
                 let value_type = vec![first()?];
@@ -1062,6 +1096,7 @@ impl CallState {
         input: &Schema,
         value_type: DataType,
         out_type: &DataType,
+        append_only: bool,
     ) -> Result<CallState> {
         let value_type = match call.func {
             AggFunc::StringAgg => DataType::Utf8,
@@ -1082,11 +1117,25 @@ impl CallState {
         let mut values: Vec<Arc<dyn PhysicalExpr>> =
             call.order.iter().map(|k| Arc::clone(&k.expr)).collect();
         values.push(Arc::clone(&call.args[0]));
+        let value_types = fields.iter().map(|(t, _)| t.clone()).collect();
+        let acc = match call.func {
+            AggFunc::FirstValue | AggFunc::LastValue if append_only => {
+                let greatest = call.func == AggFunc::LastValue;
+                Acc::Extreme(Extreme::with_order(fields, greatest)?)
+            }
+            _ => {
+                let mut set = Multiset::with_order(fields)?;
+                if append_only && !call.distinct {
+                    set.keep = call.keep;
+                }
+                Acc::Values(set)
+            }
+        };
         Ok(CallState {
             func: call.func,
             distinct: call.distinct,
             values,
-            value_types: fields.iter().map(|(t, _)| t.clone()).collect(),
+            value_types,
             separator_expr: match call.func {
                 AggFunc::StringAgg => call.args.get(1).cloned(),
                 _ => None,
@@ -1095,7 +1144,7 @@ impl CallState {
             separator: String::new(),
             filter: call.filter.clone(),
             out_type: out_type.clone(),
-            acc: Acc::Values(Multiset::with_order(fields)?),
+            acc,
         })
     }
 
@@ -1184,6 +1233,8 @@ enum Acc {
         falses: Vec<i64>,
     },
     Values(Multiset),
+    /// Over an append-only input: min, max, first_value, last_value.
+    Extreme(Extreme),
     User(UserAcc),
 }
 
@@ -1240,6 +1291,7 @@ impl Acc {
                 falses.resize(groups, 0);
             }
             Acc::Values(set) => set.resize(groups),
+            Acc::Extreme(extreme) => extreme.resize(groups),
             Acc::User(user) => user.resize(groups),
         }
     }
@@ -1260,6 +1312,7 @@ impl Acc {
                 falses[slot] = 0;
             }
             Acc::Values(set) => set.reset(slot),
+            Acc::Extreme(extreme) => extreme.reset(slot),
             Acc::User(user) => user.reset(slot),
         }
     }
@@ -1287,6 +1340,7 @@ impl Acc {
                 write_vec(state, falses, StateWriter::i64);
             }
             Acc::Values(set) => set.write(state),
+            Acc::Extreme(extreme) => extreme.write(state),
             Acc::User(user) => user.write(state),
         }
     }
@@ -1317,6 +1371,7 @@ impl Acc {
                 *falses = read_vec(state, groups, StateReader::i64)?;
             }
             Acc::Values(set) => set.read(state, groups)?,
+            Acc::Extreme(extreme) => extreme.read(state, groups)?,
             Acc::User(user) => user.read(state, groups)?,
         }
         Ok(())
@@ -1339,6 +1394,7 @@ impl Acc {
                 state.i64(falses[slot]);
             }
             Acc::Values(set) => set.write_slot(state, slot),
+            Acc::Extreme(extreme) => extreme.write_slot(state, slot),
             Acc::User(user) => user.write_slot(state, slot),
         }
     }
@@ -1360,6 +1416,7 @@ impl Acc {
                 falses[slot] = state.i64()?;
             }
             Acc::Values(set) => set.read_slot(state, slot)?,
+            Acc::Extreme(extreme) => extreme.read_slot(state, slot)?,
             Acc::User(user) => user.read_slot(state, slot)?,
         }
         Ok(())
@@ -1372,6 +1429,7 @@ impl Acc {
             Acc::Float { sums, .. } => 16 * sums.len(),
             Acc::Bools { trues, .. } => 16 * trues.len(),
             Acc::Values(set) => set.bytes(),
+            Acc::Extreme(extreme) => extreme.bytes(),
             Acc::User(user) => user.bytes,
         }
     }
@@ -1420,6 +1478,7 @@ impl Acc {
                 });
             }
             Acc::Values(set) => set.update(values, mask, slots, diffs)?,
+            Acc::Extreme(extreme) => extreme.update(values, mask, slots, diffs)?,
             Acc::User(user) => user.update(values, mask, slots, diffs),
         }
         Ok(())
@@ -1461,6 +1520,7 @@ impl Acc {
                 Arc::new(values.collect::<BooleanArray>())
             }
             Acc::Values(set) => set.finalize(out, slots)?,
+            Acc::Extreme(extreme) => extreme.finalize(slots)?,
             Acc::User(user) => user.finalize(slots)?,
         })
     }
@@ -1788,6 +1848,9 @@ struct Multiset {
     /// An encoded NULL, standing for "no value" when decoding min/max.
     null_row: Box<[u8]>,
     bytes: usize,
+    /// Over an append-only input: keep at most this many values (by
+    /// weight) per group, the first in order.
+    keep: Option<usize>,
 }
 
 impl Multiset {
@@ -1812,6 +1875,7 @@ impl Multiset {
             sets: Vec::new(),
             null_row,
             bytes: 0,
+            keep: None,
         })
     }
 
@@ -1885,6 +1949,9 @@ impl Multiset {
         diffs: &[i64],
     ) -> Result<()> {
         let rows = self.codec.encode(values)?;
+        if let Some(keep) = self.keep {
+            return self.update_bounded(&rows, mask, slots, diffs, keep);
+        }
         let (sets, bytes) = (&mut self.sets, &mut self.bytes);
         for_each_kept(slots.len(), mask, |i| {
             let (value, diff) = (rows.row(i).data(), diffs[i]);
@@ -1905,6 +1972,60 @@ impl Multiset {
             }
         });
         Ok(())
+    }
+
+    /// Adds insertions to groups that keep only their first `keep` values:
+    /// a value past them is let go at once.
+    fn update_bounded(
+        &mut self,
+        rows: &Rows,
+        mask: Option<&BooleanBuffer>,
+        slots: &[u32],
+        diffs: &[i64],
+        keep: usize,
+    ) -> Result<()> {
+        let (sets, bytes) = (&mut self.sets, &mut self.bytes);
+        let mut retracted = false;
+        for_each_kept(slots.len(), mask, |i| {
+            let (value, diff) = (rows.row(i).data(), diffs[i]);
+            retracted |= diff < 0;
+            if diff <= 0 {
+                return;
+            }
+            let set = &mut sets[slots[i] as usize];
+            let held: i64 = set.values().sum();
+            if held >= keep as i64
+                && set
+                    .last_key_value()
+                    .is_some_and(|(last, _)| value >= last.as_ref())
+            {
+                return;
+            }
+            match set.get_mut(value) {
+                Some(n) => *n += diff,
+                None => {
+                    set.insert(value.into(), diff);
+                    *bytes += entry_bytes(value);
+                }
+            }
+            let mut excess = held + diff - keep as i64;
+            while excess > 0 {
+                let Some(mut last) = set.last_entry() else {
+                    break;
+                };
+                let cut = excess.min(*last.get());
+                *last.get_mut() -= cut;
+                excess -= cut;
+                if *last.get() == 0 {
+                    *bytes -= entry_bytes(last.key());
+                    last.remove();
+                }
+            }
+        });
+        match retracted {
+            true => Err(retraction_in_append_only()),
+            false => Ok(()),
+        }
     }
 
     /// The values present (weight > 0) in a group, ascending.
@@ -1989,6 +2110,138 @@ impl Multiset {
             .into_iter()
             .next_back()
             .ok_or_else(|| Error::Internal("multiset of no columns".into()))
+    }
+}
+
+fn retraction_in_append_only() -> Error {
+    Error::Internal("a retraction reached an aggregate planned for an append-only input".into())
+}
+
+/// Per group, the one value an append-only input can never take back: the
+/// least or greatest so far, encoded in the row format so that bytes
+/// compare in the value's order (with an `ORDER BY`, the order keys come
+/// first and the value last, as in [`Multiset`]).
+struct Extreme {
+    codec: RowCodec,
+    /// Keep the greatest (max, last_value), not the least (min, first_value).
+    greatest: bool,
+    /// Empty: the group has no value yet (an encoded row is never empty).
+    values: Vec<Vec<u8>>,
+    /// An encoded NULL, the output of a group without a value.
+    null_row: Box<[u8]>,
+    bytes: usize,
+}
+
+impl Extreme {
+    fn new(value_types: &[DataType], greatest: bool) -> Result<Extreme> {
+        // Ascending, NULLs last, as a multiset orders min and max.
+        let order = SortOptions {
+            descending: false,
+            nulls_first: false,
+        };
+        let fields = value_types.iter().map(|t| (t.clone(), order)).collect();
+        Extreme::with_order(fields, greatest)
+    }
+
+    fn with_order(fields: Vec<(DataType, SortOptions)>, greatest: bool) -> Result<Extreme> {
+        let nulls: Vec<ArrayRef> = fields.iter().map(|(t, _)| new_null_array(t, 1)).collect();
+        let codec = RowCodec::with_order(fields)?;
+        let null_row = codec.encode(&nulls)?.row(0).data().into();
+        Ok(Extreme {
+            codec,
+            greatest,
+            values: Vec::new(),
+            null_row,
+            bytes: 0,
+        })
+    }
+
+    fn resize(&mut self, groups: usize) {
+        self.values.resize_with(groups, Vec::new);
+    }
+
+    fn reset(&mut self, slot: usize) {
+        let value = std::mem::take(&mut self.values[slot]);
+        self.bytes -= value.len();
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes + 24 * self.values.len()
+    }
+
+    fn update(
+        &mut self,
+        values: &[ArrayRef],
+        mask: Option<&BooleanBuffer>,
+        slots: &[u32],
+        diffs: &[i64],
+    ) -> Result<()> {
+        let rows = self.codec.encode(values)?;
+        let (held, bytes, greatest) = (&mut self.values, &mut self.bytes, self.greatest);
+        let mut retracted = false;
+        for_each_kept(slots.len(), mask, |i| {
+            let (value, diff) = (rows.row(i).data(), diffs[i]);
+            retracted |= diff < 0;
+            let current = &mut held[slots[i] as usize];
+            let better = current.is_empty()
+                || match greatest {
+                    true => value > current.as_slice(),
+                    false => value < current.as_slice(),
+                };
+            if diff > 0 && better {
+                *bytes -= current.len();
+                current.clear();
+                current.extend_from_slice(value);
+                *bytes += current.len();
+            }
+        });
+        match retracted {
+            true => Err(retraction_in_append_only()),
+            false => Ok(()),
+        }
+    }
+
+    /// Each group's value: the last column of its encoded row.
+    fn finalize(&self, slots: &[u32]) -> Result<ArrayRef> {
+        let rows = slots.iter().map(|s| match &self.values[*s as usize] {
+            value if value.is_empty() => self.null_row.as_ref(),
+            value => value.as_slice(),
+        });
+        self.codec
+            .decode(rows)?
+            .into_iter()
+            .next_back()
+            .ok_or_else(|| Error::Internal("an extreme of no columns".into()))
+    }
+
+    fn write(&self, state: &mut StateWriter) {
+        state.len(self.values.len());
+        for value in &self.values {
+            state.bytes(value);
+        }
+    }
+
+    fn write_slot(&self, state: &mut StateWriter, slot: usize) {
+        state.bytes(&self.values[slot]);
+    }
+
+    fn read_slot(&mut self, state: &mut StateReader<'_>, slot: usize) -> Result<()> {
+        self.reset(slot);
+        let value = state.bytes()?.to_vec();
+        self.bytes += value.len();
+        self.values[slot] = value;
+        Ok(())
+    }
+
+    fn read(&mut self, state: &mut StateReader<'_>, groups: usize) -> Result<()> {
+        self.values = Vec::with_capacity(group_count(state, groups)?);
+        self.bytes = 0;
+        for _ in 0..groups {
+            let value = state.bytes()?.to_vec();
+            self.bytes += value.len();
+            self.values.push(value);
+        }
+        Ok(())
     }
 }
 
@@ -2097,6 +2350,7 @@ mod tests {
             order: Vec::new(),
             user: None,
             filter: None,
+            keep: None,
         }
     }
 
@@ -2137,6 +2391,7 @@ mod tests {
             calls,
             output_schema: Arc::new(Schema::new(fields)),
             close: None,
+            append_only: false,
         }
     }
 
@@ -2492,6 +2747,7 @@ mod tests {
             calls: vec![call(AggFunc::Count, vec![])],
             output_schema: Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
             close: None,
+            append_only: false,
         };
         assert_eq!(global.describe(), "Aggregate: count(*)");
     }
@@ -2970,5 +3226,194 @@ mod tests {
         let batch = ChangeBatch::from_pretty(" I I\n + 1 2").unwrap();
         op.on_batch(0, batch, &mut Vec::new()).unwrap();
         assert!(op.checkpoint(&mut StateWriter::new()).is_err());
+    }
+
+    /// Grouped by c0 over c1 (an int, NULL as `.`): min(c1), max(c1 as
+    /// text), first_value(text ORDER BY c1 DESC), last_value(c1 ORDER BY
+    /// text), and the first two of array_agg(c1 ORDER BY c1 DESC).
+    fn profile(append_only: bool) -> AggregateSpec {
+        let s = input(" I I");
+        let v = || c("c1", &s);
+        let text = || cast(v(), &s, DataType::Utf8).unwrap();
+        let by = |expr, descending| SortKey {
+            expr,
+            descending,
+            nulls_first: descending,
+        };
+        let mut first = call(AggFunc::FirstValue, vec![text()]);
+        first.order = vec![by(v(), true)];
+        let mut last = call(AggFunc::LastValue, vec![v()]);
+        last.order = vec![by(text(), false)];
+        let mut recent = call(AggFunc::ArrayAgg, vec![v()]);
+        recent.order = vec![by(v(), true)];
+        recent.keep = Some(2);
+        let list = DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true)));
+        let calls = vec![
+            call(AggFunc::Min, vec![v()]),
+            call(AggFunc::Max, vec![text()]),
+            first,
+            last,
+            recent,
+        ];
+        let types = vec![
+            DataType::Int64,
+            DataType::Utf8,
+            DataType::Utf8,
+            DataType::Int64,
+            list,
+        ];
+        let mut spec = spec(&s, &["c0"], calls, types);
+        spec.append_only = append_only;
+        spec
+    }
+
+    /// What `profile(true)` must show for the rows inserted so far.
+    fn profile_reference(rows: &Rows) -> Vec<String> {
+        let mut groups: BTreeMap<i64, Vec<Option<i64>>> = BTreeMap::new();
+        for ((k, v), n) in rows {
+            groups
+                .entry(*k)
+                .or_default()
+                .extend(std::iter::repeat_n(*v, *n as usize));
+        }
+        let show = |v: Option<String>| v.unwrap_or_default();
+        groups
+            .into_iter()
+            .map(|(k, values)| {
+                let present = || values.iter().flatten();
+                let min = present().min().map(|v| v.to_string());
+                let max = present().map(|v| v.to_string()).max();
+                let has_null = values.iter().any(Option::is_none);
+                // NULL sorts first descending, last ascending: either way a
+                // NULL order key wins first_value and last_value here.
+                let first = (!has_null).then(|| present().max().unwrap().to_string());
+                let last = match has_null {
+                    true => None,
+                    false => present().max_by_key(|v| (v.to_string(), **v)).copied(),
+                };
+                let mut ordered = values.clone();
+                ordered.sort_by(|a, b| match (a, b) {
+                    (None, None) => std::cmp::Ordering::Equal,
+                    (None, _) => std::cmp::Ordering::Less,
+                    (_, None) => std::cmp::Ordering::Greater,
+                    (Some(a), Some(b)) => b.cmp(a),
+                });
+                let recent: Vec<String> = ordered
+                    .iter()
+                    .take(2)
+                    .map(|v| show(v.map(|v| v.to_string())))
+                    .collect();
+                format!(
+                    "+1 {k}, {}, {}, {}, {}, [{}]",
+                    show(min),
+                    show(max),
+                    show(first),
+                    show(last.map(|v| v.to_string())),
+                    recent.join(", ")
+                )
+            })
+            .collect()
+    }
+
+    fn random_inserts(rng: &mut XorShift, rows: &mut Rows) -> ChangeBatch {
+        let mut text = String::from(" I I\n");
+        for _ in 0..=rng.next(6) {
+            let v = rng.next(14) as i64 - 3;
+            let row = (rng.next(5) as i64, (v < 10).then_some(v));
+            let diff = 1 + rng.next(2) as i64;
+            *rows.entry(row).or_default() += diff;
+            let v = row.1.map_or(".".to_string(), |v| v.to_string());
+            text.push_str(&format!("{diff} {} {v}\n", row.0));
+        }
+        ChangeBatch::from_pretty(&text).unwrap()
+    }
+
+    /// Over insertions only, the one-value accumulators and the bounded
+    /// list give what the rows call for, also after a whole checkpoint and
+    /// after a chain of changes is restored.
+    #[test]
+    fn append_only_accumulators_keep_only_what_insertions_can_change() {
+        for seed in 1..=20u64 {
+            let spec = profile(true);
+            let mut rng = XorShift(seed);
+            let mut rows = Rows::new();
+            let mut h = Harness::new(&spec);
+            let epoch = |rng: &mut XorShift, rows: &mut Rows| {
+                (0..=rng.next(3))
+                    .map(|_| random_inserts(rng, rows))
+                    .collect::<Vec<_>>()
+            };
+            for _ in 0..rng.next(6) {
+                h.step_batches(epoch(&mut rng, &mut rows));
+            }
+            assert_eq!(h.view(), profile_reference(&rows), "seed {seed}");
+            h.op = round_trip(&spec, h.op.as_ref(), Shard::SINGLE);
+            let mut whole = StateWriter::new();
+            h.op.checkpoint(&mut whole).unwrap();
+            h.op.track_changes();
+            let mut chain = Vec::new();
+            for _ in 0..4 {
+                h.step_batches(epoch(&mut rng, &mut rows));
+                let mut changes = StateWriter::new();
+                assert!(h.op.checkpoint_changes(&mut changes).unwrap());
+                chain.push(changes.into_bytes());
+            }
+            assert_eq!(h.view(), profile_reference(&rows), "seed {seed}");
+            let mut restored = spec.instantiate().unwrap();
+            let whole = whole.into_bytes();
+            let mut reader = StateReader::new(&whole);
+            restored
+                .restore(Shard::SINGLE, &[input(" I I")], &mut reader)
+                .unwrap();
+            for changes in &chain {
+                restored
+                    .restore_changes(&mut StateReader::new(changes))
+                    .unwrap();
+            }
+            assert_eq!(restored.state_bytes(), h.op.state_bytes(), "seed {seed}");
+            h.op = restored;
+            for _ in 0..3 {
+                h.step_batches(epoch(&mut rng, &mut rows));
+            }
+            assert_eq!(h.view(), profile_reference(&rows), "seed {seed}");
+        }
+    }
+
+    /// The bounded list keeps two values per group however many arrive;
+    /// without an append-only input it keeps them all.
+    #[test]
+    fn a_bounded_list_keeps_its_prefix_only_over_an_append_only_input() {
+        let mut rng = XorShift(7);
+        let mut rows = Rows::new();
+        let batches: Vec<ChangeBatch> = (0..200)
+            .map(|_| random_inserts(&mut rng, &mut rows))
+            .collect();
+        let bytes = |append_only: bool| {
+            let mut h = Harness::new(&profile(append_only));
+            h.step_batches(batches.clone());
+            h.op.state_bytes()
+        };
+        let (bounded, general) = (bytes(true), bytes(false));
+        assert!(bounded * 4 < general, "{bounded} against {general}");
+        assert_eq!(
+            profile(true).describe(),
+            "Aggregate: group by [c0@0], min(c1@1), max(CAST(c1@1 AS Utf8)), \
+             first_value(CAST(c1@1 AS Utf8) ORDER BY c1@1 DESC), last_value(c1@1 ORDER BY \
+             CAST(c1@1 AS Utf8)), array_agg(c1@1 ORDER BY c1@1 DESC) keeping 2 (append-only input)"
+        );
+    }
+
+    /// A retraction can only reach an append-only aggregate through a
+    /// planning error: it fails loudly rather than giving wrong rows.
+    #[test]
+    fn a_retraction_fails_an_append_only_aggregate() {
+        let mut op = profile(true).instantiate().unwrap();
+        let mut out = Vec::new();
+        op.on_start(Shard::SINGLE, &mut out).unwrap();
+        let insert = ChangeBatch::from_pretty(" I I\n + 1 2").unwrap();
+        op.on_batch(0, insert, &mut out).unwrap();
+        let retract = ChangeBatch::from_pretty(" I I\n - 1 2").unwrap();
+        let error = op.on_batch(0, retract, &mut out).unwrap_err();
+        assert!(error.to_string().contains("append-only"), "{error}");
     }
 }

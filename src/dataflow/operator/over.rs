@@ -156,6 +156,9 @@ struct Over {
     pruning: CloseSchedule,
     bytes: usize,
     pending_bytes: usize,
+    /// From [`Operator::track_changes`]: the partitions changed since the
+    /// last checkpoint.
+    changed: Option<FastMap<Box<[u8]>, ()>>,
 }
 
 impl Over {
@@ -183,6 +186,7 @@ impl Over {
             pruning: CloseSchedule::default(),
             bytes: 0,
             pending_bytes: 0,
+            changed: None,
         })
     }
 }
@@ -272,6 +276,9 @@ impl Operator for Over {
                 continue;
             };
             let (first, last) = (first.clone(), last.clone());
+            if let Some(changed) = &mut self.changed {
+                changed.insert(partition.clone(), ());
+            }
             if let Some(rows) = self.partitions.get(&partition) {
                 work.add(rows, &first, &last, -1, &self.spec);
             }
@@ -325,6 +332,9 @@ impl Operator for Over {
             };
             let freed = prune(rows, horizon, &self.spec);
             self.bytes = self.bytes.saturating_sub(freed);
+            if let (Some(changed), true) = (&mut self.changed, freed > 0) {
+                changed.insert(partition.as_slice().into(), ());
+            }
             if rows.is_empty() {
                 self.partitions.remove(partition.as_slice());
                 self.bytes = self
@@ -368,12 +378,7 @@ impl Operator for Over {
         state.len(self.partitions.len());
         for (partition, rows) in &self.partitions {
             state.bytes(partition);
-            state.len(rows.len());
-            for ((t, row), n) in rows {
-                state.i64(*t);
-                state.bytes(row);
-                state.i64(*n);
-            }
+            write_rows(state, rows);
         }
         Ok(())
     }
@@ -389,16 +394,8 @@ impl Operator for Over {
         for _ in 0..state.count(16)? {
             let partition: Box<[u8]> = state.bytes()?.into();
             self.bytes += partition.len() + ENTRY_OVERHEAD_BYTES;
-            let mut rows = BTreeMap::new();
-            // An order value, a row's length and a count.
-            for _ in 0..state.count(24)? {
-                let t = state.i64()?;
-                let row: Box<[u8]> = state.bytes()?.into();
-                self.bytes += row.len() + 8 + ENTRY_OVERHEAD_BYTES;
-                if rows.insert((t, row), state.i64()?).is_some() {
-                    return Err(corrupt("an over-window row held twice".into()));
-                }
-            }
+            let (rows, bytes) = read_rows(state)?;
+            self.bytes += bytes;
             if let Some(((t, _), _)) = rows.iter().next() {
                 touched.push((partition.clone(), *t));
             }
@@ -409,6 +406,91 @@ impl Operator for Over {
         self.schedule_pruning(touched);
         Ok(())
     }
+
+    fn track_changes(&mut self) {
+        self.changed = Some(FastMap::default());
+    }
+
+    /// Each partition changed since the last checkpoint: its key, and
+    /// either its rows or that it is gone. When more than a quarter of the
+    /// partitions changed, the whole state is written instead: one pass
+    /// over it costs about as much.
+    fn checkpoint_changes(&mut self, state: &mut StateWriter) -> Result<bool> {
+        if !self.pending.is_empty() {
+            return Err(Error::Internal(
+                "over window checkpointed with changes pending since the barrier".into(),
+            ));
+        }
+        let Some(changed) = &mut self.changed else {
+            return Ok(false);
+        };
+        if changed.len() > self.partitions.len() / 4 {
+            return Ok(false);
+        }
+        state.len(changed.len());
+        for (partition, ()) in changed.drain() {
+            state.bytes(&partition);
+            let rows = self.partitions.get(&partition);
+            state.bool(rows.is_some());
+            if let Some(rows) = rows {
+                write_rows(state, rows);
+            }
+        }
+        Ok(true)
+    }
+
+    fn restore_changes(&mut self, state: &mut StateReader<'_>) -> Result<()> {
+        let mut touched = Vec::new();
+        // A partition key's length and a flag.
+        for _ in 0..state.count(9)? {
+            let partition: Box<[u8]> = state.bytes()?.into();
+            if let Some(old) = self.partitions.remove(&partition) {
+                let held: usize = old
+                    .keys()
+                    .map(|(_, row)| row.len() + 8 + ENTRY_OVERHEAD_BYTES)
+                    .sum();
+                let held = held + partition.len() + ENTRY_OVERHEAD_BYTES;
+                self.bytes = self.bytes.saturating_sub(held);
+            }
+            if !state.bool()? {
+                continue;
+            }
+            let (rows, bytes) = read_rows(state)?;
+            self.bytes += bytes + partition.len() + ENTRY_OVERHEAD_BYTES;
+            if let Some(((t, _), _)) = rows.iter().next() {
+                touched.push((partition.clone(), *t));
+            }
+            self.partitions.insert(partition, rows);
+        }
+        self.schedule_pruning(touched);
+        Ok(())
+    }
+}
+
+/// One partition's rows: each order value, encoded row and count.
+fn write_rows(state: &mut StateWriter, rows: &BTreeMap<Place, i64>) {
+    state.len(rows.len());
+    for ((t, row), n) in rows {
+        state.i64(*t);
+        state.bytes(row);
+        state.i64(*n);
+    }
+}
+
+/// What `write_rows` wrote, with the bytes it holds.
+fn read_rows(state: &mut StateReader<'_>) -> Result<(BTreeMap<Place, i64>, usize)> {
+    let mut rows = BTreeMap::new();
+    let mut bytes = 0;
+    // An order value, a row's length and a count.
+    for _ in 0..state.count(24)? {
+        let t = state.i64()?;
+        let row: Box<[u8]> = state.bytes()?.into();
+        bytes += row.len() + 8 + ENTRY_OVERHEAD_BYTES;
+        if rows.insert((t, row), state.i64()?).is_some() {
+            return Err(corrupt("an over-window row held twice".into()));
+        }
+    }
+    Ok((rows, bytes))
 }
 
 impl Over {
