@@ -170,22 +170,53 @@ impl Store {
 
     pub fn open_table(&self, def: TableDef) -> Result<Table> {
         let tree = self.db.open_tree(rows_tree_name(def.id))?;
-        Table::open(def, tree, self.db.clone())
+        let files = self.record_dir(def.id);
+        Table::open(def, tree, self.db.clone(), Some(files))
+    }
+
+    /// Where a table's large log records are kept, one file each.
+    fn record_dir(&self, id: u64) -> std::path::PathBuf {
+        self.dir.join("tables").join(id.to_string())
     }
 
     pub fn drop_table_tree(&self, id: u64) -> Result<()> {
         self.db.drop_tree(rows_tree_name(id))?;
-        self.flush()
+        self.flush()?;
+        self.remove_record_dir(id)
     }
 
-    /// Removes row trees whose table definition is gone (a crash during DROP).
+    fn remove_record_dir(&self, id: u64) -> Result<()> {
+        let dir = self.record_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Storage(format!(
+                "cannot remove {}: {e}",
+                dir.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes row trees whose table definition is gone (a crash during DROP),
+    /// and their record files.
     pub fn drop_orphan_trees(&self, live: impl Iterator<Item = u64>) -> Result<()> {
-        let live: std::collections::HashSet<String> = live.map(rows_tree_name).collect();
+        let live: std::collections::HashSet<u64> = live.collect();
+        let names: std::collections::HashSet<String> =
+            live.iter().copied().map(rows_tree_name).collect();
         for name in self.db.tree_names() {
             let name = String::from_utf8_lossy(&name).to_string();
-            if name.starts_with(ROWS_TREE_PREFIX) && !live.contains(&name) {
+            if name.starts_with(ROWS_TREE_PREFIX) && !names.contains(&name) {
                 tracing::info!(tree = %name, "removing rows of a dropped table");
                 self.db.drop_tree(name.as_bytes())?;
+            }
+        }
+        let Ok(dirs) = std::fs::read_dir(self.dir.join("tables")) else {
+            return Ok(());
+        };
+        for dir in dirs.flatten() {
+            let id = dir.file_name().to_str().and_then(|n| n.parse::<u64>().ok());
+            if let Some(id) = id.filter(|id| !live.contains(id)) {
+                tracing::info!(table = id, "removing log record files of a dropped table");
+                self.remove_record_dir(id)?;
             }
         }
         Ok(())

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::task::Poll;
 
-use anyhow::{bail, Context};
+use anyhow::{bail, ensure, Context};
 use futures::SinkExt;
 use server::TestServer;
 
@@ -431,7 +431,36 @@ async fn kill9_during_copy_is_all_or_nothing() -> anyhow::Result<()> {
         eprintln!("{point:?}: COPY acknowledged {copy_acked}, kept after the crash {copy_kept}");
         acknowledged = found;
     }
+    // Each kept COPY is a record file of its own beside sled; a DROP
+    // removes them with the table.
+    let records = server.data_dir().join("tables");
+    let files = |dir: &Path| {
+        walk_files(dir)
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "record"))
+            .count()
+    };
+    ensure!(
+        files(&records) > 0,
+        "no record files in {}",
+        records.display()
+    );
+    writer.batch_execute("DROP TABLE log").await?;
+    ensure!(files(&records) == 0, "record files left after DROP TABLE");
     Ok(())
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| match e.path().is_dir() {
+            true => walk_files(&e.path()),
+            false => vec![e.path()],
+        })
+        .collect()
 }
 
 /// Runs one COPY of `CRASH_COPY_ROWS` rows from a new session, with INSERTs

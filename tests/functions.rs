@@ -386,21 +386,8 @@ async fn profiles_over_a_stream_keep_only_what_insertions_can_change() -> anyhow
         explain.contains("keeping 3 (append-only input)"),
         "{explain}"
     );
-    wait_until(
-        &client,
-        "SELECT coalesce(sum(logins), 0) FROM profiles",
-        |n| n.parse::<i64>().is_ok_and(|n| n >= 5000),
-    )
-    .await?;
-    wait_until(
-        &client,
-        "SELECT count(*) > 0 FROM eddy_catalog.checkpoints",
-        |v| v == "t",
-    )
-    .await?;
-    server.kill9()?;
-    server.restart()?;
-    let client = server.connect().await?;
+    let progress = "SELECT coalesce(sum(logins), 0) FROM profiles";
+    let client = crash_once_checkpointed(&mut server, &client, progress).await?;
     wait_for(&client, "SELECT sum(logins) FROM profiles", "40000").await?;
     wait_for(&client, "SELECT count(*) FROM logins_all", "40000").await?;
     let columns = "user_id, logins, first_city, last_login, first_ip, device, \
@@ -438,6 +425,30 @@ async fn profiles_over_a_stream_keep_only_what_insertions_can_change() -> anyhow
         "{on_stream} bytes over the stream against {on_table} over the table"
     );
     Ok(())
+}
+
+/// Kills the server with `kill -9` once `progress` (a count of rows a view
+/// has taken in) reaches 5,000 and a checkpoint is written (the backlogs
+/// are due at once, so the stream may be read whole by then); restarts it
+/// and returns a new client.
+async fn crash_once_checkpointed(
+    server: &mut TestServer,
+    client: &tokio_postgres::Client,
+    progress: &str,
+) -> anyhow::Result<tokio_postgres::Client> {
+    wait_until(client, progress, |n| {
+        n.parse::<i64>().is_ok_and(|n| n >= 5000)
+    })
+    .await?;
+    wait_until(
+        client,
+        "SELECT count(*) > 0 FROM eddy_catalog.checkpoints",
+        |v| v == "t",
+    )
+    .await?;
+    server.kill9()?;
+    server.restart()?;
+    server.connect().await
 }
 
 const MEAN_GAP: &str = "CREATE AGGREGATE mean_gap(ts timestamptz) RETURNS double precision
@@ -479,22 +490,8 @@ async fn python_aggregates_keep_their_state_through_a_crash() -> anyhow::Result<
                SELECT user_id, count(*) AS n, mean_gap(ts) AS gap FROM logins GROUP BY user_id;"
         ))
         .await?;
-    // Killed once the view is part-way through the stream and a
-    // checkpoint of it is written (the backlog is due at once, so the
-    // stream may be read whole by then).
-    wait_until(&client, "SELECT coalesce(sum(n), 0) FROM gaps", |n| {
-        n.parse::<i64>().is_ok_and(|n| n >= 5000)
-    })
-    .await?;
-    wait_until(
-        &client,
-        "SELECT count(*) > 0 FROM eddy_catalog.checkpoints",
-        |v| v == "t",
-    )
-    .await?;
-    server.kill9()?;
-    server.restart()?;
-    let client = server.connect().await?;
+    let progress = "SELECT coalesce(sum(n), 0) FROM gaps";
+    let client = crash_once_checkpointed(&mut server, &client, progress).await?;
     wait_for(&client, "SELECT sum(n) FROM gaps", "30000").await?;
     wait_for(&client, "SELECT count(*) FROM logins_all", "30000").await?;
     // The batch answer: the same aggregate over every row.

@@ -1,8 +1,13 @@
 //! One table's rows: Arrow chunks in memory, each row tagged with a durable
 //! row id, a primary-key index when the table has a key, and the sled log
-//! every change is written to before it becomes visible.
+//! every change is written to before it becomes visible. A large log record
+//! (a COPY) is written to a file of its own beside sled, which the log entry
+//! names: sled keeps every value it is given in memory, and the rows are in
+//! memory already.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 // hashbrown with a seeded fast hash: the key index is the hot path of COPY
 // and point lookups.
@@ -19,6 +24,7 @@ use datafusion::arrow::util::display::array_value_to_string;
 use super::log::LogRecord;
 use crate::catalog::TableDef;
 use crate::dataflow::row::KeyBytes;
+use crate::dataflow::state::checksum;
 use crate::error::{Error, Result};
 
 /// Rows per chunk: small inserts are merged into the last chunk up to this.
@@ -28,6 +34,11 @@ const LOG_COMPACT_SLACK: u64 = 100_000;
 /// The key, in a table's log tree, of the read positions of the source that
 /// feeds the table (log records have 8-byte keys, so it cannot clash).
 const SOURCE_POSITIONS_KEY: &[u8] = b"source_positions";
+/// Log records of this many bytes or more go to a file of their own.
+const FILE_RECORD_BYTES: usize = 256 * 1024;
+/// The first byte of a log entry that names a record file (a record's
+/// own first byte is its format version, 1).
+const IN_FILE: u8 = 0xF1;
 
 /// A statement's effect on one table, committed atomically.
 #[derive(Debug, Default)]
@@ -77,6 +88,8 @@ pub struct Table {
     storage_schema: SchemaRef,
     tree: sled::Tree,
     db: sled::Db,
+    /// Where large log records go; `None` keeps them all in sled.
+    files: Option<PathBuf>,
     state: RwLock<TableState>,
     /// Held by a writing statement from matching its rows to committing, so
     /// concurrent UPDATEs of one row apply one after the other.
@@ -111,7 +124,12 @@ struct PkIndex {
 
 impl Table {
     /// Opens a table and rebuilds its rows by replaying its log.
-    pub fn open(def: TableDef, tree: sled::Tree, db: sled::Db) -> Result<Table> {
+    pub fn open(
+        def: TableDef,
+        tree: sled::Tree,
+        db: sled::Db,
+        files: Option<PathBuf>,
+    ) -> Result<Table> {
         let schema = def.schema();
         let storage_schema = def.storage_schema();
         let pk = PkIndex::new(&def, &schema)?;
@@ -121,6 +139,7 @@ impl Table {
             storage_schema,
             tree,
             db,
+            files,
             state: RwLock::new(TableState {
                 pk,
                 ..TableState::default()
@@ -268,7 +287,10 @@ impl Table {
         if !empty || positions.is_some() {
             let mut batch = sled::Batch::default();
             if !empty {
-                batch.insert(&seq.to_be_bytes(), record.encode()?);
+                batch.insert(
+                    &seq.to_be_bytes(),
+                    self.store_record(seq, record.encode()?)?,
+                );
             }
             if let Some(positions) = positions {
                 batch.insert(SOURCE_POSITIONS_KEY, positions);
@@ -316,6 +338,7 @@ impl Table {
 
     fn replay(&self) -> Result<()> {
         let mut state = self.state.write().expect("table lock");
+        let mut in_files = HashSet::new();
         for entry in self.tree.iter() {
             let (key, value) = entry?;
             if key.as_ref() == SOURCE_POSITIONS_KEY {
@@ -328,13 +351,109 @@ impl Table {
                     self.def.name
                 ))
             })?);
-            let record = LogRecord::decode(&value)?;
+            if value.first() == Some(&IN_FILE) {
+                in_files.insert(seq);
+            }
+            let record = self.load_record(seq, &value)?;
             state.dead_rows_in_log += record.deletes.len() as u64;
             state.apply(record, None)?;
             state.next_log_seq = seq + 1;
         }
+        // Files of records whose commit did not complete.
+        self.remove_files(|seq| !in_files.contains(&seq))?;
         if state.dead_rows_in_log > state.live_rows + LOG_COMPACT_SLACK {
             self.compact_log(&mut state)?;
+        }
+        Ok(())
+    }
+
+    /// What to put in the log for record `seq`: the record itself, or,
+    /// when it is large, a reference to a file it is first written to and
+    /// synced (a crash before the log entry is committed leaves a file no
+    /// entry names, removed at the next start).
+    fn store_record(&self, seq: u64, record: Vec<u8>) -> Result<Vec<u8>> {
+        let Some(dir) = self
+            .files
+            .as_ref()
+            .filter(|_| record.len() >= FILE_RECORD_BYTES)
+        else {
+            return Ok(record);
+        };
+        let failed = |e: std::io::Error| {
+            Error::Storage(format!(
+                "cannot write a log record of table {} to {}: {e}",
+                self.def.name,
+                dir.display()
+            ))
+        };
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        let mut file = std::fs::File::create(record_path(dir, seq)).map_err(failed)?;
+        file.write_all(&record).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(failed)?;
+        let mut entry = Vec::with_capacity(17);
+        entry.push(IN_FILE);
+        entry.extend_from_slice(&(record.len() as u64).to_le_bytes());
+        entry.extend_from_slice(&checksum(&record).to_le_bytes());
+        Ok(entry)
+    }
+
+    /// The record of log entry `seq`, read from its file if it names one.
+    fn load_record(&self, seq: u64, entry: &[u8]) -> Result<LogRecord> {
+        if entry.first() != Some(&IN_FILE) {
+            return LogRecord::decode(entry);
+        }
+        let corrupt = |what: String| {
+            Error::Storage(format!("table {}: log record {seq}: {what}", self.def.name))
+        };
+        let field = |at: usize| {
+            entry
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| corrupt("a truncated log entry".into()))
+        };
+        let (len, sum) = (field(1)?, field(9)?);
+        let dir = self
+            .files
+            .as_ref()
+            .ok_or_else(|| corrupt("names a file, but the table has no file directory".into()))?;
+        let path = record_path(dir, seq);
+        let bytes =
+            std::fs::read(&path).map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
+        if bytes.len() as u64 != len || checksum(&bytes) != sum {
+            return Err(corrupt(format!(
+                "{} does not hold the record the log names ({} bytes, {len} expected)",
+                path.display(),
+                bytes.len()
+            )));
+        }
+        LogRecord::decode(&bytes)
+    }
+
+    /// Removes the record files of the log entries `gone` picks.
+    fn remove_files(&self, gone: impl Fn(u64) -> bool) -> Result<()> {
+        let Some(dir) = &self.files else {
+            return Ok(());
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::Storage(format!("{}: {e}", dir.display()))),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let seq = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".record"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(seq) = seq.filter(|s| gone(*s)) {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| Error::Storage(format!("{}: {e}", entry.path().display())))?;
+                tracing::debug!(table = %self.def.name, seq, "removed a log record file");
+            }
         }
         Ok(())
     }
@@ -348,16 +467,22 @@ impl Table {
                 batch.remove(key);
             }
         }
+        let first_kept = state.next_log_seq;
         for chunk in &state.chunks {
             let record = LogRecord {
                 deletes: Vec::new(),
                 inserts: vec![chunk.live_rows()?],
             };
-            batch.insert(&state.next_log_seq.to_be_bytes(), record.encode()?);
+            let seq = state.next_log_seq;
+            batch.insert(
+                &seq.to_be_bytes(),
+                self.store_record(seq, record.encode()?)?,
+            );
             state.next_log_seq += 1;
         }
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
+        self.remove_files(|seq| seq < first_kept)?;
         state.dead_rows_in_log = 0;
         tracing::debug!(table = %self.def.name, "compacted table log");
         Ok(())
@@ -472,6 +597,11 @@ impl TableState {
         let r = ids.values().binary_search(&id).ok()?;
         self.chunks[c].is_live(r).then_some((c, r))
     }
+}
+
+/// The file of log record `seq` in a table's record directory.
+pub fn record_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.record"))
 }
 
 fn row_ids(batch: &RecordBatch) -> &UInt64Array {
@@ -670,7 +800,7 @@ mod tests {
     fn replay_rebuilds_rows_keys_and_ids() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("rows/1").unwrap();
-        let table = Table::open(def(), tree.clone(), db.clone()).unwrap();
+        let table = Table::open(def(), tree.clone(), db.clone(), None).unwrap();
         table
             .commit(Change {
                 deletes: vec![],
@@ -696,7 +826,7 @@ mod tests {
         });
         assert!(matches!(stale, Err(Error::SerializationFailure(_))));
         assert_eq!(keys(&table), vec![1, 3, 20]);
-        let reopened = Table::open(def(), tree, db).unwrap();
+        let reopened = Table::open(def(), tree, db, None).unwrap();
         assert_eq!(keys(&reopened), vec![1, 3, 20]);
         assert_eq!(id_of(&reopened, 20), id_of(&table, 20));
         assert!(reopened
@@ -705,11 +835,32 @@ mod tests {
             .is_none());
     }
 
+    /// A fresh directory for a test's record files.
+    fn record_dir(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("eddydb-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     #[test]
     fn log_compaction_keeps_contents() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("rows/1").unwrap();
-        let table = Table::open(def(), tree.clone(), db.clone()).unwrap();
+        let dir = record_dir("compaction");
+        let files = Some(dir.clone());
+        let table = Table::open(def(), tree.clone(), db.clone(), files.clone()).unwrap();
         let all: Vec<i32> = (0..120_000).collect();
         table
             .commit(Change {
@@ -717,6 +868,10 @@ mod tests {
                 inserts: vec![rows(&def(), &all)],
             })
             .unwrap();
+        // The large record went to a file; its log entry only names it.
+        assert_eq!(files_in(&dir), vec![format!("{:020}.record", 0)]);
+        let entry = tree.get(0u64.to_be_bytes()).unwrap().unwrap();
+        assert_eq!((entry.len(), entry[0]), (17, IN_FILE));
         let ids: Vec<u64> = table
             .scan()
             .unwrap()
@@ -731,7 +886,47 @@ mod tests {
             })
             .unwrap();
         assert_eq!(tree.len(), 1);
-        let reopened = Table::open(def(), tree, db).unwrap();
+        // The ten rows left fit in the log: no file is needed any more.
+        assert!(files_in(&dir).is_empty());
+        let reopened = Table::open(def(), tree, db, files).unwrap();
         assert_eq!(keys(&reopened), (0..10).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A large record is read back from its file; a file no committed
+    /// entry names (a crash between the two writes) is removed at open,
+    /// and a damaged file fails the open rather than losing rows.
+    #[test]
+    fn large_records_live_in_files_the_log_names() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("rows/1").unwrap();
+        let dir = record_dir("record-files");
+        let files = Some(dir.clone());
+        let table = Table::open(def(), tree.clone(), db.clone(), files.clone()).unwrap();
+        let many: Vec<i32> = (0..50_000).collect();
+        for batch in [&many[..25_000], &[-1, -2], &many[25_000..]] {
+            table
+                .commit(Change {
+                    deletes: vec![],
+                    inserts: vec![rows(&def(), batch)],
+                })
+                .unwrap();
+        }
+        let named = vec![format!("{:020}.record", 0), format!("{:020}.record", 2)];
+        assert_eq!(files_in(&dir), named);
+        std::fs::write(record_path(&dir, 3), b"an uncommitted record").unwrap();
+        let reopened = Table::open(def(), tree.clone(), db.clone(), files.clone()).unwrap();
+        assert_eq!(keys(&reopened), keys(&table));
+        assert_eq!(reopened.row_count(), 50_002);
+        assert_eq!(files_in(&dir), named);
+        drop(reopened);
+
+        let mut damaged = std::fs::read(record_path(&dir, 2)).unwrap();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        std::fs::write(record_path(&dir, 2), damaged).unwrap();
+        let error = Table::open(def(), tree, db, files).unwrap_err().to_string();
+        assert!(error.contains("does not hold the record"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1950,7 +1950,10 @@ impl Multiset {
     ) -> Result<()> {
         let rows = self.codec.encode(values)?;
         if let Some(keep) = self.keep {
-            return self.update_bounded(&rows, mask, slots, diffs, keep);
+            let (sets, bytes) = (&mut self.sets, &mut self.bytes);
+            return for_each_insertion(&rows, mask, slots, diffs, |slot, value, diff| {
+                keep_first(&mut sets[slot], bytes, value, diff, keep)
+            });
         }
         let (sets, bytes) = (&mut self.sets, &mut self.bytes);
         for_each_kept(slots.len(), mask, |i| {
@@ -1972,60 +1975,6 @@ impl Multiset {
             }
         });
         Ok(())
-    }
-
-    /// Adds insertions to groups that keep only their first `keep` values:
-    /// a value past them is let go at once.
-    fn update_bounded(
-        &mut self,
-        rows: &Rows,
-        mask: Option<&BooleanBuffer>,
-        slots: &[u32],
-        diffs: &[i64],
-        keep: usize,
-    ) -> Result<()> {
-        let (sets, bytes) = (&mut self.sets, &mut self.bytes);
-        let mut retracted = false;
-        for_each_kept(slots.len(), mask, |i| {
-            let (value, diff) = (rows.row(i).data(), diffs[i]);
-            retracted |= diff < 0;
-            if diff <= 0 {
-                return;
-            }
-            let set = &mut sets[slots[i] as usize];
-            let held: i64 = set.values().sum();
-            if held >= keep as i64
-                && set
-                    .last_key_value()
-                    .is_some_and(|(last, _)| value >= last.as_ref())
-            {
-                return;
-            }
-            match set.get_mut(value) {
-                Some(n) => *n += diff,
-                None => {
-                    set.insert(value.into(), diff);
-                    *bytes += entry_bytes(value);
-                }
-            }
-            let mut excess = held + diff - keep as i64;
-            while excess > 0 {
-                let Some(mut last) = set.last_entry() else {
-                    break;
-                };
-                let cut = excess.min(*last.get());
-                *last.get_mut() -= cut;
-                excess -= cut;
-                if *last.get() == 0 {
-                    *bytes -= entry_bytes(last.key());
-                    last.remove();
-                }
-            }
-        });
-        match retracted {
-            true => Err(retraction_in_append_only()),
-            false => Ok(()),
-        }
     }
 
     /// The values present (weight > 0) in a group, ascending.
@@ -2113,8 +2062,66 @@ impl Multiset {
     }
 }
 
-fn retraction_in_append_only() -> Error {
-    Error::Internal("a retraction reached an aggregate planned for an append-only input".into())
+/// Calls `f(slot, value, weight)` for each insertion kept by `mask`. An
+/// append-only input sends no retraction: one fails the call rather than
+/// giving wrong rows.
+fn for_each_insertion(
+    rows: &Rows,
+    mask: Option<&BooleanBuffer>,
+    slots: &[u32],
+    diffs: &[i64],
+    mut f: impl FnMut(usize, &[u8], i64),
+) -> Result<()> {
+    let mut retracted = false;
+    for_each_kept(slots.len(), mask, |i| match diffs[i] {
+        diff if diff < 0 => retracted = true,
+        0 => {}
+        diff => f(slots[i] as usize, rows.row(i).data(), diff),
+    });
+    match retracted {
+        true => Err(Error::Internal(
+            "a retraction reached an aggregate planned for an append-only input".into(),
+        )),
+        false => Ok(()),
+    }
+}
+
+/// Adds an insertion to a group that keeps only its first `keep` values
+/// (by weight): a value past them is let go at once.
+fn keep_first(
+    set: &mut BTreeMap<Box<[u8]>, i64>,
+    bytes: &mut usize,
+    value: &[u8],
+    diff: i64,
+    keep: usize,
+) {
+    let held: i64 = set.values().sum();
+    let past_the_end = set
+        .last_key_value()
+        .is_some_and(|(last, _)| value >= last.as_ref());
+    if held >= keep as i64 && past_the_end {
+        return;
+    }
+    match set.get_mut(value) {
+        Some(n) => *n += diff,
+        None => {
+            set.insert(value.into(), diff);
+            *bytes += entry_bytes(value);
+        }
+    }
+    let mut excess = held + diff - keep as i64;
+    while excess > 0 {
+        let Some(mut last) = set.last_entry() else {
+            break;
+        };
+        let cut = excess.min(*last.get());
+        *last.get_mut() -= cut;
+        excess -= cut;
+        if *last.get() == 0 {
+            *bytes -= entry_bytes(last.key());
+            last.remove();
+        }
+    }
 }
 
 /// Per group, the one value an append-only input can never take back: the
@@ -2178,27 +2185,20 @@ impl Extreme {
     ) -> Result<()> {
         let rows = self.codec.encode(values)?;
         let (held, bytes, greatest) = (&mut self.values, &mut self.bytes, self.greatest);
-        let mut retracted = false;
-        for_each_kept(slots.len(), mask, |i| {
-            let (value, diff) = (rows.row(i).data(), diffs[i]);
-            retracted |= diff < 0;
-            let current = &mut held[slots[i] as usize];
+        for_each_insertion(&rows, mask, slots, diffs, |slot, value, _| {
+            let current = &mut held[slot];
             let better = current.is_empty()
                 || match greatest {
                     true => value > current.as_slice(),
                     false => value < current.as_slice(),
                 };
-            if diff > 0 && better {
+            if better {
                 *bytes -= current.len();
                 current.clear();
                 current.extend_from_slice(value);
                 *bytes += current.len();
             }
-        });
-        match retracted {
-            true => Err(retraction_in_append_only()),
-            false => Ok(()),
-        }
+        })
     }
 
     /// Each group's value: the last column of its encoded row.
