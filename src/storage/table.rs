@@ -34,6 +34,8 @@ const LOG_COMPACT_SLACK: u64 = 100_000;
 /// The key, in a table's log tree, of the read positions of the source that
 /// feeds the table (log records have 8-byte keys, so it cannot clash).
 const SOURCE_POSITIONS_KEY: &[u8] = b"source_positions";
+/// Log compaction writes the live rows in records of about this size.
+const COMPACT_RECORD_BYTES: usize = 64 * 1024 * 1024;
 /// Log records of this many bytes or more go to a file of their own.
 const FILE_RECORD_BYTES: usize = 256 * 1024;
 /// The first byte of a log entry that names a record file (a record's
@@ -285,18 +287,26 @@ impl Table {
         drop(state);
         let empty = record.deletes.is_empty() && inserted == 0;
         if !empty || positions.is_some() {
-            let mut batch = sled::Batch::default();
-            if !empty {
-                batch.insert(
-                    &seq.to_be_bytes(),
-                    self.store_record(seq, record.encode()?)?,
-                );
+            let logged = (|| {
+                let mut batch = sled::Batch::default();
+                if !empty {
+                    let entry = self.store_record(seq, record.encode()?)?;
+                    batch.insert(&seq.to_be_bytes(), entry);
+                }
+                if let Some(positions) = positions {
+                    batch.insert(SOURCE_POSITIONS_KEY, positions);
+                }
+                self.tree.apply_batch(batch)?;
+                self.db.flush()?;
+                Ok(())
+            })();
+            if let Err(e) = logged {
+                // The entry may still reach disk with sled's next flush,
+                // naming a record file: the number is not used again.
+                let mut state = self.state.write().expect("table lock");
+                state.next_log_seq = state.next_log_seq.max(seq + 1);
+                return Err(e);
             }
-            if let Some(positions) = positions {
-                batch.insert(SOURCE_POSITIONS_KEY, positions);
-            }
-            self.tree.apply_batch(batch)?;
-            self.db.flush()?;
         }
         tracing::debug!(
             table = %self.def.name,
@@ -386,7 +396,15 @@ impl Table {
                 dir.display()
             ))
         };
-        std::fs::create_dir_all(dir).map_err(failed)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(failed)?;
+            // The new directories' names must be durable too.
+            for parent in dir.ancestors().skip(1).take(2) {
+                std::fs::File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(failed)?;
+            }
+        }
         let mut file = std::fs::File::create(record_path(dir, seq)).map_err(failed)?;
         file.write_all(&record).map_err(failed)?;
         file.sync_all().map_err(failed)?;
@@ -458,7 +476,9 @@ impl Table {
         Ok(())
     }
 
-    /// Replaces the log by one record per chunk of live rows, atomically.
+    /// Replaces the log by records of the live rows (chunks gathered up to
+    /// `COMPACT_RECORD_BYTES` each, so a large table is a few files, not a
+    /// file per chunk), atomically.
     fn compact_log(&self, state: &mut TableState) -> Result<()> {
         let mut batch = sled::Batch::default();
         for key in self.tree.iter().keys() {
@@ -468,17 +488,19 @@ impl Table {
             }
         }
         let first_kept = state.next_log_seq;
-        for chunk in &state.chunks {
-            let record = LogRecord {
-                deletes: Vec::new(),
-                inserts: vec![chunk.live_rows()?],
-            };
-            let seq = state.next_log_seq;
-            batch.insert(
-                &seq.to_be_bytes(),
-                self.store_record(seq, record.encode()?)?,
-            );
-            state.next_log_seq += 1;
+        let mut record = LogRecord::default();
+        let mut held = 0;
+        for (i, chunk) in state.chunks.iter().enumerate() {
+            let rows = chunk.live_rows()?;
+            held += rows.get_array_memory_size();
+            record.inserts.push(rows);
+            if held >= COMPACT_RECORD_BYTES || i + 1 == state.chunks.len() {
+                let seq = state.next_log_seq;
+                state.next_log_seq += 1;
+                let entry = self.store_record(seq, std::mem::take(&mut record).encode()?)?;
+                batch.insert(&seq.to_be_bytes(), entry);
+                held = 0;
+            }
         }
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
