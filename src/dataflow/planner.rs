@@ -358,8 +358,8 @@ impl Lowering {
     }
 
     /// When a projection reads an ordered `array_agg` of the aggregate
-    /// `node` only through subscripts with constant positions
-    /// (`(array_agg(x ORDER BY t DESC))[1:5]`, `…[1]`), tells the call how
+    /// `node` only through slices with constant positions
+    /// (`(array_agg(x ORDER BY t DESC))[1:5]`), tells the call how
     /// many of its first values are read, so that over an append-only
     /// input it keeps no more.
     fn bound_array_aggs(&mut self, node: usize, exprs: &[Expr], input: &DFSchema) {
@@ -1290,9 +1290,9 @@ fn agg_call(expr: &Expr, input: &DFSchema) -> Result<AggCall> {
 }
 
 /// How many first elements of the array `column` the expressions read,
-/// when they read it only through `array_slice` and `array_element` with
-/// constant positive positions; `None` when they read it any other way (or
-/// not at all).
+/// when they read it only through `array_slice` with constant positive
+/// positions; `None` when they read it any other way (or not at all).
+/// (`array_agg(…)[n]` never gets here: DataFusion plans it as `nth_value`.)
 fn prefix_read(exprs: &[Expr], column: &Column) -> Option<usize> {
     let mut read = 0usize;
     let mut whole = false;
@@ -1318,11 +1318,6 @@ fn prefix_read(exprs: &[Expr], column: &Column) -> Option<usize> {
                     let stride = rest.first().map_or(Some(1), reads);
                     matches!(strip_alias(array), Expr::Column(c) if c == column)
                         .then(|| reads(from).and(stride).and(reads(to)))
-                        .flatten()
-                }
-                ("array_element", [array, index]) => {
-                    matches!(strip_alias(array), Expr::Column(c) if c == column)
-                        .then(|| reads(index))
                         .flatten()
                 }
                 _ => None,
