@@ -97,6 +97,10 @@ pub struct MaterializedView {
     /// Identifies the dataflow a checkpoint of this view was taken from.
     fingerprint: u64,
     state: RwLock<ViewState>,
+    /// Reads of every row, since the server started.
+    scans: AtomicU64,
+    /// Reads through the index by key, since the server started.
+    key_lookups: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -135,6 +139,8 @@ impl MaterializedView {
             schema,
             key_columns,
             key_codec,
+            scans: AtomicU64::new(0),
+            key_lookups: AtomicU64::new(0),
         })
     }
 
@@ -195,6 +201,7 @@ impl MaterializedView {
     pub fn scan(&self) -> Result<Vec<RecordBatch>> {
         let state = self.state.read().expect("view lock");
         self.check(&state)?;
+        self.scans.fetch_add(1, Ordering::Relaxed);
         state.output.scan()
     }
 
@@ -203,7 +210,16 @@ impl MaterializedView {
         let encoded = self.key_codec.encode(key)?;
         let state = self.state.read().expect("view lock");
         self.check(&state)?;
+        self.key_lookups.fetch_add(1, Ordering::Relaxed);
         state.output.lookup(encoded.row(0).data())
+    }
+
+    /// Reads of every row and reads by key served so far.
+    pub fn reads(&self) -> (u64, u64) {
+        (
+            self.scans.load(Ordering::Relaxed),
+            self.key_lookups.load(Ordering::Relaxed),
+        )
     }
 
     pub fn row_count(&self) -> u64 {

@@ -247,6 +247,27 @@ struct TransactionState {
     writes: usize,
 }
 
+fn is_bare_flush(piece: &str) -> bool {
+    piece
+        .trim()
+        .trim_end_matches(';')
+        .trim_end()
+        .eq_ignore_ascii_case("flush")
+}
+
+/// `FLUSH`: every write acknowledged is already in the views that depend
+/// on it, so there is nothing to wait for.
+fn flush_statement() -> Statement {
+    Statement::Flush {
+        object_type: ast::FlushType::Tables,
+        location: None,
+        channel: None,
+        read_lock: false,
+        export: false,
+        tables: Vec::new(),
+    }
+}
+
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     // `EXPLAIN MATERIALIZED VIEW v` (Materialize's form) is `EXPLAIN v`.
     let trimmed = sql.trim_start();
@@ -260,8 +281,27 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     let sql = lookup::rewrite(sql.as_ref())?;
     let sql = sql.as_ref();
     let parse_one = |sql: &str| {
-        Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .map_err(|e| Error::from(e).with_statement_text(sql))
+        let parse_sql = |sql: &str| {
+            Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .map_err(|e| Error::from(e).with_statement_text(sql))
+        };
+        // A bare `FLUSH` (RisingWave's), which sqlparser takes for MySQL's
+        // and refuses without an option.
+        if !sql.to_ascii_lowercase().contains("flush") {
+            return parse_sql(sql);
+        }
+        let pieces = split_statements(sql);
+        if !pieces.iter().any(|p| is_bare_flush(p)) {
+            return parse_sql(sql);
+        }
+        let mut statements = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            match is_bare_flush(piece) {
+                true => statements.push(flush_statement()),
+                false => statements.extend(parse_sql(piece)?),
+            }
+        }
+        Ok(statements)
     };
     if sql.to_ascii_lowercase().contains("aggregate") {
         if let Some(statements) = crate::function::parse_create_aggregates(sql, &parse_one)? {

@@ -150,6 +150,9 @@ async fn prepared_key_lookup_on_a_view() -> anyhow::Result<()> {
     client
         .batch_execute("INSERT INTO t VALUES (1, 1, 10), (2, 1, 20), (3, 2, 5)")
         .await?;
+    // Reads of the view so far (the backfill of `over_view` scanned it).
+    let reads = "SELECT scans, key_lookups FROM eddy_catalog.views WHERE name = 'per_key'";
+    let scans: i64 = client.query_one(reads, &[]).await?.get(0);
     let lookup = client
         .prepare("SELECT n, s FROM per_key WHERE k = $1")
         .await?;
@@ -159,6 +162,20 @@ async fn prepared_key_lookup_on_a_view() -> anyhow::Result<()> {
     let row = client.query_one(&lookup, &[&1i32]).await?;
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 10));
     assert!(client.query(&lookup, &[&9i32]).await?.is_empty());
+    // Those three reads went to the view's index, none read it whole; so
+    // does an ad-hoc query fixing the key, unlike one that does not.
+    let counts = |scans: i64, lookups: i64| vec![format!("{scans}|{lookups}")];
+    assert_eq!(rows(&client, reads).await?, counts(scans, 3));
+    assert_eq!(
+        rows(&client, "SELECT s FROM per_key WHERE k = 2").await?,
+        ["5"]
+    );
+    assert_eq!(rows(&client, reads).await?, counts(scans, 4));
+    assert_eq!(
+        rows(&client, "SELECT k, s FROM per_key WHERE n = 1").await?,
+        ["1|10", "2|5"]
+    );
+    assert_eq!(rows(&client, reads).await?, counts(scans + 1, 4));
     Ok(())
 }
 

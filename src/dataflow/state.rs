@@ -192,29 +192,92 @@ pub fn corrupt(detail: String) -> Error {
 /// are folded together by the same step; the rest and the length are mixed
 /// in last.
 pub fn checksum(data: &[u8]) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let step = |h: u64, w: u64| (h ^ w).wrapping_mul(PRIME).rotate_left(23);
-    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-    let seed: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut lanes = [seed, seed ^ 1, seed ^ 2, seed ^ 3];
-    let mut blocks = data.chunks_exact(32);
-    for block in &mut blocks {
-        for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(8)) {
-            *lane = step(*lane, word(w));
+    let mut sum = Checksum::default();
+    sum.update(data);
+    sum.finish()
+}
+
+/// [`checksum`] of bytes given in pieces (a record streamed to a file).
+#[derive(Debug, Clone)]
+pub struct Checksum {
+    lanes: [u64; 4],
+    /// Bytes of a block not yet complete.
+    pending: [u8; 32],
+    pending_len: usize,
+    len: u64,
+}
+
+const CHECKSUM_PRIME: u64 = 0x0000_0100_0000_01b3;
+const CHECKSUM_SEED: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn checksum_step(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(CHECKSUM_PRIME).rotate_left(23)
+}
+
+fn checksum_word(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))
+}
+
+impl Default for Checksum {
+    fn default() -> Checksum {
+        let seed = CHECKSUM_SEED;
+        Checksum {
+            lanes: [seed, seed ^ 1, seed ^ 2, seed ^ 3],
+            pending: [0; 32],
+            pending_len: 0,
+            len: 0,
         }
     }
-    let mut h = lanes.iter().fold(seed, |h, lane| step(h, *lane));
-    let mut words = blocks.remainder().chunks_exact(8);
-    for w in &mut words {
-        h = step(h, word(w));
+}
+
+impl Checksum {
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        if self.pending_len > 0 {
+            let take = (32 - self.pending_len).min(data.len());
+            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&data[..take]);
+            self.pending_len += take;
+            data = &data[take..];
+            if self.pending_len < 32 {
+                return;
+            }
+            let block = self.pending;
+            self.block(&block);
+            self.pending_len = 0;
+        }
+        let mut blocks = data.chunks_exact(32);
+        for block in &mut blocks {
+            self.block(block);
+        }
+        let rest = blocks.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.pending_len = rest.len();
     }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        h = step(h, u64::from_le_bytes(last));
+
+    fn block(&mut self, block: &[u8]) {
+        for (lane, w) in self.lanes.iter_mut().zip(block.chunks_exact(8)) {
+            *lane = checksum_step(*lane, checksum_word(w));
+        }
     }
-    step(h, data.len() as u64)
+
+    pub fn finish(&self) -> u64 {
+        let mut h = self
+            .lanes
+            .iter()
+            .fold(CHECKSUM_SEED, |h, lane| checksum_step(h, *lane));
+        let rest = &self.pending[..self.pending_len];
+        let mut words = rest.chunks_exact(8);
+        for w in &mut words {
+            h = checksum_step(h, checksum_word(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            h = checksum_step(h, u64::from_le_bytes(last));
+        }
+        checksum_step(h, self.len)
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +332,22 @@ mod tests {
         let mut r = StateReader::new(&bytes);
         r.u64().unwrap();
         assert!(r.finish().is_err());
+    }
+
+    /// Bytes given in pieces of any size sum as the whole does, to the
+    /// value files written by earlier builds hold.
+    #[test]
+    fn checksum_in_pieces_equals_the_whole() {
+        let data: Vec<u8> = (0..1000u32).map(|i| ((i * 7 + 3) % 251) as u8).collect();
+        assert_eq!(checksum(&data), 0xf666_d171_32c9_4fb1);
+        assert_eq!(checksum(&data[..45]), 0x93d0_a1ce_6d18_13eb);
+        for piece in [1, 5, 8, 31, 32, 33, 100, 999] {
+            let mut sum = Checksum::default();
+            for chunk in data.chunks(piece) {
+                sum.update(chunk);
+            }
+            assert_eq!(sum.finish(), checksum(&data), "pieces of {piece}");
+        }
     }
 
     #[test]

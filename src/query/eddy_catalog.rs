@@ -298,9 +298,12 @@ fn views(catalog: &Catalog) -> DfResult<RecordBatch> {
         Field::new("output_bytes", DataType::Int64, false),
         Field::new("state_bytes", DataType::Int64, false),
         Field::new("memory_limit", DataType::Int64, true),
+        Field::new("scans", DataType::Int64, false),
+        Field::new("key_lookups", DataType::Int64, false),
     ]));
     let engine = catalog.engine();
     let views = catalog.materialized_views();
+    let reads: Vec<(u64, u64)> = views.iter().map(|v| v.reads()).collect();
     let mut operator_bytes = Vec::with_capacity(views.len());
     for view in &views {
         let bytes = engine.operator_state_bytes(view.def.id).map_err(external)?;
@@ -329,6 +332,12 @@ fn views(catalog: &Catalog) -> DfResult<RecordBatch> {
             operator_bytes.iter().zip(&output_bytes).map(|(o, a)| o + a),
         )),
         Arc::new(Int64Array::from(vec![limit; views.len()])),
+        Arc::new(Int64Array::from_iter_values(
+            reads.iter().map(|(scans, _)| *scans as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            reads.iter().map(|(_, lookups)| *lookups as i64),
+        )),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -2,7 +2,7 @@
 //! it deleted and the rows it inserted (an Arrow IPC stream, row ids
 //! included), so replay reproduces exactly the same rows and ids.
 
-use std::io::Cursor;
+use std::io::{Cursor, Write};
 
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -22,19 +22,29 @@ pub struct LogRecord {
 impl LogRecord {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(16 + self.deletes.len() * 8);
-        out.push(FORMAT_VERSION);
-        out.extend_from_slice(&(self.deletes.len() as u64).to_le_bytes());
+        self.encode_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Writes the encoding to `out` as it is made (a large record goes
+    /// to a file without a copy of it in memory).
+    pub fn encode_into(&self, mut out: impl Write) -> Result<()> {
+        let io =
+            |e: std::io::Error| Error::Storage(format!("cannot write a table log record: {e}"));
+        out.write_all(&[FORMAT_VERSION]).map_err(io)?;
+        out.write_all(&(self.deletes.len() as u64).to_le_bytes())
+            .map_err(io)?;
         for id in &self.deletes {
-            out.extend_from_slice(&id.to_le_bytes());
+            out.write_all(&id.to_le_bytes()).map_err(io)?;
         }
         if let Some(first) = self.inserts.first() {
-            let mut writer = StreamWriter::try_new(&mut out, &first.schema())?;
+            let mut writer = StreamWriter::try_new(out, &first.schema())?;
             for batch in &self.inserts {
                 writer.write(batch)?;
             }
             writer.finish()?;
         }
-        Ok(out)
+        Ok(())
     }
 
     pub fn decode(bytes: &[u8]) -> Result<LogRecord> {
