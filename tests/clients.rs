@@ -8,6 +8,8 @@
 //! programs must be installed (scripts/test.sh does it); a missing one fails
 //! the test with the install hint rather than skipping it.
 
+#[path = "support/query.rs"]
+mod query;
 #[path = "support/server.rs"]
 mod server;
 
@@ -18,6 +20,7 @@ use std::task::Poll;
 
 use anyhow::{bail, ensure, Context};
 use futures::SinkExt;
+use query::copy_rows;
 use server::TestServer;
 
 /// What an external client printed.
@@ -217,17 +220,6 @@ async fn pgbench_custom_script() -> anyhow::Result<()> {
         .get(0);
     assert_eq!(sum, i64::from(total));
     Ok(())
-}
-
-async fn copy_rows(
-    client: &tokio_postgres::Client,
-    statement: &str,
-    data: Vec<u8>,
-) -> anyhow::Result<u64> {
-    let sink = client.copy_in::<_, Cursor<Vec<u8>>>(statement).await?;
-    futures::pin_mut!(sink);
-    sink.send(Cursor::new(data)).await?;
-    Ok(sink.finish().await?)
 }
 
 /// COPY checks a column's declared type the way INSERT does: invalid JSON

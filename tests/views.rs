@@ -1,9 +1,9 @@
 //! Materialized views through the real protocol: views survive `kill -9`
 //! with identical contents; a query never sees two views (or a view and its
 //! table) at different epochs, even while another connection writes; a
-//! write is visible in every view to every connection once acknowledged;
-//! prepared key lookups on a view; and a failing view leaves the server and
-//! the other views running.
+//! write (a COPY too) is visible in every view to every connection once
+//! acknowledged; key lookups on a view go to its index; and a failing view
+//! leaves the server and the other views running.
 
 #[path = "support/query.rs"]
 mod query;
@@ -11,7 +11,7 @@ mod query;
 mod server;
 
 use anyhow::bail;
-use query::rows;
+use query::{copy_rows, rows};
 use server::TestServer;
 use tokio_postgres::Client;
 
@@ -176,6 +176,47 @@ async fn prepared_key_lookup_on_a_view() -> anyhow::Result<()> {
         ["1|10", "2|5"]
     );
     assert_eq!(rows(&client, reads).await?, counts(scans + 1, 4));
+    Ok(())
+}
+
+/// COPY is a write like INSERT: once it returns, every view shows its
+/// rows; a COPY that fails (a duplicate key) changes no view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_shows_in_every_view_once_it_returns() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    create_schema(&client).await?;
+    let copied = copy_rows(
+        &client,
+        "COPY t FROM STDIN",
+        b"1\t1\t10\n2\t1\t20\n3\t2\t5\n4\t7\t1\n".to_vec(),
+    )
+    .await?;
+    assert_eq!(copied, 4);
+    let per_key = "SELECT k, n, s FROM per_key";
+    assert_eq!(rows(&client, per_key).await?, ["1|2|30", "2|1|5", "7|1|1"]);
+    assert_eq!(
+        rows(&client, "SELECT id, label FROM joined").await?,
+        ["1|one", "2|one", "3|two", "4|NULL"]
+    );
+    assert_eq!(
+        rows(&client, "SELECT keys, rows FROM over_view").await?,
+        ["3|4"]
+    );
+    let err = copy_rows(&client, "COPY t FROM STDIN", b"5\t1\t1\n1\t2\t2\n".to_vec())
+        .await
+        .expect_err("id 1 is taken");
+    assert_eq!(
+        err.downcast_ref::<tokio_postgres::Error>()
+            .and_then(|e| e.code())
+            .map(|c| c.code()),
+        Some("23505")
+    );
+    assert_eq!(rows(&client, per_key).await?, ["1|2|30", "2|1|5", "7|1|1"]);
+    assert_eq!(
+        rows(&client, "SELECT keys, rows FROM over_view").await?,
+        ["3|4"]
+    );
     Ok(())
 }
 

@@ -519,7 +519,7 @@ impl CopyDecoder {
                 nullable: field.is_nullable(),
                 force_not_null: false,
                 force_null: false,
-                builder: ColumnBuilder::new(field, batch_rows),
+                builder: ColumnBuilder::new(field, batch_rows, batch_rows.saturating_mul(16)),
             })
             .collect();
         let mut decoder = CopyDecoder {
@@ -796,14 +796,25 @@ impl CopyDecoder {
     }
 
     fn flush(&mut self) -> Result<RecordBatch, CopyError> {
+        let rows = self.batch_rows;
         let arrays = self
             .columns
             .iter_mut()
-            .map(|column| {
-                // Builders grow by doubling; a table keeps these arrays, so
-                // they give back what they did not fill.
-                let mut array = column.builder.finish()?;
-                datafusion::arrow::array::Array::shrink_to_fit(&mut array);
+            .zip(self.schema.fields())
+            .map(|(column, field)| {
+                // The next batch's builder is sized by this one, so a batch
+                // like it fills the builder without growing it: each growth
+                // of an Arrow buffer is a copy into new memory.
+                let text = column.builder.text_bytes();
+                let next = ColumnBuilder::new(field, rows, text + text / 8 + 64);
+                let mut array = std::mem::replace(&mut column.builder, next).finish()?;
+                // A table keeps these arrays: one that holds much more than
+                // it filled (the first batch, the last) gives the rest back.
+                let held = array.get_buffer_memory_size();
+                let used = array.to_data().get_slice_memory_size().unwrap_or(held);
+                if held - used.min(held) > used / 8 {
+                    datafusion::arrow::array::Array::shrink_to_fit(&mut array);
+                }
                 Ok(array)
             })
             .collect::<Result<Vec<_>, CopyError>>()?;
@@ -1121,7 +1132,8 @@ enum ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(field: &Field, capacity: usize) -> ColumnBuilder {
+    /// A builder for `capacity` rows (and `text_bytes` bytes of text).
+    fn new(field: &Field, capacity: usize, text_bytes: usize) -> ColumnBuilder {
         let data_type = field.data_type().clone();
         match field.data_type() {
             DataType::Boolean => Self::Boolean(BooleanBuilder::with_capacity(capacity)),
@@ -1136,7 +1148,7 @@ impl ColumnBuilder {
                 *scale,
             ),
             DataType::Utf8 => Self::Text(
-                StringBuilder::with_capacity(capacity, capacity.saturating_mul(16)),
+                StringBuilder::with_capacity(capacity, text_bytes),
                 TextKind::of(field),
             ),
             DataType::Date32 => Self::Date(PrimitiveBuilder::with_capacity(capacity)),
@@ -1148,6 +1160,14 @@ impl ColumnBuilder {
                 Self::Interval(PrimitiveBuilder::with_capacity(capacity))
             }
             _ => Self::Other(Vec::with_capacity(capacity), Box::new(field.clone())),
+        }
+    }
+
+    /// Bytes of text appended so far (0 for other types).
+    fn text_bytes(&self) -> usize {
+        match self {
+            Self::Text(b, _) => b.values_slice().len(),
+            _ => 0,
         }
     }
 

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use futures::SinkExt;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// How long a condition may take to hold before a test gives up.
@@ -83,4 +84,14 @@ pub async fn error_of(
             ))
         }
     }
+}
+
+/// Sends `data` through `COPY … FROM STDIN` (`statement`); the rows copied.
+pub async fn copy_rows(client: &Client, statement: &str, data: Vec<u8>) -> anyhow::Result<u64> {
+    let sink = client
+        .copy_in::<_, std::io::Cursor<Vec<u8>>>(statement)
+        .await?;
+    futures::pin_mut!(sink);
+    sink.send(std::io::Cursor::new(data)).await?;
+    Ok(sink.finish().await?)
 }
