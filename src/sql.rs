@@ -247,12 +247,47 @@ struct TransactionState {
     writes: usize,
 }
 
+/// Whether a statement is `FLUSH` alone: the word, with only whitespace,
+/// comments and semicolons around it.
 fn is_bare_flush(piece: &str) -> bool {
-    piece
-        .trim()
-        .trim_end_matches(';')
-        .trim_end()
-        .eq_ignore_ascii_case("flush")
+    let bytes = piece.as_bytes();
+    let mut words = String::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"--") {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+        } else if bytes[i..].starts_with(b"/*") {
+            // Block comments nest.
+            let mut depth = 0;
+            while i < bytes.len() {
+                if bytes[i..].starts_with(b"/*") {
+                    depth += 1;
+                    i += 2;
+                } else if bytes[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        } else {
+            match bytes[i].is_ascii_whitespace() || bytes[i] == b';' {
+                true => words.push(' '),
+                false => words.push(bytes[i] as char),
+            }
+            i += 1;
+        }
+    }
+    let mut words = words.split_whitespace();
+    words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("flush"))
+        && words.next().is_none()
 }
 
 /// `FLUSH`: every write acknowledged is already in the views that depend
@@ -286,13 +321,16 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
                 .map_err(|e| Error::from(e).with_statement_text(sql))
         };
         // A bare `FLUSH` (RisingWave's), which sqlparser takes for MySQL's
-        // and refuses without an option.
-        if !sql.to_ascii_lowercase().contains("flush") {
-            return parse_sql(sql);
-        }
+        // and refuses without an option: only a script sqlparser refuses
+        // is cut into statements to find it, so every script it parsed
+        // before parses as it did.
+        let refused = match parse_sql(sql) {
+            Ok(statements) => return Ok(statements),
+            Err(e) => e,
+        };
         let pieces = split_statements(sql);
         if !pieces.iter().any(|p| is_bare_flush(p)) {
-            return parse_sql(sql);
+            return Err(refused);
         }
         let mut statements = Vec::with_capacity(pieces.len());
         for piece in pieces {
@@ -846,7 +884,7 @@ fn unsupported_statement(stmt: &Statement) -> Error {
 
 #[cfg(test)]
 mod split_tests {
-    use super::split_statements;
+    use super::{parse, split_statements, Statement};
 
     #[test]
     fn cuts_at_top_level_semicolons_only() {
@@ -860,5 +898,30 @@ mod split_tests {
         );
         assert_eq!(split_statements(" ; ;"), Vec::<&str>::new());
         assert_eq!(split_statements("SELECT 'it''s;'"), vec!["SELECT 'it''s;'"]);
+    }
+
+    /// A bare FLUSH, with comments or among other statements, is ours; a
+    /// script sqlparser parses is never cut up to look for one.
+    #[test]
+    fn bare_flush_is_found_without_changing_other_scripts() {
+        let kinds = |sql: &str| -> Vec<bool> {
+            parse(sql)
+                .unwrap()
+                .iter()
+                .map(|s| matches!(s, Statement::Flush { .. }))
+                .collect()
+        };
+        assert_eq!(kinds("FLUSH"), [true]);
+        assert_eq!(kinds("flush ;"), [true]);
+        assert_eq!(kinds("-- wait\nFLUSH -- now"), [true]);
+        assert_eq!(
+            kinds("/* a /* nested */ one */ FLUSH; SELECT 1"),
+            [true, false]
+        );
+        assert_eq!(kinds("SELECT 1; Flush; SELECT 2"), [false, true, false]);
+        // One statement whose text holds `; flush;` inside an escape string.
+        assert_eq!(kinds("SELECT E'it\\'s; flush; done'"), [false]);
+        assert!(parse("FLUSH now").is_err());
+        assert!(parse("F LUSH").is_err());
     }
 }

@@ -13,7 +13,7 @@ use datafusion::arrow::row::Rows;
 use datafusion::common::HashMap as FastMap;
 
 use super::batch::ChangeBatch;
-use super::row::{KeyBytes, RowCodec};
+use super::row::{KeyBytes, KeyMap, RowCodec};
 use super::state::{StateReader, StateWriter};
 use crate::error::{Error, Result};
 
@@ -26,7 +26,7 @@ const SCAN_BATCH_ROWS: usize = 8192;
 pub struct Arrangement {
     schema: SchemaRef,
     codec: RowCodec,
-    map: FastMap<KeyBytes, Bucket>,
+    map: KeyMap<Bucket>,
     distinct_rows: usize,
     bytes: usize,
     /// Vacant slots (see [`Arrangement::update`]) filled, ever.
@@ -37,7 +37,7 @@ pub struct Arrangement {
 }
 
 /// The keys of an arrangement changed since its last checkpoint.
-pub type ChangedKeys = FastMap<KeyBytes, ()>;
+pub type ChangedKeys = KeyMap<()>;
 
 impl Arrangement {
     pub fn new(schema: SchemaRef) -> Result<Arrangement> {
@@ -45,7 +45,7 @@ impl Arrangement {
         Ok(Arrangement {
             schema,
             codec,
-            map: FastMap::default(),
+            map: KeyMap::default(),
             distinct_rows: 0,
             bytes: 0,
             vacancies_filled: 0,
@@ -117,17 +117,12 @@ impl Arrangement {
             return false;
         }
         if let Some(changed) = &mut self.changed {
-            if !changed.contains_key(key) {
-                changed.insert(KeyBytes::new(key), ());
-            }
+            changed.get_or_insert_with(key, || ());
         }
-        let bucket = match self.map.get_mut(key) {
-            Some(bucket) => bucket,
-            None => {
-                self.bytes += key.len() + 48;
-                self.map.entry(KeyBytes::new(key)).or_default()
-            }
-        };
+        let (bucket, created) = self.map.get_or_insert_with(key, Bucket::default);
+        if created {
+            self.bytes += key.len() + 48;
+        }
         match bucket.add(row, diff) {
             Added::Refilled => {
                 self.bytes += row.len() + 24;
@@ -218,7 +213,7 @@ impl Arrangement {
     /// Writes every key with its rows and weights, for a checkpoint.
     pub fn checkpoint(&self, state: &mut StateWriter) {
         state.len(self.map.len());
-        for (key, bucket) in &self.map {
+        for (key, bucket) in self.map.iter() {
             write_bucket(state, key, bucket);
         }
     }
@@ -226,7 +221,7 @@ impl Arrangement {
     /// From now on, keeps the keys that change, for
     /// [`Arrangement::checkpoint_changes`].
     pub fn track_changes(&mut self) {
-        self.changed = Some(FastMap::default());
+        self.changed = Some(KeyMap::default());
     }
 
     /// Writes the keys changed since the last checkpoint with the rows
@@ -257,11 +252,11 @@ impl Arrangement {
     /// they hold now.
     pub fn write_changes(&self, keys: ChangedKeys, state: &mut StateWriter) {
         state.len(keys.len());
-        for (key, ()) in keys {
-            match self.map.get(key.as_slice()) {
-                Some(bucket) => write_bucket(state, &key, bucket),
+        for key in keys.keys() {
+            match self.map.get(key) {
+                Some(bucket) => write_bucket(state, key, bucket),
                 None => {
-                    state.bytes(&key);
+                    state.bytes(key);
                     state.len(0);
                 }
             }

@@ -34,8 +34,12 @@ impl LogRecord {
         out.write_all(&[FORMAT_VERSION]).map_err(io)?;
         out.write_all(&(self.deletes.len() as u64).to_le_bytes())
             .map_err(io)?;
-        for id in &self.deletes {
-            out.write_all(&id.to_le_bytes()).map_err(io)?;
+        // The ids go out in blocks, not a write each.
+        let mut block = Vec::with_capacity(8 * 1024);
+        for ids in self.deletes.chunks(1024) {
+            block.clear();
+            block.extend(ids.iter().flat_map(|id| id.to_le_bytes()));
+            out.write_all(&block).map_err(io)?;
         }
         if let Some(first) = self.inserts.first() {
             let mut writer = StreamWriter::try_new(out, &first.schema())?;

@@ -9,13 +9,11 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
 
 // hashbrown with a seeded fast hash: the key index is the hot path of COPY
 // and point lookups.
 use datafusion::common::HashSet as FastSet;
-use hashbrown::{hash_table, DefaultHashBuilder, HashTable};
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt64Array};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
@@ -26,7 +24,7 @@ use datafusion::arrow::util::display::array_value_to_string;
 
 use super::log::LogRecord;
 use crate::catalog::TableDef;
-use crate::dataflow::row::KeyBytes;
+use crate::dataflow::row::KeyMap;
 use crate::dataflow::state::{checksum, Checksum};
 use crate::error::{Error, Result};
 
@@ -124,65 +122,8 @@ struct Chunk {
 struct PkIndex {
     columns: Vec<usize>,
     converter: RowConverter,
-    map: KeyIndex,
-}
-
-/// Encoded primary keys to row ids, in a `HashTable` with its hasher
-/// beside it. Inserting millions of keys through `HashMap::insert` took
-/// about five times as long (measured at 10M keys: 540 ns a key against
-/// 90), and was a large COPY's slowest step.
-#[derive(Debug, Default)]
-struct KeyIndex {
-    table: HashTable<(KeyBytes, u64)>,
-    hasher: DefaultHashBuilder,
-}
-
-impl KeyIndex {
-    fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
-    fn get(&self, key: &[u8]) -> Option<u64> {
-        self.table
-            .find(self.hash(key), |(k, _)| k.as_slice() == key)
-            .map(|(_, id)| *id)
-    }
-
-    /// Room for `more` keys beyond those held.
-    fn reserve(&mut self, more: usize) {
-        let hasher = &self.hasher;
-        self.table
-            .reserve(more, |(k, _)| hasher.hash_one(k.as_slice()));
-    }
-
-    fn remove(&mut self, key: &[u8]) {
-        if let Ok(entry) = self
-            .table
-            .find_entry(self.hash(key), |(k, _)| k.as_slice() == key)
-        {
-            entry.remove();
-        }
-    }
-
-    /// Indexes row `ids[i]` under `keys.row(i)`, replacing what a key
-    /// pointed at before.
-    fn insert_rows(&mut self, keys: &Rows, ids: &UInt64Array) {
-        self.reserve(keys.num_rows());
-        let hasher = &self.hasher;
-        let rehash = |(k, _): &(KeyBytes, u64)| hasher.hash_one(k.as_slice());
-        for (i, key) in keys.iter().enumerate() {
-            let key = key.data();
-            match self
-                .table
-                .entry(hasher.hash_one(key), |(k, _)| k.as_slice() == key, rehash)
-            {
-                hash_table::Entry::Occupied(mut held) => held.get_mut().1 = ids.value(i),
-                hash_table::Entry::Vacant(slot) => {
-                    slot.insert((KeyBytes::new(key), ids.value(i)));
-                }
-            }
-        }
-    }
+    /// Encoded keys to row ids.
+    map: KeyMap<u64>,
 }
 
 impl Table {
@@ -268,7 +209,7 @@ impl Table {
             return Ok(None);
         };
         let (c, r) = state
-            .locate(id)
+            .locate(*id)
             .ok_or_else(|| Error::Internal(format!("index points at missing row {id}")))?;
         Ok(Some(state.chunks[c].batch.slice(r, 1)))
     }
@@ -282,7 +223,10 @@ impl Table {
             .as_ref()
             .ok_or_else(|| Error::Internal("key lookup on a table without primary key".into()))?;
         let rows = pk.converter.convert_columns(keys)?;
-        Ok(rows.iter().map(|row| pk.map.get(row.as_ref())).collect())
+        Ok(rows
+            .iter()
+            .map(|row| pk.map.get(row.as_ref()).copied())
+            .collect())
     }
 
     /// Commits a change: checks keys, writes it to the log, flushes, then
@@ -685,10 +629,11 @@ impl TableState {
     /// `keys`, when given, are the encoded primary keys of `record.inserts`.
     fn apply(&mut self, record: LogRecord, keys: Option<Vec<Rows>>) -> Result<()> {
         self.delete(&record.deletes)?;
-        // Room for all the keys at once: growing batch by batch would hold
-        // the old and the new table together.
-        if let (Some(pk), Some(keys)) = (&mut self.pk, &keys) {
-            pk.map.reserve(keys.iter().map(Rows::num_rows).sum());
+        // Room for all the keys at once (at replay too): growing batch by
+        // batch would hold the old and the new table together.
+        if let Some(pk) = &mut self.pk {
+            pk.map
+                .reserve(record.inserts.iter().map(RecordBatch::num_rows).sum());
         }
         let mut keys = keys.map(Vec::into_iter);
         for batch in record.inserts {
@@ -854,7 +799,7 @@ impl PkIndex {
         Ok(Some(PkIndex {
             columns: def.primary_key.clone(),
             converter: RowConverter::new(fields)?,
-            map: KeyIndex::default(),
+            map: KeyMap::default(),
         }))
     }
 
@@ -868,7 +813,11 @@ impl PkIndex {
     }
 
     fn insert(&mut self, keys: &Rows, batch: &RecordBatch) {
-        self.map.insert_rows(keys, row_ids(batch));
+        let ids = row_ids(batch);
+        self.map.reserve(keys.num_rows());
+        for (i, key) in keys.iter().enumerate() {
+            self.map.insert(key.data(), ids.value(i));
+        }
     }
 
     fn remove(&mut self, batch: &RecordBatch, rows: &[usize]) -> Result<()> {
@@ -895,7 +844,7 @@ impl PkIndex {
         for (batch, keys) in inserts.iter().zip(keys) {
             for (i, key) in keys.iter().enumerate() {
                 let key = key.data();
-                let taken = self.map.get(key).is_some_and(|id| !deleted.contains(&id));
+                let taken = self.map.get(key).is_some_and(|id| !deleted.contains(id));
                 if taken || (total > 1 && !seen.insert(key)) {
                     return Err(self.duplicate(def, batch, i));
                 }
@@ -1023,41 +972,6 @@ mod tests {
             .lookup(&[Arc::new(Int32Array::from(vec![2]))])
             .unwrap()
             .is_none());
-    }
-
-    /// The key index over batches large enough to grow it: later ids
-    /// replace earlier ones, removed keys are gone, the rest are all found.
-    #[test]
-    fn key_index_finds_every_key() {
-        let encode = |keys: std::ops::Range<i64>| {
-            let converter = RowConverter::new(vec![SortField::new(
-                datafusion::arrow::datatypes::DataType::Int64,
-            )])
-            .unwrap();
-            let column: ArrayRef =
-                Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(keys));
-            converter.convert_columns(&[column]).unwrap()
-        };
-        let ids = |range: std::ops::Range<u64>| UInt64Array::from_iter_values(range);
-        let mut index = KeyIndex::default();
-        let first = encode(0..200_000);
-        index.insert_rows(&first, &ids(0..200_000));
-        // Keys 150,000..250,000 again: the first half replace, the rest are new.
-        let second = encode(150_000..250_000);
-        index.insert_rows(&second, &ids(1_000_000..1_100_000));
-        for key in first.iter().step_by(1000).take(10) {
-            index.remove(key.data());
-        }
-        assert_eq!(index.table.len(), 250_000 - 10);
-        let all = encode(0..250_000);
-        for (k, key) in all.iter().enumerate() {
-            let expected = match k {
-                k if k < 10_000 && k % 1000 == 0 => None,
-                k if k < 150_000 => Some(k as u64),
-                k => Some(1_000_000 + k as u64 - 150_000),
-            };
-            assert_eq!(index.get(key.data()), expected, "key {k}");
-        }
     }
 
     /// A fresh directory for a test's record files.

@@ -28,13 +28,12 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::Rows;
-use datafusion::common::HashMap as FastMap;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
 use super::{ChangeBatch, Operator, Shard, SortKey};
 use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros};
-use crate::dataflow::row::{shard_of_empty_key, KeyBytes, RowCodec};
+use crate::dataflow::row::{shard_of_empty_key, KeyBytes, KeyMap, RowCodec};
 use crate::dataflow::state::{corrupt, StateReader, StateWriter};
 use crate::error::{Error, Result};
 use crate::function::aggregate::{argument_columns, GroupUpdate, UserAggregate};
@@ -740,7 +739,7 @@ impl Aggregate {
 /// Slots of emptied groups are reused.
 #[derive(Default)]
 struct Groups {
-    index: FastMap<KeyBytes, u32>,
+    index: KeyMap<u32>,
     keys: Vec<KeyBytes>,
     /// Sum of the weights of the group's input rows.
     weights: Vec<i64>,
@@ -777,7 +776,7 @@ impl Groups {
                 (self.keys.len() - 1) as u32
             }
         };
-        self.index.insert(key.into(), slot);
+        self.index.insert(key, slot);
         self.mark_changed(slot);
         slot
     }
@@ -886,7 +885,7 @@ impl Groups {
             if *live
                 && self
                     .index
-                    .insert(self.keys[*slot as usize].clone(), *slot)
+                    .insert(&self.keys[*slot as usize], *slot)
                     .is_some()
             {
                 return Err(corrupt("aggregate group held twice".into()));
@@ -969,7 +968,7 @@ impl Groups {
         }
         groups.index.reserve(slots - groups.free.len());
         for (slot, key) in groups.keys.iter().enumerate() {
-            if !free[slot] && groups.index.insert(key.clone(), slot as u32).is_some() {
+            if !free[slot] && groups.index.insert(key, slot as u32).is_some() {
                 return Err(corrupt("aggregate group held twice".into()));
             }
         }

@@ -19,7 +19,7 @@ use datafusion::common::HashMap as FastMap;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::{take_columns, Encoded};
-use crate::dataflow::row::{KeyBytes, RowCodec};
+use crate::dataflow::row::{KeyBytes, KeyMap, RowCodec};
 use crate::dataflow::state::{corrupt, StateReader, StateWriter};
 use crate::error::Result;
 
@@ -43,7 +43,7 @@ pub(super) struct Side {
     pub(super) schema: SchemaRef,
     /// `None` for an input without columns.
     codec: Option<RowCodec>,
-    buckets: FastMap<KeyBytes, Slot>,
+    buckets: KeyMap<Slot>,
     hasher: DefaultHashBuilder,
     pub(super) bytes: usize,
 }
@@ -74,7 +74,7 @@ impl Side {
         Ok(Side {
             schema,
             codec,
-            buckets: FastMap::default(),
+            buckets: KeyMap::default(),
             hasher: DefaultHashBuilder::default(),
             bytes: 0,
         })
@@ -160,16 +160,11 @@ impl Side {
         }
         let hash = self.hasher.hash_one(row);
         let mut presence = Presence::Same;
-        let bucket = match self.buckets.get_mut(key) {
-            Some(bucket) => bucket,
-            None => {
-                presence = Presence::Created;
-                self.bytes += key.len() + KEY_OVERHEAD_BYTES;
-                self.buckets
-                    .entry(KeyBytes::new(key))
-                    .or_insert(Slot::EMPTY)
-            }
-        };
+        let (bucket, created) = self.buckets.get_or_insert_with(key, || Slot::EMPTY);
+        if created {
+            presence = Presence::Created;
+            self.bytes += key.len() + KEY_OVERHEAD_BYTES;
+        }
         match bucket.add(&self.hasher, hash, row, diff, matches) {
             Change::New => self.bytes += row.len() + ROW_OVERHEAD_BYTES,
             Change::Removed => self.bytes -= row.len() + ROW_OVERHEAD_BYTES,
@@ -186,7 +181,7 @@ impl Side {
     /// Every key with its rows (row, weight, match count).
     pub(super) fn write(&self, state: &mut StateWriter) {
         state.len(self.buckets.len());
-        for (key, slot) in &self.buckets {
+        for (key, slot) in self.buckets.iter() {
             state.bytes(key);
             state.len(slot.len());
             let _ = slot.try_for_each(|row, counts| {
