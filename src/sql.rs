@@ -160,8 +160,17 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
         match bytes[i] {
             b'\'' | b'"' => {
                 let quote = bytes[i];
+                // In an `E'…'` string a backslash escapes the next byte.
+                let escapes = quote == b'\''
+                    && i > 0
+                    && bytes[i - 1].eq_ignore_ascii_case(&b'e')
+                    && (i < 2 || !(bytes[i - 2].is_ascii_alphanumeric() || bytes[i - 2] == b'_'));
                 i += 1;
                 while i < bytes.len() {
+                    if escapes && bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
                     if bytes[i] == quote {
                         // A doubled quote is a quote inside the string.
                         if bytes.get(i + 1) == Some(&quote) {
@@ -179,11 +188,7 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
                 }
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 1;
+                i = block_comment_end(bytes, i).unwrap_or(bytes.len()) - 1;
             }
             b'$' => {
                 // `$tag$ ... $tag$` (a `$1` parameter has no closing `$`).
@@ -247,6 +252,30 @@ struct TransactionState {
     writes: usize,
 }
 
+/// Where the block comment opening at `start` (`/*`) ends, past its `*/`:
+/// block comments nest, as in PostgreSQL. `None` if it never closes.
+fn block_comment_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0;
+    let mut i = start;
+    while i + 1 < bytes.len() {
+        match (bytes[i], bytes[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 /// Whether a statement is `FLUSH` alone: the word, with only whitespace,
 /// comments and semicolons around it.
 fn is_bare_flush(piece: &str) -> bool {
@@ -259,22 +288,11 @@ fn is_bare_flush(piece: &str) -> bool {
                 i += 1;
             }
         } else if bytes[i..].starts_with(b"/*") {
-            // Block comments nest.
-            let mut depth = 0;
-            while i < bytes.len() {
-                if bytes[i..].starts_with(b"/*") {
-                    depth += 1;
-                    i += 2;
-                } else if bytes[i..].starts_with(b"*/") {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
+            let Some(end) = block_comment_end(bytes, i) else {
+                return false;
+            };
+            words.push(' ');
+            i = end;
         } else {
             match bytes[i].is_ascii_whitespace() || bytes[i] == b';' {
                 true => words.push(' '),
@@ -898,6 +916,19 @@ mod split_tests {
         );
         assert_eq!(split_statements(" ; ;"), Vec::<&str>::new());
         assert_eq!(split_statements("SELECT 'it''s;'"), vec!["SELECT 'it''s;'"]);
+        assert_eq!(
+            split_statements("SELECT E'a\\';b'; SELECT 1 /* x /* ; */ ; */; SELECT e'\\\\'"),
+            vec![
+                "SELECT E'a\\';b'",
+                "SELECT 1 /* x /* ; */ ; */",
+                "SELECT e'\\\\'"
+            ]
+        );
+        // Without `E` a backslash is an ordinary byte.
+        assert_eq!(
+            split_statements("SELECT 'a\\'; SELECT 1"),
+            vec!["SELECT 'a\\'", "SELECT 1"]
+        );
     }
 
     /// A bare FLUSH, with comments or among other statements, is ours; a
@@ -923,5 +954,9 @@ mod split_tests {
         assert_eq!(kinds("SELECT E'it\\'s; flush; done'"), [false]);
         assert!(parse("FLUSH now").is_err());
         assert!(parse("F LUSH").is_err());
+        assert!(parse("fl/**/ush").is_err());
+        assert!(parse("FLUSH /* never closed").is_err());
+        // Block comments nest: the DELETE is inside one.
+        assert_eq!(kinds("FLUSH /* /* */; DELETE FROM t; -- */"), [true]);
     }
 }

@@ -10,7 +10,7 @@ use datafusion::common::hash_utils::create_hashes;
 
 use std::hash::BuildHasher;
 
-use hashbrown::{hash_table, DefaultHashBuilder, HashTable};
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::error::Result;
 
@@ -265,37 +265,31 @@ impl<V> KeyMap<V> {
     }
 
     /// The value under `key`, made by `make` if there was none (and then
-    /// `true` with it).
+    /// `true` with it). A key held is found before any room is made: an
+    /// update never grows a full table.
     pub fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> V) -> (&mut V, bool) {
         let hasher = &self.hasher;
-        let rehash = |(k, _): &(KeyBytes, V)| hasher.hash_one(k.as_slice());
-        match self
-            .table
-            .entry(hasher.hash_one(key), |(k, _)| k.as_slice() == key, rehash)
-        {
-            hash_table::Entry::Occupied(held) => (&mut held.into_mut().1, false),
-            hash_table::Entry::Vacant(slot) => (
-                &mut slot.insert((KeyBytes::new(key), make())).into_mut().1,
-                true,
-            ),
+        let hash = hasher.hash_one(key);
+        match self.table.find_entry(hash, |(k, _)| k.as_slice() == key) {
+            Ok(held) => (&mut held.into_mut().1, false),
+            Err(absent) => {
+                let rehash = |(k, _): &(KeyBytes, V)| hasher.hash_one(k.as_slice());
+                let entry =
+                    absent
+                        .into_table()
+                        .insert_unique(hash, (KeyBytes::new(key), make()), rehash);
+                (&mut entry.into_mut().1, true)
+            }
         }
     }
 
     /// Puts `value` under `key`; returns the value it replaces.
     pub fn insert(&mut self, key: &[u8], value: V) -> Option<V> {
-        let hasher = &self.hasher;
-        let rehash = |(k, _): &(KeyBytes, V)| hasher.hash_one(k.as_slice());
-        match self
-            .table
-            .entry(hasher.hash_one(key), |(k, _)| k.as_slice() == key, rehash)
-        {
-            hash_table::Entry::Occupied(mut held) => {
-                Some(std::mem::replace(&mut held.get_mut().1, value))
-            }
-            hash_table::Entry::Vacant(slot) => {
-                slot.insert((KeyBytes::new(key), value));
-                None
-            }
+        let mut value = Some(value);
+        let (held, created) = self.get_or_insert_with(key, || value.take().expect("made once"));
+        match created {
+            true => None,
+            false => value.map(|v| std::mem::replace(held, v)),
         }
     }
 
