@@ -796,7 +796,9 @@ impl CopyDecoder {
     }
 
     fn flush(&mut self) -> Result<RecordBatch, CopyError> {
-        let rows = self.batch_rows;
+        // No batch follows the last one: its builders are left empty.
+        let more = self.state != DecoderState::Ended;
+        let rows = if more { self.batch_rows } else { 0 };
         let arrays = self
             .columns
             .iter_mut()
@@ -806,7 +808,8 @@ impl CopyDecoder {
                 // like it fills the builder without growing it: each growth
                 // of an Arrow buffer is a copy into new memory.
                 let text = column.builder.text_bytes();
-                let next = ColumnBuilder::new(field, rows, text + text / 8 + 64);
+                let text = if more { text + text / 8 + 64 } else { 0 };
+                let next = ColumnBuilder::new(field, rows, text);
                 let mut array = std::mem::replace(&mut column.builder, next).finish()?;
                 // A table keeps these arrays: one that holds much more than
                 // it filled (the first batch, the last) gives the rest back.

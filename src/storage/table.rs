@@ -813,8 +813,8 @@ impl PkIndex {
     }
 
     fn insert(&mut self, keys: &Rows, batch: &RecordBatch) {
+        // `TableState::apply` made room for every key of the change.
         let ids = row_ids(batch);
-        self.map.reserve(keys.num_rows());
         for (i, key) in keys.iter().enumerate() {
             self.map.insert(key.data(), ids.value(i));
         }
