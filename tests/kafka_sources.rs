@@ -9,7 +9,11 @@
 //! watermarks with idle partitions; the broker stopped and restarted
 //! mid-stream; an upsert table following a compacted topic; an unreachable
 //! broker at CREATE; views over a topic that stay exact while the server is
-//! killed with `kill -9` again and again as it consumes (checkpoints).
+//! killed with `kill -9` again and again as it consumes (checkpoints);
+//! `ENCODE CSV` topics (quoting, NULLs, a delimiter, a header, bad records,
+//! `max.message.bytes`) with exact per-partition status; `last_error`
+//! showing bad records until broker trouble; `SHOW SOURCES` and
+//! `DROP SOURCE`.
 
 #[path = "support/kafka.rs"]
 mod kafka;
@@ -146,6 +150,267 @@ async fn a_topic_feeds_a_view_and_bad_records_are_kept_apart() -> anyhow::Result
     )
     .await?;
     ensure!(status.contains("bad record"), "{status}");
+    Ok(())
+}
+
+/// The status of a view's reader, one partition per `;`-separated entry:
+/// `partition|offset|high_watermark|lag|rows|bad_records|last_error|status`.
+fn partitions_of(view: &str) -> String {
+    format!(
+        "SELECT string_agg(concat_ws('|', partition, \"offset\", high_watermark, lag, rows, \
+                bad_records, coalesce(last_error, '-'), status), ';' ORDER BY partition) \
+         FROM eddy_catalog.source_partitions WHERE feeds = '{view}'"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_topics_feed_views_with_bad_records_kept_apart() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("orders", 2)?;
+    broker.create_topic("semi", 2)?;
+    let at = |partition: i32, line: &str| {
+        Record::value(line.as_bytes().to_vec()).in_partition(partition)
+    };
+    let oversized = format!("6,{},60", "x".repeat(70));
+    broker.produce(
+        "orders",
+        &[
+            at(0, r#"1,"Smith, John",10"#),
+            at(0, "2,,20"),
+            at(0, r#"3,"",30"#),
+            at(0, "x,bad,1"),
+            at(1, r#"4,"a ""quoted"", name",40"#),
+            at(1, "5,five,50,extra"),
+            at(1, &oversized),
+            at(1, "7,\"two\nlines\",70"),
+        ],
+    )?;
+    // With a header: the message at offset 0 of each partition is skipped,
+    // whatever it holds (partition 1 has no header: its first row is lost).
+    broker.produce(
+        "semi",
+        &[
+            at(0, "id;name;qty"),
+            at(0, r#"1;"Smith; John";10"#),
+            at(0, "2;a,b;20"),
+            at(1, "3;x;30"),
+            at(1, "4;y;40"),
+        ],
+    )?;
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE orders (id integer, name varchar, qty bigint) \
+               INCLUDE partition AS part INCLUDE offset AS off \
+               WITH (connector = 'kafka', topic = 'orders', \
+                     properties.bootstrap.server = '{b}', max.message.bytes = '64') \
+               FORMAT PLAIN ENCODE CSV;
+             CREATE MATERIALIZED VIEW orders_v AS SELECT id, name, qty, part, off FROM orders;
+             CREATE SOURCE semi (id integer, name varchar, qty bigint) \
+               WITH (connector = 'kafka', topic = 'semi', properties.bootstrap.server = '{b}') \
+               FORMAT PLAIN ENCODE CSV (delimiter = ';', without_header = 'false');
+             CREATE MATERIALIZED VIEW semi_v AS SELECT * FROM semi;",
+            b = broker.bootstrap()
+        ))
+        .await?;
+    wait_for(&client, "SELECT count(*) FROM orders_v", "5").await?;
+    wait_for(
+        &client,
+        "SELECT count(*) FROM eddy_catalog.source_errors WHERE feeds = 'orders_v'",
+        "3",
+    )
+    .await?;
+    // The source goes on after its bad records.
+    broker.produce("orders", &[at(0, "8,after,80"), at(1, "9,after,90")])?;
+    wait_for(&client, "SELECT count(*) FROM orders_v", "7").await?;
+    assert_eq!(
+        rows(&client, "SELECT * FROM orders_v").await?,
+        vec![
+            "1|Smith, John|10|0|0",
+            "2|NULL|20|0|1",
+            "3||30|0|2",
+            "4|a \"quoted\", name|40|1|0",
+            "7|two\nlines|70|1|3",
+            "8|after|80|0|4",
+            "9|after|90|1|4",
+        ]
+    );
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT name IS NULL FROM orders_v WHERE id IN (2, 3)"
+        )
+        .await?,
+        vec!["f", "t"]
+    );
+    let too_large = "message of 75 bytes exceeds the 64-byte limit";
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT source, partition, \"offset\", reason, payload \
+             FROM eddy_catalog.source_errors WHERE feeds = 'orders_v'",
+        )
+        .await?,
+        vec![
+            r#"orders|0|3|field "id": invalid input syntax for type integer: "x"|x,bad,1"#
+                .to_string(),
+            "orders|1|1|extra data after last expected column|5,five,50,extra".to_string(),
+            format!("orders|1|2|{too_large}|{oversized}"),
+        ]
+    );
+    // Positions, rows and bad records per partition are exact, the lag is 0
+    // once the high watermark (refreshed about once a second) has caught up,
+    // and the last error is the partition's latest bad record.
+    wait_for(
+        &client,
+        &partitions_of("orders_v"),
+        &format!(
+            "0|5|5|0|4|1|bad record at offset 3: field \"id\": invalid input syntax for type \
+             integer: \"x\"|running;\
+             1|5|5|0|3|2|bad record at offset 2: {too_large}|running"
+        ),
+    )
+    .await?;
+    assert_eq!(
+        value(
+            &client,
+            "SELECT count(events_per_second), min(events_per_second) >= 0 \
+             FROM eddy_catalog.source_partitions WHERE feeds = 'orders_v'"
+        )
+        .await?,
+        "2|t"
+    );
+
+    // The ';' source: quoted and unquoted fields, each partition's offset 0
+    // skipped, no bad record.
+    wait_for(&client, "SELECT count(*) FROM semi_v", "3").await?;
+    assert_eq!(
+        rows(&client, "SELECT * FROM semi_v").await?,
+        vec!["1|Smith; John|10", "2|a,b|20", "4|y|40"]
+    );
+    wait_for(
+        &client,
+        &partitions_of("semi_v"),
+        "0|3|3|0|2|0|-|running;1|2|2|0|1|0|-|running",
+    )
+    .await?;
+    assert_eq!(
+        value(
+            &client,
+            "SELECT count(*) FROM eddy_catalog.source_errors WHERE feeds = 'semi_v'"
+        )
+        .await?,
+        "0"
+    );
+    Ok(())
+}
+
+/// `last_error` shows a partition's latest bad record until broker trouble
+/// overrides it; once the broker is back it is clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_error_shows_bad_records_until_broker_trouble() -> anyhow::Result<()> {
+    let mut broker = Broker::start()?;
+    broker.create_topic("ev", 1)?;
+    let mut records = events(0..3, 1);
+    records.insert(1, Record::value(b"{not json".to_vec()).in_partition(0));
+    broker.produce("ev", &records)?;
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(&format!(
+            "{};
+             CREATE MATERIALIZED VIEW n AS SELECT count(*) AS n FROM ev;",
+            source_sql("ev", "ev", &broker, "")
+        ))
+        .await?;
+    wait_for(&client, "SELECT n FROM n", "3").await?;
+    let last_error = "SELECT last_error FROM eddy_catalog.source_partitions WHERE feeds = 'n'";
+    // The status is updated just after the rows are committed.
+    let bad = wait_until(&client, last_error, |e| e.starts_with("bad record")).await?;
+    let reason = value(
+        &client,
+        "SELECT reason FROM eddy_catalog.source_errors WHERE feeds = 'n'",
+    )
+    .await?;
+    assert_eq!(bad, format!("bad record at offset 1: {reason}"));
+
+    broker.stop()?;
+    let trouble = wait_until(&client, last_error, |e| !e.starts_with("bad record")).await?;
+    eprintln!("last_error while the broker is down: {trouble}");
+    ensure!(
+        trouble.contains("unreachable") || trouble.contains("retrying"),
+        "{trouble}"
+    );
+    broker.restart()?;
+    wait_for(
+        &client,
+        "SELECT concat_ws('|', coalesce(last_error, '-'), status) \
+         FROM eddy_catalog.source_partitions WHERE feeds = 'n'",
+        "-|running",
+    )
+    .await?;
+    broker.produce("ev", &events(3..4, 1))?;
+    wait_for(&client, "SELECT n FROM n", "4").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_sources_and_drop_source_of_a_kafka_source() -> anyhow::Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("events", 1)?;
+    broker.produce("events", &events(0..10, 1))?;
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(&format!(
+            "{};
+             CREATE SOURCE other (a int) WITH (connector = 'datagen', datagen.rows = '1');
+             CREATE MATERIALIZED VIEW n AS SELECT count(*) AS n FROM events;",
+            source_sql("events", "events", &broker, "")
+        ))
+        .await?;
+    wait_for(&client, "SELECT n FROM n", "10").await?;
+    assert_eq!(
+        rows(&client, "SHOW SOURCES").await?,
+        vec![
+            "events|source|kafka|PLAIN JSON",
+            "other|source|datagen|NULL"
+        ]
+    );
+
+    // Refused while a view reads it, naming the view.
+    let err = client
+        .simple_query("DROP SOURCE events")
+        .await
+        .expect_err("DROP SOURCE with a dependent view");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "2BP01");
+    assert_eq!(
+        db.message(),
+        "cannot drop source events because other objects depend on it"
+    );
+    assert_eq!(db.detail(), Some("materialized view n depends on events"));
+    ensure!(db.hint().is_some_and(|h| h.contains("CASCADE")));
+    assert_eq!(value(&client, "SELECT n FROM n").await?, "10");
+    ensure!(rows(&client, "SHOW SOURCES").await?.len() == 2);
+
+    client
+        .batch_execute("DROP MATERIALIZED VIEW n; DROP SOURCE events")
+        .await?;
+    assert_eq!(
+        rows(&client, "SHOW SOURCES").await?,
+        vec!["other|source|datagen|NULL"]
+    );
+    wait_for(
+        &client,
+        "SELECT count(*) FROM eddy_catalog.source_partitions WHERE source = 'events'",
+        "0",
+    )
+    .await?;
+    let (code, _, _) = error_of(&client, "DROP SOURCE events").await?;
+    assert_eq!(code, "42P01");
+    client.batch_execute("DROP SOURCE IF EXISTS events").await?;
     Ok(())
 }
 

@@ -177,7 +177,7 @@ impl Catalog {
             &start,
             def.run.idle_timeout_ms,
         ));
-        let reader = connect::open_reader(&def, &start)?;
+        let reader = connect::open_reader(&def, &start, self.engine.worker_count())?;
         let running = ReaderTask {
             id,
             def,

@@ -69,19 +69,26 @@ pub fn resolve_start(def: &SourceDef) -> Result<Offsets> {
     }
 }
 
-/// Opens a reader of `def` at `start`.
-pub fn open_reader(def: &SourceDef, start: &Offsets) -> Result<Box<dyn Reader>> {
+/// Opens a reader of `def` at `start`, decoding large polls on
+/// `decode_threads` threads.
+pub fn open_reader(
+    def: &SourceDef,
+    start: &Offsets,
+    decode_threads: usize,
+) -> Result<Box<dyn Reader>> {
     match &def.connector {
         Connector::Datagen { options } => Ok(Box::new(DatagenReader::open(
             def,
             generator(def, options)?,
             start,
+            decode_threads,
         )?)),
         Connector::Kafka { .. } => Ok(Box::new(super::kafka::KafkaReader::open(
             def,
             start,
             super::kafka::KafkaOptions {
                 max_message_bytes: def.run.max_message_bytes,
+                decode_threads,
                 ..super::kafka::KafkaOptions::default()
             },
         )?)),

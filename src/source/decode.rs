@@ -33,7 +33,7 @@ use serde::Deserialize as _;
 
 use crate::error::{Error, Result};
 use crate::sql::copy_format::{
-    parse_text_value, CopyDecoder, CopyError, CopyOptions, PG_TYPE_METADATA_KEY,
+    self, parse_text_value, CopyDecoder, CopyError, CopyOptions, PG_TYPE_METADATA_KEY,
 };
 use crate::types::SqlType;
 
@@ -73,6 +73,9 @@ pub struct DecoderOptions {
     /// Larger payloads are bad records, never parsed.
     pub max_message_bytes: usize,
     pub missing_fields: MissingFields,
+    /// Threads a large call to [`Decoder::decode`] is spread over (the
+    /// server gives its dataflow worker count).
+    pub threads: usize,
 }
 
 impl Default for DecoderOptions {
@@ -80,9 +83,14 @@ impl Default for DecoderOptions {
         DecoderOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             missing_fields: MissingFields::Error,
+            threads: 1,
         }
     }
 }
+
+/// Messages each thread of a parallel [`Decoder::decode`] gets at least:
+/// below this, a call is decoded on the caller's thread alone.
+const PARALLEL_MESSAGES: usize = 4_096;
 
 /// The result of decoding a slice of messages.
 #[derive(Debug)]
@@ -167,6 +175,51 @@ impl Decoder {
                 payloads.len()
             )));
         }
+        let threads = self
+            .options
+            .threads
+            .min(payloads.len() / PARALLEL_MESSAGES)
+            .max(1);
+        if threads == 1 {
+            return self.decode_serial(payloads);
+        }
+        // Contiguous slices, one per thread, the first on this one; their
+        // results are joined in input order.
+        let size = payloads.len().div_ceil(threads);
+        let mut slices = payloads.chunks(size);
+        let first = slices.next().unwrap_or_default();
+        let parts =
+            std::thread::scope(|scope| {
+                let others: Vec<_> = slices
+                    .map(|slice| scope.spawn(move || self.decode_serial(slice)))
+                    .collect();
+                let mut parts = vec![self.decode_serial(first)];
+                for handle in others {
+                    parts.push(handle.join().unwrap_or_else(|_| {
+                        Err(Error::Internal("a decoding thread panicked".into()))
+                    }));
+                }
+                parts
+            });
+        let mut batches = Vec::with_capacity(parts.len());
+        let mut rows = Vec::with_capacity(payloads.len());
+        let mut bad = Vec::new();
+        for (part, start) in parts.into_iter().zip((0u32..).step_by(size)) {
+            let part = part?;
+            batches.push(part.batch);
+            rows.extend(part.rows.into_iter().map(|r| r + start));
+            bad.extend(part.bad.into_iter().map(|b| BadRecord {
+                index: b.index + start,
+                ..b
+            }));
+        }
+        let batch = concat_batches(&self.schema, &batches)
+            .map_err(|e| Error::Internal(format!("joining decoded slices: {e}")))?;
+        Ok(Decoded { batch, rows, bad })
+    }
+
+    /// [`Decoder::decode`] on this thread.
+    fn decode_serial(&self, payloads: &[Option<&[u8]>]) -> Result<Decoded> {
         match self.encode {
             Encode::Json => self.decode_json(payloads),
             Encode::Csv { .. } => self.decode_csv(payloads),
@@ -382,16 +435,22 @@ impl Column {
         }
     }
 
-    /// Text in PostgreSQL's input syntax for this column's type.
+    /// Text in PostgreSQL's input syntax for this column's type (one of
+    /// the kinds [`Column::stage_str`] sends here).
     fn parse(&self, value: &str) -> Staged {
-        match parse_text_value(value, self.field.data_type(), &self.field) {
-            Ok(ScalarValue::Decimal128(Some(v), _, _)) => Staged::Decimal(v),
-            Ok(ScalarValue::Date32(Some(v))) => Staged::Int(i64::from(v)),
-            Ok(ScalarValue::TimestampMicrosecond(Some(v), _)) => Staged::Int(v),
-            Ok(ScalarValue::IntervalMonthDayNano(Some(v))) => Staged::Interval(v),
-            Ok(other) => self.unexpected(&other),
-            Err(e) => self.invalid(&e),
-        }
+        let staged = match self.kind {
+            Kind::Decimal { precision, scale } => {
+                copy_format::parse_decimal(value, precision, scale).map(Staged::Decimal)
+            }
+            Kind::Date => copy_format::parse_date(value).map(|d| Staged::Int(i64::from(d))),
+            Kind::Timestamp => {
+                let with_tz = matches!(self.field.data_type(), DataType::Timestamp(_, Some(_)));
+                copy_format::parse_timestamp_us(value, with_tz).map(Staged::Int)
+            }
+            Kind::Interval => copy_format::parse_interval(value).map(Staged::Interval),
+            _ => return self.mismatch(Found::Str(value)),
+        };
+        staged.unwrap_or_else(|e| self.invalid(&e))
     }
 
     fn invalid(&self, error: &CopyError) -> Staged {
@@ -1624,6 +1683,46 @@ mod tests {
         assert_eq!(v.values().to_vec(), expected);
         let keys: Vec<Option<String>> = good.iter().map(|i| Some(format!("k{i}"))).collect();
         assert_eq!(strings(&out.batch, 0), keys);
+    }
+
+    #[test]
+    fn parallel_decoding_matches_one_thread() {
+        // Enough messages for three threads, bad ones in every slice and on
+        // the slices' edges.
+        let count = PARALLEL_MESSAGES * 3 + 17;
+        let size = count.div_ceil(3);
+        let bad = |i: usize| i % 997 == 0 || i == size - 1 || i == size || i == count - 1;
+        for encode in [Encode::Json, Encode::Csv { delimiter: b',' }] {
+            let messages: Vec<String> = (0..count)
+                .map(|i| match (encode, bad(i)) {
+                    (Encode::Json, true) => format!(r#"{{"k": "k{i}", "v": "x{i}"}}"#),
+                    (Encode::Json, false) => format!(r#"{{"k": "k{i}", "v": {i}}}"#),
+                    (Encode::Csv { .. }, true) => format!("k{i},x{i}"),
+                    (Encode::Csv { .. }, false) => format!("k{i},{i}"),
+                })
+                .collect();
+            let payloads: Vec<Option<&[u8]>> =
+                messages.iter().map(|m| Some(m.as_bytes())).collect();
+            let columns = schema(&[("k", SqlType::Text), ("v", SqlType::BigInt)]);
+            let decode = |threads| {
+                let options = DecoderOptions {
+                    threads,
+                    ..DecoderOptions::default()
+                };
+                Decoder::new(Arc::clone(&columns), encode, options)
+                    .expect("decoder")
+                    .decode(&payloads)
+                    .expect("decode")
+            };
+            let (one, three) = (decode(1), decode(3));
+            assert_eq!(three.batch, one.batch, "{encode:?}");
+            assert_eq!(three.rows, one.rows, "{encode:?}");
+            assert_eq!(three.bad, one.bad, "{encode:?}");
+            let expected: Vec<u32> = (0..count).filter(|&i| bad(i)).map(|i| i as u32).collect();
+            let found: Vec<u32> = three.bad.iter().map(|b| b.index).collect();
+            assert_eq!(found, expected, "{encode:?}");
+            assert_eq!(three.rows.len(), count - expected.len(), "{encode:?}");
+        }
     }
 
     #[test]

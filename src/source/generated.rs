@@ -27,11 +27,20 @@ pub struct DatagenReader {
     /// Set with `ENCODE JSON`: rows go through JSON messages.
     json: Option<Decoder>,
     next: u64,
+    /// Bytes per JSON message in the last poll, to size the next poll's
+    /// text so that it is written without growing.
+    json_row_bytes: std::cell::Cell<usize>,
 }
 
 impl DatagenReader {
     /// A reader of `def` (a datagen source) from the stored position.
-    pub fn open(def: &SourceDef, generator: Datagen, start: &Offsets) -> Result<DatagenReader> {
+    /// `decode_threads`: threads a large poll's JSON is decoded on.
+    pub fn open(
+        def: &SourceDef,
+        generator: Datagen,
+        start: &Offsets,
+        decode_threads: usize,
+    ) -> Result<DatagenReader> {
         let json = match def.format.as_ref().map(|f| &f.encode) {
             None => None,
             Some(super::def::Encode::Json) => Some(Decoder::new(
@@ -39,6 +48,7 @@ impl DatagenReader {
                 Encode::Json,
                 DecoderOptions {
                     max_message_bytes: def.run.max_message_bytes,
+                    threads: decode_threads,
                     ..DecoderOptions::default()
                 },
             )?),
@@ -54,6 +64,7 @@ impl DatagenReader {
             generator,
             json,
             next,
+            json_row_bytes: std::cell::Cell::new(128),
         })
     }
 
@@ -77,10 +88,15 @@ impl DatagenReader {
 
     /// Rows through JSON messages and the decoder.
     fn through_json(&self, decoder: &Decoder, batch: &RecordBatch) -> Result<Polled> {
-        let mut text = Vec::with_capacity(batch.num_rows() * 100);
+        let per_row = self.json_row_bytes.get();
+        let mut text = Vec::with_capacity(batch.num_rows() * (per_row + per_row / 8));
         let mut writer = LineDelimitedWriter::new(&mut text);
         writer.write(batch)?;
         writer.finish()?;
+        if batch.num_rows() > 0 {
+            self.json_row_bytes
+                .set(text.len().div_ceil(batch.num_rows()));
+        }
         let payloads: Vec<Option<&[u8]>> = text
             .split(|b| *b == b'\n')
             .filter(|line| !line.is_empty())

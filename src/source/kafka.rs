@@ -83,6 +83,8 @@ pub struct KafkaOptions {
     pub connect_timeout: Duration,
     /// How often the topic's partitions are listed again, to read new ones.
     pub metadata_refresh: Duration,
+    /// Threads a large poll's messages are decoded on.
+    pub decode_threads: usize,
 }
 
 impl Default for KafkaOptions {
@@ -91,6 +93,7 @@ impl Default for KafkaOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             connect_timeout: Duration::from_secs(5),
             metadata_refresh: Duration::from_secs(10),
+            decode_threads: 1,
         }
     }
 }
@@ -128,7 +131,7 @@ enum Shape {
         /// each partition is a header, skipped.
         skip_header: bool,
     },
-    Upsert(Upsert),
+    Upsert(Box<Upsert>),
 }
 
 /// `FORMAT UPSERT ENCODE JSON`: the key gives the primary key columns, the
@@ -586,6 +589,9 @@ impl KafkaReader {
             .map(|(partition, next_offset)| {
                 if let Some(state) = self.parts.get_mut(&partition) {
                     state.next_offset = next_offset;
+                    // A message read proves the partition reaches this far,
+                    // whatever the last (periodic) watermark fetch said.
+                    state.high_watermark = state.high_watermark.map(|h| h.max(next_offset));
                 }
                 PartitionProgress {
                     partition,
@@ -777,6 +783,7 @@ impl Shape {
         };
         let decoder_options = DecoderOptions {
             max_message_bytes: options.max_message_bytes,
+            threads: options.decode_threads,
             ..DecoderOptions::default()
         };
         let schema = def.arrow_schema();
@@ -810,13 +817,13 @@ impl Shape {
             ))
         };
         let key_schema = pick(&key_columns);
-        Ok(Shape::Upsert(Upsert {
+        Ok(Shape::Upsert(Box::new(Upsert {
             keys: Decoder::new(Arc::clone(&key_schema), encode, decoder_options)?,
             values: Decoder::new(pick(&value_columns), encode, decoder_options)?,
             key_columns,
             value_columns,
             key_schema,
-        }))
+        })))
     }
 }
 

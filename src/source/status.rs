@@ -49,7 +49,11 @@ struct PartitionStats {
     high_watermark: Option<i64>,
     rows: u64,
     bad: u64,
+    /// The connector's last error reading the partition, until it recovers.
     last_error: Option<String>,
+    /// The latest bad record (`bad record at offset N: reason`), shown as
+    /// the last error until connection trouble overrides it.
+    bad_error: Option<String>,
     /// Microseconds since the epoch; never goes back.
     watermark_us: Option<i64>,
     last_message: Option<Instant>,
@@ -128,6 +132,9 @@ impl ReaderStatus {
                     ..PartitionStats::default()
                 });
             stats.high_watermark = info.high_watermark;
+            if info.last_error.is_some() {
+                stats.bad_error = None;
+            }
             stats.last_error = info.last_error;
         }
     }
@@ -157,7 +164,12 @@ impl ReaderStatus {
             }
         }
         for bad in &polled.bad {
-            inner.partitions.entry(bad.partition).or_default().bad += 1;
+            let stats = inner.partitions.entry(bad.partition).or_default();
+            stats.bad += 1;
+            stats.bad_error = Some(format!(
+                "bad record at offset {}: {}",
+                bad.offset, bad.reason
+            ));
         }
     }
 
@@ -215,7 +227,7 @@ impl ReaderStatus {
                     bad_records: s.bad,
                     watermark_us: s.watermark_us,
                     idle: is_idle(s, now, inner.idle_timeout_ms),
-                    last_error: s.last_error.clone(),
+                    last_error: s.last_error.clone().or_else(|| s.bad_error.clone()),
                     status: status.clone(),
                 }
             })

@@ -1559,7 +1559,7 @@ fn parse_exponent(text: &[u8]) -> Option<i64> {
     Some(if negative { -magnitude } else { magnitude })
 }
 
-fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, CopyError> {
+pub(crate) fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128, CopyError> {
     let t = trim_pg_space(text);
     let Some(number) = NumericText::parse(t.as_bytes()) else {
         let word = t.trim_start_matches(['+', '-']).to_ascii_lowercase();
@@ -1622,7 +1622,7 @@ fn timestamp_out_of_range(text: &str) -> CopyError {
     )
 }
 
-fn parse_date(text: &str) -> Result<i32, CopyError> {
+pub(crate) fn parse_date(text: &str) -> Result<i32, CopyError> {
     let value = parse_datetime(text, DateTimeKind::Date)?;
     i32::try_from(value.days).map_err(|_| {
         CopyError::new(
@@ -1634,7 +1634,7 @@ fn parse_date(text: &str) -> Result<i32, CopyError> {
 
 /// Microseconds since the epoch. A `timestamp` ignores any written offset,
 /// as PostgreSQL does; a `timestamptz` without one is taken as UTC.
-fn parse_timestamp_us(text: &str, with_tz: bool) -> Result<i64, CopyError> {
+pub(crate) fn parse_timestamp_us(text: &str, with_tz: bool) -> Result<i64, CopyError> {
     let kind = if with_tz {
         DateTimeKind::TimestampTz
     } else {
@@ -2071,7 +2071,7 @@ impl IntervalSum {
 
 /// PostgreSQL's interval input: `1 day 02:03:04`, `5 minutes`, `1 year 2
 /// mons`, `-3 hours`, `1-2`, `@ 3 days ago`, ISO 8601 `P1DT2H`, `00:05:00`.
-fn parse_interval(text: &str) -> Result<IntervalMonthDayNano, CopyError> {
+pub(crate) fn parse_interval(text: &str) -> Result<IntervalMonthDayNano, CopyError> {
     let t = trim_pg_space(text);
     let result = match t.strip_prefix(['P', 'p']) {
         Some(iso) => iso_interval(iso).and_then(|sum| sum.finish(false)),
