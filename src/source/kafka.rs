@@ -482,7 +482,9 @@ impl KafkaReader {
             {
                 Ok((_, high)) => {
                     if let Some(state) = self.parts.get_mut(&p) {
-                        state.high_watermark = Some(high);
+                        // Never below what was read (a broker answering
+                        // less is wrong, or behind).
+                        state.high_watermark = Some(high.max(state.next_offset));
                         state.last_error = None;
                     }
                 }
