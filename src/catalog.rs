@@ -622,16 +622,20 @@ impl Catalog {
                     .iter()
                     .map(|d| {
                         let def = d.def();
-                        let on = def
-                            .depends_on
-                            .iter()
-                            .find(|n| *n == name || dependents.iter().any(|o| &o.def().name == *n));
-                        format!(
-                            "{} {} depends on {}",
-                            def.kind_name(),
-                            def.name,
-                            on.map_or(name, |s| s.as_str())
-                        )
+                        // What it reads: the object itself, or a
+                        // dependent that reads it; named as PostgreSQL
+                        // does (`… depends on source events`).
+                        let through = def.depends_on.iter().find_map(|n| {
+                            dependents
+                                .iter()
+                                .find(|o| n != name && o.def().name == *n)
+                                .map(|o| format!("{} {n}", o.def().kind_name()))
+                        });
+                        let on = match def.depends_on.iter().any(|n| n == name) {
+                            true => format!("{kind} {name}"),
+                            false => through.unwrap_or_else(|| format!("{kind} {name}")),
+                        };
+                        format!("{} {} depends on {on}", def.kind_name(), def.name)
                     })
                     .collect(),
                 cascade_hint: "Use DROP ... CASCADE to drop the dependent objects too.".into(),

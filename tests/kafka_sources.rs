@@ -390,7 +390,10 @@ async fn show_sources_and_drop_source_of_a_kafka_source() -> anyhow::Result<()> 
         db.message(),
         "cannot drop source events because other objects depend on it"
     );
-    assert_eq!(db.detail(), Some("materialized view n depends on events"));
+    assert_eq!(
+        db.detail(),
+        Some("materialized view n depends on source events")
+    );
     ensure!(db.hint().is_some_and(|h| h.contains("CASCADE")));
     assert_eq!(value(&client, "SELECT n FROM n").await?, "10");
     ensure!(rows(&client, "SHOW SOURCES").await?.len() == 2);

@@ -248,6 +248,15 @@ async fn bad_rows_and_bad_views_do_not_stop_the_server() -> anyhow::Result<()> {
         .await
         .expect_err("views depend on t");
     assert_eq!(err.code().map(|c| c.code()), Some("2BP01"));
+    // One line per dependant, naming what it reads as PostgreSQL does.
+    let detail = err.as_db_error().and_then(|e| e.detail()).unwrap_or("");
+    for line in [
+        "materialized view per_key depends on table t",
+        "materialized view over_view depends on materialized view per_key",
+        "materialized view ratio depends on table t",
+    ] {
+        assert!(detail.lines().any(|l| l == line), "{line:?} in {detail:?}");
+    }
     client.batch_execute("DROP TABLE t CASCADE").await?;
     assert_eq!(
         rows(&client, "SHOW MATERIALIZED VIEWS").await?,

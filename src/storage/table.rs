@@ -535,7 +535,8 @@ impl RecordSink<'_> {
                 std::fs::File::open(parent)?.sync_all()?;
             }
         }
-        let mut file = std::fs::File::create(record_path(&dir, self.seq))?;
+        let path = record_path(&dir, self.seq);
+        let mut file = std::fs::File::create(&path)?;
         let (pieces, to_write) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
         let (give_back, spent) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -546,6 +547,10 @@ impl RecordSink<'_> {
                     let _ = give_back.send(piece);
                 }
                 Ok(file)
+            })
+            .inspect_err(|_| {
+                // No log entry will name it.
+                let _ = std::fs::remove_file(&path);
             })?;
         self.file = Some(FileWriter {
             dir,
@@ -585,18 +590,26 @@ impl RecordSink<'_> {
         };
         let file = self.file.take().expect("checked above");
         drop(file.pieces);
-        // The writer's own error says most: it is the first reported.
-        let written = file
-            .thread
-            .join()
-            .map_err(|_| self.table.record_error("the writer thread panicked"))?
-            .map_err(|e| self.table.record_error(e))?;
-        encoded?;
-        sent.map_err(|e| self.table.record_error(e))?;
-        written
-            .sync_all()
-            .and_then(|()| std::fs::File::open(&file.dir)?.sync_all())
-            .map_err(|e| self.table.record_error(e))?;
+        let durable = (|| {
+            // The writer's own error says most: it is the first reported.
+            let written = file
+                .thread
+                .join()
+                .map_err(|_| self.table.record_error("the writer thread panicked"))?
+                .map_err(|e| self.table.record_error(e))?;
+            encoded?;
+            sent.map_err(|e| self.table.record_error(e))?;
+            written
+                .sync_all()
+                .and_then(|()| std::fs::File::open(&file.dir)?.sync_all())
+                .map_err(|e| self.table.record_error(e))
+        })();
+        if let Err(e) = durable {
+            // No log entry will name the partial file: it goes now rather
+            // than at the next start.
+            let _ = std::fs::remove_file(record_path(&file.dir, self.seq));
+            return Err(e);
+        }
         let mut entry = Vec::with_capacity(17);
         entry.push(IN_FILE);
         entry.extend_from_slice(&file.len.to_le_bytes());
@@ -1066,6 +1079,43 @@ mod tests {
         std::fs::write(record_path(&dir, 2), damaged).unwrap();
         let error = Table::open(def(), tree, db, files).unwrap_err().to_string();
         assert!(error.contains("does not hold the record"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A record whose file cannot be written fails its commit, changes
+    /// nothing, and leaves no file behind; the next commit takes the next
+    /// sequence number and everything reopens.
+    #[cfg(unix)]
+    #[test]
+    fn a_record_file_that_cannot_be_written_fails_cleanly() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("rows/1").unwrap();
+        let dir = record_dir("record-full");
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = Some(dir.clone());
+        let table = Table::open(def(), tree.clone(), db.clone(), files.clone()).unwrap();
+        // Writes to the first record's file fail with ENOSPC. (Made after
+        // the open, which removes files no log entry names.)
+        std::os::unix::fs::symlink("/dev/full", record_path(&dir, 0)).unwrap();
+        let many: Vec<i32> = (0..50_000).collect();
+        let failed = table.commit(Change {
+            deletes: vec![],
+            inserts: vec![rows(&def(), &many)],
+        });
+        let error = failed.unwrap_err().to_string();
+        assert!(error.contains("cannot write a log record"), "{error}");
+        assert_eq!(table.row_count(), 0);
+        assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+        assert!(tree.is_empty());
+        table
+            .commit(Change {
+                deletes: vec![],
+                inserts: vec![rows(&def(), &many)],
+            })
+            .unwrap();
+        assert_eq!(files_in(&dir), vec![format!("{:020}.record", 1)]);
+        let reopened = Table::open(def(), tree, db, files).unwrap();
+        assert_eq!(reopened.row_count(), 50_000);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
