@@ -55,7 +55,10 @@ pub struct Change {
 #[derive(Debug)]
 pub struct PreparedChange {
     record: LogRecord,
-    keys: Option<Vec<Rows>>,
+    /// With a primary key: the inserted rows' encoded keys to their row
+    /// ids, built while checking them; `apply` adds it to the index (or
+    /// makes it the index, when that is empty: a first load).
+    keys: Option<KeyMap<u64>>,
     /// The deleted rows' values, in the user schema.
     deleted: RecordBatch,
     empty: bool,
@@ -262,15 +265,10 @@ impl Table {
         let started = std::time::Instant::now();
         let inserts: Vec<&RecordBatch> =
             change.inserts.iter().filter(|b| b.num_rows() > 0).collect();
-        // Keys are encoded once: checked here, indexed in `apply`.
+        // Keys are encoded and hashed once: checked here, indexed in `apply`.
         let keys = match &state.pk {
             Some(pk) => {
-                let keys = inserts
-                    .iter()
-                    .map(|b| pk.keys(b))
-                    .collect::<Result<Vec<_>>>()?;
-                pk.check_unique(&self.def, &change.deletes, &inserts, &keys)?;
-                Some(keys)
+                Some(pk.check_unique(&self.def, &change.deletes, &inserts, state.next_row_id)?)
             }
             None => None,
         };
@@ -639,19 +637,24 @@ impl Write for RecordSink<'_> {
 
 impl TableState {
     /// Applies a logged change in memory (no checks: it is already durable).
-    /// `keys`, when given, are the encoded primary keys of `record.inserts`.
-    fn apply(&mut self, record: LogRecord, keys: Option<Vec<Rows>>) -> Result<()> {
+    /// `keys`, when given, index `record.inserts` by primary key
+    /// ([`PreparedChange`]); without them (at replay) the keys are encoded
+    /// here.
+    fn apply(&mut self, record: LogRecord, keys: Option<KeyMap<u64>>) -> Result<()> {
         self.delete(&record.deletes)?;
-        // Room for all the keys at once (at replay too): growing batch by
-        // batch would hold the old and the new table together.
+        let indexed = keys.is_some();
         if let Some(pk) = &mut self.pk {
-            pk.map
-                .reserve(record.inserts.iter().map(RecordBatch::num_rows).sum());
+            match keys {
+                Some(keys) => pk.merge(keys),
+                // Room for all the keys at once: growing batch by batch
+                // would hold the old and the new table together.
+                None => pk
+                    .map
+                    .reserve(record.inserts.iter().map(RecordBatch::num_rows).sum()),
+            }
         }
-        let mut keys = keys.map(Vec::into_iter);
         for batch in record.inserts {
-            let batch_keys = keys.as_mut().and_then(Iterator::next);
-            self.append(batch, batch_keys)?;
+            self.append(batch, indexed)?;
         }
         Ok(())
     }
@@ -684,15 +687,14 @@ impl TableState {
         Ok(())
     }
 
-    fn append(&mut self, batch: RecordBatch, keys: Option<Rows>) -> Result<()> {
+    /// Adds a batch of rows (with their row ids); `indexed`: the primary
+    /// key index has them already.
+    fn append(&mut self, batch: RecordBatch, indexed: bool) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if let Some(pk) = &mut self.pk {
-            let keys = match keys {
-                Some(k) => k,
-                None => pk.keys(&batch)?,
-            };
+        if let Some(pk) = self.pk.as_mut().filter(|_| !indexed) {
+            let keys = pk.keys(&batch)?;
             pk.insert(&keys, &batch);
         }
         let ids = row_ids(&batch);
@@ -833,6 +835,23 @@ impl PkIndex {
         }
     }
 
+    /// Adds the keys of a prepared change (none of which is in the index:
+    /// `check_unique` saw to it, and the change's deletes are applied).
+    /// Into an empty index they move whole; otherwise the smaller map goes
+    /// into the larger one.
+    fn merge(&mut self, mut keys: KeyMap<u64>) {
+        if keys.len() > self.map.len() {
+            std::mem::swap(&mut self.map, &mut keys);
+        }
+        if keys.is_empty() {
+            return;
+        }
+        self.map.reserve(keys.len());
+        for (key, id) in keys.iter() {
+            self.map.insert(key.as_slice(), *id);
+        }
+    }
+
     fn remove(&mut self, batch: &RecordBatch, rows: &[usize]) -> Result<()> {
         let keys = self.keys(batch)?;
         for r in rows {
@@ -842,28 +861,34 @@ impl PkIndex {
     }
 
     /// A key may be inserted if it is new, or if its current row is deleted
-    /// by the same change (UPDATE of the key, DELETE then INSERT).
+    /// by the same change (UPDATE of the key, DELETE then INSERT); within
+    /// one statement a key seen twice is a duplicate too. Returns the
+    /// inserted keys with the row ids they will have (numbered from
+    /// `first_id`, batch after batch).
     fn check_unique(
         &self,
         def: &TableDef,
         deletes: &[u64],
         inserts: &[&RecordBatch],
-        keys: &[Rows],
-    ) -> Result<()> {
+        first_id: u64,
+    ) -> Result<KeyMap<u64>> {
         let deleted: FastSet<u64> = deletes.iter().copied().collect();
-        let total: usize = keys.iter().map(Rows::num_rows).sum();
-        // Within one statement a key seen twice is a duplicate too.
-        let mut seen: FastSet<&[u8]> = FastSet::with_capacity(if total > 1 { total } else { 0 });
-        for (batch, keys) in inserts.iter().zip(keys) {
+        let mut fresh = KeyMap::default();
+        fresh.reserve(inserts.iter().map(|b| b.num_rows()).sum());
+        let mut id = first_id;
+        for batch in inserts {
+            let keys = self.keys(batch)?;
             for (i, key) in keys.iter().enumerate() {
                 let key = key.data();
-                let taken = self.map.get(key).is_some_and(|id| !deleted.contains(id));
-                if taken || (total > 1 && !seen.insert(key)) {
+                let taken = !self.map.is_empty()
+                    && self.map.get(key).is_some_and(|id| !deleted.contains(id));
+                if taken || !fresh.get_or_insert_with(key, || id).1 {
                     return Err(self.duplicate(def, batch, i));
                 }
+                id += 1;
             }
         }
-        Ok(())
+        Ok(fresh)
     }
 
     fn duplicate(&self, def: &TableDef, batch: &RecordBatch, row: usize) -> Error {
@@ -985,6 +1010,56 @@ mod tests {
             .lookup(&[Arc::new(Int32Array::from(vec![2]))])
             .unwrap()
             .is_none());
+    }
+
+    /// The key index a change brings is merged either way round (into an
+    /// empty index, larger or smaller than it), a key may be re-inserted by
+    /// the change deleting it, and a key twice in one change is refused.
+    #[test]
+    fn prepared_keys_merge_into_the_index() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("rows/1").unwrap();
+        let table = Table::open(def(), tree.clone(), db.clone(), None).unwrap();
+        let insert = |keys: &[i32]| {
+            table.commit(Change {
+                deletes: vec![],
+                inserts: vec![rows(&def(), keys)],
+            })
+        };
+        insert(&[1, 2, 3]).unwrap();
+        insert(&(10..20).collect::<Vec<_>>()).unwrap();
+        insert(&[4]).unwrap();
+        let twice = insert(&[5, 6, 5]);
+        assert!(
+            matches!(twice, Err(Error::UniqueViolation { .. })),
+            "{twice:?}"
+        );
+        assert!(matches!(
+            insert(&[7, 12]),
+            Err(Error::UniqueViolation { .. })
+        ));
+        // The same key again, by the change that deletes its row.
+        let three = id_of(&table, 3);
+        table
+            .commit(Change {
+                deletes: vec![three],
+                inserts: vec![rows(&def(), &[3])],
+            })
+            .unwrap();
+        assert_ne!(id_of(&table, 3), three);
+        let mut all: Vec<i32> = vec![1, 2, 3, 4];
+        all.extend(10..20);
+        assert_eq!(keys(&table), all);
+        for key in &all {
+            let row = table.lookup(&[Arc::new(Int32Array::from(vec![*key]))]);
+            let row = row.unwrap().expect("every key is indexed");
+            let found = row.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
+            assert_eq!(found.value(0), *key);
+        }
+        let reopened = Table::open(def(), tree, db, None).unwrap();
+        for key in &all {
+            assert_eq!(id_of(&reopened, *key), id_of(&table, *key));
+        }
     }
 
     /// A fresh directory for a test's record files.
