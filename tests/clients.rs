@@ -254,6 +254,58 @@ async fn copy_checks_json_and_varchar_columns() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A COPY large enough to be decoded on several threads reports the first
+/// bad line as one thread would (its line number, nothing stored), and
+/// stores every row of a good one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_copy_fails_at_its_first_bad_line_and_stores_every_row() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let client = server.connect().await?;
+    client
+        .batch_execute("CREATE TABLE big (id bigint, body text)")
+        .await?;
+    let line = |id: u64| format!("{id},\"row {id}, quoted\"\n");
+    let mut data: String = (1..=60_000).map(line).collect();
+    // Lines 40,001 and 50,001 are bad; the first is reported.
+    data = data
+        .replacen("40001,", "forty,", 1)
+        .replacen("50001,", "fifty,", 1);
+    let statement = "COPY big FROM STDIN WITH (FORMAT csv)";
+    let error = copy_rows(&client, statement, data.into_bytes())
+        .await
+        .expect_err("the COPY must fail");
+    let db = error
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::as_db_error)
+        .with_context(|| format!("not a database error: {error:#}"))?;
+    assert_eq!(db.code().code(), "22P02", "{db:?}");
+    assert!(db.message().contains("\"forty\""), "{db:?}");
+    assert_eq!(db.where_(), Some("COPY big, line 40001, column id"));
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM big", &[])
+        .await?
+        .get(0);
+    assert_eq!(count, 0);
+
+    let data: String = (1..=60_000).map(line).collect();
+    assert_eq!(
+        copy_rows(&client, statement, data.into_bytes()).await?,
+        60_000
+    );
+    // Every row once (the decoder's unit test checks their order).
+    let row = client
+        .query_one(
+            "SELECT count(DISTINCT id), min(id), max(id), sum(id), \
+             count(*) FILTER (WHERE body = 'row ' || id || ', quoted') FROM big",
+            &[],
+        )
+        .await?;
+    let got: (i64, i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    assert_eq!(got, (60_000, 1, 60_000, 1_800_030_000, 60_000));
+    Ok(())
+}
+
 /// (count, sum of id) of a table, the fingerprint the crash tests compare.
 async fn fingerprint(client: &tokio_postgres::Client, table: &str) -> anyhow::Result<(i64, i64)> {
     let row = client

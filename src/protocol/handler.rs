@@ -36,6 +36,11 @@ use crate::sql::{self, CopyDecoder, CopyIn, Output, Prepared, Session};
 /// Rows per batch decoded from COPY data.
 const COPY_BATCH_ROWS: usize = 8192;
 
+/// Threads a large COPY's data is decoded on: one per core.
+fn copy_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Per-connection state kept in pgwire's session extensions.
 pub struct SessionHandle {
     session: Mutex<Session>,
@@ -271,7 +276,12 @@ async fn respond(
         Output::TransactionEnd(tag) => Response::TransactionEnd(to_tag(tag)),
         Output::CopyIn(copy) => {
             let columns = copy.columns.len();
-            let decoder = CopyDecoder::new(copy.schema(), copy.options.clone(), COPY_BATCH_ROWS);
+            let decoder = CopyDecoder::with_threads(
+                copy.schema(),
+                copy.options.clone(),
+                COPY_BATCH_ROWS,
+                copy_threads(),
+            );
             *handle.copy.lock().await = Some(CopyState {
                 copy,
                 decoder,
@@ -562,8 +572,7 @@ impl CopyHandler for Handler {
             return Err(to_pg_error(err));
         }
         match state.decoder.finish() {
-            Ok(Some(last)) => state.batches.push(last),
-            Ok(None) => {}
+            Ok(last) => state.batches.extend(last),
             Err(e) => return Err(to_pg_error(copy_error(&state.copy, e))),
         }
         let output = handle

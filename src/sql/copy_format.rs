@@ -488,6 +488,8 @@ impl Column {
     }
 }
 
+mod parallel;
+
 /// Streaming decoder of one `COPY ... FROM STDIN` in text or CSV format.
 pub struct CopyDecoder {
     schema: SchemaRef,
@@ -505,6 +507,8 @@ pub struct CopyDecoder {
     setup_error: Option<CopyError>,
     /// De-escaped or de-quoted field bytes, reused across fields.
     scratch: Vec<u8>,
+    /// Set by [`CopyDecoder::with_threads`]: records are decoded there.
+    parallel: Option<Box<parallel::Parallel>>,
 }
 
 impl CopyDecoder {
@@ -535,12 +539,33 @@ impl CopyDecoder {
             state: DecoderState::Running,
             setup_error: None,
             scratch: Vec::new(),
+            parallel: None,
         };
         decoder.setup_error = decoder
             .options
             .validate()
             .and_then(|()| decoder.mark_forced_columns())
             .err();
+        decoder
+    }
+
+    /// [`CopyDecoder::new`] that decodes on up to `threads` threads once a
+    /// COPY reaches `batch_rows` rows (see `copy_format/parallel.rs`).
+    pub fn with_threads(
+        schema: SchemaRef,
+        options: CopyOptions,
+        batch_rows: usize,
+        threads: usize,
+    ) -> CopyDecoder {
+        let mut decoder = CopyDecoder::new(Arc::clone(&schema), options.clone(), batch_rows);
+        if threads > 1 && decoder.setup_error.is_none() {
+            decoder.parallel = Some(Box::new(parallel::Parallel::new(
+                schema,
+                options,
+                decoder.batch_rows,
+                threads,
+            )));
+        }
         decoder
     }
 
@@ -553,6 +578,10 @@ impl CopyDecoder {
         if self.state == DecoderState::Ended {
             return Ok(batches);
         }
+        if let Some(parallel) = &mut self.parallel {
+            let result = parallel.push(data);
+            return self.counted(result);
+        }
         self.buffer.extend_from_slice(data);
         let result = self.decode_buffered(&mut batches);
         self.fail_on_error(result)?;
@@ -561,10 +590,42 @@ impl CopyDecoder {
 
     /// End of data: the remaining rows (the text-format end marker line `\.`
     /// is accepted and ignored).
-    pub fn finish(&mut self) -> Result<Option<RecordBatch>, CopyError> {
+    pub fn finish(&mut self) -> Result<Vec<RecordBatch>, CopyError> {
         self.check_usable()?;
+        if let Some(parallel) = &mut self.parallel {
+            let result = parallel.finish();
+            self.state = DecoderState::Ended;
+            return self.counted(result);
+        }
         let result = self.finish_buffered();
-        self.fail_on_error(result)
+        Ok(self.fail_on_error(result)?.into_iter().collect())
+    }
+
+    /// Counts the rows of batches decoded elsewhere, or fails the decoder.
+    fn counted(
+        &mut self,
+        result: Result<Vec<RecordBatch>, CopyError>,
+    ) -> Result<Vec<RecordBatch>, CopyError> {
+        let batches = self.fail_on_error(result)?;
+        self.rows_decoded += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        Ok(batches)
+    }
+
+    /// Decodes the records of a chunk (`ends`: each one's end offset in
+    /// `bytes`; the first is line `first_line`) as one batch.
+    fn decode_chunk(
+        &mut self,
+        bytes: &[u8],
+        ends: &[usize],
+        first_line: u64,
+    ) -> Result<RecordBatch, CopyError> {
+        self.line = first_line - 1;
+        let mut start = 0;
+        for &end in ends {
+            self.decode_record(&bytes[start..end])?;
+            start = end + 1;
+        }
+        self.flush()
     }
 
     /// Data rows decoded so far (the header line is not counted).
@@ -675,16 +736,7 @@ impl CopyDecoder {
 
     /// Offset of the newline ending the record at the start of `data`.
     fn find_record_end(&mut self, data: &[u8]) -> Option<usize> {
-        match self.options.format {
-            CopyFormat::Text => find_text_record_end(data, &mut self.scan),
-            CopyFormat::Csv => {
-                // An escape equal to the quote is just a doubled quote, which
-                // toggling the quote state twice already handles.
-                let escape =
-                    (self.options.escape != self.options.quote).then_some(self.options.escape);
-                find_csv_record_end(data, &mut self.scan, self.options.quote, escape)
-            }
-        }
+        find_record_end(&self.options, data, &mut self.scan)
     }
 
     fn decode_record(&mut self, raw: &[u8]) -> Result<(), CopyError> {
@@ -840,6 +892,20 @@ fn extra_data() -> CopyError {
 }
 
 /// In text format a backslash escapes the next byte, newline included.
+/// Offset of the newline ending the record at the start of `data`, in
+/// `options`' format; `scan` keeps how far an unfinished search got.
+fn find_record_end(options: &CopyOptions, data: &[u8], scan: &mut RecordScan) -> Option<usize> {
+    match options.format {
+        CopyFormat::Text => find_text_record_end(data, scan),
+        CopyFormat::Csv => {
+            // An escape equal to the quote is just a doubled quote, which
+            // toggling the quote state twice already handles.
+            let escape = (options.escape != options.quote).then_some(options.escape);
+            find_csv_record_end(data, scan, options.quote, escape)
+        }
+    }
+}
+
 fn find_text_record_end(data: &[u8], scan: &mut RecordScan) -> Option<usize> {
     let mut i = scan.offset;
     while i < data.len() {
@@ -2468,6 +2534,93 @@ mod tests {
         Ok(rows(&batches))
     }
 
+    /// Decodes `input` pushed in pieces of `piece` bytes, on `threads`
+    /// threads, in batches of `batch_rows`: the rows in order, or the error.
+    fn decode_threads(
+        schema: &SchemaRef,
+        options: &CopyOptions,
+        input: &[u8],
+        piece: usize,
+        threads: usize,
+    ) -> Result<Vec<Vec<ScalarValue>>, CopyError> {
+        let mut decoder =
+            CopyDecoder::with_threads(Arc::clone(schema), options.clone(), 5, threads);
+        let mut batches = Vec::new();
+        for chunk in input.chunks(piece) {
+            batches.extend(decoder.push(chunk)?);
+        }
+        batches.extend(decoder.finish()?);
+        assert_eq!(
+            decoder.rows_decoded(),
+            batches.iter().map(|b| b.num_rows() as u64).sum::<u64>()
+        );
+        Ok(rows(&batches))
+    }
+
+    /// Every way of cutting the stream and every thread count gives what one
+    /// thread gives: rows in order, the header skipped, the end marker
+    /// honoured, and the first error by line (with its message).
+    #[test]
+    fn parallel_decoding_matches_one_thread() {
+        let schema = schema(vec![
+            Field::new("i", DataType::Int64, true),
+            text_field("t", "text"),
+        ]);
+        let mut csv = String::from("i,t\n");
+        let mut text = String::new();
+        for i in 0..203 {
+            match i % 4 {
+                0 => csv.push_str(&format!("{i},\"a,\"\"q\"\"\nline\"\n")),
+                1 => csv.push_str(&format!("{i},\r\n")),
+                _ => csv.push_str(&format!("{i},plain {i}\n")),
+            }
+            text.push_str(&format!("{i}\ttab\\tescaped {i}\n"));
+        }
+        let with_header = CopyOptions {
+            header: true,
+            ..CopyOptions::csv()
+        };
+        let marker = format!("{text}\\.\nnot read\n");
+        let last_line = format!("{text}999\tno newline");
+        let bad_late = format!("{text}x\ty\n");
+        let bad_early = text.replacen("7\ttab", "seven\ttab", 1);
+        let cases: [(&CopyOptions, &str); 6] = [
+            (&with_header, &csv),
+            (&CopyOptions::text(), &text),
+            (&CopyOptions::text(), &marker),
+            (&CopyOptions::text(), &last_line),
+            (&CopyOptions::text(), &bad_late),
+            (&CopyOptions::text(), &bad_early),
+        ];
+        for (options, input) in cases {
+            let one = decode_threads(&schema, options, input.as_bytes(), 1 << 20, 1);
+            for threads in [2, 3] {
+                for piece in [1, 7, 64, 1 << 20] {
+                    let many = decode_threads(&schema, options, input.as_bytes(), piece, threads);
+                    match (&one, &many) {
+                        (Ok(a), Ok(b)) => assert_eq!(a, b, "{threads} threads, {piece}"),
+                        (Err(a), Err(b)) => {
+                            assert_eq!((a.line, &a.message), (b.line, &b.message));
+                        }
+                        _ => panic!("{one:?} against {many:?} ({threads}, {piece})"),
+                    }
+                }
+            }
+        }
+        let rows = decode_threads(&schema, &with_header, csv.as_bytes(), 13, 3).expect("csv");
+        assert_eq!(rows.len(), 203);
+        assert_eq!(rows[0][1], utf8("a,\"q\"\nline"));
+        assert_eq!(rows[1][1], ScalarValue::Utf8(None));
+        assert_eq!(
+            decode_threads(&schema, &CopyOptions::text(), marker.as_bytes(), 9, 3)
+                .expect("marker")
+                .len(),
+            203
+        );
+        let error = decode_threads(&schema, &CopyOptions::text(), bad_early.as_bytes(), 9, 3);
+        assert_eq!(error.expect_err("bad").line, Some(8));
+    }
+
     fn decode(
         schema: &SchemaRef,
         options: &CopyOptions,
@@ -2818,10 +2971,11 @@ mod tests {
             vec![2, 2]
         );
         assert_eq!(decoder.rows_decoded(), 4);
-        let last = decoder.finish().expect("finish").expect("last batch");
-        assert_eq!(last.num_rows(), 1);
+        let last = decoder.finish().expect("finish");
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].num_rows(), 1);
         assert_eq!(decoder.rows_decoded(), 5);
-        assert!(decoder.finish().expect("again").is_none());
+        assert!(decoder.finish().expect("again").is_empty());
     }
 
     #[test]
@@ -2830,10 +2984,8 @@ mod tests {
         let mut decoder = CopyDecoder::new(Arc::clone(&schema), CopyOptions::text(), 10);
         assert!(decoder.push(b"1\n\\.\r\n").expect("push").is_empty());
         assert!(decoder.push(b"garbage\n").expect("after end").is_empty());
-        assert_eq!(
-            decoder.finish().expect("finish").expect("batch").num_rows(),
-            1
-        );
+        let last = decoder.finish().expect("finish");
+        assert_eq!(last.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
         let got = decode(&schema, &CopyOptions::csv(), "1\n\\.").expect("csv marker");
         assert_eq!(got.len(), 1);
     }
@@ -3454,16 +3606,25 @@ mod tests {
     #[test]
     fn record_size_is_bounded() {
         let schema = schema(vec![Field::new("t", DataType::Utf8, true)]);
-        let mut decoder = CopyDecoder::new(schema, CopyOptions::text(), 10);
-        let chunk = vec![b'a'; 1 << 20];
-        let mut failed = None;
-        for _ in 0..=(MAX_RECORD_BYTES >> 20) {
-            if let Err(e) = decoder.push(&chunk) {
-                failed = Some(e);
-                break;
+        for threads in [1, 2] {
+            let mut decoder =
+                CopyDecoder::with_threads(Arc::clone(&schema), CopyOptions::text(), 10, threads);
+            assert!(decoder
+                .push(b"one\ntwo\n")
+                .expect("short records")
+                .is_empty());
+            let chunk = vec![b'a'; 1 << 20];
+            let mut failed = None;
+            for _ in 0..=(MAX_RECORD_BYTES >> 20) {
+                if let Err(e) = decoder.push(&chunk) {
+                    failed = Some(e);
+                    break;
+                }
             }
+            let failed = failed.expect("limit");
+            assert_eq!(failed.sqlstate, PROGRAM_LIMIT_EXCEEDED);
+            assert_eq!(failed.line, Some(3), "{threads} threads");
         }
-        assert_eq!(failed.expect("limit").sqlstate, PROGRAM_LIMIT_EXCEEDED);
     }
 
     /// Run by hand: `cargo test --release -- --ignored throughput --nocapture`.
@@ -3518,7 +3679,9 @@ mod tests {
             decoded += decoder
                 .finish()
                 .expect("finish")
-                .map_or(0, |b| b.num_rows());
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>();
             let secs = start.elapsed().as_secs_f64();
             assert_eq!(decoded, rows);
             println!(
