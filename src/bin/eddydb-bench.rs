@@ -158,6 +158,12 @@ struct ContextJoinArgs {
     /// in the freshness part.
     #[arg(long, default_value_t = 20)]
     poll_ms: u64,
+    /// Write the table's CSV to a scratch file first, off the clock, and
+    /// have psql read the COPY from it: the load's figures then leave out
+    /// this program making the rows (it otherwise shares the machine's
+    /// cores with the server while the COPY runs).
+    #[arg(long)]
+    csv_file: bool,
 }
 
 /// How the context-join views find each event's context row.
@@ -1762,6 +1768,20 @@ fn copy_in(
     source: &mut dyn RowSource,
     rows: u64,
 ) -> Result<CopyOutcome> {
+    copy_in_from(env, target, table, format, source, rows, false)
+}
+
+/// [`copy_in`]; with `from_file` the rows are written to a scratch file
+/// before the clock starts, and psql reads the COPY's data from it.
+fn copy_in_from(
+    env: &BenchEnv,
+    target: &Target,
+    table: &str,
+    format: CopyFormat,
+    source: &mut dyn RowSource,
+    rows: u64,
+    from_file: bool,
+) -> Result<CopyOutcome> {
     let (statement, delimiter) = match format {
         CopyFormat::Text => (format!("COPY {table} FROM STDIN"), b'\t'),
         CopyFormat::Csv => (format!("COPY {table} FROM STDIN WITH (FORMAT csv)"), b','),
@@ -1769,23 +1789,43 @@ fn copy_in(
     // Files, not pipes, so psql can never block on output nobody reads.
     let out_path = env.scratch.path.join("psql-copy.out");
     let err_path = env.scratch.path.join("psql-copy.err");
+    let csv_path = env.scratch.path.join("copy-input.csv");
+    let written = match from_file {
+        true => Some(
+            stream_rows(File::create(&csv_path)?, source, delimiter, rows)
+                .context("writing the rows to a file")?,
+        ),
+        false => None,
+    };
+    let input = match written {
+        Some(_) => Stdio::from(File::open(&csv_path)?),
+        None => Stdio::piped(),
+    };
     let before = CpuSnapshot::take(target.server_pid, None);
     let mut child = psql(env, target)
         .arg("-c")
         .arg(&statement)
-        .stdin(Stdio::piped())
+        .stdin(input)
         .stdout(File::create(&out_path)?)
         .stderr(File::create(&err_path)?)
         .spawn()
         .with_context(|| format!("cannot run {}", env.tool("psql").display()))?;
-    let stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow!("psql stdin was not captured"))?;
-    let streamed = stream_rows(stdin, source, delimiter, rows);
+    let streamed = match written {
+        Some(bytes) => Ok(bytes),
+        None => {
+            let stdin = child
+                .stdin
+                .take()
+                .ok_or_else(|| anyhow!("psql stdin was not captured"))?;
+            stream_rows(stdin, source, delimiter, rows)
+        }
+    };
     let sent = CpuSnapshot::take(target.server_pid, Some(child.id()));
     let status = child.wait().context("cannot reap psql")?;
     let done = CpuSnapshot::take(target.server_pid, None);
+    if written.is_some() {
+        let _ = fs::remove_file(&csv_path);
+    }
     let hz = env.clock_ticks_per_s;
     let stdout = fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
@@ -1817,9 +1857,9 @@ fn copy_in(
     }
 }
 
-/// Writes rows until done or psql goes away; returns the bytes written.
+/// Writes rows until done (or psql goes away); returns the bytes written.
 fn stream_rows(
-    mut stdin: std::process::ChildStdin,
+    mut stdin: impl Write,
     source: &mut dyn RowSource,
     delimiter: u8,
     rows: u64,
@@ -5139,7 +5179,13 @@ fn context_join_benchmark(env: &BenchEnv, args: &ContextJoinArgs) -> Result<()> 
         args.poll_ms
     );
     println!("table:  {CONTEXTS_DDL}");
-    println!("load:   COPY contexts FROM STDIN WITH (FORMAT csv) through psql, rows made here");
+    println!(
+        "load:   COPY contexts FROM STDIN WITH (FORMAT csv) through psql, rows made {}",
+        match args.csv_file {
+            true => "here into a file first, then read by psql",
+            false => "here while psql sends them",
+        }
+    );
     println!(
         "source: {}",
         context_events_ddl(args, &backlog_options_at(args.events, args.event_rate))
@@ -5236,13 +5282,17 @@ fn context_load(
     run_sql(env, target, CONTEXTS_DDL)?;
     let idle = vm_rss_bytes(pid).unwrap_or(0);
     println!("   table created; loading {} rows", args.rows);
-    let load = copy_in(
+    if args.csv_file {
+        println!("   writing the CSV to a scratch file first (--csv-file; off the clock)");
+    }
+    let load = copy_in_from(
         env,
         target,
         "contexts",
         CopyFormat::Csv,
         &mut ContextRows,
         args.rows,
+        args.csv_file,
     )?;
     let (resident, peak) = (
         vm_rss_bytes(pid).unwrap_or(0),
