@@ -37,7 +37,24 @@ struct Queue {
     chunks: VecDeque<Chunk>,
     /// Decoded chunks by sequence number.
     done: BTreeMap<u64, Result<RecordBatch, CopyError>>,
+    /// Chunk buffers decoded, for the next chunks: a buffer grown anew
+    /// for each chunk was most of the connection thread's time, in
+    /// reallocations and frees.
+    spare: Vec<Vec<u8>>,
     closing: bool,
+}
+
+/// Spare chunk buffers kept, at most.
+const SPARE_BUFFERS: usize = 4;
+
+impl Queue {
+    /// Keeps a decoded chunk's buffer for another chunk.
+    fn give_back(&mut self, mut bytes: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS {
+            bytes.clear();
+            self.spare.push(bytes);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -188,7 +205,10 @@ impl Parallel {
         if self.ends.is_empty() {
             return;
         }
-        let rest = self.buffer.split_off(upto);
+        // The start of the next record moves to a spare buffer, which the
+        // stream then fills without growing.
+        let mut rest = self.shared.lock().spare.pop().unwrap_or_default();
+        rest.extend_from_slice(&self.buffer[upto..]);
         let bytes = std::mem::replace(&mut self.buffer, rest);
         self.record_start -= upto;
         let chunk = Chunk {
@@ -208,8 +228,10 @@ impl Parallel {
         if self.helpers.is_empty() || queue.chunks.len() >= self.helpers.len() {
             drop(queue);
             let seq = chunk.seq;
-            let decoded = decode_chunk(&mut self.own, chunk);
-            self.shared.lock().done.insert(seq, decoded);
+            let (decoded, bytes) = decode_chunk(&mut self.own, chunk);
+            let mut queue = self.shared.lock();
+            queue.done.insert(seq, decoded);
+            queue.give_back(bytes);
             return;
         }
         queue.chunks.push_back(chunk);
@@ -296,15 +318,21 @@ fn helper(shared: &Shared, mut decoder: CopyDecoder) {
             }
         };
         let seq = chunk.seq;
-        let decoded = decode_chunk(&mut decoder, chunk);
-        shared.lock().done.insert(seq, decoded);
+        let (decoded, bytes) = decode_chunk(&mut decoder, chunk);
+        let mut queue = shared.lock();
+        queue.done.insert(seq, decoded);
+        queue.give_back(bytes);
+        drop(queue);
         shared.decoded.notify_all();
     }
 }
 
-/// One chunk's records as one batch. After an error the decoder starts
-/// afresh: its builders may hold half a row.
-fn decode_chunk(decoder: &mut CopyDecoder, chunk: Chunk) -> Result<RecordBatch, CopyError> {
+/// One chunk's records as one batch, and the chunk's buffer back. After an
+/// error the decoder starts afresh: its builders may hold half a row.
+fn decode_chunk(
+    decoder: &mut CopyDecoder,
+    chunk: Chunk,
+) -> (Result<RecordBatch, CopyError>, Vec<u8>) {
     let result = decoder.decode_chunk(&chunk.bytes, &chunk.ends, chunk.first_line);
     if result.is_err() {
         *decoder = CopyDecoder::new(
@@ -313,5 +341,5 @@ fn decode_chunk(decoder: &mut CopyDecoder, chunk: Chunk) -> Result<RecordBatch, 
             decoder.batch_rows,
         );
     }
-    result
+    (result, chunk.bytes)
 }
