@@ -188,19 +188,26 @@ impl Decoder {
         let size = payloads.len().div_ceil(threads);
         let mut slices = payloads.chunks(size);
         let first = slices.next().unwrap_or_default();
-        let parts =
-            std::thread::scope(|scope| {
-                let others: Vec<_> = slices
-                    .map(|slice| scope.spawn(move || self.decode_serial(slice)))
-                    .collect();
-                let mut parts = vec![self.decode_serial(first)];
-                for handle in others {
-                    parts.push(handle.join().unwrap_or_else(|_| {
+        let parts = std::thread::scope(|scope| {
+            // A slice whose thread cannot start is decoded here.
+            let others: Vec<_> = slices
+                .map(|slice| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, move || self.decode_serial(slice))
+                        .map_err(|_| slice)
+                })
+                .collect();
+            let mut parts = vec![self.decode_serial(first)];
+            for other in others {
+                parts.push(match other {
+                    Ok(handle) => handle.join().unwrap_or_else(|_| {
                         Err(Error::Internal("a decoding thread panicked".into()))
-                    }));
-                }
-                parts
-            });
+                    }),
+                    Err(slice) => self.decode_serial(slice),
+                });
+            }
+            parts
+        });
         let mut batches = Vec::with_capacity(parts.len());
         let mut rows = Vec::with_capacity(payloads.len());
         let mut bad = Vec::new();

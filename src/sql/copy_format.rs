@@ -891,7 +891,6 @@ fn extra_data() -> CopyError {
     bad_copy_format("extra data after last expected column")
 }
 
-/// In text format a backslash escapes the next byte, newline included.
 /// Offset of the newline ending the record at the start of `data`, in
 /// `options`' format; `scan` keeps how far an unfinished search got.
 fn find_record_end(options: &CopyOptions, data: &[u8], scan: &mut RecordScan) -> Option<usize> {
@@ -906,6 +905,7 @@ fn find_record_end(options: &CopyOptions, data: &[u8], scan: &mut RecordScan) ->
     }
 }
 
+/// In text format a backslash escapes the next byte, newline included.
 fn find_text_record_end(data: &[u8], scan: &mut RecordScan) -> Option<usize> {
     let mut i = scan.offset;
     while i < data.len() {
@@ -2685,11 +2685,13 @@ mod tests {
             ..CopyOptions::csv()
         };
         let marker = format!("{text}\\.\nnot read\n");
+        let csv_marker = format!("{csv}\\.\r\n1,after the marker\n");
         let last_line = format!("{text}999\tno newline");
         let bad_late = format!("{text}x\ty\n");
         let bad_early = text.replacen("7\ttab", "seven\ttab", 1);
-        let cases: [(&CopyOptions, &str); 6] = [
+        let cases: [(&CopyOptions, &str); 7] = [
             (&with_header, &csv),
+            (&with_header, &csv_marker),
             (&CopyOptions::text(), &text),
             (&CopyOptions::text(), &marker),
             (&CopyOptions::text(), &last_line),
@@ -2723,6 +2725,8 @@ mod tests {
         );
         let error = decode_threads(&schema, &CopyOptions::text(), bad_early.as_bytes(), 9, 3);
         assert_eq!(error.expect_err("bad").line, Some(8));
+        let rows = decode_threads(&schema, &with_header, csv_marker.as_bytes(), 64, 3);
+        assert_eq!(rows.expect("csv marker").len(), 203);
     }
 
     fn decode(
@@ -3728,6 +3732,21 @@ mod tests {
             let failed = failed.expect("limit");
             assert_eq!(failed.sqlstate, PROGRAM_LIMIT_EXCEEDED);
             assert_eq!(failed.line, Some(3), "{threads} threads");
+            // A bad record before the long one is the error reported.
+            let numbers = Arc::new(Schema::new(vec![Field::new("i", DataType::Int64, true)]));
+            let mut decoder = CopyDecoder::with_threads(numbers, CopyOptions::text(), 10, threads);
+            let mut failed = decoder.push(b"1\nx\n").err();
+            for _ in 0..=(MAX_RECORD_BYTES >> 20) {
+                if failed.is_some() {
+                    break;
+                }
+                failed = decoder.push(&chunk).err();
+            }
+            let failed = failed.expect("an error");
+            assert_eq!(
+                (failed.line, failed.sqlstate),
+                (Some(2), INVALID_TEXT_REPRESENTATION)
+            );
         }
     }
 

@@ -530,42 +530,115 @@ fn create_record_file(path: &Path) -> std::io::Result<(std::fs::File, bool)> {
 /// The record file's writer thread, for a file opened with `O_DIRECT`:
 /// pieces are gathered into aligned writes of [`DIRECT_WRITE_BYTES`]; the
 /// last partial block goes through a second, ordinary handle, which is
-/// returned (a sync of either handle syncs the file).
+/// returned (a sync of either handle syncs the file). A file system that
+/// took the flag but refuses the writes (`EINVAL`) gets the rest through
+/// the ordinary handle.
 fn write_direct(
-    mut file: std::fs::File,
+    file: std::fs::File,
     path: &Path,
     pieces: &std::sync::mpsc::Receiver<Vec<u8>>,
     give_back: &std::sync::mpsc::Sender<Vec<u8>>,
 ) -> std::io::Result<std::fs::File> {
-    let mut staging = vec![0u8; DIRECT_WRITE_BYTES + DIRECT_ALIGN];
-    let start = staging
-        .as_ptr()
-        .align_offset(DIRECT_ALIGN)
-        .min(DIRECT_ALIGN);
-    let staging = &mut staging[start..start + DIRECT_WRITE_BYTES];
-    let (mut held, mut offset) = (0, 0u64);
+    let mut out = DirectFile::new(file, path);
     for piece in pieces {
-        let mut data = &piece[..];
-        while !data.is_empty() {
-            let take = (DIRECT_WRITE_BYTES - held).min(data.len());
-            staging[held..held + take].copy_from_slice(&data[..take]);
-            held += take;
-            data = &data[take..];
-            if held == DIRECT_WRITE_BYTES {
-                file.write_all(staging)?;
-                offset += held as u64;
-                held = 0;
-            }
-        }
+        out.write(&piece)?;
         let _ = give_back.send(piece);
     }
-    let aligned = held / DIRECT_ALIGN * DIRECT_ALIGN;
-    file.write_all(&staging[..aligned])?;
-    offset += aligned as u64;
-    let mut tail = std::fs::OpenOptions::new().write(true).open(path)?;
-    std::io::Seek::seek(&mut tail, std::io::SeekFrom::Start(offset))?;
-    tail.write_all(&staging[aligned..held])?;
-    Ok(tail)
+    out.finish()
+}
+
+/// See [`write_direct`].
+struct DirectFile<'a> {
+    file: std::fs::File,
+    path: &'a Path,
+    /// Holds an aligned run of [`DIRECT_WRITE_BYTES`] from `start`.
+    staging: Vec<u8>,
+    start: usize,
+    held: usize,
+    /// Bytes written to the file so far.
+    offset: u64,
+    /// Set once direct writes were refused: everything goes here.
+    plain: Option<std::fs::File>,
+}
+
+impl<'a> DirectFile<'a> {
+    fn new(file: std::fs::File, path: &'a Path) -> DirectFile<'a> {
+        let staging = vec![0u8; DIRECT_WRITE_BYTES + DIRECT_ALIGN];
+        let start = staging
+            .as_ptr()
+            .align_offset(DIRECT_ALIGN)
+            .min(DIRECT_ALIGN);
+        DirectFile {
+            file,
+            path,
+            staging,
+            start,
+            held: 0,
+            offset: 0,
+            plain: None,
+        }
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            if let Some(plain) = &mut self.plain {
+                return plain.write_all(data);
+            }
+            let take = (DIRECT_WRITE_BYTES - self.held).min(data.len());
+            let at = self.start + self.held;
+            self.staging[at..at + take].copy_from_slice(&data[..take]);
+            self.held += take;
+            data = &data[take..];
+            if self.held == DIRECT_WRITE_BYTES {
+                self.write_aligned()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the whole blocks held, keeping the partial one.
+    fn write_aligned(&mut self) -> std::io::Result<()> {
+        let aligned = self.held / DIRECT_ALIGN * DIRECT_ALIGN;
+        let run = &self.staging[self.start..self.start + aligned];
+        match self.file.write_all(run) {
+            Ok(()) => {
+                self.offset += aligned as u64;
+                let (start, held) = (self.start, self.held);
+                self.staging
+                    .copy_within(start + aligned..start + held, start);
+                self.held -= aligned;
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let mut plain = self.ordinary()?;
+                plain.write_all(&self.staging[self.start..self.start + self.held])?;
+                self.offset += self.held as u64;
+                self.held = 0;
+                self.plain = Some(plain);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An ordinary handle on the file, at the end of what is written.
+    fn ordinary(&self) -> std::io::Result<std::fs::File> {
+        let mut file = std::fs::OpenOptions::new().write(true).open(self.path)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(self.offset))?;
+        Ok(file)
+    }
+
+    fn finish(mut self) -> std::io::Result<std::fs::File> {
+        if self.plain.is_none() {
+            self.write_aligned()?;
+        }
+        if let Some(plain) = self.plain {
+            return Ok(plain);
+        }
+        let mut tail = self.ordinary()?;
+        tail.write_all(&self.staging[self.start..self.start + self.held])?;
+        Ok(tail)
+    }
 }
 
 /// Where a log record is encoded to: memory, until it reaches

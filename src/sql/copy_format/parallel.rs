@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::{find_record_end, CopyDecoder, CopyError, CopyFormat, CopyOptions, RecordScan};
+use super::{find_record_end, internal, CopyDecoder, CopyError, CopyOptions, RecordScan};
 
 /// A run of whole records, cut from the stream.
 struct Chunk {
@@ -83,13 +83,17 @@ pub(super) struct Parallel {
     threads: usize,
     shared: Arc<Shared>,
     helpers: Vec<JoinHandle<()>>,
-    /// Stream bytes not yet cut into a chunk: whole records, then the
-    /// start of the next one.
+    /// Stream bytes not yet handed out: from `chunk_start`, whole records
+    /// and then the start of the next one. Each chunk's bytes are copied
+    /// out once, and the buffer is compacted once per `push`, so a message
+    /// of any size costs time in proportion to its length.
     buffer: Vec<u8>,
+    /// Where the records not cut yet start in `buffer`.
+    chunk_start: usize,
     /// Where the record being framed starts in `buffer`.
     record_start: usize,
     scan: RecordScan,
-    /// Record ends in `buffer` since the last cut.
+    /// Ends in `buffer` of the records since the last cut.
     ends: Vec<usize>,
     /// Records framed so far (header and end marker included): the line
     /// of the last one.
@@ -100,7 +104,7 @@ pub(super) struct Parallel {
     next_out: u64,
     /// Chunks decoded on this thread.
     own: Box<CopyDecoder>,
-    /// Saw the text format's `\.` end marker: the rest is ignored.
+    /// Saw the `\.` end marker: the rest is ignored.
     ended: bool,
 }
 
@@ -124,6 +128,7 @@ impl Parallel {
             shared: Arc::default(),
             helpers: Vec::new(),
             buffer: Vec::new(),
+            chunk_start: 0,
             record_start: 0,
             scan: RecordScan::default(),
             ends: Vec::with_capacity(batch_rows),
@@ -152,18 +157,24 @@ impl Parallel {
             self.line += 1;
             if self.is_end_marker(self.record_start, end) {
                 self.ended = true;
-                self.cut(self.record_start);
-                self.buffer.clear();
+                self.cut(false);
+                self.buffer = Vec::new();
+                self.chunk_start = 0;
                 self.record_start = 0;
                 return self.ready(false);
             }
             self.ends.push(end);
             self.record_start = end + 1;
             if self.ends.len() == self.batch_rows {
-                self.cut(self.record_start);
+                self.cut(true);
             }
         }
+        self.compact();
         if self.buffer.len() - self.record_start > super::MAX_RECORD_BYTES {
+            // Records before the long one are decoded first: an error in
+            // them comes first, as on one thread.
+            self.cut(false);
+            self.ready(true)?;
             return Err(CopyError::new(
                 super::sqlstate::PROGRAM_LIMIT_EXCEEDED,
                 format!(
@@ -174,6 +185,19 @@ impl Parallel {
             .at_line(self.line + 1));
         }
         self.ready(false)
+    }
+
+    /// Drops the bytes already handed out from the front of the buffer.
+    fn compact(&mut self) {
+        if self.chunk_start == 0 {
+            return;
+        }
+        self.buffer.drain(..self.chunk_start);
+        self.record_start -= self.chunk_start;
+        for end in &mut self.ends {
+            *end -= self.chunk_start;
+        }
+        self.chunk_start = 0;
     }
 
     /// End of data: the last record may lack its newline. Waits for every
@@ -189,37 +213,43 @@ impl Parallel {
                 self.record_start = end;
             }
         }
-        self.cut(self.record_start);
+        self.cut(false);
         self.ended = true;
         self.ready(true)
     }
 
+    /// The record is the `\.` end marker (in both formats, as on one
+    /// thread).
     fn is_end_marker(&self, start: usize, end: usize) -> bool {
-        self.options.format == CopyFormat::Text
-            && super::strip_record_cr(&self.buffer[start..end], CopyFormat::Text) == b"\\."
+        super::strip_record_cr(&self.buffer[start..end], self.options.format) == b"\\."
     }
 
-    /// Makes the records framed since the last cut a chunk (the bytes
-    /// before `upto`), and has it decoded.
-    fn cut(&mut self, upto: usize) {
+    /// Makes the records framed since the last cut a chunk, and has it
+    /// decoded; `full` (a chunk of `batch_rows` records) may start a
+    /// helper, so that a COPY of fewer rows stays on this thread.
+    fn cut(&mut self, full: bool) {
         if self.ends.is_empty() {
             return;
         }
-        // The start of the next record moves to a spare buffer, which the
-        // stream then fills without growing.
-        let mut rest = self.shared.lock().spare.pop().unwrap_or_default();
-        rest.extend_from_slice(&self.buffer[upto..]);
-        let bytes = std::mem::replace(&mut self.buffer, rest);
-        self.record_start -= upto;
+        let upto = self.record_start;
+        // A spare buffer already has about a chunk's capacity.
+        let mut bytes = self.shared.lock().spare.pop().unwrap_or_default();
+        bytes.extend_from_slice(&self.buffer[self.chunk_start..upto]);
+        let start = self.chunk_start;
+        let mut ends = std::mem::replace(&mut self.ends, Vec::with_capacity(self.batch_rows));
+        for end in &mut ends {
+            *end -= start;
+        }
+        self.chunk_start = upto;
         let chunk = Chunk {
             seq: self.next_seq,
             first_line: self.first_line,
             bytes,
-            ends: std::mem::replace(&mut self.ends, Vec::with_capacity(self.batch_rows)),
+            ends,
         };
         self.next_seq += 1;
         self.first_line = self.line + 1;
-        if self.helpers.len() + 1 < self.threads {
+        if full && self.helpers.len() + 1 < self.threads {
             self.start_helper();
         }
         let mut queue = self.shared.lock();
@@ -318,10 +348,27 @@ fn helper(shared: &Shared, mut decoder: CopyDecoder) {
             }
         };
         let seq = chunk.seq;
-        let (decoded, bytes) = decode_chunk(&mut decoder, chunk);
+        // A panic must still answer for its chunk, or the connection would
+        // wait for it forever.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decode_chunk(&mut decoder, chunk)
+        }));
         let mut queue = shared.lock();
-        queue.done.insert(seq, decoded);
-        queue.give_back(bytes);
+        match caught {
+            Ok((decoded, bytes)) => {
+                queue.done.insert(seq, decoded);
+                queue.give_back(bytes);
+            }
+            Err(_) => {
+                let message = format!("decoding COPY data panicked (chunk {seq}; a bug)");
+                queue.done.insert(seq, Err(internal(message)));
+                decoder = CopyDecoder::new(
+                    Arc::clone(&decoder.schema),
+                    decoder.options.clone(),
+                    decoder.batch_rows,
+                );
+            }
+        }
         drop(queue);
         shared.decoded.notify_all();
     }
