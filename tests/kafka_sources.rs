@@ -487,38 +487,56 @@ async fn watermarks_are_per_partition_and_idle_partitions_stop_holding_back() ->
     broker.produce("clicks", &records)?;
     let server = TestServer::start()?;
     let client = server.connect().await?;
+    // Two sources over the topic: `clicks` lets a partition go idle after
+    // 1.5 s of silence, `held` only after an hour, so its partitions stay
+    // active for the whole test however slowly the machine runs it.
     client
         .batch_execute(&format!(
             "{};
-             CREATE MATERIALIZED VIEW n AS SELECT count(*) AS n FROM clicks;",
+             {};
+             CREATE MATERIALIZED VIEW n AS SELECT count(*) AS n FROM clicks;
+             CREATE MATERIALIZED VIEW held_n AS SELECT count(*) AS n FROM held;",
             source_sql(
                 "clicks",
                 "clicks",
                 &broker,
                 ", watermark.idle.timeout.ms = '1500'"
+            ),
+            source_sql(
+                "held",
+                "clicks",
+                &broker,
+                ", watermark.idle.timeout.ms = '3600000'"
             )
         ))
         .await?;
     wait_for(&client, "SELECT n FROM n", "142").await?;
+    wait_for(&client, "SELECT n FROM held_n", "142").await?;
     // Watermark = largest ts - 10 s, per partition.
     assert_eq!(
         rows(
             &client,
-            "SELECT partition, watermark FROM eddy_catalog.source_partitions",
+            "SELECT source, partition, watermark FROM eddy_catalog.source_partitions \
+             ORDER BY source, partition",
         )
         .await?,
         vec![
-            "0|2026-01-01 00:01:30+00".to_string(),
-            "1|2026-01-01 00:00:30+00".to_string()
+            "clicks|0|2026-01-01 00:01:30+00".to_string(),
+            "clicks|1|2026-01-01 00:00:30+00".to_string(),
+            "held|0|2026-01-01 00:01:30+00".to_string(),
+            "held|1|2026-01-01 00:00:30+00".to_string()
         ]
     );
     // While both are active the source's watermark is the least.
-    wait_for(
-        &client,
-        "SELECT DISTINCT source_watermark FROM eddy_catalog.source_partitions",
-        "2026-01-01 00:00:30+00",
-    )
-    .await?;
+    assert_eq!(
+        value(
+            &client,
+            "SELECT DISTINCT source_watermark FROM eddy_catalog.source_partitions \
+             WHERE source = 'held'"
+        )
+        .await?,
+        "2026-01-01 00:00:30+00"
+    );
     // Partition 0 goes on; partition 1 falls silent, and once it is idle it
     // no longer holds the source's watermark back.
     broker.produce(
@@ -528,31 +546,50 @@ async fn watermarks_are_per_partition_and_idle_partitions_stop_holding_back() ->
             .collect::<Vec<_>>(),
     )?;
     wait_for(&client, "SELECT n FROM n", "192").await?;
+    wait_for(&client, "SELECT n FROM held_n", "192").await?;
     wait_for(
         &client,
-        "SELECT DISTINCT source_watermark FROM eddy_catalog.source_partitions",
+        "SELECT DISTINCT source_watermark FROM eddy_catalog.source_partitions \
+         WHERE source = 'clicks'",
         "2026-01-01 00:02:20+00",
     )
     .await?;
     assert_eq!(
         value(
             &client,
-            "SELECT idle FROM eddy_catalog.source_partitions WHERE partition = 1"
+            "SELECT idle FROM eddy_catalog.source_partitions \
+             WHERE source = 'clicks' AND partition = 1"
         )
         .await?,
         "t"
     );
+    // Over the same data, `held`'s silent partition is not idle yet: it
+    // still holds the watermark back.
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT partition, idle, watermark, source_watermark \
+             FROM eddy_catalog.source_partitions WHERE source = 'held' ORDER BY partition",
+        )
+        .await?,
+        vec![
+            "0|f|2026-01-01 00:02:20+00|2026-01-01 00:00:30+00".to_string(),
+            "1|f|2026-01-01 00:00:30+00|2026-01-01 00:00:30+00".to_string()
+        ]
+    );
     // Both idle now: the watermark stays, it never goes back.
     wait_for(
         &client,
-        "SELECT count(*) FILTER (WHERE idle) FROM eddy_catalog.source_partitions",
+        "SELECT count(*) FILTER (WHERE idle) FROM eddy_catalog.source_partitions \
+         WHERE source = 'clicks'",
         "2",
     )
     .await?;
     assert_eq!(
         value(
             &client,
-            "SELECT DISTINCT source_watermark FROM eddy_catalog.source_partitions"
+            "SELECT DISTINCT source_watermark FROM eddy_catalog.source_partitions \
+             WHERE source = 'clicks'"
         )
         .await?,
         "2026-01-01 00:02:20+00"

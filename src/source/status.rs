@@ -57,6 +57,9 @@ struct PartitionStats {
     /// Microseconds since the epoch; never goes back.
     watermark_us: Option<i64>,
     last_message: Option<Instant>,
+    /// When the reader learnt of the partition: until a message comes, the
+    /// idle timeout runs from here.
+    known_since: Option<Instant>,
     window_start: Option<Instant>,
     window_rows: u64,
     rate: f64,
@@ -83,17 +86,10 @@ pub struct PartitionRow {
 
 impl ReaderStatus {
     pub fn new(source: &str, feeds: &str, start: &Offsets, idle_timeout_ms: u64) -> ReaderStatus {
+        let now = Instant::now();
         let partitions = start
             .iter()
-            .map(|(p, o)| {
-                (
-                    *p,
-                    PartitionStats {
-                        next_offset: *o,
-                        ..PartitionStats::default()
-                    },
-                )
-            })
+            .map(|(p, o)| (*p, PartitionStats::known(*o, now)))
             .collect();
         ReaderStatus {
             source: source.to_string(),
@@ -119,6 +115,7 @@ impl ReaderStatus {
 
     /// Takes in what the connector says of its partitions and connection.
     pub fn observe(&self, partitions: Vec<PartitionInfo>, connection: Option<String>) {
+        let now = Instant::now();
         let mut inner = self.inner.lock().expect("status lock");
         inner.connection = connection;
         for info in partitions {
@@ -127,10 +124,7 @@ impl ReaderStatus {
             let stats = inner
                 .partitions
                 .entry(info.partition)
-                .or_insert_with(|| PartitionStats {
-                    next_offset: info.next_offset,
-                    ..PartitionStats::default()
-                });
+                .or_insert_with(|| PartitionStats::known(info.next_offset, now));
             stats.high_watermark = info.high_watermark;
             if info.last_error.is_some() {
                 stats.bad_error = None;
@@ -146,7 +140,10 @@ impl ReaderStatus {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("status lock");
         for progress in &polled.partitions {
-            let stats = inner.partitions.entry(progress.partition).or_default();
+            let stats = inner
+                .partitions
+                .entry(progress.partition)
+                .or_insert_with(|| PartitionStats::known(progress.next_offset, now));
             stats.next_offset = progress.next_offset;
             let rows = progress.rows.len() as u64;
             stats.rows += rows;
@@ -164,7 +161,10 @@ impl ReaderStatus {
             }
         }
         for bad in &polled.bad {
-            let stats = inner.partitions.entry(bad.partition).or_default();
+            let stats = inner
+                .partitions
+                .entry(bad.partition)
+                .or_insert_with(|| PartitionStats::known(bad.offset + 1, now));
             stats.bad += 1;
             stats.bad_error = Some(format!(
                 "bad record at offset {}: {}",
@@ -180,18 +180,24 @@ impl ReaderStatus {
     }
 
     /// The source's watermark: the least partition watermark among the
-    /// partitions heard from within the idle timeout. It never goes back:
-    /// while every partition is idle it stays where it was. `None` before
-    /// any watermark.
+    /// partitions that are not idle. A partition not idle yet that has no
+    /// watermark (nothing read since the reader learnt of it) holds the
+    /// source's watermark where it is. It never goes back: while every
+    /// partition is idle it stays where it was. `None` before any watermark.
     pub fn watermark_us(&self) -> Option<i64> {
         let mut inner = self.inner.lock().expect("status lock");
         let now = Instant::now();
-        let active = inner
+        let active: Vec<Option<i64>> = inner
             .partitions
             .values()
             .filter(|s| !is_idle(s, now, inner.idle_timeout_ms))
-            .filter_map(|s| s.watermark_us)
-            .min();
+            .map(|s| s.watermark_us)
+            .collect();
+        let active = if active.contains(&None) {
+            None
+        } else {
+            active.into_iter().flatten().min()
+        };
         inner.source_watermark_us = match (inner.source_watermark_us, active) {
             (Some(old), Some(new)) => Some(old.max(new)),
             (old, new) => old.or(new),
@@ -235,9 +241,22 @@ impl ReaderStatus {
     }
 }
 
+impl PartitionStats {
+    fn known(next_offset: i64, now: Instant) -> PartitionStats {
+        PartitionStats {
+            next_offset,
+            known_since: Some(now),
+            ..PartitionStats::default()
+        }
+    }
+}
+
+/// No message for longer than the idle timeout, counted from when the
+/// reader learnt of the partition until the first one.
 fn is_idle(stats: &PartitionStats, now: Instant, idle_timeout_ms: u64) -> bool {
     stats
         .last_message
+        .or(stats.known_since)
         .is_none_or(|t| now.duration_since(t).as_millis() > u128::from(idle_timeout_ms))
 }
 
@@ -333,5 +352,83 @@ impl ErrorLog {
         }
         self.tree.apply_batch(batch)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::*;
+    use crate::source::reader::PartitionProgress;
+
+    /// A poll that read one message from each partition given, with its
+    /// largest watermark value.
+    fn advance(status: &ReaderStatus, marks: &[(i32, i64)]) {
+        let polled = Polled {
+            rows: RecordBatch::new_empty(Arc::new(Schema::empty())),
+            deletes: None,
+            partitions: marks
+                .iter()
+                .map(|(p, _)| PartitionProgress {
+                    partition: *p,
+                    rows: 0..0,
+                    next_offset: 1,
+                })
+                .collect(),
+            bad: Vec::new(),
+            offsets: None,
+        };
+        status.advance(&polled, &marks.iter().copied().collect());
+    }
+
+    /// Makes a partition silent for a minute: no message, and known for
+    /// that long.
+    fn silence(status: &ReaderStatus, partition: i32) {
+        let mut inner = status.inner.lock().unwrap();
+        let stats = inner.partitions.get_mut(&partition).unwrap();
+        let then = Instant::now() - Duration::from_secs(60);
+        stats.last_message = stats.last_message.map(|_| then);
+        stats.known_since = Some(then);
+    }
+
+    #[test]
+    fn a_partition_not_heard_from_yet_holds_the_watermark_until_idle() {
+        let start: Offsets = [(0, 0), (1, 0)].into_iter().collect();
+        let status = ReaderStatus::new("s", "v", &start, 5_000);
+        // Partition 0 is read first: partition 1, known and not idle yet,
+        // has no watermark, so the source has none either.
+        advance(&status, &[(0, 100)]);
+        assert_eq!(status.watermark_us(), None);
+        advance(&status, &[(1, 40)]);
+        assert_eq!(status.watermark_us(), Some(40));
+        advance(&status, &[(0, 150)]);
+        assert_eq!(status.watermark_us(), Some(40));
+        // Partition 1 falls silent: it no longer holds the watermark back.
+        silence(&status, 1);
+        assert_eq!(status.watermark_us(), Some(150));
+        let rows = status.rows();
+        assert_eq!(
+            rows.iter().map(|r| r.idle).collect::<Vec<_>>(),
+            vec![false, true]
+        );
+        // Every partition idle: the watermark stays where it was.
+        silence(&status, 0);
+        assert_eq!(status.watermark_us(), Some(150));
+    }
+
+    #[test]
+    fn a_partition_never_heard_from_stops_holding_back_once_idle() {
+        let start: Offsets = [(0, 0), (1, 0)].into_iter().collect();
+        let status = ReaderStatus::new("s", "v", &start, 5_000);
+        advance(&status, &[(0, 100)]);
+        assert_eq!(status.watermark_us(), None);
+        silence(&status, 1);
+        assert_eq!(status.watermark_us(), Some(100));
+        assert!(status.rows()[1].idle);
     }
 }
