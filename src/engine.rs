@@ -15,6 +15,7 @@
 //! published together, behind the gate.
 
 mod checkpoint;
+mod image;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,7 @@ use crate::storage::{Change, PreparedChange, Store, Table};
 
 pub use checkpoint::CheckpointInfo;
 use checkpoint::{Checkpoints, Manifest, StateRef, ViewEntry};
+use image::ScanImage;
 
 /// How often views holding a trailing range (`WHERE t > now() - …`) are
 /// stepped with the clock alone: how late at most a row leaves them.
@@ -106,9 +108,28 @@ pub struct MaterializedView {
 #[derive(Debug)]
 struct ViewState {
     output: Arrangement,
+    /// The rows decoded, once the view has been read whole twice, as long
+    /// as the image can follow the changes (`image.rs`).
+    image: Option<ScanImage>,
+    /// Which kind of image the next read builds.
+    image_kind: ImageKind,
+    /// Bumped by every change of `output`: a read that decoded the rows
+    /// keeps them as the image only if no change came in between.
+    version: u64,
     failed: Option<String>,
     /// The failure was for needing more memory than the budget.
     out_of_memory: bool,
+}
+
+/// The kind of image of its rows a view keeps for reads (`image.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ImageKind {
+    /// Rows only added so far: no index.
+    Plain,
+    /// Rows were taken back: each key's row indexed.
+    Keyed,
+    /// A key holds several rows and rows are taken back: none.
+    Never,
 }
 
 impl MaterializedView {
@@ -133,6 +154,9 @@ impl MaterializedView {
             graph: Arc::new(graph),
             state: RwLock::new(ViewState {
                 output: Arrangement::new(Arc::clone(&schema))?,
+                image: None,
+                image_kind: ImageKind::Plain,
+                version: 0,
                 failed: None,
                 out_of_memory: false,
             }),
@@ -157,7 +181,29 @@ impl MaterializedView {
             .collect();
         let keys = self.key_codec.encode(&keys)?;
         let mut state = self.state.write().expect("view lock");
-        state.output.update(&delta, |i| keys.row(i).data())
+        state.version += 1;
+        state.output.update(&delta, |i| keys.row(i).data())?;
+        if let Some(image) = &mut state.image {
+            let followed = image.apply(&delta, |i| keys.row(i).data());
+            let keyed = image.is_keyed();
+            match followed {
+                Ok(true) => {}
+                // A plain image met a retraction: the next one is keyed. A
+                // keyed one met a key with two rows: no more images.
+                Ok(false) => {
+                    state.image = None;
+                    state.image_kind = match keyed {
+                        false => ImageKind::Keyed,
+                        true => ImageKind::Never,
+                    };
+                }
+                Err(e) => {
+                    tracing::warn!(view = %self.def.name, error = %e, "rows kept for reads let go");
+                    state.image = None;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn fail(&self, reason: String) {
@@ -172,6 +218,8 @@ impl MaterializedView {
         let mut state = self.state.write().expect("view lock");
         state.failed = Some(reason);
         state.out_of_memory = true;
+        state.version += 1;
+        state.image = None;
         if let Ok(empty) = Arrangement::new(Arc::clone(&self.schema)) {
             state.output = empty;
         }
@@ -197,12 +245,39 @@ impl MaterializedView {
         }
     }
 
-    /// Every row of the view, as of the last published epoch.
+    /// Every row of the view, as of the last published epoch. From the
+    /// second read on, the decoded rows are kept (`image.rs`), so later
+    /// reads neither decode them again nor hold back publications.
     pub fn scan(&self) -> Result<Vec<RecordBatch>> {
         let state = self.state.read().expect("view lock");
         self.check(&state)?;
-        self.scans.fetch_add(1, Ordering::Relaxed);
-        state.output.scan()
+        let earlier = self.scans.fetch_add(1, Ordering::Relaxed);
+        if let Some(image) = &state.image {
+            return image.rows();
+        }
+        let batches = state.output.scan()?;
+        let (version, kind) = (state.version, state.image_kind);
+        drop(state);
+        if earlier == 0 || kind == ImageKind::Never {
+            return Ok(batches);
+        }
+        let schema = Arc::clone(&self.schema);
+        let image = match kind {
+            ImageKind::Keyed => {
+                ScanImage::keyed(schema, batches.clone(), &self.key_columns, &self.key_codec)?
+            }
+            _ => Some(ScanImage::new(schema, batches.clone())),
+        };
+        // Another read holding the lock: a later one keeps them.
+        if let Ok(mut state) = self.state.try_write() {
+            if state.version == version && state.image.is_none() && state.failed.is_none() {
+                match image {
+                    Some(image) => state.image = Some(image),
+                    None => state.image_kind = ImageKind::Never,
+                }
+            }
+        }
+        Ok(batches)
     }
 
     /// The rows whose key columns equal `key` (one-element arrays).
@@ -226,8 +301,26 @@ impl MaterializedView {
         self.state.read().expect("view lock").output.row_count()
     }
 
+    /// The output's memory, with the decoded rows kept for reads.
     pub fn output_bytes(&self) -> usize {
+        let state = self.state.read().expect("view lock");
+        state.output.state_bytes() + state.image.as_ref().map_or(0, ScanImage::bytes)
+    }
+
+    /// The output's memory without the decoded rows: what a checkpoint
+    /// writes.
+    fn arrangement_bytes(&self) -> usize {
         self.state.read().expect("view lock").output.state_bytes()
+    }
+
+    /// Lets go of the decoded rows kept for reads; whether there were any.
+    fn drop_image(&self) -> bool {
+        self.state
+            .write()
+            .expect("view lock")
+            .image
+            .take()
+            .is_some()
     }
 
     /// The output for a checkpoint: whole (tracking its changes from
@@ -262,7 +355,10 @@ impl MaterializedView {
     }
 
     fn set_output(&self, output: Arrangement) {
-        self.state.write().expect("view lock").output = output;
+        let mut state = self.state.write().expect("view lock");
+        state.output = output;
+        state.version += 1;
+        state.image = None;
     }
 
     fn fingerprint(&self) -> u64 {
@@ -810,11 +906,16 @@ impl Engine {
     fn over_budget(&self, df: &Dataflows, id: u64, changes: &ChangeBatch) -> Option<String> {
         let limit = self.memory_limit?;
         let operators: usize = df.held.values().sum();
-        let outputs: usize = df.views.values().map(|v| v.output_bytes()).sum();
+        let mut outputs: usize = df.views.values().map(|v| v.output_bytes()).sum();
         // Retractions shrink the output: only insertions count.
         let inserted = changes.diffs.iter().filter(|d| **d > 0).count();
         let incoming = changes.data.get_array_memory_size() * inserted / changes.len().max(1);
-        let total = (operators + outputs + incoming) as u64;
+        let mut total = (operators + outputs + incoming) as u64;
+        // Rows kept decoded for reads go first: reads decode them again.
+        if total > limit && df.views.values().fold(false, |any, v| v.drop_image() | any) {
+            outputs = df.views.values().map(|v| v.output_bytes()).sum();
+            total = (operators + outputs + incoming) as u64;
+        }
         if total <= limit {
             return None;
         }
@@ -1013,7 +1114,7 @@ impl Engine {
                 .map_err(|e| Error::Internal(format!("cannot start a thread: {e}")))?;
             // Room for the whole output: pages never written are never
             // touched.
-            let mut output = StateWriter::with_capacity(view.output_bytes() + 64);
+            let mut output = StateWriter::with_capacity(view.arrangement_bytes() + 64);
             view.checkpoint_output(&mut output, changes);
             let parts = parts
                 .join()
@@ -1104,7 +1205,7 @@ impl Engine {
                 Some(state) if !df.dirty.contains(vid) => state.clone(),
                 previous => {
                     let held =
-                        (df.held.get(vid).copied().unwrap_or(0) + view.output_bytes()) as u64;
+                        (df.held.get(vid).copied().unwrap_or(0) + view.arrangement_bytes()) as u64;
                     let changes = previous.is_some_and(|p| p.next_is_changes(held));
                     // A view that cannot be snapshot is left out (and so
                     // are the views over it, at recovery).

@@ -319,6 +319,10 @@ impl<V> KeyMap<V> {
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.table.iter().map(|(_, v)| v)
     }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.table.iter_mut().map(|(_, v)| v)
+    }
 }
 
 #[cfg(test)]
