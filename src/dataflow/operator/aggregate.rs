@@ -311,7 +311,7 @@ impl Operator for Aggregate {
             .map(|(call, t)| empty_value(call.func, t))
             .collect::<Result<Vec<_>>>()?;
         let encoded = self.encode_outputs(&columns, 1)?;
-        self.groups.emitted[0] = encoded.into_iter().next();
+        self.groups.set_emitted(0, encoded.into_iter().next());
         self.groups.mark_changed(0);
         out.push(self.build_output(&[], &[0])?);
         Ok(())
@@ -353,14 +353,14 @@ impl Operator for Aggregate {
         let mut inserted: Vec<u32> = Vec::new();
         for (slot, is_live) in touched.iter().zip(&live) {
             let new = if *is_live { encoded.next() } else { None };
-            let emitted = &mut self.groups.emitted[*slot as usize];
-            if *emitted == new {
+            if self.groups.emitted[*slot as usize] == new {
                 continue;
             }
-            if let Some(old) = std::mem::replace(emitted, new) {
+            let inserts = new.is_some();
+            if let Some(old) = self.groups.set_emitted(*slot, new) {
                 retracted.push((*slot, old));
             }
-            if emitted.is_some() {
+            if inserts {
                 inserted.push(*slot);
             }
         }
@@ -410,7 +410,7 @@ impl Operator for Aggregate {
                 .collect::<Result<Vec<_>>>()?;
             let encoded = self.encode_outputs(&columns, live.len())?;
             for (slot, row) in live.iter().zip(encoded) {
-                self.groups.emitted[*slot as usize] = Some(row);
+                self.groups.set_emitted(*slot, Some(row));
             }
             if !live.is_empty() {
                 out.push(self.build_output(&[], &live)?);
@@ -755,6 +755,15 @@ struct Groups {
     /// ... per slot, whether it did, and those that did.
     changed: Vec<bool>,
     changed_slots: Vec<u32>,
+    /// What the keys and emitted rows hold, kept as they change: reading
+    /// the state's size (every step) costs nothing per group.
+    data_bytes: usize,
+}
+
+/// A key's share of [`Groups::bytes`] besides the per-slot constant: its
+/// bytes, in the slot and in the index.
+fn key_bytes(key: &KeyBytes) -> usize {
+    2 * key.len()
 }
 
 impl Groups {
@@ -762,13 +771,15 @@ impl Groups {
         if let Some(slot) = self.index.get(key) {
             return *slot;
         }
+        let key: KeyBytes = key.into();
+        self.data_bytes += key_bytes(&key);
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.keys[slot as usize] = key.into();
+                self.keys[slot as usize] = key;
                 slot
             }
             None => {
-                self.keys.push(key.into());
+                self.keys.push(key);
                 self.weights.push(0);
                 self.emitted.push(None);
                 self.touched.push(false);
@@ -776,9 +787,17 @@ impl Groups {
                 (self.keys.len() - 1) as u32
             }
         };
-        self.index.insert(key, slot);
+        self.index.insert(&self.keys[slot as usize], slot);
         self.mark_changed(slot);
         slot
+    }
+
+    /// Sets the row emitted for a slot's group; returns the one before.
+    fn set_emitted(&mut self, slot: u32, row: Option<KeyBytes>) -> Option<KeyBytes> {
+        self.data_bytes += row.as_ref().map_or(0, |r| r.len());
+        let old = std::mem::replace(&mut self.emitted[slot as usize], row);
+        self.data_bytes -= old.as_ref().map_or(0, |r| r.len());
+        old
     }
 
     fn touch(&mut self, slot: u32) {
@@ -860,15 +879,18 @@ impl Groups {
     ) -> Result<KeyBytes> {
         let s = slot as usize;
         let old = std::mem::take(&mut self.keys[s]);
+        self.data_bytes -= key_bytes(&old);
         self.weights[s] = 0;
-        self.emitted[s] = None;
+        self.set_emitted(slot, None);
         if live {
             self.keys[s] = state.bytes()?.into();
+            self.data_bytes += key_bytes(&self.keys[s]);
             self.weights[s] = state.i64()?;
-            self.emitted[s] = match state.bool()? {
+            let emitted = match state.bool()? {
                 true => Some(state.bytes()?.into()),
                 false => None,
             };
+            self.set_emitted(slot, emitted);
         }
         Ok(old)
     }
@@ -904,9 +926,10 @@ impl Groups {
         self.mark_changed(slot);
         let s = slot as usize;
         self.index.remove(&self.keys[s]);
+        self.data_bytes -= key_bytes(&self.keys[s]);
         self.keys[s] = KeyBytes::default();
         self.weights[s] = 0;
-        self.emitted[s] = None;
+        self.set_emitted(slot, None);
         self.free.push(slot);
     }
 
@@ -966,6 +989,7 @@ impl Groups {
             }
             groups.free.push(slot as u32);
         }
+        groups.data_bytes = groups.count_bytes();
         groups.index.reserve(slots - groups.free.len());
         for (slot, key) in groups.keys.iter().enumerate() {
             if !free[slot] && groups.index.insert(key, slot as u32).is_some() {
@@ -976,9 +1000,19 @@ impl Groups {
     }
 
     fn bytes(&self) -> usize {
-        let keys: usize = self.keys.iter().map(|k| 2 * k.len() + 56).sum();
-        let emitted: usize = self.emitted.iter().flatten().map(|e| e.len()).sum();
-        keys + emitted + 24 * self.keys.len() + 4 * self.free.len()
+        debug_assert_eq!(self.data_bytes, self.count_bytes());
+        self.data_bytes + 80 * self.keys.len() + 4 * self.free.len()
+    }
+
+    /// [`Groups::data_bytes`] counted group by group.
+    fn count_bytes(&self) -> usize {
+        let keys: usize = self.keys.iter().map(key_bytes).sum();
+        keys + self
+            .emitted
+            .iter()
+            .flatten()
+            .map(|e| e.len())
+            .sum::<usize>()
     }
 }
 
