@@ -325,7 +325,7 @@ impl MaterializedView {
 
     /// The output for a checkpoint: whole (tracking its changes from
     /// here), or with `changes` what changed since the last checkpoint;
-    /// a flag first says which. Only taking the changed keys and starting
+    /// a flag first says which. Only taking the changed rows and starting
     /// to track them again
     /// need the view's write lock: queries read the view while it is
     /// written (the commit lock keeps the output as it is meanwhile).
@@ -534,19 +534,12 @@ impl Stored {
             || changes >= factor * self.state.len.max(held)
     }
 
-    /// Whether the last changes took a quarter of the whole state or
-    /// more: then writing the state whole costs about as much as changes,
-    /// and far less than folding a chain, so a long chain is not folded
-    /// but started again.
-    fn churns(&self, held: u64) -> bool {
-        self.changes
-            .last()
-            .is_some_and(|c| c.len.saturating_mul(4) >= self.state.len.max(held))
-    }
-
-    /// Whether the next state is changes only.
+    /// Whether the next state is changes only: a whole one is written
+    /// under the commit lock, a pause of the dataflow, so only when the
+    /// chain has grown past what a compaction beside the dataflow would
+    /// have folded (or the view's changes are not tracked).
     fn next_is_changes(&self, held: u64) -> bool {
-        self.tracked && !self.is_long(held, 2) && !(self.is_long(held, 1) && self.churns(held))
+        self.tracked && !self.is_long(held, 2)
     }
 }
 
@@ -1107,21 +1100,39 @@ impl Engine {
     /// The workers write their operators while this thread writes the
     /// output (the pause lasts as long as the longer of the two).
     fn view_state(&self, view: &MaterializedView, changes: bool) -> Result<Vec<u8>> {
-        let (parts, output) = std::thread::scope(|scope| {
+        let started = Instant::now();
+        let (parts, output, output_ms, operators_ms) = std::thread::scope(|scope| {
             let parts = std::thread::Builder::new()
                 .name("eddydb-snapshot".into())
-                .spawn_scoped(scope, || self.runtime.checkpoint(view.def.id, changes))
+                .spawn_scoped(scope, || {
+                    let result = self.runtime.checkpoint(view.def.id, changes);
+                    (result, started.elapsed())
+                })
                 .map_err(|e| Error::Internal(format!("cannot start a thread: {e}")))?;
             // Room for the whole output: pages never written are never
             // touched.
             let mut output = StateWriter::with_capacity(view.arrangement_bytes() + 64);
             view.checkpoint_output(&mut output, changes);
-            let parts = parts
-                .join()
-                .unwrap_or_else(|_| Err(Error::Internal("a snapshot panicked".into())))?;
-            Ok::<_, Error>((parts, output.into_bytes()))
+            let output_ms = started.elapsed();
+            let (parts, operators_ms) = parts.join().unwrap_or_else(|_| {
+                (
+                    Err(Error::Internal("a snapshot panicked".into())),
+                    started.elapsed(),
+                )
+            });
+            Ok::<_, Error>((parts?, output.into_bytes(), output_ms, operators_ms))
         })?;
-        Ok(assemble_view_state(parts, &output))
+        let state = assemble_view_state(parts, &output);
+        tracing::debug!(
+            view = %view.def.name,
+            changes,
+            bytes = state.len(),
+            operators_ms = operators_ms.as_secs_f64() * 1e3,
+            output_ms = output_ms.as_secs_f64() * 1e3,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "view snapshot"
+        );
+        Ok(state)
     }
 
     /// Called once every stored view has been created again at start: logs
@@ -1229,10 +1240,7 @@ impl Engine {
                         Some(previous) if changes => {
                             let mut state = previous.clone();
                             state.changes.push(part);
-                            if state.is_long(held, 1)
-                                && !state.churns(held)
-                                && !self.checkpoints.is_compacting(*vid)
-                            {
+                            if state.is_long(held, 1) && !self.checkpoints.is_compacting(*vid) {
                                 compact.push((Arc::clone(view), state.clone()));
                             }
                             state

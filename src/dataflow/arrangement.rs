@@ -31,13 +31,29 @@ pub struct Arrangement {
     bytes: usize,
     /// Vacant slots (see [`Arrangement::update`]) filled, ever.
     vacancies_filled: u64,
-    /// Keys changed since the last checkpoint, kept once a checkpoint
+    /// Rows changed since the last checkpoint, kept once a checkpoint
     /// asked for them (see [`Arrangement::track_changes`]).
-    changed: Option<ChangedKeys>,
+    changed: Option<ChangedRows>,
 }
 
-/// The keys of an arrangement changed since its last checkpoint.
-pub type ChangedKeys = KeyMap<()>;
+/// The rows of an arrangement changed since its last checkpoint, each as
+/// its key's length (4 bytes), its key and the row.
+pub type ChangedRows = KeyMap<()>;
+
+fn changed_row(key: &[u8], row: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(4 + key.len() + row.len());
+    bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(key);
+    bytes.extend_from_slice(row);
+    bytes
+}
+
+/// The key and the row [`changed_row`] joined.
+fn split_changed_row(bytes: &[u8]) -> (&[u8], &[u8]) {
+    let (len, rest) = bytes.split_at(4);
+    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+    rest.split_at(len)
+}
 
 impl Arrangement {
     pub fn new(schema: SchemaRef) -> Result<Arrangement> {
@@ -117,7 +133,7 @@ impl Arrangement {
             return false;
         }
         if let Some(changed) = &mut self.changed {
-            changed.get_or_insert_with(key, || ());
+            changed.get_or_insert_with(&changed_row(key, row), || ());
         }
         let (bucket, created) = self.map.get_or_insert_with(key, Bucket::default);
         if created {
@@ -224,70 +240,102 @@ impl Arrangement {
         self.changed = Some(KeyMap::default());
     }
 
-    /// Writes the keys changed since the last checkpoint with the rows
-    /// they hold now (none for a key gone), and returns `true`; returns
+    /// Writes the rows changed since the last checkpoint, each with its
+    /// key and the count it has now (0: gone), and returns `true`; returns
     /// `false`, writing nothing, when [`Arrangement::take_changes`] gives
     /// nothing.
     pub fn checkpoint_changes(&mut self, state: &mut StateWriter) -> bool {
-        let Some(keys) = self.take_changes() else {
+        let Some(rows) = self.take_changes() else {
             return false;
         };
-        self.write_changes(keys, state);
+        self.write_changes(rows, state);
         true
     }
 
-    /// The keys changed since the last checkpoint, forgotten here: `None`
-    /// when changes are not tracked, or when so many keys changed that
+    /// The rows changed since the last checkpoint, forgotten here: `None`
+    /// when changes are not tracked, or when so many rows changed that
     /// writing the whole arrangement (one pass over the map, rather than a
-    /// lookup per key) is quicker.
-    pub fn take_changes(&mut self) -> Option<ChangedKeys> {
+    /// lookup per row) is quicker.
+    pub fn take_changes(&mut self) -> Option<ChangedRows> {
         let changed = self.changed.as_mut()?;
-        if changed.len() > self.map.len() / 4 {
+        if changed.len() > self.distinct_rows / 4 {
             return None;
         }
         Some(std::mem::take(changed))
     }
 
-    /// Writes `keys` (from [`Arrangement::take_changes`]) with the rows
-    /// they hold now.
-    pub fn write_changes(&self, keys: ChangedKeys, state: &mut StateWriter) {
-        state.len(keys.len());
-        for key in keys.keys() {
-            match self.map.get(key) {
-                Some(bucket) => write_bucket(state, key, bucket),
+    /// Writes `rows` (from [`Arrangement::take_changes`]): each changed row
+    /// with the count it has now, under a flag `false`; or, for a key that
+    /// now holds one row at most (an aggregate's group), once, the key with
+    /// the rows it holds, under a flag `true` (its old row need not be
+    /// named). So a key holding many rows (a view keyed by a column that
+    /// repeats) costs what changed under it, not all it holds.
+    pub fn write_changes(&self, rows: ChangedRows, state: &mut StateWriter) {
+        let mut whole: KeyMap<()> = KeyMap::default();
+        let mut entries = Vec::with_capacity(rows.len());
+        for changed in rows.keys() {
+            let (key, row) = split_changed_row(changed.as_slice());
+            let bucket = self.map.get(key);
+            match bucket.is_none_or(|b| b.len() <= 1) {
+                true => {
+                    if whole.get_or_insert_with(key, || ()).1 {
+                        entries.push((key, None));
+                    }
+                }
+                false => entries.push((key, Some(row))),
+            }
+        }
+        state.len(entries.len());
+        for (key, row) in entries {
+            state.bytes(key);
+            match row {
+                Some(row) => {
+                    state.bool(false);
+                    state.bytes(row);
+                    state.i64(self.map.get(key).map_or(0, |b| b.weight(row)));
+                }
                 None => {
-                    state.bytes(key);
-                    state.len(0);
+                    state.bool(true);
+                    let held: Vec<(&[u8], i64)> = self.get(key).collect();
+                    state.len(held.len());
+                    for (row, n) in held {
+                        state.bytes(row);
+                        state.i64(n);
+                    }
                 }
             }
         }
     }
 
-    /// Applies what [`Arrangement::checkpoint_changes`] wrote: each key
-    /// written holds just the rows written with it.
+    /// Applies what [`Arrangement::checkpoint_changes`] wrote: each row
+    /// written has the count written with it; each key written whole holds
+    /// just the rows written with it.
     pub fn restore_changes(&mut self, state: &mut StateReader<'_>) -> Result<()> {
-        for _ in 0..state.count(16)? {
+        // A key's length, a flag and a count or a row.
+        for _ in 0..state.count(17)? {
             let key = state.bytes()?;
-            self.remove_key(key);
-            for _ in 0..state.count(16)? {
-                let row = state.bytes()?;
-                let weight = state.i64()?;
-                self.update_row(key, row, weight);
+            match state.bool()? {
+                false => {
+                    let row = state.bytes()?;
+                    let n = state.i64()?;
+                    let held = self.map.get(key).map_or(0, |b| b.weight(row));
+                    self.update_row(key, row, n - held);
+                }
+                true => {
+                    let old: Vec<(Vec<u8>, i64)> =
+                        self.get(key).map(|(r, n)| (r.to_vec(), n)).collect();
+                    for (row, n) in old {
+                        self.update_row(key, &row, -n);
+                    }
+                    for _ in 0..state.count(16)? {
+                        let row = state.bytes()?;
+                        let n = state.i64()?;
+                        self.update_row(key, row, n);
+                    }
+                }
             }
         }
         Ok(())
-    }
-
-    /// Removes `key` with all its rows.
-    fn remove_key(&mut self, key: &[u8]) {
-        let Some(bucket) = self.map.remove(key) else {
-            return;
-        };
-        for (row, _) in bucket.iter() {
-            self.bytes -= row.len() + 24;
-            self.distinct_rows -= 1;
-        }
-        self.bytes -= key.len() + 48;
     }
 
     /// Adds what [`Arrangement::checkpoint`] wrote (into an empty one).
@@ -435,6 +483,32 @@ impl Bucket {
             Bucket::One(_, n) => *n == 0,
             Bucket::Few(entries) => entries.is_empty(),
             Bucket::Many(map) => map.is_empty(),
+        }
+    }
+
+    /// Distinct rows held.
+    fn len(&self) -> usize {
+        match self {
+            Bucket::Empty => 0,
+            Bucket::One(_, n) => usize::from(*n != 0),
+            Bucket::Few(entries) => entries.len(),
+            Bucket::Many(map) => map.len(),
+        }
+    }
+
+    /// The count of `row` (0 when it is not held).
+    fn weight(&self, row: &[u8]) -> i64 {
+        match self {
+            Bucket::Empty => 0,
+            Bucket::One(r, n) => match r.as_slice() == row {
+                true => *n,
+                false => 0,
+            },
+            Bucket::Few(entries) => entries
+                .iter()
+                .find(|(r, _)| r.as_slice() == row)
+                .map_or(0, |(_, n)| *n),
+            Bucket::Many(map) => map.get(row).copied().unwrap_or(0),
         }
     }
 
@@ -632,6 +706,43 @@ mod tests {
             arr.update_row(&[b'f', i], b"filler", 1);
         }
         assert!(!arr.checkpoint_changes(&mut StateWriter::new()));
+    }
+
+    /// A key holding many rows: a change writes the row that changed, not
+    /// every row of its key.
+    #[test]
+    fn changes_under_a_crowded_key_write_only_the_rows_changed() {
+        let schema = ChangeBatch::from_pretty(" I T\n + 1 a").unwrap().schema();
+        let mut arr = Arrangement::new(Arc::clone(&schema)).unwrap();
+        for i in 0..100u8 {
+            arr.update_row(b"crowded", &[b'r', i], 1);
+        }
+        let mut whole = StateWriter::new();
+        arr.checkpoint(&mut whole);
+        arr.track_changes();
+        arr.update_row(b"crowded", b"new", 1);
+        arr.update_row(b"crowded", &[b'r', 7], -1);
+        let mut changes = StateWriter::new();
+        assert!(arr.checkpoint_changes(&mut changes));
+        let changes = changes.into_bytes();
+        let mut reader = StateReader::new(&changes);
+        assert_eq!(reader.count(1).unwrap(), 2);
+        let mut restored = Arrangement::new(schema).unwrap();
+        restored
+            .restore(&mut StateReader::new(&whole.into_bytes()))
+            .unwrap();
+        restored
+            .restore_changes(&mut StateReader::new(&changes))
+            .unwrap();
+        let rows = |a: &Arrangement| {
+            let mut rows: Vec<(Vec<u8>, i64)> =
+                a.get(b"crowded").map(|(r, n)| (r.to_vec(), n)).collect();
+            rows.sort();
+            rows
+        };
+        assert_eq!(rows(&restored), rows(&arr));
+        assert_eq!(rows(&arr).len(), 100);
+        assert_eq!(restored.state_bytes(), arr.state_bytes());
     }
 
     /// One key taken from one row through a list and a map of rows and back

@@ -156,9 +156,12 @@ struct Over {
     pruning: CloseSchedule,
     bytes: usize,
     pending_bytes: usize,
-    /// From [`Operator::track_changes`]: the partitions changed since the
-    /// last checkpoint.
-    changed: Option<FastMap<Box<[u8]>, ()>>,
+    /// From [`Operator::track_changes`]: per partition changed since the
+    /// last checkpoint, the rows whose count changed (added, taken back or
+    /// pruned; a row may be named more than once).
+    changed: Option<FastMap<Box<[u8]>, Vec<Place>>>,
+    /// What the rows `changed` names held when named.
+    changed_bytes: usize,
 }
 
 impl Over {
@@ -187,6 +190,7 @@ impl Over {
             bytes: 0,
             pending_bytes: 0,
             changed: None,
+            changed_bytes: 0,
         })
     }
 }
@@ -277,7 +281,11 @@ impl Operator for Over {
             };
             let (first, last) = (first.clone(), last.clone());
             if let Some(changed) = &mut self.changed {
-                changed.insert(partition.clone(), ());
+                let places = changed.entry(partition.clone()).or_default();
+                for place in changes.keys() {
+                    self.changed_bytes += place.1.len() + 8 + ENTRY_OVERHEAD_BYTES;
+                    places.push(place.clone());
+                }
             }
             if let Some(rows) = self.partitions.get(&partition) {
                 work.add(rows, &first, &last, -1, &self.spec);
@@ -330,10 +338,18 @@ impl Operator for Over {
             let Some(rows) = self.partitions.get_mut(partition.as_slice()) else {
                 continue;
             };
-            let freed = prune(rows, horizon, &self.spec);
+            let dropped = prune(rows, horizon, &self.spec);
+            let freed: usize = dropped
+                .keys()
+                .map(|(_, row)| row.len() + 8 + ENTRY_OVERHEAD_BYTES)
+                .sum();
             self.bytes = self.bytes.saturating_sub(freed);
-            if let (Some(changed), true) = (&mut self.changed, freed > 0) {
-                changed.insert(partition.as_slice().into(), ());
+            if let (Some(changed), false) = (&mut self.changed, dropped.is_empty()) {
+                self.changed_bytes += freed;
+                changed
+                    .entry(partition.as_slice().into())
+                    .or_default()
+                    .extend(dropped.into_keys());
             }
             if rows.is_empty() {
                 self.partitions.remove(partition.as_slice());
@@ -409,12 +425,13 @@ impl Operator for Over {
 
     fn track_changes(&mut self) {
         self.changed = Some(FastMap::default());
+        self.changed_bytes = 0;
     }
 
-    /// Each partition changed since the last checkpoint: its key, and
-    /// either its rows or that it is gone. When more than a quarter of the
-    /// partitions changed, the whole state is written instead: one pass
-    /// over it costs about as much.
+    /// Each partition changed since the last checkpoint: its key, and each
+    /// of its rows that changed with its count now (0: gone). When the rows
+    /// changed held more than a quarter of what the state holds, the whole
+    /// state is written instead: one pass over it costs about as much.
     fn checkpoint_changes(&mut self, state: &mut StateWriter) -> Result<bool> {
         if !self.pending.is_empty() {
             return Err(Error::Internal(
@@ -424,16 +441,22 @@ impl Operator for Over {
         let Some(changed) = &mut self.changed else {
             return Ok(false);
         };
-        if changed.len() > self.partitions.len() / 4 {
+        if self.changed_bytes > self.bytes / 4 {
             return Ok(false);
         }
+        self.changed_bytes = 0;
         state.len(changed.len());
-        for (partition, ()) in changed.drain() {
+        for (partition, mut places) in changed.drain() {
+            places.sort_unstable();
+            places.dedup();
             state.bytes(&partition);
+            state.len(places.len());
             let rows = self.partitions.get(&partition);
-            state.bool(rows.is_some());
-            if let Some(rows) = rows {
-                write_rows(state, rows);
+            for place in places {
+                let n = rows.and_then(|r| r.get(&place)).copied().unwrap_or(0);
+                state.i64(place.0);
+                state.bytes(&place.1);
+                state.i64(n);
             }
         }
         Ok(true)
@@ -441,26 +464,41 @@ impl Operator for Over {
 
     fn restore_changes(&mut self, state: &mut StateReader<'_>) -> Result<()> {
         let mut touched = Vec::new();
-        // A partition key's length and a flag.
-        for _ in 0..state.count(9)? {
+        // A partition key's length and a count of rows.
+        for _ in 0..state.count(16)? {
             let partition: Box<[u8]> = state.bytes()?.into();
-            if let Some(old) = self.partitions.remove(&partition) {
-                let held: usize = old
-                    .keys()
-                    .map(|(_, row)| row.len() + 8 + ENTRY_OVERHEAD_BYTES)
-                    .sum();
-                let held = held + partition.len() + ENTRY_OVERHEAD_BYTES;
-                self.bytes = self.bytes.saturating_sub(held);
+            let rows = match self.partitions.get_mut(&partition) {
+                Some(rows) => rows,
+                None => {
+                    self.bytes += partition.len() + ENTRY_OVERHEAD_BYTES;
+                    self.partitions.entry(partition.clone()).or_default()
+                }
+            };
+            // An order value, a row's length and a count.
+            for _ in 0..state.count(24)? {
+                let t = state.i64()?;
+                let row: Box<[u8]> = state.bytes()?.into();
+                let n = state.i64()?;
+                let size = row.len() + 8 + ENTRY_OVERHEAD_BYTES;
+                let held = match n {
+                    0 => rows.remove(&(t, row)),
+                    n => rows.insert((t, row), n),
+                };
+                match (held.is_some(), n != 0) {
+                    (false, true) => self.bytes += size,
+                    (true, false) => self.bytes = self.bytes.saturating_sub(size),
+                    _ => {}
+                }
             }
-            if !state.bool()? {
-                continue;
+            match rows.keys().next() {
+                Some((t, _)) => touched.push((partition, *t)),
+                None => {
+                    self.partitions.remove(&partition);
+                    self.bytes = self
+                        .bytes
+                        .saturating_sub(partition.len() + ENTRY_OVERHEAD_BYTES);
+                }
             }
-            let (rows, bytes) = read_rows(state)?;
-            self.bytes += bytes + partition.len() + ENTRY_OVERHEAD_BYTES;
-            if let Some(((t, _), _)) = rows.iter().next() {
-                touched.push((partition.clone(), *t));
-            }
-            self.partitions.insert(partition, rows);
         }
         self.schedule_pruning(touched);
         Ok(())
@@ -518,8 +556,8 @@ impl Over {
 
 /// Drops the rows of one partition no later change can reach: every later
 /// change is at or after `horizon`, and reaches back `rows_back` rows and
-/// `range_back` units. Returns the bytes freed.
-fn prune(rows: &mut BTreeMap<Place, i64>, horizon: i64, spec: &OverSpec) -> usize {
+/// `range_back` units. Returns the rows dropped.
+fn prune(rows: &mut BTreeMap<Place, i64>, horizon: i64, spec: &OverSpec) -> BTreeMap<Place, i64> {
     let cut = match spec.range_back {
         Some(range) => horizon.saturating_sub(range),
         None => horizon,
@@ -536,11 +574,7 @@ fn prune(rows: &mut BTreeMap<Place, i64>, horizon: i64, spec: &OverSpec) -> usiz
     }
     let boundary = first_kept.unwrap_or((cut, Box::default()));
     let kept_rows = rows.split_off(&boundary);
-    let dropped = std::mem::replace(rows, kept_rows);
-    dropped
-        .keys()
-        .map(|(_, row)| row.len() + 8 + ENTRY_OVERHEAD_BYTES)
-        .sum()
+    std::mem::replace(rows, kept_rows)
 }
 
 /// Rows to evaluate the window functions over. Each affected row is
