@@ -184,8 +184,8 @@ impl MaterializedView {
         state.version += 1;
         state.output.update(&delta, |i| keys.row(i).data())?;
         if let Some(image) = &mut state.image {
-            let followed = image.apply(&delta, |i| keys.row(i).data());
             let keyed = image.is_keyed();
+            let followed = image.follow(&delta, &keys, &self.key_columns, &self.key_codec);
             match followed {
                 Ok(true) => {}
                 // A plain image met a retraction: the next one is keyed. A
@@ -208,7 +208,9 @@ impl MaterializedView {
 
     fn fail(&self, reason: String) {
         tracing::error!(view = %self.def.name, %reason, "materialized view failed");
-        self.state.write().expect("view lock").failed = Some(reason);
+        let mut state = self.state.write().expect("view lock");
+        state.failed = Some(reason);
+        state.image = None;
     }
 
     /// Fails the view for going over the memory budget, and lets go of
@@ -263,8 +265,17 @@ impl MaterializedView {
         }
         let schema = Arc::clone(&self.schema);
         let image = match kind {
+            // The rows are read either way: an image that cannot be built
+            // is only not kept.
             ImageKind::Keyed => {
-                ScanImage::keyed(schema, batches.clone(), &self.key_columns, &self.key_codec)?
+                match ScanImage::keyed(schema, batches.clone(), &self.key_columns, &self.key_codec)
+                {
+                    Ok(image) => image,
+                    Err(e) => {
+                        tracing::warn!(view = %self.def.name, error = %e, "rows not kept for reads");
+                        return Ok(batches);
+                    }
+                }
             }
             _ => Some(ScanImage::new(schema, batches.clone())),
         };

@@ -22,6 +22,8 @@ use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_recor
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
+use datafusion::arrow::row::Rows;
+
 use crate::dataflow::row::{KeyMap, RowCodec};
 use crate::dataflow::ChangeBatch;
 use crate::error::Result;
@@ -151,8 +153,35 @@ impl ScanImage {
         self.batch_bytes + self.index_bytes + self.dead.len() * 8
     }
 
+    /// [`ScanImage::apply`] for a view's publication: `keys` are the
+    /// change's rows' keys, `key_columns` encoded by `codec`. A keyed image
+    /// takes the change consolidated when it both adds and takes back rows:
+    /// the workers' outputs are joined, not netted, so a row added on one
+    /// and taken back on another must cancel first.
+    pub(super) fn follow(
+        &mut self,
+        delta: &ChangeBatch,
+        keys: &Rows,
+        key_columns: &[usize],
+        codec: &RowCodec,
+    ) -> Result<bool> {
+        let mixed = delta.diffs.iter().any(|d| *d < 0) && delta.diffs.iter().any(|d| *d > 0);
+        if !(self.is_keyed() && mixed) {
+            return self.apply(delta, |i| keys.row(i).data());
+        }
+        let net = delta.clone().consolidate()?;
+        let columns: Vec<ArrayRef> = key_columns
+            .iter()
+            .map(|c| std::sync::Arc::clone(net.data.column(*c)))
+            .collect();
+        let net_keys = codec.encode(&columns)?;
+        self.apply(&net, |i| net_keys.row(i).data())
+    }
+
     /// Takes in a publication's change (rows in the view's schema; `key`
-    /// gives row `i`'s encoded key). `false` when the image can no longer
+    /// gives row `i`'s encoded key); a keyed image needs it consolidated
+    /// (see [`ScanImage::follow`]): a retraction stands for the key's one
+    /// row. `false` when the image can no longer
     /// follow: a plain image and a change taking rows back, or a keyed one
     /// and a key that would hold two rows. The caller drops it then.
     pub(super) fn apply<'k>(
@@ -189,7 +218,10 @@ impl ScanImage {
                 for (i, diff) in delta.diffs.iter().enumerate() {
                     if *diff < 0 {
                         match (*diff, index.remove(key(i))) {
-                            (-1, Some(position)) => dead.push(position),
+                            (-1, Some(position)) => {
+                                self.index_bytes -= key(i).len() + INDEX_ENTRY_BYTES;
+                                dead.push(position);
+                            }
                             _ => return Ok(false),
                         }
                     }
@@ -432,6 +464,34 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!apply(&mut image, &[(9, 90, -1)]));
+    }
+
+    /// A row added on one worker and taken back on another, in one
+    /// publication: the key's row held stays.
+    #[test]
+    fn a_keyed_image_follows_a_change_joined_from_several_workers() {
+        let mut image =
+            ScanImage::keyed(schema(), vec![batch(&[(1, 10), (2, 20)])], &[0], &codec())
+                .unwrap()
+                .unwrap();
+        let data = batch(&[(1, 11), (2, 21), (1, 11), (2, 20)]);
+        let keys = codec().encode(&[Arc::clone(data.column(0))]).unwrap();
+        let change = ChangeBatch::new(data, vec![1, 1, -1, -1]);
+        assert!(image.follow(&change, &keys, &[0], &codec()).unwrap());
+        assert_eq!(contents(&image), [(1, 10), (2, 21)]);
+        // Replacing rows leaves the index's size as it was.
+        let data = batch(&[(1, 12), (1, 10)]);
+        let keys = codec().encode(&[Arc::clone(data.column(0))]).unwrap();
+        let change = ChangeBatch::new(data, vec![1, -1]);
+        assert!(image.follow(&change, &keys, &[0], &codec()).unwrap());
+        assert_eq!(contents(&image), [(1, 12), (2, 21)]);
+        assert_eq!(image.index_bytes, {
+            let fresh =
+                ScanImage::keyed(schema(), vec![batch(&[(1, 12), (2, 21)])], &[0], &codec())
+                    .unwrap()
+                    .unwrap();
+            fresh.index_bytes
+        });
     }
 
     /// Many updates: the image is rewritten without its dead rows, and the

@@ -180,23 +180,23 @@ impl ReaderStatus {
     }
 
     /// The source's watermark: the least partition watermark among the
-    /// partitions that are not idle. A partition not idle yet that has no
-    /// watermark (nothing read since the reader learnt of it) holds the
-    /// source's watermark where it is. It never goes back: while every
+    /// partitions that are not idle. A partition not idle yet that nothing
+    /// was read from since the reader learnt of it holds the source's
+    /// watermark where it is. It never goes back: while every
     /// partition is idle it stays where it was. `None` before any watermark.
     pub fn watermark_us(&self) -> Option<i64> {
         let mut inner = self.inner.lock().expect("status lock");
         let now = Instant::now();
-        let active: Vec<Option<i64>> = inner
+        let active: Vec<&PartitionStats> = inner
             .partitions
             .values()
             .filter(|s| !is_idle(s, now, inner.idle_timeout_ms))
-            .map(|s| s.watermark_us)
             .collect();
-        let active = if active.contains(&None) {
-            None
-        } else {
-            active.into_iter().flatten().min()
+        // One not heard from yet holds it; one whose messages carry no
+        // event time (NULLs) does not.
+        let active = match active.iter().any(|s| s.last_message.is_none()) {
+            true => None,
+            false => active.iter().filter_map(|s| s.watermark_us).min(),
         };
         inner.source_watermark_us = match (inner.source_watermark_us, active) {
             (Some(old), Some(new)) => Some(old.max(new)),
@@ -366,23 +366,28 @@ mod tests {
     use super::*;
     use crate::source::reader::PartitionProgress;
 
-    /// A poll that read one message from each partition given, with its
-    /// largest watermark value.
-    fn advance(status: &ReaderStatus, marks: &[(i32, i64)]) {
-        let polled = Polled {
+    /// A poll that read one message from each partition given.
+    fn poll(partitions: impl IntoIterator<Item = i32>) -> Polled {
+        Polled {
             rows: RecordBatch::new_empty(Arc::new(Schema::empty())),
             deletes: None,
-            partitions: marks
-                .iter()
-                .map(|(p, _)| PartitionProgress {
-                    partition: *p,
+            partitions: partitions
+                .into_iter()
+                .map(|partition| PartitionProgress {
+                    partition,
                     rows: 0..0,
                     next_offset: 1,
                 })
                 .collect(),
             bad: Vec::new(),
             offsets: None,
-        };
+        }
+    }
+
+    /// [`poll`] of the partitions given, each with its largest watermark
+    /// value.
+    fn advance(status: &ReaderStatus, marks: &[(i32, i64)]) {
+        let polled = poll(marks.iter().map(|(p, _)| *p));
         status.advance(&polled, &marks.iter().copied().collect());
     }
 
@@ -419,6 +424,17 @@ mod tests {
         // Every partition idle: the watermark stays where it was.
         silence(&status, 0);
         assert_eq!(status.watermark_us(), Some(150));
+    }
+
+    /// Messages whose event time is NULL give no watermark: their
+    /// partition does not hold the source's back.
+    #[test]
+    fn a_partition_without_event_times_does_not_hold_the_watermark() {
+        let start: Offsets = [(0, 0), (1, 0)].into_iter().collect();
+        let status = ReaderStatus::new("s", "v", &start, 5_000);
+        let polled = poll([0, 1]);
+        status.advance(&polled, &[(0, 100)].into_iter().collect());
+        assert_eq!(status.watermark_us(), Some(100));
     }
 
     #[test]
