@@ -34,18 +34,21 @@ pub struct Arrangement {
     /// Rows changed since the last checkpoint, kept once a checkpoint
     /// asked for them (see [`Arrangement::track_changes`]).
     changed: Option<ChangedRows>,
+    /// Scratch space joining a changed key and row.
+    joined: Vec<u8>,
 }
 
 /// The rows of an arrangement changed since its last checkpoint, each as
 /// its key's length (4 bytes), its key and the row.
 pub type ChangedRows = KeyMap<()>;
 
-fn changed_row(key: &[u8], row: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(4 + key.len() + row.len());
+/// Joins a key and a row into `bytes` (cleared first), as [`ChangedRows`]
+/// holds them.
+fn changed_row(bytes: &mut Vec<u8>, key: &[u8], row: &[u8]) {
+    bytes.clear();
     bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
     bytes.extend_from_slice(key);
     bytes.extend_from_slice(row);
-    bytes
 }
 
 /// The key and the row [`changed_row`] joined.
@@ -66,6 +69,7 @@ impl Arrangement {
             bytes: 0,
             vacancies_filled: 0,
             changed: None,
+            joined: Vec::new(),
         })
     }
 
@@ -133,7 +137,9 @@ impl Arrangement {
             return false;
         }
         if let Some(changed) = &mut self.changed {
-            changed.get_or_insert_with(&changed_row(key, row), || ());
+            // One buffer for every change: the map copies what it keeps.
+            changed_row(&mut self.joined, key, row);
+            changed.get_or_insert_with(&self.joined, || ());
         }
         let (bucket, created) = self.map.get_or_insert_with(key, Bucket::default);
         if created {
