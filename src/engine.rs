@@ -334,24 +334,26 @@ impl MaterializedView {
             .is_some()
     }
 
-    /// The output for a checkpoint: whole (tracking its changes from
+    /// The output for a checkpoint: whole (logging its changes from
     /// here), or with `changes` what changed since the last checkpoint;
-    /// a flag first says which. Only taking the changed rows and starting
-    /// to track them again
-    /// need the view's write lock: queries read the view while it is
-    /// written (the commit lock keeps the output as it is meanwhile).
+    /// a flag first says which. Only taking the log of changes and starting
+    /// to log them again need the view's write lock: queries read the view
+    /// while it is written whole (the commit lock keeps the output as it is
+    /// meanwhile).
     fn checkpoint_output(&self, state: &mut StateWriter, changes: bool) {
         let changed = match changes {
             true => self.state.write().expect("view lock").output.take_changes(),
             false => None,
         };
-        let view = self.state.read().expect("view lock");
         state.bool(changed.is_some());
         match changed {
-            Some(keys) => view.output.write_changes(keys, state),
+            Some(log) => log.write_to(state),
             None => {
-                view.output.checkpoint(state);
-                drop(view);
+                self.state
+                    .read()
+                    .expect("view lock")
+                    .output
+                    .checkpoint(state);
                 self.state
                     .write()
                     .expect("view lock")
@@ -1120,9 +1122,7 @@ impl Engine {
                     (result, started.elapsed())
                 })
                 .map_err(|e| Error::Internal(format!("cannot start a thread: {e}")))?;
-            // Room for the whole output: pages never written are never
-            // touched.
-            let mut output = StateWriter::with_capacity(view.arrangement_bytes() + 64);
+            let mut output = StateWriter::new();
             view.checkpoint_output(&mut output, changes);
             let output_ms = started.elapsed();
             let (parts, operators_ms) = parts.join().unwrap_or_else(|_| {

@@ -25,7 +25,7 @@ use tokio_postgres::Client;
 /// tumbling and hopping windows over a source with late events (whose
 /// watermarks must survive a crash for the same events to be found late),
 /// one emitting on window close.
-const VIEWS: [(&str, &str); 9] = [
+const VIEWS: [(&str, &str); 10] = [
     ("totals", "SELECT count(*) AS n, sum(id) AS s FROM ev"),
     (
         "per_k",
@@ -67,6 +67,14 @@ const VIEWS: [(&str, &str); 9] = [
         "SELECT user_id, window_start, window_end, count(*) AS c \
          FROM SESSION(clicks, ts, INTERVAL '500 milliseconds', user_id) \
          GROUP BY user_id, window_start, window_end EMIT ON WINDOW CLOSE",
+    ),
+    (
+        // Rows leave an OVER window's state as the watermark passes them:
+        // its checkpoints log pruned rows as well as new ones.
+        "click_history",
+        "SELECT user_id, ts, page, count(*) OVER (PARTITION BY user_id ORDER BY ts \
+           RANGE BETWEEN INTERVAL '1 second' PRECEDING AND CURRENT ROW) AS last_second, \
+         lag(page) OVER (PARTITION BY user_id ORDER BY ts) AS before FROM clicks",
     ),
 ];
 
@@ -138,10 +146,11 @@ async fn check_against_fresh_views(client: &Client, rows_total: u64) -> anyhow::
     wait_for(client, "SELECT total FROM ref_busiest", &total).await?;
     wait_for(client, "SELECT sum(n) FROM ref_labelled", &total).await?;
     wait_for(client, &clicks_read("ref_"), &clicks).await?;
-    // The window-closing views have read every click (and so closed the
-    // same windows as their references).
+    // The window-closing views and the OVER window have read every click
+    // (and so closed the same windows and pruned the same rows as their
+    // references).
     for prefix in ["", "ref_"] {
-        for view in ["closed", "sessions"] {
+        for view in ["closed", "sessions", "click_history"] {
             let sql = format!(
                 "SELECT max(\"offset\") FROM eddy_catalog.source_partitions \
                  WHERE feeds = '{prefix}{view}'"

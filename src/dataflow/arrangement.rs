@@ -14,7 +14,7 @@ use datafusion::common::HashMap as FastMap;
 
 use super::batch::ChangeBatch;
 use super::row::{KeyBytes, KeyMap, RowCodec};
-use super::state::{StateReader, StateWriter};
+use super::state::{ChangeLog, StateReader, StateWriter};
 use crate::error::{Error, Result};
 
 /// Rows per batch when an arrangement is read out.
@@ -31,31 +31,9 @@ pub struct Arrangement {
     bytes: usize,
     /// Vacant slots (see [`Arrangement::update`]) filled, ever.
     vacancies_filled: u64,
-    /// Rows changed since the last checkpoint, kept once a checkpoint
+    /// Every change since the last checkpoint, logged once a checkpoint
     /// asked for them (see [`Arrangement::track_changes`]).
-    changed: Option<ChangedRows>,
-    /// Scratch space joining a changed key and row.
-    joined: Vec<u8>,
-}
-
-/// The rows of an arrangement changed since its last checkpoint, each as
-/// its key's length (4 bytes), its key and the row.
-pub type ChangedRows = KeyMap<()>;
-
-/// Joins a key and a row into `bytes` (cleared first), as [`ChangedRows`]
-/// holds them.
-fn changed_row(bytes: &mut Vec<u8>, key: &[u8], row: &[u8]) {
-    bytes.clear();
-    bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(key);
-    bytes.extend_from_slice(row);
-}
-
-/// The key and the row [`changed_row`] joined.
-fn split_changed_row(bytes: &[u8]) -> (&[u8], &[u8]) {
-    let (len, rest) = bytes.split_at(4);
-    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-    rest.split_at(len)
+    changed: Option<ChangeLog>,
 }
 
 impl Arrangement {
@@ -69,7 +47,6 @@ impl Arrangement {
             bytes: 0,
             vacancies_filled: 0,
             changed: None,
-            joined: Vec::new(),
         })
     }
 
@@ -136,10 +113,14 @@ impl Arrangement {
         if diff == 0 {
             return false;
         }
-        if let Some(changed) = &mut self.changed {
-            // One buffer for every change: the map copies what it keeps.
-            changed_row(&mut self.joined, key, row);
-            changed.get_or_insert_with(&self.joined, || ());
+        if let Some(log) = &mut self.changed {
+            let entry = log.entry();
+            entry.bytes(key);
+            entry.bytes(row);
+            entry.i64(diff);
+            if log.outgrew(self.bytes) {
+                self.changed = None;
+            }
         }
         let (bucket, created) = self.map.get_or_insert_with(key, Bucket::default);
         if created {
@@ -228,118 +209,58 @@ impl Arrangement {
         self.distinct_rows
     }
 
+    /// Bytes held: keys, rows and the log of changes.
     pub fn state_bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.changed.as_ref().map_or(0, ChangeLog::bytes)
     }
 
     /// Writes every key with its rows and weights, for a checkpoint.
     pub fn checkpoint(&self, state: &mut StateWriter) {
+        state.reserve(self.bytes);
         state.len(self.map.len());
         for (key, bucket) in self.map.iter() {
             write_bucket(state, key, bucket);
         }
     }
 
-    /// From now on, keeps the keys that change, for
+    /// From now on, logs every change, for
     /// [`Arrangement::checkpoint_changes`].
     pub fn track_changes(&mut self) {
-        self.changed = Some(KeyMap::default());
+        self.changed = Some(ChangeLog::default());
     }
 
-    /// Writes the rows changed since the last checkpoint, each with its
-    /// key and the count it has now (0: gone), and returns `true`; returns
-    /// `false`, writing nothing, when [`Arrangement::take_changes`] gives
-    /// nothing.
+    /// Writes the changes since the last checkpoint and returns `true`;
+    /// returns `false`, writing nothing, when [`Arrangement::take_changes`]
+    /// gives nothing.
     pub fn checkpoint_changes(&mut self, state: &mut StateWriter) -> bool {
-        let Some(rows) = self.take_changes() else {
+        let Some(log) = self.take_changes() else {
             return false;
         };
-        self.write_changes(rows, state);
+        log.write_to(state);
         true
     }
 
-    /// The rows changed since the last checkpoint, forgotten here: `None`
-    /// when changes are not tracked, or when so many rows changed that
-    /// writing the whole arrangement (one pass over the map, rather than a
-    /// lookup per row) is quicker.
-    pub fn take_changes(&mut self) -> Option<ChangedRows> {
-        let changed = self.changed.as_mut()?;
-        if changed.len() > self.distinct_rows / 4 {
+    /// The changes since the last checkpoint, in the order they were made
+    /// (each key, row and difference), taken from here to be written
+    /// (with [`ChangeLog::write_to`]) anywhere: `None` when changes are not
+    /// logged, or when the log outgrew the arrangement (writing it whole is
+    /// then smaller), or grew too long to keep.
+    pub fn take_changes(&mut self) -> Option<ChangeLog> {
+        let log = self.changed.as_mut()?;
+        if log.bytes() > self.bytes {
             return None;
         }
-        Some(std::mem::take(changed))
+        Some(std::mem::take(log))
     }
 
-    /// Writes `rows` (from [`Arrangement::take_changes`]): each changed row
-    /// with the count it has now, under a flag `false`; or, for a key that
-    /// now holds one row at most (an aggregate's group), once, the key with
-    /// the rows it holds, under a flag `true` (its old row need not be
-    /// named). So a key holding many rows (a view keyed by a column that
-    /// repeats) costs what changed under it, not all it holds.
-    pub fn write_changes(&self, rows: ChangedRows, state: &mut StateWriter) {
-        let mut whole: KeyMap<()> = KeyMap::default();
-        let mut entries = Vec::with_capacity(rows.len());
-        for changed in rows.keys() {
-            let (key, row) = split_changed_row(changed.as_slice());
-            let bucket = self.map.get(key);
-            match bucket.is_none_or(|b| b.len() <= 1) {
-                true => {
-                    if whole.get_or_insert_with(key, || ()).1 {
-                        entries.push((key, None));
-                    }
-                }
-                false => entries.push((key, Some(row))),
-            }
-        }
-        state.len(entries.len());
-        for (key, row) in entries {
-            state.bytes(key);
-            match row {
-                Some(row) => {
-                    state.bool(false);
-                    state.bytes(row);
-                    state.i64(self.map.get(key).map_or(0, |b| b.weight(row)));
-                }
-                None => {
-                    state.bool(true);
-                    let held: Vec<(&[u8], i64)> = self.get(key).collect();
-                    state.len(held.len());
-                    for (row, n) in held {
-                        state.bytes(row);
-                        state.i64(n);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Applies what [`Arrangement::checkpoint_changes`] wrote: each row
-    /// written has the count written with it; each key written whole holds
-    /// just the rows written with it.
+    /// Applies what [`Arrangement::checkpoint_changes`] wrote, in order.
     pub fn restore_changes(&mut self, state: &mut StateReader<'_>) -> Result<()> {
-        // A key's length, a flag and a count or a row.
-        for _ in 0..state.count(17)? {
+        // A key's length, a row's length and a difference.
+        for _ in 0..state.count(24)? {
             let key = state.bytes()?;
-            match state.bool()? {
-                false => {
-                    let row = state.bytes()?;
-                    let n = state.i64()?;
-                    let held = self.map.get(key).map_or(0, |b| b.weight(row));
-                    self.update_row(key, row, n - held);
-                }
-                true => {
-                    let old: Vec<(Vec<u8>, i64)> =
-                        self.get(key).map(|(r, n)| (r.to_vec(), n)).collect();
-                    for (row, n) in old {
-                        self.update_row(key, &row, -n);
-                    }
-                    for _ in 0..state.count(16)? {
-                        let row = state.bytes()?;
-                        let n = state.i64()?;
-                        self.update_row(key, row, n);
-                    }
-                }
-            }
+            let row = state.bytes()?;
+            let diff = state.i64()?;
+            self.update_row(key, row, diff);
         }
         Ok(())
     }
@@ -489,32 +410,6 @@ impl Bucket {
             Bucket::One(_, n) => *n == 0,
             Bucket::Few(entries) => entries.is_empty(),
             Bucket::Many(map) => map.is_empty(),
-        }
-    }
-
-    /// Distinct rows held.
-    fn len(&self) -> usize {
-        match self {
-            Bucket::Empty => 0,
-            Bucket::One(_, n) => usize::from(*n != 0),
-            Bucket::Few(entries) => entries.len(),
-            Bucket::Many(map) => map.len(),
-        }
-    }
-
-    /// The count of `row` (0 when it is not held).
-    fn weight(&self, row: &[u8]) -> i64 {
-        match self {
-            Bucket::Empty => 0,
-            Bucket::One(r, n) => match r.as_slice() == row {
-                true => *n,
-                false => 0,
-            },
-            Bucket::Few(entries) => entries
-                .iter()
-                .find(|(r, _)| r.as_slice() == row)
-                .map_or(0, |(_, n)| *n),
-            Bucket::Many(map) => map.get(row).copied().unwrap_or(0),
         }
     }
 
@@ -707,9 +602,11 @@ mod tests {
         assert_eq!(restored.state_bytes(), arr.state_bytes());
         assert_eq!(restored.distinct_rows(), arr.distinct_rows());
         assert_eq!(chain[2].len(), 8);
-        // Most keys changed: the whole arrangement is written instead.
-        for i in 0..30u8 {
-            arr.update_row(&[b'f', i], b"filler", 1);
+        // Changes that outgrow the arrangement: it is written whole instead.
+        for _ in 0..4 {
+            for i in 0..40u8 {
+                arr.update_row(&[b'f', i], b"filler", 1);
+            }
         }
         assert!(!arr.checkpoint_changes(&mut StateWriter::new()));
     }

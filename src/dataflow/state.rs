@@ -92,6 +92,54 @@ impl StateWriter {
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
+
+    /// Makes room for `bytes` more.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes);
+    }
+}
+
+/// The changes an operator made since its last checkpoint, written as they
+/// are made: a checkpoint of them takes or copies these bytes, with no pass
+/// over the state and no lookup in it. Read back as a count of entries
+/// followed by the entries, each in the layout its operator chose.
+#[derive(Debug, Default)]
+pub struct ChangeLog {
+    entries: StateWriter,
+    count: usize,
+}
+
+impl ChangeLog {
+    /// The writer for one more entry.
+    pub fn entry(&mut self) -> &mut StateWriter {
+        self.count += 1;
+        &mut self.entries
+    }
+
+    /// Bytes the entries take.
+    pub fn bytes(&self) -> usize {
+        self.entries.written()
+    }
+
+    /// Whether the log outgrew twice the `state_bytes` of what it logs
+    /// (and 1 MiB), which happens only when checkpoints stop coming: it is
+    /// then better dropped, and the next checkpoint written whole.
+    pub fn outgrew(&self, state_bytes: usize) -> bool {
+        self.bytes() > 2 * state_bytes + (1 << 20)
+    }
+
+    /// Writes the count of entries and the entries.
+    pub fn write_to(&self, state: &mut StateWriter) {
+        state.reserve(self.bytes() + 8);
+        state.len(self.count);
+        state.buf.extend_from_slice(&self.entries.buf);
+    }
+
+    /// Forgets the entries, keeping the room they took for the next ones.
+    pub fn clear(&mut self) {
+        self.entries.buf.clear();
+        self.count = 0;
+    }
 }
 
 /// Reads state values back, in the order they were written.

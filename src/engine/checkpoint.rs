@@ -115,7 +115,7 @@ impl ViewEntry {
 /// workers (a probe of the key hash).
 pub(super) fn build_identity() -> String {
     format!(
-        "state-v4 eddydb-{} shard-probe-{}",
+        "state-v5 eddydb-{} shard-probe-{}",
         env!("CARGO_PKG_VERSION"),
         crate::dataflow::row::shard_probe()
     )

@@ -37,7 +37,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use super::top_n::{conform, key_at, Codec};
 use super::{ChangeBatch, CloseSchedule, Operator, Shard, ENTRY_OVERHEAD_BYTES, OUTPUT_BATCH_ROWS};
 use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros, MICROS_PER_DAY};
-use crate::dataflow::state::{corrupt, StateReader, StateWriter};
+use crate::dataflow::state::{corrupt, ChangeLog, StateReader, StateWriter};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -156,12 +156,10 @@ struct Over {
     pruning: CloseSchedule,
     bytes: usize,
     pending_bytes: usize,
-    /// From [`Operator::track_changes`]: per partition changed since the
-    /// last checkpoint, the rows whose count changed (added, taken back or
-    /// pruned; a row may be named more than once).
-    changed: Option<FastMap<Box<[u8]>, Vec<Place>>>,
-    /// What the rows `changed` names held when named.
-    changed_bytes: usize,
+    /// From [`Operator::track_changes`]: every change to a row's count
+    /// since the last checkpoint (added, taken back or pruned), as its
+    /// partition, place and difference.
+    changed: Option<ChangeLog>,
 }
 
 impl Over {
@@ -190,7 +188,6 @@ impl Over {
             bytes: 0,
             pending_bytes: 0,
             changed: None,
-            changed_bytes: 0,
         })
     }
 }
@@ -280,11 +277,9 @@ impl Operator for Over {
                 continue;
             };
             let (first, last) = (first.clone(), last.clone());
-            if let Some(changed) = &mut self.changed {
-                let places = changed.entry(partition.clone()).or_default();
-                for place in changes.keys() {
-                    self.changed_bytes += place.1.len() + 8 + ENTRY_OVERHEAD_BYTES;
-                    places.push(place.clone());
+            if let Some(log) = &mut self.changed {
+                for (place, diff) in &changes {
+                    log_change(log, &partition, place, *diff);
                 }
             }
             if let Some(rows) = self.partitions.get(&partition) {
@@ -298,20 +293,7 @@ impl Operator for Over {
                 }
             };
             for (place, diff) in changes {
-                let size = place.1.len() + 8 + ENTRY_OVERHEAD_BYTES;
-                match rows.entry(place) {
-                    Entry::Occupied(mut entry) => {
-                        *entry.get_mut() += diff;
-                        if *entry.get() == 0 {
-                            entry.remove();
-                            self.bytes = self.bytes.saturating_sub(size);
-                        }
-                    }
-                    Entry::Vacant(entry) => {
-                        entry.insert(diff);
-                        self.bytes += size;
-                    }
-                }
+                add_count(rows, place, diff, &mut self.bytes);
             }
             work.add(rows, &first, &last, 1, &self.spec);
             if rows.is_empty() {
@@ -324,6 +306,7 @@ impl Operator for Over {
             }
         }
         self.schedule_pruning(touched);
+        self.drop_outgrown_log();
         work.emit(self, out)
     }
 
@@ -344,12 +327,10 @@ impl Operator for Over {
                 .map(|(_, row)| row.len() + 8 + ENTRY_OVERHEAD_BYTES)
                 .sum();
             self.bytes = self.bytes.saturating_sub(freed);
-            if let (Some(changed), false) = (&mut self.changed, dropped.is_empty()) {
-                self.changed_bytes += freed;
-                changed
-                    .entry(partition.as_slice().into())
-                    .or_default()
-                    .extend(dropped.into_keys());
+            if let Some(log) = &mut self.changed {
+                for (place, n) in &dropped {
+                    log_change(log, partition.as_slice(), place, -n);
+                }
             }
             if rows.is_empty() {
                 self.partitions.remove(partition.as_slice());
@@ -378,11 +359,15 @@ impl Operator for Over {
             }
         }
         self.schedule_pruning(again);
+        self.drop_outgrown_log();
         Ok(())
     }
 
     fn state_bytes(&self) -> usize {
-        self.bytes + self.pending_bytes + self.pruning.bytes()
+        self.bytes
+            + self.pending_bytes
+            + self.pruning.bytes()
+            + self.changed.as_ref().map_or(0, ChangeLog::bytes)
     }
 
     fn checkpoint(&self, state: &mut StateWriter) -> Result<()> {
@@ -424,85 +409,103 @@ impl Operator for Over {
     }
 
     fn track_changes(&mut self) {
-        self.changed = Some(FastMap::default());
-        self.changed_bytes = 0;
+        self.changed = Some(ChangeLog::default());
     }
 
-    /// Each partition changed since the last checkpoint: its key, and each
-    /// of its rows that changed with its count now (0: gone). When the rows
-    /// changed held more than a quarter of what the state holds, the whole
-    /// state is written instead: one pass over it costs about as much.
+    /// Every change to a row's count since the last checkpoint, in the
+    /// order made: its partition, order value, row and difference. When the
+    /// log outgrew the state, the whole state is written instead: it is
+    /// smaller.
     fn checkpoint_changes(&mut self, state: &mut StateWriter) -> Result<bool> {
         if !self.pending.is_empty() {
             return Err(Error::Internal(
                 "over window checkpointed with changes pending since the barrier".into(),
             ));
         }
-        let Some(changed) = &mut self.changed else {
+        let Some(log) = &mut self.changed else {
             return Ok(false);
         };
-        if self.changed_bytes > self.bytes / 4 {
+        if log.bytes() > self.bytes {
             return Ok(false);
         }
-        self.changed_bytes = 0;
-        state.len(changed.len());
-        for (partition, mut places) in changed.drain() {
-            places.sort_unstable();
-            places.dedup();
-            state.bytes(&partition);
-            state.len(places.len());
-            let rows = self.partitions.get(&partition);
-            for place in places {
-                let n = rows.and_then(|r| r.get(&place)).copied().unwrap_or(0);
-                state.i64(place.0);
-                state.bytes(&place.1);
-                state.i64(n);
-            }
-        }
+        log.write_to(state);
+        log.clear();
         Ok(true)
     }
 
     fn restore_changes(&mut self, state: &mut StateReader<'_>) -> Result<()> {
-        let mut touched = Vec::new();
-        // A partition key's length and a count of rows.
-        for _ in 0..state.count(16)? {
-            let partition: Box<[u8]> = state.bytes()?.into();
-            let rows = match self.partitions.get_mut(&partition) {
+        let mut touched: FastMap<Box<[u8]>, ()> = FastMap::default();
+        // A partition key's length, an order value, a row's length and a
+        // difference.
+        for _ in 0..state.count(32)? {
+            let partition = state.bytes()?;
+            let t = state.i64()?;
+            let row: Box<[u8]> = state.bytes()?.into();
+            let diff = state.i64()?;
+            let rows = match self.partitions.get_mut(partition) {
                 Some(rows) => rows,
                 None => {
                     self.bytes += partition.len() + ENTRY_OVERHEAD_BYTES;
-                    self.partitions.entry(partition.clone()).or_default()
+                    self.partitions.entry(partition.into()).or_default()
                 }
             };
-            // An order value, a row's length and a count.
-            for _ in 0..state.count(24)? {
-                let t = state.i64()?;
-                let row: Box<[u8]> = state.bytes()?.into();
-                let n = state.i64()?;
-                let size = row.len() + 8 + ENTRY_OVERHEAD_BYTES;
-                let held = match n {
-                    0 => rows.remove(&(t, row)),
-                    n => rows.insert((t, row), n),
-                };
-                match (held.is_some(), n != 0) {
-                    (false, true) => self.bytes += size,
-                    (true, false) => self.bytes = self.bytes.saturating_sub(size),
-                    _ => {}
-                }
+            if !touched.contains_key(partition) {
+                touched.insert(partition.into(), ());
             }
-            match rows.keys().next() {
-                Some((t, _)) => touched.push((partition, *t)),
-                None => {
+            add_count(rows, (t, row), diff, &mut self.bytes);
+        }
+        let mut schedule = Vec::new();
+        for (partition, ()) in touched {
+            match self
+                .partitions
+                .get(&partition)
+                .map(|rows| rows.keys().next())
+            {
+                Some(Some((t, _))) => {
+                    let t = *t;
+                    schedule.push((partition, t));
+                }
+                Some(None) => {
                     self.partitions.remove(&partition);
                     self.bytes = self
                         .bytes
                         .saturating_sub(partition.len() + ENTRY_OVERHEAD_BYTES);
                 }
+                None => {}
             }
         }
-        self.schedule_pruning(touched);
+        self.schedule_pruning(schedule);
         Ok(())
     }
+}
+
+/// Adds `diff` to the count of the row at `place`, which goes at zero;
+/// `bytes` (what the state holds) follows.
+fn add_count(rows: &mut BTreeMap<Place, i64>, place: Place, diff: i64, bytes: &mut usize) {
+    let size = place.1.len() + 8 + ENTRY_OVERHEAD_BYTES;
+    match rows.entry(place) {
+        Entry::Occupied(mut entry) => {
+            *entry.get_mut() += diff;
+            if *entry.get() == 0 {
+                entry.remove();
+                *bytes = bytes.saturating_sub(size);
+            }
+        }
+        Entry::Vacant(entry) => {
+            entry.insert(diff);
+            *bytes += size;
+        }
+    }
+}
+
+/// Logs a change of `diff` to the count of the row at `place` in
+/// `partition`, as [`Operator::restore_changes`] reads it back.
+fn log_change(log: &mut ChangeLog, partition: &[u8], place: &Place, diff: i64) {
+    let entry = log.entry();
+    entry.bytes(partition);
+    entry.i64(place.0);
+    entry.bytes(&place.1);
+    entry.i64(diff);
 }
 
 /// One partition's rows: each order value, encoded row and count.
@@ -532,6 +535,18 @@ fn read_rows(state: &mut StateReader<'_>) -> Result<(BTreeMap<Place, i64>, usize
 }
 
 impl Over {
+    /// Stops logging changes once the log outgrew the state (see
+    /// [`ChangeLog::outgrew`]).
+    fn drop_outgrown_log(&mut self) {
+        if self
+            .changed
+            .as_ref()
+            .is_some_and(|log| log.outgrew(self.bytes))
+        {
+            self.changed = None;
+        }
+    }
+
     /// Notes when to look at each partition for rows out of reach: once the
     /// frontier passes the given order value (plus the reach of RANGE
     /// frames and the slack).
