@@ -318,8 +318,8 @@ impl MaterializedView {
         state.output.state_bytes() + state.image.as_ref().map_or(0, ScanImage::bytes)
     }
 
-    /// The output's memory without the decoded rows: what a checkpoint
-    /// writes.
+    /// The output's memory without the decoded rows: its rows and the log
+    /// of changes since the last checkpoint.
     fn arrangement_bytes(&self) -> usize {
         self.state.read().expect("view lock").output.state_bytes()
     }

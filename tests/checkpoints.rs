@@ -24,7 +24,8 @@ use tokio_postgres::Client;
 /// global aggregate, top-N, a join of two sources, a view over a view, and
 /// tumbling and hopping windows over a source with late events (whose
 /// watermarks must survive a crash for the same events to be found late),
-/// one emitting on window close.
+/// one emitting on window close, and an OVER window whose rows the
+/// watermark lets go.
 const VIEWS: [(&str, &str); 10] = [
     ("totals", "SELECT count(*) AS n, sum(id) AS s FROM ev"),
     (
@@ -147,8 +148,7 @@ async fn check_against_fresh_views(client: &Client, rows_total: u64) -> anyhow::
     wait_for(client, "SELECT sum(n) FROM ref_labelled", &total).await?;
     wait_for(client, &clicks_read("ref_"), &clicks).await?;
     // The window-closing views and the OVER window have read every click
-    // (and so closed the same windows and pruned the same rows as their
-    // references).
+    // (and so closed the same windows as their references).
     for prefix in ["", "ref_"] {
         for view in ["closed", "sessions", "click_history"] {
             let sql = format!(

@@ -223,21 +223,9 @@ impl Arrangement {
         }
     }
 
-    /// From now on, logs every change, for
-    /// [`Arrangement::checkpoint_changes`].
+    /// From now on, logs every change, for [`Arrangement::take_changes`].
     pub fn track_changes(&mut self) {
         self.changed = Some(ChangeLog::default());
-    }
-
-    /// Writes the changes since the last checkpoint and returns `true`;
-    /// returns `false`, writing nothing, when [`Arrangement::take_changes`]
-    /// gives nothing.
-    pub fn checkpoint_changes(&mut self, state: &mut StateWriter) -> bool {
-        let Some(log) = self.take_changes() else {
-            return false;
-        };
-        log.write_to(state);
-        true
     }
 
     /// The changes since the last checkpoint, in the order they were made
@@ -247,13 +235,14 @@ impl Arrangement {
     /// then smaller), or grew too long to keep.
     pub fn take_changes(&mut self) -> Option<ChangeLog> {
         let log = self.changed.as_mut()?;
-        if log.bytes() > self.bytes {
+        if log.outgrew(self.bytes) {
             return None;
         }
         Some(std::mem::take(log))
     }
 
-    /// Applies what [`Arrangement::checkpoint_changes`] wrote, in order.
+    /// Applies the changes a log taken by [`Arrangement::take_changes`]
+    /// wrote, in order.
     pub fn restore_changes(&mut self, state: &mut StateReader<'_>) -> Result<()> {
         // A key's length, a row's length and a difference.
         for _ in 0..state.count(24)? {
@@ -553,12 +542,12 @@ mod tests {
                 arr.checkpoint(&mut state);
                 arr.track_changes();
             } else {
-                assert!(arr.checkpoint_changes(&mut state));
+                arr.take_changes().unwrap().write_to(&mut state);
             }
             state.into_bytes()
         };
         // Untracked: nothing to write as changes.
-        assert!(!arr.checkpoint_changes(&mut StateWriter::new()));
+        assert!(arr.take_changes().is_none());
         // Keys that do not change: few enough change for changes to pay.
         for i in 0..40u8 {
             arr.update_row(&[b'f', i], b"filler", 1);
@@ -608,7 +597,7 @@ mod tests {
                 arr.update_row(&[b'f', i], b"filler", 1);
             }
         }
-        assert!(!arr.checkpoint_changes(&mut StateWriter::new()));
+        assert!(arr.take_changes().is_none());
     }
 
     /// A key holding many rows: a change writes the row that changed, not
@@ -626,7 +615,7 @@ mod tests {
         arr.update_row(b"crowded", b"new", 1);
         arr.update_row(b"crowded", &[b'r', 7], -1);
         let mut changes = StateWriter::new();
-        assert!(arr.checkpoint_changes(&mut changes));
+        arr.take_changes().unwrap().write_to(&mut changes);
         let changes = changes.into_bytes();
         let mut reader = StateReader::new(&changes);
         assert_eq!(reader.count(1).unwrap(), 2);

@@ -100,8 +100,8 @@ impl StateWriter {
 }
 
 /// The changes an operator made since its last checkpoint, written as they
-/// are made: a checkpoint of them takes or copies these bytes, with no pass
-/// over the state and no lookup in it. Read back as a count of entries
+/// are made: a checkpoint copies these bytes, with no pass over the state
+/// and no lookup in it. Read back as a count of entries
 /// followed by the entries, each in the layout its operator chose.
 #[derive(Debug, Default)]
 pub struct ChangeLog {
@@ -121,11 +121,12 @@ impl ChangeLog {
         self.entries.written()
     }
 
-    /// Whether the log outgrew twice the `state_bytes` of what it logs
-    /// (and 1 MiB), which happens only when checkpoints stop coming: it is
-    /// then better dropped, and the next checkpoint written whole.
+    /// Whether the log outgrew the `state_bytes` of what it logs: the
+    /// state whole is then smaller to write, so the log is not written but
+    /// dropped (which also bounds the memory logs take when checkpoints
+    /// stall).
     pub fn outgrew(&self, state_bytes: usize) -> bool {
-        self.bytes() > 2 * state_bytes + (1 << 20)
+        self.bytes() > state_bytes
     }
 
     /// Writes the count of entries and the entries.
@@ -133,12 +134,6 @@ impl ChangeLog {
         state.reserve(self.bytes() + 8);
         state.len(self.count);
         state.buf.extend_from_slice(&self.entries.buf);
-    }
-
-    /// Forgets the entries, keeping the room they took for the next ones.
-    pub fn clear(&mut self) {
-        self.entries.buf.clear();
-        self.count = 0;
     }
 }
 

@@ -22,7 +22,7 @@
 //! is bounded by the frames.
 
 use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -425,16 +425,15 @@ impl Operator for Over {
         let Some(log) = &mut self.changed else {
             return Ok(false);
         };
-        if log.bytes() > self.bytes {
+        if log.outgrew(self.bytes) {
             return Ok(false);
         }
-        log.write_to(state);
-        log.clear();
+        std::mem::take(log).write_to(state);
         Ok(true)
     }
 
     fn restore_changes(&mut self, state: &mut StateReader<'_>) -> Result<()> {
-        let mut touched: FastMap<Box<[u8]>, ()> = FastMap::default();
+        let mut touched: HashSet<Box<[u8]>> = HashSet::new();
         // A partition key's length, an order value, a row's length and a
         // difference.
         for _ in 0..state.count(32)? {
@@ -449,29 +448,29 @@ impl Operator for Over {
                     self.partitions.entry(partition.into()).or_default()
                 }
             };
-            if !touched.contains_key(partition) {
-                touched.insert(partition.into(), ());
+            if !touched.contains(partition) {
+                touched.insert(partition.into());
             }
             add_count(rows, (t, row), diff, &mut self.bytes);
         }
         let mut schedule = Vec::new();
-        for (partition, ()) in touched {
-            match self
+        for partition in touched {
+            // Every partition touched is held: only this loop removes them.
+            let first = self
                 .partitions
                 .get(&partition)
-                .map(|rows| rows.keys().next())
-            {
-                Some(Some((t, _))) => {
+                .and_then(|rows| rows.keys().next());
+            match first {
+                Some((t, _)) => {
                     let t = *t;
                     schedule.push((partition, t));
                 }
-                Some(None) => {
+                None => {
                     self.partitions.remove(&partition);
                     self.bytes = self
                         .bytes
                         .saturating_sub(partition.len() + ENTRY_OVERHEAD_BYTES);
                 }
-                None => {}
             }
         }
         self.schedule_pruning(schedule);
