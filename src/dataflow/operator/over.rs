@@ -861,7 +861,13 @@ impl Work {
         let options = RecordBatchOptions::new().with_row_count(Some(diffs.len()));
         let data =
             RecordBatch::try_new_with_options(Arc::clone(&spec.output_schema), output, &options)?;
-        let change = ChangeBatch::new(data, diffs).consolidate()?;
+        // Only a retraction can cancel a row: rows arriving in order only
+        // add, and consolidating them (encoding every row) would net nothing.
+        let change = ChangeBatch::new(data, diffs);
+        let change = match change.diffs.iter().any(|d| *d < 0) {
+            true => change.consolidate()?,
+            false => change,
+        };
         let mut start = 0;
         while start < change.len() {
             let end = (start + OUTPUT_BATCH_ROWS).min(change.len());
