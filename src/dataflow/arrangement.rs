@@ -232,7 +232,7 @@ impl Arrangement {
     /// (each key, row and difference), taken from here to be written
     /// (with [`ChangeLog::write_to`]) anywhere: `None` when changes are not
     /// logged, or when the log outgrew the arrangement (writing it whole is
-    /// then smaller), or grew too long to keep.
+    /// then smaller; see [`ChangeLog::outgrew`]).
     pub fn take_changes(&mut self) -> Option<ChangeLog> {
         let log = self.changed.as_mut()?;
         if log.outgrew(self.bytes) {
