@@ -11,8 +11,11 @@
 //! appended in order, of the new rows only. At the barrier, for each
 //! partition that changed, the operator evaluates the window functions
 //! (DataFusion's own window expressions, so results are those of a batch
-//! query) over those affected rows and the context before them, once
-//! before and once after applying the changes, and emits the difference.
+//! query; `lag`, `count`, `array_agg`, `first_value` and `last_value` as
+//! direct gathers of their frames) over those affected rows and the
+//! context before them, once before and once after applying the changes,
+//! and emits the difference. Context rows only a `count(*)` frame reaches
+//! are counted by their order values, not copied or decoded.
 //!
 //! Rows are ordered by the order value, then by the whole row's encoding,
 //! so ties resolve the same way whatever the worker count or arrival
@@ -174,8 +177,10 @@ struct Over {
 struct ValueReach {
     /// Every row (a function DataFusion evaluates reads its whole segment).
     all: bool,
+    /// Rows back from the first affected row (each copy of a row held
+    /// several times counting once).
     rows: usize,
-    /// In order units.
+    /// Order units back from the first affected row's order value.
     range: Option<i64>,
 }
 
@@ -214,9 +219,11 @@ impl ValueReach {
     }
 }
 
-/// How many bytes of rows a barrier evaluates at a time (whole partitions;
-/// buffers grown past twice this by one large partition are not kept).
+/// How many bytes of rows, or rows, a barrier evaluates at a time (whole
+/// partitions; buffers that one large partition grew past twice this are
+/// freed, not kept).
 const WORK_CHUNK_BYTES: usize = 4 << 20;
+const WORK_CHUNK_ROWS: usize = 1 << 16;
 
 impl Over {
     fn new(spec: &OverSpec) -> Result<Over> {
@@ -362,7 +369,7 @@ impl Operator for Over {
             }
             // Evaluated a few MiB at a time, so that the buffers stay in
             // the cache and are reused.
-            if work.bytes.len() >= WORK_CHUNK_BYTES {
+            if work.is_full() {
                 work.emit(self, out)?;
                 work.clear();
             }
@@ -371,7 +378,7 @@ impl Operator for Over {
         self.drop_outgrown_log();
         work.emit(self, out)?;
         work.clear();
-        if work.bytes.capacity() <= 2 * WORK_CHUNK_BYTES {
+        if !work.outgrew_chunks() {
             self.work = work;
         }
         Ok(())
@@ -677,14 +684,19 @@ fn prune(rows: &mut BTreeMap<Place, i64>, horizon: i64, spec: &OverSpec) -> BTre
 /// recomputes is exactly what was emitted.
 #[derive(Debug, Default)]
 struct Work {
-    /// Copies of the rows the segments index, one after the other: the
-    /// decoding reads them column by column, which is several times faster
-    /// from one buffer than from rows all over the state.
+    /// Copies of the rows whose values a function reads, one after the
+    /// other: the decoding reads them column by column, which is several
+    /// times faster from one buffer than from rows all over the state.
     bytes: Vec<u8>,
-    spans: Vec<std::ops::Range<usize>>,
+    /// Each row the segments index: its copy in `bytes`, or `None` when
+    /// no function reads its values.
+    spans: Vec<Option<std::ops::Range<usize>>>,
     /// The order value of each row of `spans`.
     times: Vec<i64>,
     segments: Vec<Segment>,
+    /// Per row of `spans`, its place in the decoded batch (`u32::MAX`:
+    /// not decoded); filled by `emit`.
+    decoded: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -705,6 +717,18 @@ impl Work {
         self.spans.clear();
         self.times.clear();
         self.segments.clear();
+        self.decoded.clear();
+    }
+
+    /// Whether to evaluate what was added before adding more.
+    fn is_full(&self) -> bool {
+        self.bytes.len() >= WORK_CHUNK_BYTES || self.spans.len() >= WORK_CHUNK_ROWS
+    }
+
+    /// Whether one large partition grew the buffers well past a chunk.
+    fn outgrew_chunks(&self) -> bool {
+        self.bytes.capacity() > 2 * WORK_CHUNK_BYTES
+            || self.spans.capacity().max(self.segments.capacity()) > 2 * WORK_CHUNK_ROWS
     }
 
     /// Adds the segments of the rows of `rows` (one partition) that changes
@@ -763,7 +787,7 @@ impl Work {
         }
         context.reverse();
         // Expanded rows (one per copy held) with their order values; a
-        // row whose values no function reads gets an empty span.
+        // row whose values no function reads is not copied.
         let base = self.spans.len();
         let context_rows: usize = context.iter().map(|(_, n)| (*n).max(0) as usize).sum();
         let mut to_first = context_rows;
@@ -774,11 +798,12 @@ impl Work {
                     || reach
                         .range
                         .is_some_and(|r| place.0 >= from.0.saturating_sub(r));
-                let at = self.bytes.len();
-                if read {
+                let span = read.then(|| {
+                    let at = self.bytes.len();
                     self.bytes.extend_from_slice(&place.1);
-                }
-                self.spans.push(at..self.bytes.len());
+                    at..self.bytes.len()
+                });
+                self.spans.push(span);
                 self.times.push(place.0);
                 to_first = to_first.saturating_sub(1);
             }
@@ -918,7 +943,7 @@ impl Work {
 
     /// Evaluates every segment and emits its affected row with its function
     /// values; equal retractions and insertions cancel out.
-    fn emit(&self, op: &Over, out: &mut Vec<ChangeBatch>) -> Result<()> {
+    fn emit(&mut self, op: &Over, out: &mut Vec<ChangeBatch>) -> Result<()> {
         if self.segments.is_empty() {
             return Ok(());
         }
@@ -926,23 +951,20 @@ impl Work {
         // Where each row is in the decoded batch (rows no function reads
         // are not in it).
         let mut decoded = 0u32;
-        let at: Vec<u32> = self
-            .spans
-            .iter()
-            .map(|span| match span.is_empty() {
-                true => u32::MAX,
-                false => {
+        self.decoded.clear();
+        for span in &self.spans {
+            self.decoded.push(match span {
+                Some(_) => {
                     decoded += 1;
                     decoded - 1
                 }
-            })
-            .collect();
-        let columns = op.row.decode(
-            self.spans
-                .iter()
-                .filter(|r| !r.is_empty())
-                .map(|r| &self.bytes[r.clone()]),
-        )?;
+                None => u32::MAX,
+            });
+        }
+        let at = &self.decoded;
+        let columns = op
+            .row
+            .decode(self.spans.iter().flatten().map(|r| &self.bytes[r.clone()]))?;
         let columns = columns
             .into_iter()
             .zip(spec.input_schema.fields())
@@ -957,7 +979,7 @@ impl Work {
         let computed = spec
             .direct
             .iter()
-            .map(|d| d.as_ref().map(|d| self.direct(d, &input, &at)).transpose())
+            .map(|d| d.as_ref().map(|d| self.direct(d, &input, at)).transpose())
             .collect::<Result<Vec<_>>>()?;
         let evaluated = computed.iter().any(Option::is_none);
         for segment in &self.segments {
@@ -972,7 +994,7 @@ impl Work {
                     }
                 }
             }
-            indices.push(decoded_at(&at, segment.start + segment.target)?);
+            indices.push(decoded_at(at, segment.start + segment.target)?);
             diffs.push(segment.sign);
         }
         for (f, direct) in computed.into_iter().enumerate() {
