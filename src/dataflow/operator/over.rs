@@ -374,7 +374,7 @@ impl Operator for Over {
                 work.clear();
             }
         }
-        self.schedule_pruning(touched.iter().map(|(p, t)| (p.as_ref(), *t)));
+        self.schedule_pruning(touched);
         self.drop_outgrown_log();
         work.emit(self, out)?;
         work.clear();
@@ -390,7 +390,7 @@ impl Operator for Over {
         };
         // Every later change is at or after this order value.
         let horizon = frontier_us.saturating_sub(slack);
-        let mut again: Vec<(Box<[u8]>, i64)> = Vec::new();
+        let mut again = Vec::new();
         for partition in self.pruning.due(frontier_us) {
             let Some(rows) = self.partitions.get_mut(partition.as_slice()) else {
                 continue;
@@ -432,7 +432,7 @@ impl Operator for Over {
                 }
             }
         }
-        self.schedule_pruning(again.iter().map(|(p, t)| (p.as_ref(), *t)));
+        self.schedule_pruning(again);
         self.drop_outgrown_log();
         Ok(())
     }
@@ -478,7 +478,7 @@ impl Operator for Over {
                 return Err(corrupt("an over-window partition held twice".into()));
             }
         }
-        self.schedule_pruning(touched.iter().map(|(p, t)| (p.as_ref(), *t)));
+        self.schedule_pruning(touched);
         Ok(())
     }
 
@@ -547,7 +547,7 @@ impl Operator for Over {
                 }
             }
         }
-        self.schedule_pruning(schedule.iter().map(|(p, t)| (p.as_ref(), *t)));
+        self.schedule_pruning(schedule);
         Ok(())
     }
 }
@@ -623,7 +623,7 @@ impl Over {
     /// Notes when to look at each partition for rows out of reach: once the
     /// frontier passes the given order value (plus the reach of RANGE
     /// frames and the slack).
-    fn schedule_pruning<'p>(&mut self, partitions: impl IntoIterator<Item = (&'p [u8], i64)>) {
+    fn schedule_pruning(&mut self, partitions: Vec<(Box<[u8]>, i64)>) {
         let Some(slack) = self.spec.close_slack_us else {
             return;
         };
@@ -637,7 +637,7 @@ impl Over {
                 .saturating_add(reach)
                 .saturating_add(slack)
                 .saturating_add(1);
-            self.pruning.push(at, partition);
+            self.pruning.push(at, &partition);
         }
     }
 }
