@@ -32,7 +32,7 @@ use crate::dataflow::graph::Graph;
 use crate::dataflow::operator::Shard;
 use crate::dataflow::row::RowCodec;
 use crate::dataflow::runtime::{Runtime, StepInput};
-use crate::dataflow::state::{checksum, corrupt, StateReader, StateWriter};
+use crate::dataflow::state::{checksum, corrupt, StatePieces, StateReader, StateWriter};
 use crate::dataflow::ChangeBatch;
 use crate::error::{Error, Result};
 use crate::source::reader::{Offsets, Resume};
@@ -340,20 +340,20 @@ impl MaterializedView {
     /// to log them again need the view's write lock: queries read the view
     /// while it is written whole (the commit lock keeps the output as it is
     /// meanwhile).
-    fn checkpoint_output(&self, state: &mut StateWriter, changes: bool) {
+    fn checkpoint_output(&self, state: &mut StatePieces, changes: bool) {
         let changed = match changes {
             true => self.state.write().expect("view lock").output.take_changes(),
             false => None,
         };
-        state.bool(changed.is_some());
+        state.writer().bool(changed.is_some());
         match changed {
-            Some(log) => log.write_to(state),
+            Some(log) => log.move_into(state),
             None => {
                 self.state
                     .read()
                     .expect("view lock")
                     .output
-                    .checkpoint(state);
+                    .checkpoint(state.writer());
                 self.state
                     .write()
                     .expect("view lock")
@@ -406,16 +406,15 @@ fn read_output(schema: &SchemaRef, chain: &[&[u8]]) -> Result<Arrangement> {
 }
 
 /// A view's state as a checkpoint stores it: the count of workers, each
-/// worker's operator states, then the output's.
-fn assemble_view_state(parts: Vec<Vec<u8>>, output: &[u8]) -> Vec<u8> {
-    let size: usize = parts.iter().map(|p| p.len() + 8).sum();
-    let mut state = StateWriter::with_capacity(size + output.len() + 64);
-    state.len(parts.len());
+/// worker's operator states, then the output's (moved in, not copied).
+fn assemble_view_state(parts: Vec<Vec<u8>>, output: StatePieces) -> StatePieces {
+    let mut state = StatePieces::new();
+    state.writer().len(parts.len());
     for part in parts {
-        state.bytes(&part);
+        state.bytes(part);
     }
-    state.bytes(output);
-    state.into_bytes()
+    state.nest(output);
+    state
 }
 
 /// Each worker's operator states and the outputs of a chain of view
@@ -450,7 +449,7 @@ fn fold_view_states(
     schema: &SchemaRef,
     workers: usize,
     chain: &[Vec<u8>],
-) -> Result<Vec<u8>> {
+) -> Result<StatePieces> {
     let (parts, outputs) = split_view_states(chain, workers)?;
     let parts = parts
         .iter()
@@ -467,7 +466,9 @@ fn fold_view_states(
     let mut state = StateWriter::with_capacity(output.state_bytes() + 64);
     state.bool(false);
     output.checkpoint(&mut state);
-    Ok(assemble_view_state(parts, &state.into_bytes()))
+    let mut whole = StatePieces::new();
+    whole.append(state.into_bytes());
+    Ok(assemble_view_state(parts, whole))
 }
 
 /// Every node of `graph` with its place in it, as EXPLAIN describes it,
@@ -518,6 +519,11 @@ struct Dataflows {
     held: BTreeMap<u64, usize>,
 }
 
+/// Changes of one epoch to a view from which it is applied to the view's
+/// output on a thread of its own, beside the other views' (see
+/// `Engine::publish`).
+const APPLY_APART_ROWS: usize = 4096;
+
 /// Changes at most written after a whole state before the next whole one
 /// (a restart reads them all).
 const MAX_CHANGES: usize = 100;
@@ -531,6 +537,9 @@ struct Stored {
     /// Whether the view's operators keep track of their changes since its
     /// last part: so since this process stored it, not when recovered.
     tracked: bool,
+    /// The bytes the view held (operator states and output) when `state`
+    /// and then each of `changes` were taken; 0 where not known.
+    held: Vec<u64>,
 }
 
 impl Stored {
@@ -551,8 +560,27 @@ impl Stored {
     /// under the commit lock, a pause of the dataflow, so only when the
     /// chain has grown past what a compaction beside the dataflow would
     /// have folded (or the view's changes are not tracked).
+    ///
+    /// Nor when the last changes were most of a whole state, as when nearly
+    /// every group of an aggregate changes between two checkpoints: a whole
+    /// state then costs about the same, and spares the compaction that a
+    /// chain of such changes would soon need.
     fn next_is_changes(&self, held: u64) -> bool {
-        self.tracked && !self.is_long(held, 2)
+        self.tracked && !self.is_long(held, 2) && !self.changes_were_most(held)
+    }
+
+    /// Whether the last changes took at least 3/4 of the bytes a whole
+    /// state would take now: the whole state's, scaled by how much more
+    /// or less the view holds than when it was taken.
+    fn changes_were_most(&self, held: u64) -> bool {
+        let (Some(last), Some(&base)) = (self.changes.last(), self.held.first()) else {
+            return false;
+        };
+        if base == 0 {
+            return false;
+        }
+        let whole_now = u128::from(self.state.len) * u128::from(held) / u128::from(base);
+        4 * u128::from(last.len) >= 3 * whole_now
     }
 }
 
@@ -938,12 +966,37 @@ impl Engine {
         ))
     }
 
-    /// Applies view changes and closes the epoch; the caller holds the gate.
-    fn publish(&self, outputs: Vec<(Arc<MaterializedView>, ChangeBatch)>, epoch: u64) {
-        for (view, delta) in outputs {
-            if let Err(e) = view.apply(&delta) {
+    /// Applies each view's changes of an epoch to its output, then makes
+    /// the epoch visible (the caller holds the gate). Views with many changes each are applied side by
+    /// side, one thread each (the workers wait for the next step meanwhile,
+    /// so their cores are free): a view's output is its own, under its own
+    /// lock.
+    fn publish(&self, mut outputs: Vec<(Arc<MaterializedView>, ChangeBatch)>, epoch: u64) {
+        let apply = |(view, delta): &(Arc<MaterializedView>, ChangeBatch)| {
+            if let Err(e) = view.apply(delta) {
                 view.fail(e.to_string());
             }
+        };
+        // Largest first: it stays on this thread.
+        outputs.sort_by_key(|(_, delta)| std::cmp::Reverse(delta.len()));
+        let split = outputs
+            .iter()
+            .position(|(_, delta)| delta.len() < APPLY_APART_ROWS)
+            .unwrap_or(outputs.len());
+        match split {
+            0 | 1 => outputs.iter().for_each(apply),
+            _ => std::thread::scope(|scope| {
+                for output in &outputs[1..split] {
+                    let spawned = std::thread::Builder::new()
+                        .name("eddydb-publish".into())
+                        .spawn_scoped(scope, move || apply(output));
+                    if spawned.is_err() {
+                        apply(output);
+                    }
+                }
+                apply(&outputs[0]);
+                outputs[split..].iter().for_each(apply);
+            }),
         }
         self.epoch.store(epoch, Ordering::Release);
     }
@@ -1072,6 +1125,7 @@ impl Engine {
                 state: entry.state,
                 changes: entry.changes,
                 tracked: false,
+                held: Vec::new(),
             },
         );
         Some(Resume {
@@ -1112,7 +1166,7 @@ impl Engine {
     /// the last checkpoint, where the operator or output tracks that.
     /// The workers write their operators while this thread writes the
     /// output (the pause lasts as long as the longer of the two).
-    fn view_state(&self, view: &MaterializedView, changes: bool) -> Result<Vec<u8>> {
+    fn view_state(&self, view: &MaterializedView, changes: bool) -> Result<StatePieces> {
         let started = Instant::now();
         let (parts, output, output_ms, operators_ms) = std::thread::scope(|scope| {
             let parts = std::thread::Builder::new()
@@ -1122,7 +1176,7 @@ impl Engine {
                     (result, started.elapsed())
                 })
                 .map_err(|e| Error::Internal(format!("cannot start a thread: {e}")))?;
-            let mut output = StateWriter::new();
+            let mut output = StatePieces::new();
             view.checkpoint_output(&mut output, changes);
             let output_ms = started.elapsed();
             let (parts, operators_ms) = parts.join().unwrap_or_else(|_| {
@@ -1131,9 +1185,9 @@ impl Engine {
                     started.elapsed(),
                 )
             });
-            Ok::<_, Error>((parts?, output.into_bytes(), output_ms, operators_ms))
+            Ok::<_, Error>((parts?, output, output_ms, operators_ms))
         })?;
-        let state = assemble_view_state(parts, &output);
+        let state = assemble_view_state(parts, output);
         tracing::debug!(
             view = %view.def.name,
             changes,
@@ -1207,6 +1261,9 @@ impl Engine {
                 if let Some(at) = stored.changes.iter().position(|c| c.blob == done.upto) {
                     stored.state = done.state;
                     stored.changes.drain(..=at);
+                    // The folded state is as of change `at`: its bytes held
+                    // come first now.
+                    stored.held.drain(..stored.held.len().min(at + 1));
                 }
             }
             self.checkpoints.store().settle(done.view, &done.state);
@@ -1244,14 +1301,19 @@ impl Engine {
                     let part = StateRef {
                         blob: id,
                         len: bytes.len() as u64,
-                        checksum: checksum(&bytes),
+                        checksum: bytes.checksum(),
                         compacted: false,
                     };
                     let state = match previous {
                         Some(previous) if changes => {
                             let mut state = previous.clone();
                             state.changes.push(part);
-                            if state.is_long(held, 1) && !self.checkpoints.is_compacting(*vid) {
+                            state.held.push(held);
+                            // Not when the next state is whole anyway.
+                            if state.is_long(held, 1)
+                                && !state.changes_were_most(held)
+                                && !self.checkpoints.is_compacting(*vid)
+                            {
                                 compact.push((Arc::clone(view), state.clone()));
                             }
                             state
@@ -1260,9 +1322,10 @@ impl Engine {
                             state: part,
                             changes: Vec::new(),
                             tracked: true,
+                            held: vec![held],
                         },
                     };
-                    states.push((*vid, bytes));
+                    states.push((*vid, bytes.into_pieces()));
                     stored.push((*vid, state.clone()));
                     state
                 }
@@ -1471,4 +1534,56 @@ fn source_inputs(
         }
     }
     Ok(inputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(blob: u64, len: u64) -> StateRef {
+        StateRef {
+            blob,
+            len,
+            checksum: 0,
+            compacted: false,
+        }
+    }
+
+    /// A chain of a whole state of 1,000 bytes taken while the view held
+    /// 2,000, then changes of `lens`.
+    fn chain(lens: &[u64]) -> Stored {
+        Stored {
+            state: part(1, 1_000),
+            changes: (2..)
+                .zip(lens)
+                .map(|(blob, len)| part(blob, *len))
+                .collect(),
+            tracked: true,
+            held: std::iter::once(2_000)
+                .chain(lens.iter().map(|_| 2_000))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn changes_of_most_of_the_state_are_followed_by_a_whole_state() {
+        // Nothing but the whole state yet: changes follow.
+        assert!(chain(&[]).next_is_changes(2_000));
+        // Changes of a tenth of the state: more changes.
+        assert!(chain(&[100]).next_is_changes(2_000));
+        // Changes of 3/4 of what a whole state takes now: whole.
+        assert!(!chain(&[750]).next_is_changes(2_000));
+        assert!(chain(&[749]).next_is_changes(2_000));
+        // The view doubled since its whole state: the same changes are
+        // now less than half of a whole one.
+        assert!(chain(&[750]).next_is_changes(4_000));
+        // What the view held when its state was taken is not known (it was
+        // recovered): the size of changes alone decides nothing.
+        let mut recovered = chain(&[750]);
+        recovered.held.clear();
+        assert!(!recovered.changes_were_most(2_000));
+        // Nor are a recovered view's changes tracked: whole.
+        recovered.tracked = false;
+        assert!(!recovered.next_is_changes(2_000));
+    }
 }

@@ -4897,18 +4897,24 @@ fn checkpoint_ingest_run(
         rows as f64 / usage.server_s.max(1e-9),
         usage.server_s
     );
+    print_checkpoint_figures(f);
+    Ok(())
+}
+
+/// A row of [`CHECKPOINT_FIGURES`].
+fn print_checkpoint_figures(f: &[String]) {
+    let at = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     println!(
         "checkpoints          {} taken; snapshot avg {:.1} ms max {:.1} ms; \
          written in avg {:.1} ms max {:.1} ms; {:.1} MiB written; largest state {:.1} MiB",
-        f[0],
-        f[1].parse::<f64>().unwrap_or(0.0),
-        f[2].parse::<f64>().unwrap_or(0.0),
-        f[3].parse::<f64>().unwrap_or(0.0),
-        f[4].parse::<f64>().unwrap_or(0.0),
-        mib(f[5].parse().unwrap_or(0)),
-        mib(f[6].parse().unwrap_or(0)),
+        at(0),
+        at(1),
+        at(2),
+        at(3),
+        at(4),
+        mib(at(5) as u64),
+        mib(at(6) as u64),
     );
-    Ok(())
 }
 
 /// A view of `keys` groups: the checkpoint a clean shutdown writes, then the
@@ -5645,6 +5651,8 @@ struct LoginsRun {
     operators: Vec<Vec<String>>,
     /// Rows of `eddy_catalog.function_errors` at the end.
     function_errors: u64,
+    /// A row of [`CHECKPOINT_FIGURES`]: the checkpoints the run took.
+    checkpoints: Option<Vec<String>>,
 }
 
 /// `CREATE SOURCE logins` of the example, with the part's `options`.
@@ -5807,6 +5815,7 @@ fn logins_backlog_run(
         run,
         operators: client.text_rows(OPERATOR_STATES)?,
         function_errors: first_count(&client, FUNCTION_ERRORS)?,
+        checkpoints: client.text_rows(CHECKPOINT_FIGURES)?.pop(),
     })
 }
 
@@ -5873,6 +5882,9 @@ fn print_logins_run(run: &LoginsRun, sql: Option<&LoginsRun>) {
     );
     print_idle_and_tenths(ingest, "window state");
     print_operator_states(&run.operators);
+    if let Some(figures) = &run.checkpoints {
+        print_checkpoint_figures(figures);
+    }
     if python {
         println!("(the server's RSS below is its own process's; the Python workers' is not in it)");
     }

@@ -12,6 +12,7 @@ mod session;
 mod temporal;
 mod top_n;
 mod union;
+mod value_set;
 mod values;
 
 pub use aggregate::{AggCall, AggFunc, AggregateSpec, WindowClose};

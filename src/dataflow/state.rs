@@ -135,6 +135,79 @@ impl ChangeLog {
         state.len(self.count);
         state.buf.extend_from_slice(&self.entries.buf);
     }
+
+    /// Writes what [`ChangeLog::write_to`] writes, moving the entries in
+    /// rather than copying them.
+    pub fn move_into(self, state: &mut StatePieces) {
+        state.writer().len(self.count);
+        state.append(self.entries.buf);
+    }
+}
+
+/// State bytes held in pieces, stored one after another as if one
+/// [`StateWriter`] had written them all: large parts (each worker's
+/// operator states, a taken [`ChangeLog`]) are moved in, not copied.
+#[derive(Debug, Default)]
+pub struct StatePieces {
+    pieces: Vec<Vec<u8>>,
+    /// Values written after the last piece appended.
+    tail: StateWriter,
+}
+
+impl StatePieces {
+    pub fn new() -> StatePieces {
+        StatePieces::default()
+    }
+
+    /// The writer for values following the pieces so far.
+    pub fn writer(&mut self) -> &mut StateWriter {
+        &mut self.tail
+    }
+
+    /// Appends `piece`'s bytes as they are.
+    pub fn append(&mut self, piece: Vec<u8>) {
+        let tail = std::mem::take(&mut self.tail.buf);
+        self.pieces
+            .extend([tail, piece].into_iter().filter(|p| !p.is_empty()));
+    }
+
+    /// As [`StateWriter::bytes`]: the length, then the bytes.
+    pub fn bytes(&mut self, piece: Vec<u8>) {
+        self.tail.len(piece.len());
+        self.append(piece);
+    }
+
+    /// As [`StateWriter::bytes`] of all of `other`'s bytes.
+    pub fn nest(&mut self, other: StatePieces) {
+        self.tail.len(other.len());
+        for piece in other.into_pieces() {
+            self.append(piece);
+        }
+    }
+
+    /// Bytes in all.
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(Vec::len).sum::<usize>() + self.tail.written()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The [`checksum`] of all the bytes.
+    pub fn checksum(&self) -> u64 {
+        let mut sum = Checksum::default();
+        for piece in self.pieces.iter().chain([&self.tail.buf]) {
+            sum.update(piece);
+        }
+        sum.finish()
+    }
+
+    /// The pieces, in order.
+    pub fn into_pieces(mut self) -> Vec<Vec<u8>> {
+        self.append(Vec::new());
+        self.pieces
+    }
 }
 
 /// Reads state values back, in the order they were written.

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataflow::state::{checksum, corrupt};
+use crate::dataflow::state::{checksum, corrupt, StatePieces};
 use crate::error::{Error, Result};
 use crate::source::reader::Offsets;
 
@@ -253,12 +253,15 @@ impl CheckpointStore {
         self.states.join(state_name(file))
     }
 
-    /// Writes and fsyncs one view's state.
-    fn write_state(&self, file: StateFile, state: &[u8]) -> Result<()> {
+    /// Writes and fsyncs one view's state, given in pieces (see
+    /// `StatePieces`).
+    fn write_state(&self, file: StateFile, pieces: &[Vec<u8>]) -> Result<()> {
         use std::io::Write;
         let path = self.state_path(file);
         let mut file = std::fs::File::create(&path).map_err(|e| io_error("create", &path, e))?;
-        file.write_all(state)
+        pieces
+            .iter()
+            .try_for_each(|piece| file.write_all(piece))
             .and_then(|()| file.sync_all())
             .map_err(|e| io_error("write", &path, e))
     }
@@ -291,15 +294,16 @@ impl CheckpointStore {
     /// Writes a compacted state of `view` folding in the states up to
     /// checkpoint `blob`'s, kept from garbage collection until
     /// [`CheckpointStore::named`] says a manifest names it.
-    pub fn write_compacted(&self, view: u64, blob: u64, state: &[u8]) -> Result<StateRef> {
+    pub fn write_compacted(&self, view: u64, blob: u64, state: StatePieces) -> Result<StateRef> {
         let file = (blob, view, true);
         self.pending.lock().expect("checkpoint lock").insert(file);
-        self.write_state(file, state)?;
+        let (len, checksum) = (state.len() as u64, state.checksum());
+        self.write_state(file, &state.into_pieces())?;
         self.sync_folder()?;
         Ok(StateRef {
             blob,
-            len: state.len() as u64,
-            checksum: checksum(state),
+            len,
+            checksum,
             compacted: true,
         })
     }
@@ -476,7 +480,8 @@ fn recover(store: &CheckpointStore, workers: usize) -> Result<(Option<Recovery>,
 /// A snapshot on its way to sled.
 struct Job {
     manifest: Manifest,
-    states: Vec<(u64, Vec<u8>)>,
+    /// Each view's state, in pieces.
+    states: Vec<(u64, Vec<Vec<u8>>)>,
     started: Instant,
 }
 
@@ -563,7 +568,7 @@ impl Checkpoints {
         &self,
         view: u64,
         chain: Vec<StateRef>,
-        fold: impl FnOnce(&[Vec<u8>]) -> Result<Vec<u8>> + Send + 'static,
+        fold: impl FnOnce(&[Vec<u8>]) -> Result<StatePieces> + Send + 'static,
     ) -> bool {
         let Some(upto) = chain.last().map(|s| s.blob) else {
             return false;
@@ -589,7 +594,7 @@ impl Checkpoints {
                         .iter()
                         .map(|s| store.read_state(view, s))
                         .collect::<Result<Vec<_>>>()?;
-                    store.write_compacted(view, upto, &fold(&states)?)
+                    store.write_compacted(view, upto, fold(&states)?)
                 }))
                 .unwrap_or_else(|_| Err(Error::Internal("compaction panicked".into())));
                 match folded {
@@ -658,7 +663,7 @@ impl Checkpoints {
     pub fn submit(
         &self,
         manifest: Manifest,
-        states: Vec<(u64, Vec<u8>)>,
+        states: Vec<(u64, Vec<Vec<u8>>)>,
         started: Instant,
     ) -> Result<()> {
         let mut writer = self.writer.lock().expect("checkpoint lock");
@@ -740,7 +745,7 @@ fn write(store: &CheckpointStore, job: Job, failpoint: Option<u64>) -> Result<Ma
     let mut written = 0u64;
     for (view, state) in &states {
         store.write_state((manifest.id, *view, false), state)?;
-        written += state.len() as u64;
+        written += state.iter().map(|p| p.len() as u64).sum::<u64>();
     }
     store.sync_folder()?;
     if failpoint == Some(manifest.id) {
@@ -813,9 +818,9 @@ mod tests {
         for id in 1..=7 {
             if id == 1 || id == 5 {
                 quiet_blob = id;
-                store.write_state((id, 1, false), &quiet(id)).unwrap();
+                store.write_state((id, 1, false), &[quiet(id)]).unwrap();
             }
-            store.write_state((id, 2, false), &busy(id)).unwrap();
+            store.write_state((id, 2, false), &[busy(id)]).unwrap();
             let views = vec![
                 entry(1, quiet_blob, &quiet(quiet_blob)),
                 entry(2, id, &busy(id)),
@@ -836,7 +841,7 @@ mod tests {
         assert!(store.read_state(2, &entry(2, 4, &busy(4)).state).is_err());
         assert!(store.read_state(1, &entry(1, 5, &quiet(5)).state).is_ok());
         // A crash between states and manifest: the states are swept.
-        store.write_state((8, 2, false), &busy(8)).unwrap();
+        store.write_state((8, 2, false), &[busy(8)]).unwrap();
         store.collect_garbage().unwrap();
         assert!(store.read_state(2, &entry(2, 8, &busy(8)).state).is_err());
         drop(store);

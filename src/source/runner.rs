@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
@@ -357,6 +357,10 @@ pub struct Watermark {
     expr: Arc<dyn PhysicalExpr>,
     /// The event-time column (`col`).
     column: usize,
+    /// When `expr` is `col - INTERVAL` of a fixed length, that length in
+    /// microseconds: the watermark is then `col` less it, with no
+    /// expression evaluated (see [`fixed_shift`]).
+    shift_us: Option<i64>,
     lateness_us: i64,
 }
 
@@ -367,6 +371,33 @@ pub struct Late {
     pub event_time_us: i64,
     /// Its partition's watermark just before it.
     pub watermark_us: i64,
+}
+
+/// The length of `expr` in microseconds when it is `col - INTERVAL '…'`
+/// over the microsecond event-time column `col` (number `column`) and the
+/// interval has a fixed length: no months or days (whose length depends
+/// on the date and time zone), whole microseconds.
+fn fixed_shift(expr: &Arc<dyn PhysicalExpr>, column: usize, data_type: &DataType) -> Option<i64> {
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+    use datafusion::scalar::ScalarValue;
+    if !matches!(data_type, DataType::Timestamp(TimeUnit::Microsecond, _)) {
+        return None;
+    }
+    let binary = expr.downcast_ref::<BinaryExpr>()?;
+    let col = binary.left().downcast_ref::<Column>()?;
+    let literal = binary.right().downcast_ref::<Literal>()?;
+    if *binary.op() != Operator::Minus || col.index() != column {
+        return None;
+    }
+    match literal.value() {
+        ScalarValue::IntervalMonthDayNano(Some(v))
+            if v.months == 0 && v.days == 0 && v.nanoseconds % 1000 == 0 =>
+        {
+            Some(v.nanoseconds / 1000)
+        }
+        _ => None,
+    }
 }
 
 impl Watermark {
@@ -397,9 +428,11 @@ impl Watermark {
         let column = arrow
             .index_of(&wm.column)
             .map_err(|e| refuse(e.to_string()))?;
+        let shift_us = fixed_shift(&expr, column, arrow.field(column).data_type());
         Ok(Some(Watermark {
             expr,
             column,
+            shift_us,
             lateness_us: def.run.allowed_lateness_us,
         }))
     }
@@ -424,8 +457,19 @@ impl Watermark {
         if n == 0 {
             return Ok(late);
         }
-        let values = timestamp_micros(&self.expr.evaluate(&polled.rows)?.into_array(n)?)?;
         let times = timestamp_micros(polled.rows.column(self.column))?;
+        let values = match self.shift_us {
+            Some(_) => None,
+            None => Some(timestamp_micros(
+                &self.expr.evaluate(&polled.rows)?.into_array(n)?,
+            )?),
+        };
+        let value = |row: usize| match (&values, self.shift_us) {
+            (Some(values), _) => (!values.is_null(row)).then(|| values.value(row)),
+            (None, shift) => {
+                (!times.is_null(row)).then(|| times.value(row).saturating_sub(shift.unwrap_or(0)))
+            }
+        };
         for p in &polled.partitions {
             if p.rows.is_empty() || p.rows.end > n {
                 continue;
@@ -443,8 +487,7 @@ impl Watermark {
                         });
                     }
                 }
-                if !values.is_null(row) {
-                    let v = values.value(row);
+                if let Some(v) = value(row) {
                     mark = Some(mark.map_or(v, |m| m.max(v)));
                 }
             }
@@ -540,8 +583,12 @@ mod tests {
     use datafusion::arrow::array::TimestampMicrosecondArray;
 
     fn watermark(lateness: &str) -> Watermark {
+        watermark_as("ts - INTERVAL '1 second'", lateness)
+    }
+
+    fn watermark_as(expr: &str, lateness: &str) -> Watermark {
         let sql = format!(
-            "CREATE SOURCE s (ts timestamptz, WATERMARK FOR ts AS ts - INTERVAL '1 second') \
+            "CREATE SOURCE s (ts timestamptz, WATERMARK FOR ts AS {expr}) \
              WITH (connector = 'datagen', watermark.allowed.lateness = '{lateness}')"
         );
         let Some(SourceStatement::Create(create)) = parse_source_statement(&sql).unwrap() else {
@@ -601,6 +648,39 @@ mod tests {
         assert_eq!(cut[&0], whole[&0]);
         // Partition 1 is far behind, but judged only against itself.
         assert_eq!(cut[&1], -1_000_000);
+    }
+
+    #[test]
+    fn a_fixed_interval_is_subtracted_without_evaluating_the_expression() {
+        let shifts = [
+            ("ts - INTERVAL '1 second'", Some(1_000_000)),
+            (
+                "ts - INTERVAL '90 minutes 0.5 seconds'",
+                Some(5_400_500_000),
+            ),
+            // Days and months have no fixed length; other shapes are
+            // evaluated as written.
+            ("ts - INTERVAL '1 day'", None),
+            ("ts - INTERVAL '1 month'", None),
+            ("ts + INTERVAL '1 second'", None),
+            ("ts - INTERVAL '1 second' - INTERVAL '2 seconds'", None),
+        ];
+        let events: &[i64] = &[10, 9, 8, 6, 5, 11];
+        for (expr, shift) in shifts {
+            let w = watermark_as(expr, "2 seconds");
+            assert_eq!(w.shift_us, shift, "{expr}");
+            // Either way the marks are the expression's.
+            let evaluated = Watermark {
+                shift_us: None,
+                ..watermark_as(expr, "2 seconds")
+            };
+            let (mut fast, mut slow) = (Offsets::new(), Offsets::new());
+            let late = w.advance(&poll(&[(0, events)]), &mut fast, None).unwrap();
+            let expected = evaluated
+                .advance(&poll(&[(0, events)]), &mut slow, None)
+                .unwrap();
+            assert_eq!((late, fast), (expected, slow), "{expr}");
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ use datafusion::arrow::row::Rows;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 
+use super::value_set::ValueSet;
 use super::{ChangeBatch, Operator, Shard, SortKey};
 use crate::dataflow::expr::{evaluate, evaluate_all, timestamp_micros};
 use crate::dataflow::row::{shard_of_empty_key, KeyBytes, KeyMap, RowCodec};
@@ -1877,7 +1878,7 @@ fn exact_avg(
 struct Multiset {
     codec: RowCodec,
     value_types: Vec<DataType>,
-    sets: Vec<BTreeMap<Box<[u8]>, i64>>,
+    sets: Vec<ValueSet>,
     /// An encoded NULL, standing for "no value" when decoding min/max.
     null_row: Box<[u8]>,
     bytes: usize,
@@ -1913,16 +1914,16 @@ impl Multiset {
     }
 
     fn resize(&mut self, groups: usize) {
-        self.sets.resize_with(groups, BTreeMap::new);
+        self.sets.resize_with(groups, ValueSet::default);
     }
 
     fn reset(&mut self, slot: usize) {
         let set = std::mem::take(&mut self.sets[slot]);
-        self.bytes -= set.keys().map(|k| entry_bytes(k)).sum::<usize>();
+        self.bytes -= set.bytes();
     }
 
     fn bytes(&self) -> usize {
-        self.bytes + 24 * self.sets.len()
+        self.bytes + std::mem::size_of::<ValueSet>() * self.sets.len()
     }
 
     /// Per group, its values with their weights.
@@ -1936,9 +1937,9 @@ impl Multiset {
     fn write_slot(&self, state: &mut StateWriter, slot: usize) {
         let set = &self.sets[slot];
         state.len(set.len());
-        for (value, n) in set {
+        for (value, n) in set.iter() {
             state.bytes(value);
-            state.i64(*n);
+            state.i64(n);
         }
     }
 
@@ -1950,15 +1951,17 @@ impl Multiset {
     }
 
     /// One group's values, accounting their bytes as `update` does.
-    fn read_set(&mut self, state: &mut StateReader<'_>) -> Result<BTreeMap<Box<[u8]>, i64>> {
-        let mut set = BTreeMap::new();
+    fn read_set(&mut self, state: &mut StateReader<'_>) -> Result<ValueSet> {
+        let mut set = ValueSet::default();
         // A value's length and its weight.
         for _ in 0..state.count(16)? {
             let value = state.bytes()?;
-            self.bytes += entry_bytes(value);
-            if set.insert(value.into(), state.i64()?).is_some() {
-                return Err(corrupt("a value held twice in a group".into()));
+            let weight = state.i64()?;
+            // Written ascending, each once, with a weight.
+            if weight == 0 || set.last().is_some_and(|(last, _)| last >= value) {
+                return Err(corrupt("a group's values out of order".into()));
             }
+            self.bytes = self.bytes.saturating_add_signed(set.add(value, weight));
         }
         Ok(set)
     }
@@ -1985,44 +1988,28 @@ impl Multiset {
         if let Some(keep) = self.keep {
             let (sets, bytes) = (&mut self.sets, &mut self.bytes);
             return for_each_insertion(&rows, mask, slots, diffs, |slot, value, diff| {
-                keep_first(&mut sets[slot], bytes, value, diff, keep)
+                let grown = keep_first(&mut sets[slot], value, diff, keep);
+                *bytes = bytes.saturating_add_signed(grown);
             });
         }
         let (sets, bytes) = (&mut self.sets, &mut self.bytes);
         for_each_kept(slots.len(), mask, |i| {
-            let (value, diff) = (rows.row(i).data(), diffs[i]);
-            let set = &mut sets[slots[i] as usize];
-            match set.get_mut(value) {
-                Some(n) => {
-                    *n += diff;
-                    if *n == 0 {
-                        set.remove(value);
-                        *bytes -= entry_bytes(value);
-                    }
-                }
-                None if diff != 0 => {
-                    set.insert(value.into(), diff);
-                    *bytes += entry_bytes(value);
-                }
-                None => {}
-            }
+            let grown = sets[slots[i] as usize].add(rows.row(i).data(), diffs[i]);
+            *bytes = bytes.saturating_add_signed(grown);
         });
         Ok(())
     }
 
     /// The values present (weight > 0) in a group, ascending.
     fn present(&self, slot: u32) -> impl DoubleEndedIterator<Item = (&[u8], i64)> + '_ {
-        self.sets[slot as usize]
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(v, n)| (v.as_ref(), *n))
+        self.sets[slot as usize].iter().filter(|(_, n)| *n > 0)
     }
 
     fn finalize(&self, out: &Finish<'_>, slots: &[u32]) -> Result<ArrayRef> {
         match out.func {
             AggFunc::Count => {
-                // Constant time: at a barrier every entry left has a positive
-                // weight (retractions only follow their insertions).
+                // The entries, counted: at a barrier every entry left has a
+                // positive weight (retractions only follow their insertions).
                 let counts = slots.iter().map(|s| self.sets[*s as usize].len() as i64);
                 Ok(Arc::new(counts.collect::<Int64Array>()))
             }
@@ -2120,41 +2107,25 @@ fn for_each_insertion(
 }
 
 /// Adds an insertion to a group that keeps only its first `keep` values
-/// (by weight): a value past them is let go at once.
-fn keep_first(
-    set: &mut BTreeMap<Box<[u8]>, i64>,
-    bytes: &mut usize,
-    value: &[u8],
-    diff: i64,
-    keep: usize,
-) {
-    let held: i64 = set.values().sum();
-    let past_the_end = set
-        .last_key_value()
-        .is_some_and(|(last, _)| value >= last.as_ref());
+/// (by weight): a value past them is let go at once. Returns by how much
+/// the set's bytes changed.
+fn keep_first(set: &mut ValueSet, value: &[u8], diff: i64, keep: usize) -> isize {
+    let held: i64 = set.iter().map(|(_, n)| n).sum();
+    let past_the_end = set.last().is_some_and(|(last, _)| value >= last);
     if held >= keep as i64 && past_the_end {
-        return;
+        return 0;
     }
-    match set.get_mut(value) {
-        Some(n) => *n += diff,
-        None => {
-            set.insert(value.into(), diff);
-            *bytes += entry_bytes(value);
-        }
-    }
+    let mut grown = set.add(value, diff);
     let mut excess = held + diff - keep as i64;
     while excess > 0 {
-        let Some(mut last) = set.last_entry() else {
+        let Some((_, last)) = set.last() else {
             break;
         };
-        let cut = excess.min(*last.get());
-        *last.get_mut() -= cut;
+        let cut = excess.min(last);
+        grown += set.cut_last(cut);
         excess -= cut;
-        if *last.get() == 0 {
-            *bytes -= entry_bytes(last.key());
-            last.remove();
-        }
     }
+    grown
 }
 
 /// Per group, the one value an append-only input can never take back: the
@@ -2276,10 +2247,6 @@ impl Extreme {
         }
         Ok(())
     }
-}
-
-fn entry_bytes(value: &[u8]) -> usize {
-    value.len() + 48
 }
 
 /// Each group's strings joined by `separator`; NULL for a group without.
