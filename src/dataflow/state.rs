@@ -400,6 +400,45 @@ impl Checksum {
 mod tests {
     use super::*;
 
+    /// Pieces moved in, nested and empty give the bytes one writer would
+    /// have written, with their length and checksum.
+    #[test]
+    fn pieces_hold_the_bytes_one_writer_would_write() {
+        let mut log = ChangeLog::default();
+        log.entry().bytes(b"key");
+        log.entry().i64(-1);
+        let mut inner = StatePieces::new();
+        inner.writer().bool(true);
+        log.move_into(&mut inner);
+        inner.append(Vec::new());
+        let mut pieces = StatePieces::new();
+        pieces.writer().len(2);
+        pieces.bytes(b"first worker".to_vec());
+        pieces.bytes(Vec::new());
+        pieces.nest(inner);
+        pieces.writer().u64(9);
+
+        let mut log = ChangeLog::default();
+        log.entry().bytes(b"key");
+        log.entry().i64(-1);
+        let mut inner = StateWriter::new();
+        inner.bool(true);
+        log.write_to(&mut inner);
+        let mut one = StateWriter::new();
+        one.len(2);
+        one.bytes(b"first worker");
+        one.bytes(b"");
+        one.bytes(&inner.into_bytes());
+        one.u64(9);
+        let one = one.into_bytes();
+
+        assert_eq!(pieces.len(), one.len());
+        assert_eq!(pieces.checksum(), checksum(&one));
+        let pieces = pieces.into_pieces();
+        assert!(pieces.iter().all(|p| !p.is_empty()));
+        assert_eq!(pieces.concat(), one);
+    }
+
     #[test]
     fn values_read_back_in_order() {
         let mut w = StateWriter::new();
