@@ -538,7 +538,8 @@ struct Stored {
     /// last part: so since this process stored it, not when recovered.
     tracked: bool,
     /// The bytes the view held (operator states and output) when `state`
-    /// and then each of `changes` were taken; 0 where not known.
+    /// and then each of `changes` were taken; empty when not known (a
+    /// recovered chain).
     held: Vec<u64>,
 }
 
@@ -967,10 +968,10 @@ impl Engine {
     }
 
     /// Applies each view's changes of an epoch to its output, then makes
-    /// the epoch visible (the caller holds the gate). Views with many changes each are applied side by
-    /// side, one thread each (the workers wait for the next step meanwhile,
-    /// so their cores are free): a view's output is its own, under its own
-    /// lock.
+    /// the epoch visible (the caller holds the gate). Views with many
+    /// changes each are applied side by side, one thread each (the workers
+    /// wait for the next step meanwhile, so their cores are free): a view's
+    /// output is its own, under its own lock.
     fn publish(&self, mut outputs: Vec<(Arc<MaterializedView>, ChangeBatch)>, epoch: u64) {
         let apply = |(view, delta): &(Arc<MaterializedView>, ChangeBatch)| {
             if let Err(e) = view.apply(delta) {

@@ -464,10 +464,18 @@ impl Watermark {
                 &self.expr.evaluate(&polled.rows)?.into_array(n)?,
             )?),
         };
+        // As evaluating the expression would, an event time whose
+        // watermark is out of range fails the poll.
         let value = |row: usize| match (&values, self.shift_us) {
-            (Some(values), _) => (!values.is_null(row)).then(|| values.value(row)),
+            (Some(values), _) => Ok((!values.is_null(row)).then(|| values.value(row))),
+            (None, _) if times.is_null(row) => Ok(None),
             (None, shift) => {
-                (!times.is_null(row)).then(|| times.value(row).saturating_sub(shift.unwrap_or(0)))
+                let t = times.value(row);
+                t.checked_sub(shift.unwrap_or(0)).map(Some).ok_or_else(|| {
+                    Error::NumericOutOfRange(format!(
+                        "the watermark of event time {t} us is out of range"
+                    ))
+                })
             }
         };
         for p in &polled.partitions {
@@ -487,7 +495,7 @@ impl Watermark {
                         });
                     }
                 }
-                if let Some(v) = value(row) {
+                if let Some(v) = value(row)? {
                     mark = Some(mark.map_or(v, |m| m.max(v)));
                 }
             }
@@ -681,6 +689,10 @@ mod tests {
                 .unwrap();
             assert_eq!((late, fast), (expected, slow), "{expr}");
         }
+        // A watermark out of range is an error, not a clamped value.
+        let w = watermark("2 seconds");
+        let earliest = poll(&[(0, &[i64::MIN / 1_000_000])]);
+        assert!(w.advance(&earliest, &mut Offsets::new(), None).is_err());
     }
 
     #[test]
