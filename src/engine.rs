@@ -19,7 +19,7 @@ mod image;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::ArrayRef;
@@ -181,6 +181,11 @@ impl MaterializedView {
             .collect();
         let keys = self.key_codec.encode(&keys)?;
         let mut state = self.state.write().expect("view lock");
+        // Failed by a later epoch while this one waited to be published
+        // (a view over views of two readers): its rows are not served.
+        if state.failed.is_some() {
+            return Ok(());
+        }
         state.version += 1;
         state.output.update(&delta, |i| keys.row(i).data())?;
         if let Some(image) = &mut state.image {
@@ -338,8 +343,8 @@ impl MaterializedView {
     /// here), or with `changes` what changed since the last checkpoint;
     /// a flag first says which. Only taking the log of changes and starting
     /// to log them again need the view's write lock: queries read the view
-    /// while it is written whole (the commit lock keeps the output as it is
-    /// meanwhile).
+    /// while it is written whole (the commit and publish locks keep the
+    /// output as it is meanwhile).
     fn checkpoint_output(&self, state: &mut StatePieces, changes: bool) {
         let changed = match changes {
             true => self.state.write().expect("view lock").output.take_changes(),
@@ -517,6 +522,17 @@ struct Dataflows {
     last_checkpoint: Instant,
     /// Per view, the operator state its workers held after its last step.
     held: BTreeMap<u64, usize>,
+    /// The last epoch computed: published too, or being published under
+    /// the publish lock.
+    epoch: u64,
+}
+
+impl Dataflows {
+    /// Numbers the epoch about to be computed.
+    fn next_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        self.epoch
+    }
 }
 
 /// Changes of one epoch to a view from which it is applied to the view's
@@ -573,23 +589,47 @@ impl Stored {
     /// Whether the last changes took at least 3/4 of the bytes a whole
     /// state would take now: the whole state's, scaled by how much more
     /// or less the view holds than when it was taken.
+    ///
+    /// A view checkpointed as it started holds next to nothing in its
+    /// whole state, which then tells nothing of its size. When the view
+    /// held four times as much or more at its first changes, and those are
+    /// not the last, they stand for the whole state: they hold about all
+    /// the view held then.
     fn changes_were_most(&self, held: u64) -> bool {
-        let (Some(last), Some(&base)) = (self.changes.last(), self.held.first()) else {
+        let Some((last, earlier)) = self.changes.split_last() else {
             return false;
+        };
+        let (len, base) = match (self.held.first(), self.held.get(1), earlier.first()) {
+            (Some(&at_state), Some(&at_first), Some(first))
+                if at_state.saturating_mul(4) < at_first =>
+            {
+                (first.len, at_first)
+            }
+            (Some(&at_state), _, _) => (self.state.len, at_state),
+            _ => return false,
         };
         if base == 0 {
             return false;
         }
-        let whole_now = u128::from(self.state.len) * u128::from(held) / u128::from(base);
+        let whole_now = u128::from(len) * u128::from(held) / u128::from(base);
         4 * u128::from(last.len) >= 3 * whole_now
     }
 }
 
 pub struct Engine {
     runtime: Runtime,
-    /// The commit lock: held while an epoch is computed and published.
+    /// The commit lock: held while an epoch is computed.
     views: Mutex<Dataflows>,
+    /// The publish lock: held while an epoch's changes are applied to the
+    /// views' outputs. It is taken under the commit lock, so epochs are
+    /// published in the order they were computed. A stream reader's
+    /// commit lets go of the commit lock once it holds this one: the next
+    /// epoch is computed while this one is published. Whatever needs the
+    /// outputs as of the operators' states (a checkpoint, a backfill, a
+    /// table's commit) holds both ([`Engine::lock_settled`]).
+    publishing: Mutex<()>,
     gate: tokio::sync::RwLock<()>,
+    /// The last epoch published.
     epoch: AtomicU64,
     checkpoints: Checkpoints,
     /// Budget in bytes for all views' state together.
@@ -647,7 +687,9 @@ impl Engine {
                 stored: BTreeMap::new(),
                 last_checkpoint: Instant::now(),
                 held: BTreeMap::new(),
+                epoch,
             }),
+            publishing: Mutex::new(()),
             gate: tokio::sync::RwLock::new(()),
             epoch: AtomicU64::new(epoch),
             checkpoints,
@@ -662,6 +704,14 @@ impl Engine {
     /// The last published epoch.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The commit lock, once every epoch computed is published: the views'
+    /// outputs are as of their operators' states until it is let go.
+    fn lock_settled(&self) -> (MutexGuard<'_, Dataflows>, MutexGuard<'_, ()>) {
+        let df = self.views.lock().expect("commit lock");
+        let published = self.publishing.lock().expect("publish lock");
+        (df, published)
     }
 
     /// Held by a query while it takes its snapshots of tables and views.
@@ -684,12 +734,12 @@ impl Engine {
         change: Change,
         positions: Option<&[u8]>,
     ) -> Result<u64> {
-        let mut df = self.views.lock().expect("commit lock");
+        let (mut df, _published) = self.lock_settled();
         let df = &mut *df;
         let prepared = table.prepare(change, positions)?;
         let inserted = prepared.inserted_rows();
-        let epoch = self.epoch() + 1;
         let delta = table_delta(table, &prepared)?;
+        let epoch = df.next_epoch();
         let rows: usize = delta.iter().map(ChangeBatch::len).sum();
         let relation = table.def().name.as_str();
         if rows < PARALLEL_APPLY_ROWS {
@@ -738,8 +788,8 @@ impl Engine {
         frontier: Option<i64>,
     ) -> Result<u64> {
         // A view that is gone: UndefinedTable, which ends its reader.
-        let mut df = self.views.lock().expect("commit lock");
-        let df = &mut *df;
+        let mut computing = self.views.lock().expect("commit lock");
+        let df = &mut *computing;
         let Some(view) = df.views.get(&view_id) else {
             return Err(Error::UndefinedTable(format!(
                 "materialized view with id {view_id}"
@@ -747,7 +797,7 @@ impl Engine {
         };
         // A failed view reads no more: its reader stops, saying why.
         view.failed()?;
-        let epoch = self.epoch() + 1;
+        let epoch = df.next_epoch();
         let delta = if rows.num_rows() == 0 {
             Vec::new()
         } else {
@@ -757,10 +807,8 @@ impl Engine {
         changed.reader = Some(view_id);
         changed.frontier = frontier.and_then(|f| df.advance_frontier(view_id, source, f));
         let outputs = self.propagate(df, changed, epoch);
-        {
-            let _gate = self.gate.blocking_write();
-            self.publish(outputs, epoch);
-        }
+        // Once the epoch before is published, this one is next.
+        let publishing = self.publishing.lock().expect("publish lock");
         // A reader that has caught up commits empty polls: those change
         // nothing a checkpoint would store.
         let held = df.positions.entry(view_id).or_default();
@@ -776,8 +824,15 @@ impl Engine {
             }
         }
         if self.checkpoint_due(df) {
+            // The checkpoint is of this epoch: the outputs first.
+            self.publish_gated(outputs, epoch);
             self.checkpoint(df);
+            return Ok(epoch);
         }
+        // The next epoch is computed while this one is published.
+        drop(computing);
+        self.publish_gated(outputs, epoch);
+        drop(publishing);
         Ok(epoch)
     }
 
@@ -785,12 +840,12 @@ impl Engine {
     /// that rows that aged out leave it, and the views over it see them go
     /// (each view is stepped once, with whatever else reaches it). Blocking.
     pub fn tick(&self) {
-        let mut df = self.views.lock().expect("commit lock");
+        let (mut df, _published) = self.lock_settled();
         let df = &mut *df;
         if !df.views.values().any(|v| v.graph.is_temporal()) {
             return;
         }
-        let epoch = self.epoch() + 1;
+        let epoch = df.next_epoch();
         let changed = Changed {
             origin: String::new(),
             batches: HashMap::new(),
@@ -800,10 +855,11 @@ impl Engine {
         };
         let outputs = self.propagate(df, changed, epoch);
         if outputs.is_empty() {
+            // Nothing to show: no need to stop the readers for it.
+            self.epoch.store(epoch, Ordering::Release);
             return;
         }
-        let _gate = self.gate.blocking_write();
-        self.publish(outputs, epoch);
+        self.publish_gated(outputs, epoch);
     }
 
     /// Starts the thread that steps views holding a trailing range every
@@ -967,8 +1023,15 @@ impl Engine {
         ))
     }
 
+    /// [`Engine::publish`] behind the gate. The caller holds the publish
+    /// lock.
+    fn publish_gated(&self, outputs: Vec<(Arc<MaterializedView>, ChangeBatch)>, epoch: u64) {
+        let _gate = self.gate.blocking_write();
+        self.publish(outputs, epoch);
+    }
+
     /// Applies each view's changes of an epoch to its output, then makes
-    /// the epoch visible (the caller holds the gate). Views with many
+    /// the epoch visible (the caller holds the publish lock and the gate). Views with many
     /// changes each are applied side by side, one thread each (the workers
     /// wait for the next step meanwhile, so their cores are free): a view's
     /// output is its own, under its own lock.
@@ -1011,7 +1074,9 @@ impl Engine {
         view: Arc<MaterializedView>,
         reader: &dyn RelationReader,
     ) -> Result<Option<Resume>> {
-        let mut df = self.views.lock().expect("commit lock");
+        // Settled: the views it is filled from are read as of their
+        // operators, whose next changes reach it.
+        let (mut df, _published) = self.lock_settled();
         let df = &mut *df;
         let by_name = |name: &str| {
             df.views
@@ -1045,7 +1110,7 @@ impl Engine {
             }
         }
         self.runtime.install(id, Arc::clone(&view.graph))?;
-        let epoch = self.epoch() + 1;
+        let epoch = df.next_epoch();
         // A view over views starts at their frontier: the contents it is
         // filled from are as of it. Without this, a view made after its
         // inputs stopped moving would never close a window.
@@ -1343,7 +1408,7 @@ impl Engine {
         let manifest = Manifest {
             id,
             build: checkpoint::build_identity(),
-            epoch: self.epoch(),
+            epoch: df.epoch,
             taken_at_ms: chrono::Utc::now().timestamp_millis(),
             snapshot_ms: started.elapsed().as_secs_f64() * 1e3,
             duration_ms: 0.0,
@@ -1380,7 +1445,7 @@ impl Engine {
         }
         self.checkpoints.wait_idle();
         {
-            let mut df = self.views.lock().expect("commit lock");
+            let (mut df, _published) = self.lock_settled();
             let df = &mut *df;
             if self.has_news(df) && !df.checkpointed.is_empty() {
                 self.checkpoint(df);
@@ -1395,7 +1460,7 @@ impl Engine {
     }
 
     pub fn drop_view(&self, id: u64) {
-        let mut df = self.views.lock().expect("commit lock");
+        let (mut df, _published) = self.lock_settled();
         if df.views.remove(&id).is_some() {
             self.runtime.remove(id);
         }
@@ -1550,20 +1615,25 @@ mod tests {
         }
     }
 
-    /// A chain of a whole state of 1,000 bytes taken while the view held
-    /// 2,000, then changes of `lens`.
-    fn chain(lens: &[u64]) -> Stored {
+    /// A chain of a whole state of `len` bytes taken while the view held
+    /// `held_then`, then changes of `lens`, each while it held 2,000.
+    fn chain_from(len: u64, held_then: u64, lens: &[u64]) -> Stored {
         Stored {
-            state: part(1, 1_000),
+            state: part(1, len),
             changes: (2..)
                 .zip(lens)
                 .map(|(blob, len)| part(blob, *len))
                 .collect(),
             tracked: true,
-            held: std::iter::once(2_000)
+            held: std::iter::once(held_then)
                 .chain(lens.iter().map(|_| 2_000))
                 .collect(),
         }
+    }
+
+    /// [`chain_from`] a whole state of 1,000 bytes at 2,000 held.
+    fn chain(lens: &[u64]) -> Stored {
+        chain_from(1_000, 2_000, lens)
     }
 
     #[test]
@@ -1586,5 +1656,24 @@ mod tests {
         // Nor are a recovered view's changes tracked: whole.
         recovered.tracked = false;
         assert!(!recovered.next_is_changes(2_000));
+    }
+
+    #[test]
+    fn a_view_checkpointed_as_it_started_is_sized_by_its_first_changes() {
+        // Whole while empty (8 bytes held), then changes of about all of
+        // it as it filled: 1,000 bytes at 2,000 held.
+        let started = |lens: &[u64]| chain_from(20, 8, lens);
+        // The first changes are the last: nothing to size them by.
+        assert!(started(&[1_000]).next_is_changes(2_000));
+        // Changes as large again: whole, before the chain needs folding.
+        assert!(!started(&[1_000, 900]).next_is_changes(2_000));
+        assert!(started(&[1_000, 700]).next_is_changes(2_000));
+        // The view doubled since its first changes: 900 bytes are less than
+        // half of a whole state now.
+        assert!(started(&[1_000, 900]).next_is_changes(4_000));
+        // A view that held a third of what it held at its first changes
+        // keeps its whole state as the measure: 900 bytes are not most of
+        // what 700 bytes at 700 held would take at 2,000.
+        assert!(chain_from(700, 700, &[1_000, 900]).next_is_changes(2_000));
     }
 }
