@@ -5,10 +5,13 @@
 //! A commit is one epoch. Under the engine's commit lock it (1) makes the
 //! table change durable, (2) runs the change through every dependent view's
 //! dataflow, in creation order so a view over a view sees its input's
-//! change, and (3) behind the read gate, publishes the table change and all
-//! view changes together. Queries plan under the gate's read side, so a
-//! query sees one closed epoch for every table and view it reads; and the
-//! writing statement returns only after (3), so it reads its own writes.
+//! change, and (3) under the publish lock and behind the read gate,
+//! publishes the table change and all view changes together. Queries plan
+//! under the gate's read side, so a query sees one closed epoch for every
+//! table and view it reads; and the writing statement returns only after
+//! (3), so it reads its own writes. A stream reader's commit lets go of the
+//! commit lock before (3), so that the next epoch is computed meanwhile;
+//! the publish lock, taken before, keeps the epochs in order.
 //!
 //! **Architecture Invariant:** nothing becomes visible to a reader between
 //! two epochs' publications: table rows and view rows of an epoch are
@@ -522,8 +525,9 @@ struct Dataflows {
     last_checkpoint: Instant,
     /// Per view, the operator state its workers held after its last step.
     held: BTreeMap<u64, usize>,
-    /// The last epoch computed: published too, or being published under
-    /// the publish lock.
+    /// The last epoch number taken: computed and published, or being
+    /// published under the publish lock (or given up, when the commit
+    /// that took it failed: numbers may be skipped, never reused).
     epoch: u64,
 }
 
@@ -592,7 +596,7 @@ impl Stored {
     ///
     /// A view checkpointed as it started holds next to nothing in its
     /// whole state, which then tells nothing of its size. When the view
-    /// held four times as much or more at its first changes, and those are
+    /// held more than four times as much at its first changes, and those are
     /// not the last, they stand for the whole state: they hold about all
     /// the view held then.
     fn changes_were_most(&self, held: u64) -> bool {
@@ -855,7 +859,8 @@ impl Engine {
         };
         let outputs = self.propagate(df, changed, epoch);
         if outputs.is_empty() {
-            // Nothing to show: no need to stop the readers for it.
+            // Nothing to show: no need to stop the readers for it (so the
+            // published epoch may move outside the gate).
             self.epoch.store(epoch, Ordering::Release);
             return;
         }
@@ -1031,10 +1036,9 @@ impl Engine {
     }
 
     /// Applies each view's changes of an epoch to its output, then makes
-    /// the epoch visible (the caller holds the publish lock and the gate). Views with many
-    /// changes each are applied side by side, one thread each (the workers
-    /// wait for the next step meanwhile, so their cores are free): a view's
-    /// output is its own, under its own lock.
+    /// the epoch visible (the caller holds the publish lock and the gate).
+    /// Views with many changes each are applied side by side, one thread
+    /// each: a view's output is its own, under its own lock.
     fn publish(&self, mut outputs: Vec<(Arc<MaterializedView>, ChangeBatch)>, epoch: u64) {
         let apply = |(view, delta): &(Arc<MaterializedView>, ChangeBatch)| {
             if let Err(e) = view.apply(delta) {
