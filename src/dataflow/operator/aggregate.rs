@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array,
-    Int64Array, ListArray, StringBuilder,
+    Int64Array, ListArray, StringBuilder, UInt32Array,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer};
-use datafusion::arrow::compute::{cast, SortOptions};
+use datafusion::arrow::compute::{cast, concat, take, SortOptions};
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Decimal128Type, Field, Float64Type, Int16Type, Int32Type,
     Int64Type, Int8Type, Schema, SchemaRef, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
@@ -314,7 +314,7 @@ impl Operator for Aggregate {
         let encoded = self.encode_outputs(&columns, 1)?;
         self.groups.set_emitted(0, encoded.into_iter().next());
         self.groups.mark_changed(0);
-        out.push(self.build_output(&[], &[0])?);
+        out.push(self.build_output(&[], &[0], &columns, &[0])?);
         Ok(())
     }
 
@@ -352,8 +352,17 @@ impl Operator for Aggregate {
         let mut encoded = self.encode_outputs(&columns, live_slots.len())?.into_iter();
         let mut retracted: Vec<(u32, KeyBytes)> = Vec::new();
         let mut inserted: Vec<u32> = Vec::new();
+        // Each inserted slot's row in `columns`.
+        let mut at: Vec<u32> = Vec::new();
+        let mut next_live = 0u32;
         for (slot, is_live) in touched.iter().zip(&live) {
-            let new = if *is_live { encoded.next() } else { None };
+            let (new, row) = match is_live {
+                true => {
+                    next_live += 1;
+                    (encoded.next(), next_live - 1)
+                }
+                false => (None, 0),
+            };
             if self.groups.emitted[*slot as usize] == new {
                 continue;
             }
@@ -363,10 +372,11 @@ impl Operator for Aggregate {
             }
             if inserts {
                 inserted.push(*slot);
+                at.push(row);
             }
         }
         if !retracted.is_empty() || !inserted.is_empty() {
-            out.push(self.build_output(&retracted, &inserted)?);
+            out.push(self.build_output(&retracted, &inserted, &columns, &at)?);
         }
         for (slot, is_live) in touched.iter().zip(&live) {
             if !is_live && !self.is_global() {
@@ -414,7 +424,8 @@ impl Operator for Aggregate {
                 self.groups.set_emitted(*slot, Some(row));
             }
             if !live.is_empty() {
-                out.push(self.build_output(&[], &live)?);
+                let at: Vec<u32> = (0..live.len() as u32).collect();
+                out.push(self.build_output(&[], &live, &columns, &at)?);
             }
         }
         // The rows emitted stay in the output; only the state goes.
@@ -694,21 +705,20 @@ impl Aggregate {
     }
 
     /// Retractions of the given previous rows, then insertions of the rows
-    /// now emitted for `inserted`.
-    fn build_output(&self, retracted: &[(u32, KeyBytes)], inserted: &[u32]) -> Result<ChangeBatch> {
+    /// now emitted for `inserted`, whose aggregate values are row `at[i]`
+    /// of the calls' `fresh` columns (those rows were just encoded into
+    /// what the groups emitted: they are taken, not decoded again).
+    fn build_output(
+        &self,
+        retracted: &[(u32, KeyBytes)],
+        inserted: &[u32],
+        fresh: &[ArrayRef],
+        at: &[u32],
+    ) -> Result<ChangeBatch> {
         let slots: Vec<u32> = retracted
             .iter()
             .map(|(s, _)| *s)
             .chain(inserted.iter().copied())
-            .collect();
-        let aggs: Vec<&[u8]> = retracted
-            .iter()
-            .map(|(_, row)| row.as_ref())
-            .chain(inserted.iter().map(|s| {
-                self.groups.emitted[*s as usize]
-                    .as_deref()
-                    .unwrap_or_default()
-            }))
             .collect();
         let mut columns = match &self.key_codec {
             Some(codec) => {
@@ -716,12 +726,31 @@ impl Aggregate {
             }
             None => Vec::new(),
         };
+        let fields = self.spec.output_schema.fields();
+        let keys = columns.len();
         if let Some(codec) = &self.out_codec {
-            columns.extend(codec.decode(aggs)?);
+            let old = match retracted.is_empty() {
+                true => Vec::new(),
+                false => codec.decode(retracted.iter().map(|(_, row)| row.as_ref()))?,
+            };
+            let rows = UInt32Array::from(at.to_vec());
+            for (i, values) in fresh.iter().enumerate() {
+                let field = fields.get(keys + i).ok_or_else(|| {
+                    Error::Internal("aggregate output wider than its schema".into())
+                })?;
+                let new = cast_to(&take(values, &rows, None)?, field.data_type())?;
+                let column = match old.get(i) {
+                    Some(old) => {
+                        concat(&[cast_to(old, field.data_type())?.as_ref(), new.as_ref()])?
+                    }
+                    None => new,
+                };
+                columns.push(column);
+            }
         }
         let columns = columns
             .iter()
-            .zip(self.spec.output_schema.fields())
+            .zip(fields)
             .map(|(c, f)| cast_to(c, f.data_type()))
             .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(slots.len()));
