@@ -715,6 +715,7 @@ impl Aggregate {
         fresh: &[ArrayRef],
         at: &[u32],
     ) -> Result<ChangeBatch> {
+        debug_assert_eq!(at.len(), inserted.len(), "a fresh row per inserted group");
         let slots: Vec<u32> = retracted
             .iter()
             .map(|(s, _)| *s)
@@ -2532,8 +2533,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_unchanged_group_emits_nothing() {
+    /// `SELECT c0, max(c1) … GROUP BY c0` over two integer columns.
+    fn max_per_group() -> Harness {
         let s = input(" I I");
         let spec = spec(
             &s,
@@ -2541,11 +2542,29 @@ mod tests {
             vec![call(AggFunc::Max, vec![c("c1", &s)])],
             vec![DataType::Int64],
         );
-        let mut h = Harness::new(&spec);
+        Harness::new(&spec)
+    }
+
+    #[test]
+    fn an_unchanged_group_emits_nothing() {
+        let mut h = max_per_group();
         assert_eq!(h.step(" I I\n + 1 3"), vec!["+1 1, 3"]);
         assert!(h.step(" I I\n + 1 1\n + 1 3").is_empty());
         // Inserted and retracted within one epoch: no change at all.
         assert!(h.step(" I I\n + 2 8\n - 2 8").is_empty());
+    }
+
+    #[test]
+    fn inserted_rows_are_their_own_groups_after_unchanged_and_emptied_ones() {
+        let mut h = max_per_group();
+        h.step(" I I\n + 1 5\n + 2 7\n + 3 2\n + 4 1");
+        // One epoch: group 1 unchanged, 2 emptied, 3 and 4 changed. The
+        // new rows are taken from the live groups' values by position.
+        assert_eq!(
+            h.step(" I I\n + 1 4\n - 2 7\n + 3 9\n + 4 6"),
+            vec!["+1 3, 9", "+1 4, 6", "-1 2, 7", "-1 3, 2", "-1 4, 1"]
+        );
+        assert_eq!(h.view(), vec!["+1 1, 5", "+1 3, 9", "+1 4, 6"]);
     }
 
     #[test]
