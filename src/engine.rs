@@ -539,11 +539,6 @@ impl Dataflows {
     }
 }
 
-/// Changes of one epoch to a view from which it is applied to the view's
-/// output on a thread of its own, beside the other views' (see
-/// `Engine::publish`).
-const APPLY_APART_ROWS: usize = 4096;
-
 /// Changes at most written after a whole state before the next whole one
 /// (a restart reads them all).
 const MAX_CHANGES: usize = 100;
@@ -1037,34 +1032,11 @@ impl Engine {
 
     /// Applies each view's changes of an epoch to its output, then makes
     /// the epoch visible (the caller holds the publish lock and the gate).
-    /// Views with many changes each are applied side by side, one thread
-    /// each: a view's output is its own, under its own lock.
-    fn publish(&self, mut outputs: Vec<(Arc<MaterializedView>, ChangeBatch)>, epoch: u64) {
-        let apply = |(view, delta): &(Arc<MaterializedView>, ChangeBatch)| {
-            if let Err(e) = view.apply(delta) {
+    fn publish(&self, outputs: Vec<(Arc<MaterializedView>, ChangeBatch)>, epoch: u64) {
+        for (view, delta) in outputs {
+            if let Err(e) = view.apply(&delta) {
                 view.fail(e.to_string());
             }
-        };
-        // Largest first: it stays on this thread.
-        outputs.sort_by_key(|(_, delta)| std::cmp::Reverse(delta.len()));
-        let split = outputs
-            .iter()
-            .position(|(_, delta)| delta.len() < APPLY_APART_ROWS)
-            .unwrap_or(outputs.len());
-        match split {
-            0 | 1 => outputs.iter().for_each(apply),
-            _ => std::thread::scope(|scope| {
-                for output in &outputs[1..split] {
-                    let spawned = std::thread::Builder::new()
-                        .name("eddydb-publish".into())
-                        .spawn_scoped(scope, move || apply(output));
-                    if spawned.is_err() {
-                        apply(output);
-                    }
-                }
-                apply(&outputs[0]);
-                outputs[split..].iter().for_each(apply);
-            }),
         }
         self.epoch.store(epoch, Ordering::Release);
     }
